@@ -1,0 +1,84 @@
+//! The library's one error type. Every fallible public function returns
+//! [`Result`]; the C layer maps each variant onto a status code.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller passed something the call cannot use (sizes, counts, options).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A file or folder could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint file exists but its content is not what the model needs.
+    #[error("bad checkpoint {}: {msg}", path.display())]
+    BadCheckpoint { path: PathBuf, msg: String },
+
+    /// The checkpoint is valid but this model variant cannot do what was asked.
+    #[error("unsupported variant: {0}")]
+    UnsupportedVariant(String),
+
+    /// A memory allocation failed (host or device).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+
+    /// The compute device reported an error.
+    #[error("device error: {0}")]
+    Device(String),
+
+    /// The caller's progress callback asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+
+    /// A tensor operation failed in a way that points at a bug in this library.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn bad_checkpoint(path: impl AsRef<Path>, msg: impl std::fmt::Display) -> Self {
+        Error::BadCheckpoint {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.to_string(),
+        }
+    }
+
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn invalid(msg: impl std::fmt::Display) -> Self {
+        Error::InvalidArgument(msg.to_string())
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        classify_candle_error(e.to_string())
+    }
+}
+
+/// Candle reports allocation failures and CUDA faults as plain messages;
+/// sort them so callers can react (retry smaller, fall back to CPU).
+fn classify_candle_error(msg: String) -> Error {
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("out of memory") || lower.contains("alloc") && lower.contains("fail") {
+        Error::OutOfMemory(msg)
+    } else if lower.contains("cuda") || lower.contains("driver") {
+        Error::Device(msg)
+    } else {
+        Error::Internal(msg)
+    }
+}

@@ -1,0 +1,635 @@
+//! `CogVideoXTransformer3DModel` (diffusers
+//! `models/transformers/cogvideox_transformer_3d.py`) for every published
+//! variant: 2b (sincos positions), 5b (3D RoPE), 5b-I2V (RoPE plus a learned
+//! table, 32 input channels), 1.5-5B (temporal patches) and 1.5-5B-I2V (plus
+//! the `ofs` embedding).
+//!
+//! Layouts follow diffusers: latents are `[B, F, C, H, W]` (frames first),
+//! text embeddings `[B, L, text_dim]`, the token sequence is text first.
+
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_b};
+use serde::Deserialize;
+
+use crate::models::attention::{Attention, FeedForward};
+use crate::models::embeddings::{
+    RopeGrid, TimestepEmbedding, resize_crop_region_for_grid, rotary_pos_embed_3d,
+    sincos_pos_embed_3d, timestep_embedding,
+};
+
+fn default_true() -> bool {
+    true
+}
+fn default_out_channels() -> Option<usize> {
+    Some(16)
+}
+fn default_temporal_compression() -> usize {
+    4
+}
+fn default_text_len() -> usize {
+    226
+}
+fn default_norm_eps() -> f64 {
+    1e-5
+}
+fn default_spatial_interp() -> f64 {
+    1.875
+}
+fn default_temporal_interp() -> f64 {
+    1.0
+}
+fn default_gelu() -> String {
+    "gelu-approximate".into()
+}
+fn default_silu() -> String {
+    "silu".into()
+}
+
+/// `transformer/config.json`. Shape-defining fields are required (every
+/// published config has them); the rest default as in diffusers, so older
+/// configs that predate a field (2b has no `use_rotary_positional_embeddings`)
+/// load as diffusers loads them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub num_attention_heads: usize,
+    pub attention_head_dim: usize,
+    pub in_channels: usize,
+    #[serde(default = "default_out_channels")]
+    pub out_channels: Option<usize>,
+    #[serde(default = "default_true")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default)]
+    pub freq_shift: f64,
+    pub time_embed_dim: usize,
+    #[serde(default)]
+    pub ofs_embed_dim: Option<usize>,
+    pub text_embed_dim: usize,
+    pub num_layers: usize,
+    #[serde(default = "default_true")]
+    pub attention_bias: bool,
+    pub sample_width: usize,
+    pub sample_height: usize,
+    pub sample_frames: usize,
+    pub patch_size: usize,
+    #[serde(default)]
+    pub patch_size_t: Option<usize>,
+    #[serde(default = "default_temporal_compression")]
+    pub temporal_compression_ratio: usize,
+    #[serde(default = "default_text_len")]
+    pub max_text_seq_length: usize,
+    #[serde(default = "default_gelu")]
+    pub activation_fn: String,
+    #[serde(default = "default_silu")]
+    pub timestep_activation_fn: String,
+    #[serde(default = "default_true")]
+    pub norm_elementwise_affine: bool,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    #[serde(default = "default_spatial_interp")]
+    pub spatial_interpolation_scale: f64,
+    #[serde(default = "default_temporal_interp")]
+    pub temporal_interpolation_scale: f64,
+    #[serde(default)]
+    pub use_rotary_positional_embeddings: bool,
+    #[serde(default)]
+    pub use_learned_positional_embeddings: bool,
+    #[serde(default = "default_true")]
+    pub patch_bias: bool,
+}
+
+impl Config {
+    pub fn inner_dim(&self) -> usize {
+        self.num_attention_heads * self.attention_head_dim
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.out_channels.unwrap_or(self.in_channels)
+    }
+
+    /// Latent frames of the default sample (`sample_frames` counts pixel frames).
+    pub fn sample_latent_frames(&self) -> usize {
+        (self.sample_frames - 1) / self.temporal_compression_ratio + 1
+    }
+
+    /// Checks what this port implements, so an unusual config fails at load
+    /// time with a message rather than computing something else.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.activation_fn != "gelu-approximate" {
+            return Err(format!(
+                "activation_fn `{}` is not supported",
+                self.activation_fn
+            ));
+        }
+        if self.timestep_activation_fn != "silu" {
+            return Err(format!(
+                "timestep_activation_fn `{}` is not supported",
+                self.timestep_activation_fn
+            ));
+        }
+        if !self.norm_elementwise_affine {
+            return Err("norm_elementwise_affine = false is not supported".into());
+        }
+        if self.use_learned_positional_embeddings && !self.use_rotary_positional_embeddings {
+            return Err(
+                "learned positional embeddings without rotary embeddings do not exist".into(),
+            );
+        }
+        let d = self.inner_dim();
+        if d == 0 || !d.is_multiple_of(16) || self.patch_size == 0 {
+            return Err(format!(
+                "inner dimension {d} must be a positive multiple of 16"
+            ));
+        }
+        if self.use_rotary_positional_embeddings && !self.attention_head_dim.is_multiple_of(16) {
+            return Err("attention_head_dim must be a multiple of 16 for 3D RoPE".into());
+        }
+        if let Some(ofs) = self.ofs_embed_dim
+            && ofs != self.time_embed_dim
+        {
+            return Err(format!(
+                "ofs_embed_dim {ofs} must equal time_embed_dim {}",
+                self.time_embed_dim
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `CogVideoXLayerNormZero`: one LayerNorm shared by the video and text
+/// streams, modulated by six chunks (shift, scale, gate, enc_shift,
+/// enc_scale, enc_gate) of a projection of the time embedding.
+#[derive(Debug, Clone)]
+struct LayerNormZero {
+    linear: Linear,
+    norm: LayerNorm,
+}
+
+struct Modulated {
+    vid: Tensor,
+    enc: Tensor,
+    gate: Tensor,
+    enc_gate: Tensor,
+}
+
+impl LayerNormZero {
+    fn load(vb: VarBuilder, temb_dim: usize, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            linear: linear(temb_dim, 6 * dim, vb.pp("linear"))?,
+            norm: layer_norm(dim, eps, vb.pp("norm"))?,
+        })
+    }
+
+    fn forward(&self, vid: &Tensor, enc: &Tensor, temb_silu: &Tensor) -> Result<Modulated> {
+        let m = self
+            .linear
+            .forward(temb_silu)?
+            .unsqueeze(1)?
+            .chunk(6, D::Minus1)?;
+        let modulate = |x: &Tensor, shift: &Tensor, scale: &Tensor| -> Result<Tensor> {
+            self.norm
+                .forward(x)?
+                .broadcast_mul(&(scale + 1.0)?)?
+                .broadcast_add(shift)
+        };
+        Ok(Modulated {
+            vid: modulate(vid, &m[0], &m[1])?,
+            enc: modulate(enc, &m[3], &m[4])?,
+            gate: m[2].clone(),
+            enc_gate: m[5].clone(),
+        })
+    }
+}
+
+/// `CogVideoXBlock`.
+#[derive(Debug, Clone)]
+pub struct CogVideoXBlock {
+    norm1: LayerNormZero,
+    attn1: Attention,
+    norm2: LayerNormZero,
+    ff: FeedForward,
+}
+
+impl CogVideoXBlock {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let dim = cfg.inner_dim();
+        Ok(Self {
+            norm1: LayerNormZero::load(vb.pp("norm1"), cfg.time_embed_dim, dim, cfg.norm_eps)?,
+            attn1: Attention::load(
+                vb.pp("attn1"),
+                dim,
+                cfg.num_attention_heads,
+                cfg.attention_head_dim,
+                cfg.attention_bias,
+            )?,
+            norm2: LayerNormZero::load(vb.pp("norm2"), cfg.time_embed_dim, dim, cfg.norm_eps)?,
+            ff: FeedForward::load(vb.pp("ff"), dim, 4 * dim)?,
+        })
+    }
+
+    /// `temb_silu` is `silu(temb)`, shared by every block's modulations.
+    pub fn forward(
+        &self,
+        vid: &Tensor,
+        enc: &Tensor,
+        temb_silu: &Tensor,
+        rope: Option<&RotaryEmbedding>,
+    ) -> Result<(Tensor, Tensor)> {
+        let text_len = enc.dim(1)?;
+        let n = self.norm1.forward(vid, enc, temb_silu)?;
+        let (a_vid, a_enc) = self.attn1.forward(&n.vid, &n.enc, rope)?;
+        let vid = (vid + a_vid.broadcast_mul(&n.gate)?)?;
+        let enc = (enc + a_enc.broadcast_mul(&n.enc_gate)?)?;
+
+        let n = self.norm2.forward(&vid, &enc, temb_silu)?;
+        let ff = self.ff.forward(&Tensor::cat(&[&n.enc, &n.vid], 1)?)?;
+        let total = ff.dim(1)?;
+        let vid = (vid
+            + ff.narrow(1, text_len, total - text_len)?
+                .broadcast_mul(&n.gate)?)?;
+        let enc = (enc + ff.narrow(1, 0, text_len)?.broadcast_mul(&n.enc_gate)?)?;
+        Ok((vid, enc))
+    }
+}
+
+/// Precomputed 3D rotary tables for one latent size, in the half-width form
+/// the fused kernel takes (see [`crate::models::embeddings::rope_half_tables`]).
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+/// How the latent patches are turned into tokens.
+#[derive(Debug, Clone)]
+enum PatchProj {
+    /// 1.0: `Conv2d(k = s = p)`, stored as `[D, C, p, p]`; applied as a
+    /// matmul on gathered patches, which is the same sum.
+    Conv {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// 1.5: a Linear over `(C, pt, p, p)` patches.
+    Linear(Linear),
+}
+
+/// `CogVideoXPatchEmbed`.
+#[derive(Debug, Clone)]
+struct PatchEmbed {
+    proj: PatchProj,
+    text_proj: Linear,
+    learned_pos: Option<Tensor>,
+}
+
+/// The CogVideoX denoising transformer.
+#[derive(Debug, Clone)]
+pub struct CogVideoXTransformer3DModel {
+    cfg: Config,
+    patch_embed: PatchEmbed,
+    time_embedding: TimestepEmbedding,
+    ofs_embedding: Option<TimestepEmbedding>,
+    blocks: Vec<CogVideoXBlock>,
+    norm_final: LayerNorm,
+    norm_out_linear: Linear,
+    norm_out_norm: LayerNorm,
+    proj_out: Linear,
+    dtype: DType,
+    device: Device,
+}
+
+impl CogVideoXTransformer3DModel {
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let dim = cfg.inner_dim();
+        let p = cfg.patch_size;
+        let pe = vb.pp("patch_embed");
+        let proj = match cfg.patch_size_t {
+            None => {
+                let weight = pe.get((dim, cfg.in_channels, p, p), "proj.weight")?;
+                let bias = if cfg.patch_bias {
+                    Some(pe.get(dim, "proj.bias")?)
+                } else {
+                    None
+                };
+                PatchProj::Conv { weight, bias }
+            }
+            Some(pt) => {
+                PatchProj::Linear(linear(cfg.in_channels * pt * p * p, dim, pe.pp("proj"))?)
+            }
+        };
+        let learned_pos = if cfg.use_learned_positional_embeddings {
+            let n = cfg.max_text_seq_length
+                + (cfg.sample_height / p) * (cfg.sample_width / p) * cfg.sample_latent_frames();
+            Some(pe.get((1, n, dim), "pos_embedding")?)
+        } else {
+            None
+        };
+        let patch_embed = PatchEmbed {
+            proj,
+            text_proj: linear(cfg.text_embed_dim, dim, pe.pp("text_proj"))?,
+            learned_pos,
+        };
+        let time_embedding =
+            TimestepEmbedding::load(vb.pp("time_embedding"), dim, cfg.time_embed_dim)?;
+        let ofs_embedding = match cfg.ofs_embed_dim {
+            Some(d) => Some(TimestepEmbedding::load(vb.pp("ofs_embedding"), d, d)?),
+            None => None,
+        };
+        let blocks = (0..cfg.num_layers)
+            .map(|i| CogVideoXBlock::load(vb.pp(format!("transformer_blocks.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let out_dim = p * p * cfg.patch_size_t.unwrap_or(1) * cfg.out_channels();
+        Ok(Self {
+            norm_final: layer_norm(dim, cfg.norm_eps, vb.pp("norm_final"))?,
+            norm_out_linear: linear(cfg.time_embed_dim, 2 * dim, vb.pp("norm_out.linear"))?,
+            norm_out_norm: layer_norm(dim, cfg.norm_eps, vb.pp("norm_out.norm"))?,
+            proj_out: linear_b(dim, out_dim, true, vb.pp("proj_out"))?,
+            cfg: cfg.clone(),
+            patch_embed,
+            time_embedding,
+            ofs_embedding,
+            blocks,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The 3D rotary tables for a latent of `height x width` (latent pixels)
+    /// and `frames` latent frames, exactly as the diffusers pipelines build
+    /// them (`_prepare_rotary_positional_embeddings`); `None` for models
+    /// without RoPE. Returned as the full diffusers `(cos, sin)` `[N, head_dim]`.
+    pub fn rotary_tables(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let cfg = &self.cfg;
+        if !cfg.use_rotary_positional_embeddings {
+            return Ok(None);
+        }
+        let p = cfg.patch_size;
+        let (gh, gw) = (height / p, width / p);
+        let (base_h, base_w) = (cfg.sample_height / p, cfg.sample_width / p);
+        let (grid, t) = match cfg.patch_size_t {
+            None => {
+                let ((top, left), (bottom, right)) =
+                    resize_crop_region_for_grid(gh, gw, base_w, base_h);
+                (
+                    RopeGrid::Linspace {
+                        top,
+                        left,
+                        bottom,
+                        right,
+                    },
+                    frames,
+                )
+            }
+            Some(pt) => (
+                RopeGrid::Slice {
+                    max_h: base_h,
+                    max_w: base_w,
+                },
+                frames.div_ceil(pt),
+            ),
+        };
+        rotary_pos_embed_3d(cfg.attention_head_dim, gh, gw, t, grid, &self.device).map(Some)
+    }
+
+    /// Prepares the rotary tables for [`Self::forward`] from the diffusers
+    /// form returned by [`Self::rotary_tables`].
+    pub fn prepare_rotary(
+        &self,
+        tables: Option<&(Tensor, Tensor)>,
+    ) -> Result<Option<RotaryEmbedding>> {
+        match tables {
+            None => Ok(None),
+            Some((cos, sin)) => {
+                let (cos, sin) = crate::models::embeddings::rope_half_tables(cos, sin)?;
+                Ok(Some(RotaryEmbedding { cos, sin }))
+            }
+        }
+    }
+
+    /// Checks a latent shape against what the model accepts.
+    pub fn check_latent_shape(
+        &self,
+        frames: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let p = cfg.patch_size;
+        if channels != cfg.in_channels {
+            candle_core::bail!(
+                "latents have {channels} channels, the transformer takes {}",
+                cfg.in_channels
+            );
+        }
+        if height == 0 || width == 0 || !height.is_multiple_of(p) || !width.is_multiple_of(p) {
+            candle_core::bail!(
+                "latent size {height}x{width} must be a positive multiple of the patch size {p}"
+            );
+        }
+        if let Some(pt) = cfg.patch_size_t
+            && !frames.is_multiple_of(pt)
+        {
+            candle_core::bail!(
+                "latent frame count {frames} must be a multiple of patch_size_t {pt}"
+            );
+        }
+        if frames == 0 {
+            candle_core::bail!("latent frame count must be positive");
+        }
+        if cfg.use_learned_positional_embeddings
+            && (height != cfg.sample_height || width != cfg.sample_width)
+        {
+            candle_core::bail!(
+                "this model's learned positional embeddings only allow latents of {}x{} (got {height}x{width})",
+                cfg.sample_height,
+                cfg.sample_width
+            );
+        }
+        Ok(())
+    }
+
+    fn time_embed(&self, timesteps: &[f32], ofs: Option<f32>) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let t = timestep_embedding(
+            timesteps,
+            cfg.inner_dim(),
+            cfg.freq_shift as f32,
+            &self.device,
+        )?;
+        let mut emb = self.time_embedding.forward(&t.to_dtype(self.dtype)?)?;
+        if let Some(ofs_emb) = &self.ofs_embedding {
+            let dim = cfg.ofs_embed_dim.unwrap_or(cfg.time_embed_dim);
+            let ofs =
+                ofs.ok_or_else(|| candle_core::Error::msg("this model needs the `ofs` input"))?;
+            let o = timestep_embedding(&[ofs], dim, cfg.freq_shift as f32, &self.device)?;
+            emb = emb.broadcast_add(&ofs_emb.forward(&o.to_dtype(self.dtype)?)?)?;
+        }
+        Ok(emb)
+    }
+
+    /// The `[B, N, D]` video tokens of `[B, F, C, H, W]` latents.
+    fn patchify(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, f, c, h, w) = x.dims5()?;
+        let p = self.cfg.patch_size;
+        let (gh, gw) = (h / p, w / p);
+        match &self.patch_embed.proj {
+            PatchProj::Conv { weight, bias } => {
+                let patches = x
+                    .reshape((b * f, c, gh, p, gw, p))?
+                    .permute((0, 2, 4, 1, 3, 5))?
+                    .reshape((b * f * gh * gw, c * p * p))?;
+                let wt = weight.reshape((weight.dim(0)?, c * p * p))?;
+                let mut y = patches.matmul(&wt.t()?)?;
+                if let Some(bias) = bias {
+                    y = y.broadcast_add(bias)?;
+                }
+                y.reshape((b, f * gh * gw, ()))
+            }
+            PatchProj::Linear(lin) => {
+                let pt = self.cfg.patch_size_t.unwrap_or(1);
+                let patches = x
+                    .reshape(vec![b, f / pt, pt, c, gh, p, gw, p])?
+                    .permute([0, 1, 4, 6, 3, 2, 5, 7])?
+                    .reshape((b, (f / pt) * gh * gw, c * pt * p * p))?;
+                lin.forward(&patches)
+            }
+        }
+    }
+
+    /// The absolute positional table to add to `[text | video]` tokens, if
+    /// the model uses one: the learned table at its trained size, otherwise
+    /// (and for other frame counts, as diffusers does) the sincos table.
+    fn positional_table(
+        &self,
+        f: usize,
+        h: usize,
+        w: usize,
+        text_len: usize,
+    ) -> Result<Option<Tensor>> {
+        let cfg = &self.cfg;
+        let uses_sincos = !cfg.use_rotary_positional_embeddings;
+        if !uses_sincos && !cfg.use_learned_positional_embeddings {
+            return Ok(None);
+        }
+        let pixel_frames = (f - 1) * cfg.temporal_compression_ratio + 1;
+        let at_sample_size =
+            h == cfg.sample_height && w == cfg.sample_width && pixel_frames == cfg.sample_frames;
+        if let (true, Some(learned)) = (at_sample_size, &self.patch_embed.learned_pos) {
+            return Ok(Some(learned.clone()));
+        }
+        if text_len != cfg.max_text_seq_length {
+            candle_core::bail!(
+                "text length {text_len} must equal max_text_seq_length {} for absolute positions",
+                cfg.max_text_seq_length
+            );
+        }
+        let p = cfg.patch_size;
+        let table = sincos_pos_embed_3d(
+            cfg.inner_dim(),
+            (f, h / p, w / p),
+            text_len,
+            (
+                cfg.spatial_interpolation_scale as f32,
+                cfg.temporal_interpolation_scale as f32,
+            ),
+            &self.device,
+        )?;
+        Ok(Some(table.to_dtype(self.dtype)?))
+    }
+
+    /// One denoising prediction.
+    ///
+    /// - `hidden`: `[B, F, C_in, H, W]` latents (I2V: noise and image latents
+    ///   concatenated on channels).
+    /// - `text`: `[B, L, text_embed_dim]` T5 embeddings.
+    /// - `timesteps`: one value per batch row.
+    /// - `ofs`: the 1.5-I2V offset value (2.0 in the pipelines).
+    /// - `rope`: from [`Self::prepare_rotary`] for RoPE models.
+    ///
+    /// Returns `[B, F, C_out, H, W]`.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        text: &Tensor,
+        timesteps: &[f32],
+        ofs: Option<f32>,
+        rope: Option<&RotaryEmbedding>,
+    ) -> Result<Tensor> {
+        let (b, f, c, h, w) = hidden.dims5()?;
+        self.check_latent_shape(f, c, h, w)?;
+        if timesteps.len() != b {
+            candle_core::bail!("{} timesteps given for a batch of {b}", timesteps.len());
+        }
+        if self.cfg.use_rotary_positional_embeddings && rope.is_none() {
+            candle_core::bail!("this model needs rotary embeddings");
+        }
+        let cfg = &self.cfg;
+        let p = cfg.patch_size;
+        let hidden = hidden.to_dtype(self.dtype)?;
+        let text = text.to_dtype(self.dtype)?;
+        let text_len = text.dim(1)?;
+
+        let emb = self.time_embed(timesteps, ofs)?;
+        let emb_silu = emb.silu()?;
+
+        let enc = self.patch_embed.text_proj.forward(&text)?;
+        let vid = self.patchify(&hidden)?;
+        let (mut enc, mut vid) = match self.positional_table(f, h, w, text_len)? {
+            Some(pos) => {
+                let n = vid.dim(1)?;
+                (
+                    enc.broadcast_add(&pos.narrow(1, 0, text_len)?)?,
+                    vid.broadcast_add(&pos.narrow(1, text_len, n)?)?,
+                )
+            }
+            None => (enc, vid),
+        };
+
+        for block in &self.blocks {
+            (vid, enc) = block.forward(&vid, &enc, &emb_silu, rope)?;
+        }
+
+        let vid = self.norm_final.forward(&vid)?;
+        let mods = self
+            .norm_out_linear
+            .forward(&emb_silu)?
+            .unsqueeze(1)?
+            .chunk(2, D::Minus1)?;
+        let vid = self
+            .norm_out_norm
+            .forward(&vid)?
+            .broadcast_mul(&(&mods[1] + 1.0)?)?
+            .broadcast_add(&mods[0])?;
+        let out = self.proj_out.forward(&vid)?;
+
+        let co = cfg.out_channels();
+        let (gh, gw) = (h / p, w / p);
+        match cfg.patch_size_t {
+            None => out
+                .reshape(vec![b, f, gh, gw, co, p, p])?
+                .permute([0, 1, 4, 2, 5, 3, 6])?
+                .reshape((b, f, co, h, w)),
+            Some(pt) => out
+                .reshape(vec![b, f / pt, gh, gw, co, pt, p, p])?
+                .permute([0, 1, 5, 4, 2, 6, 3, 7])?
+                .reshape((b, f, co, h, w)),
+        }
+    }
+}
