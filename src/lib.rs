@@ -7,10 +7,13 @@
 //! - [`text_encoder`]: T5 tokenizer and encoder.
 //! - [`models`]: the CogVideoX transformer and VAE and their embeddings.
 //! - [`schedulers`]: DDIM, DDIM-inverse and DPM schedulers.
+//! - [`variant`]: which published model a checkpoint is.
 
 pub mod checkpoint;
 pub mod error;
 pub mod models;
 pub mod schedulers;
+pub mod variant;
 
 pub use error::{Error, Result};
+pub use variant::Variant;

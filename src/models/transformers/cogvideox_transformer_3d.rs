@@ -11,11 +11,13 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_b};
 use serde::Deserialize;
 
+use crate::checkpoint::{Checkpoint, load_component};
 use crate::models::attention::{Attention, FeedForward};
 use crate::models::embeddings::{
     RopeGrid, TimestepEmbedding, resize_crop_region_for_grid, rotary_pos_embed_3d,
     sincos_pos_embed_3d, timestep_embedding,
 };
+use crate::variant::Variant;
 
 fn default_true() -> bool {
     true
@@ -351,6 +353,39 @@ impl CogVideoXTransformer3DModel {
             dtype: vb.dtype(),
             device: vb.device().clone(),
         })
+    }
+
+    /// Loads `transformer/` of a checkpoint, checking that the pipeline
+    /// class in `model_index.json` agrees with the transformer's shape.
+    pub fn from_checkpoint(
+        ckpt: &Checkpoint,
+        dtype: DType,
+        device: &Device,
+    ) -> crate::Result<Self> {
+        let dir = ckpt.component_dir("transformer")?;
+        let (cfg, model) = load_component(
+            &dir,
+            "diffusion_pytorch_model",
+            dtype,
+            device,
+            |vb, cfg: &Config| Self::load(vb, cfg),
+        )?;
+        let variant = Variant::detect(&cfg);
+        if ckpt.index.class_name != variant.pipeline_class() {
+            return Err(crate::Error::bad_checkpoint(
+                ckpt.root().join("model_index.json"),
+                format!(
+                    "pipeline class `{}` does not match the transformer, which is {variant} (expects `{}`)",
+                    ckpt.index.class_name,
+                    variant.pipeline_class()
+                ),
+            ));
+        }
+        Ok(model)
+    }
+
+    pub fn variant(&self) -> Variant {
+        Variant::detect(&self.cfg)
     }
 
     pub fn config(&self) -> &Config {
