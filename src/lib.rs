@@ -8,10 +8,12 @@
 //! - [`models`]: the CogVideoX transformer and VAE and their embeddings.
 //! - [`schedulers`]: DDIM, DDIM-inverse and DPM schedulers.
 //! - [`variant`]: which published model a checkpoint is.
+//! - [`noise`]: seeded or caller-supplied Gaussian noise.
 
 pub mod checkpoint;
 pub mod error;
 pub mod models;
+pub mod noise;
 pub mod schedulers;
 pub mod variant;
 

@@ -74,7 +74,7 @@ def vae_config(variant):
         out_channels=3,
         down_block_types=["CogVideoXDownBlock3D"] * 4,
         up_block_types=["CogVideoXUpBlock3D"] * 4,
-        block_out_channels=[8, 16, 8, 8],
+        block_out_channels=[4, 8, 8, 8],
         latent_channels=16,
         layers_per_block=1,
         act_fn="silu",

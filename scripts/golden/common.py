@@ -52,3 +52,18 @@ def check_nontrivial(t, what):
         raise AssertionError(f"{what}: non-finite values")
     if t.numel() > 1 and t.std().item() < 1e-3:
         raise AssertionError(f"{what}: (nearly) constant output, std {t.std().item()}")
+
+
+def write_cases_json(path, head, cases):
+    """JSON with one compact line per case (keeps long id lists small and diffable)."""
+    import json as _json
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{\n")
+        for k, v in head.items():
+            f.write(f" {_json.dumps(k)}: {_json.dumps(v, ensure_ascii=False)},\n")
+        f.write(' "cases": [\n')
+        for i, c in enumerate(cases):
+            sep = "," if i + 1 < len(cases) else ""
+            f.write("  " + _json.dumps(c, ensure_ascii=False, separators=(", ", ": ")) + sep + "\n")
+        f.write(" ]\n}\n")

@@ -92,11 +92,19 @@ impl Attention {
     }
 
     /// Returns `(video, text)` outputs.
+    ///
+    /// With `reference` set, the batch is `[main..., reference...]` (two
+    /// equal halves) and each main row also attends to the tokens of the
+    /// reference row in the same slot, as the CogVideo DDIM-inversion script's
+    /// `CogVideoXAttnProcessor2_0ForDDIMInversion` does; the reference rows
+    /// attend only to themselves. Keys of the reference tokens are rotated
+    /// with the same table in both roles, so they are computed once.
     pub fn forward(
         &self,
         vid: &Tensor,
         enc: &Tensor,
         rope: Option<&RotaryEmbedding>,
+        reference: bool,
     ) -> Result<(Tensor, Tensor)> {
         let text_len = enc.dim(1)?;
         let x = Tensor::cat(&[enc, vid], 1)?;
@@ -116,7 +124,24 @@ impl Attention {
             None => (q, k),
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let out = scaled_dot_product_attention(&q, &k, &v, scale)?
+        let out = if reference {
+            if b % 2 != 0 {
+                candle_core::bail!("reference attention needs an even batch, got {b}");
+            }
+            let h = b / 2;
+            let (k_ref, v_ref) = (k.narrow(0, h, h)?, v.narrow(0, h, h)?);
+            let main = scaled_dot_product_attention(
+                &q.narrow(0, 0, h)?,
+                &Tensor::cat(&[&k.narrow(0, 0, h)?, &k_ref], 2)?,
+                &Tensor::cat(&[&v.narrow(0, 0, h)?, &v_ref], 2)?,
+                scale,
+            )?;
+            let refs = scaled_dot_product_attention(&q.narrow(0, h, h)?, &k_ref, &v_ref, scale)?;
+            Tensor::cat(&[main, refs], 0)?
+        } else {
+            scaled_dot_product_attention(&q, &k, &v, scale)?
+        };
+        let out = out
             .transpose(1, 2)?
             .reshape((b, s, self.heads * self.head_dim))?;
         let out = self.to_out.forward(&out)?;

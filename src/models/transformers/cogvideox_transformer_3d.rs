@@ -228,17 +228,19 @@ impl CogVideoXBlock {
         })
     }
 
-    /// `temb_silu` is `silu(temb)`, shared by every block's modulations.
+    /// `temb_silu` is `silu(temb)`, shared by every block's modulations;
+    /// `reference` selects the reference attention of DDIM-inversion editing.
     pub fn forward(
         &self,
         vid: &Tensor,
         enc: &Tensor,
         temb_silu: &Tensor,
         rope: Option<&RotaryEmbedding>,
+        reference: bool,
     ) -> Result<(Tensor, Tensor)> {
         let text_len = enc.dim(1)?;
         let n = self.norm1.forward(vid, enc, temb_silu)?;
-        let (a_vid, a_enc) = self.attn1.forward(&n.vid, &n.enc, rope)?;
+        let (a_vid, a_enc) = self.attn1.forward(&n.vid, &n.enc, rope, reference)?;
         let vid = (vid + a_vid.broadcast_mul(&n.gate)?)?;
         let enc = (enc + a_enc.broadcast_mul(&n.enc_gate)?)?;
 
@@ -607,6 +609,37 @@ impl CogVideoXTransformer3DModel {
         ofs: Option<f32>,
         rope: Option<&RotaryEmbedding>,
     ) -> Result<Tensor> {
+        self.forward_impl(hidden, text, timesteps, ofs, rope, false)
+    }
+
+    /// The forward pass of prompt editing: `hidden` is `[main..., reference...]`
+    /// (two equal halves) and every block's attention lets each main row see
+    /// the tokens of its reference row (see [`Attention::forward`]). Only the
+    /// main half of the prediction is returned.
+    pub fn forward_with_reference(
+        &self,
+        hidden: &Tensor,
+        text: &Tensor,
+        timesteps: &[f32],
+        rope: Option<&RotaryEmbedding>,
+    ) -> Result<Tensor> {
+        let b = hidden.dim(0)?;
+        if b % 2 != 0 {
+            candle_core::bail!("reference forward needs an even batch, got {b}");
+        }
+        self.forward_impl(hidden, text, timesteps, None, rope, true)?
+            .narrow(0, 0, b / 2)
+    }
+
+    fn forward_impl(
+        &self,
+        hidden: &Tensor,
+        text: &Tensor,
+        timesteps: &[f32],
+        ofs: Option<f32>,
+        rope: Option<&RotaryEmbedding>,
+        reference: bool,
+    ) -> Result<Tensor> {
         let (b, f, c, h, w) = hidden.dims5()?;
         self.check_latent_shape(f, c, h, w)?;
         if timesteps.len() != b {
@@ -638,7 +671,7 @@ impl CogVideoXTransformer3DModel {
         };
 
         for block in &self.blocks {
-            (vid, enc) = block.forward(&vid, &enc, &emb_silu, rope)?;
+            (vid, enc) = block.forward(&vid, &enc, &emb_silu, rope, reference)?;
         }
 
         let vid = self.norm_final.forward(&vid)?;
