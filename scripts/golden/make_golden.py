@@ -33,6 +33,7 @@ from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline  # noqa: 
 
 from build_tiny import PIPELINE_CLASS, VARIANTS, build_all  # noqa: E402
 from golden_models import gen_t5, gen_tokenizer, gen_transformer, write_tokenizer_json_layout  # noqa: E402
+from golden_pipelines import gen_pipelines  # noqa: E402
 from golden_sched import gen_schedulers  # noqa: E402
 from golden_vae import gen_vae  # noqa: E402
 from tokenizer_build import train_spiece  # noqa: E402
@@ -107,6 +108,8 @@ def main():
     print(f"[{time.time() - t0:5.1f}s] schedulers: {n} sequences")
     n = gen_vae(golden, pipes)
     print(f"[{time.time() - t0:5.1f}s] vae: {n} cases")
+    n, n_skipped = gen_pipelines(golden, tiny)
+    print(f"[{time.time() - t0:5.1f}s] pipelines: {n} cases" + (f" ({n_skipped} skipped)" if n_skipped else ""))
 
     total = 0
     for root, _, files in os.walk(data):
