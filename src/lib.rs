@@ -12,5 +12,6 @@ pub mod checkpoint;
 pub mod error;
 pub mod models;
 pub mod schedulers;
+pub mod text_encoder;
 
 pub use error::{Error, Result};
