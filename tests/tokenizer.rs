@@ -239,3 +239,40 @@ fn added_token_with_a_conflicting_id_is_rejected() {
     assert!(matches!(err, Error::BadCheckpoint { .. }), "{err}");
     assert!(names(&err, "<extra_id_99>"), "{err}");
 }
+
+#[test]
+fn tokenizer_json_pipeline_is_rebuilt_as_transformers_does() {
+    // transformers 5.x keeps only the vocabulary and the charsmap of a
+    // tokenizer.json and rebuilds the rest, so an older file's
+    // Strip/Replace normalizers and first-only Metaspace change nothing.
+    let scratch = ScratchCheckpoint::copy_of("tokenizer-json", "tok-old-json");
+    let path = scratch.root.join("tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let precompiled = json["normalizer"].take();
+    json["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [
+        precompiled,
+        {"type": "Strip", "strip_left": false, "strip_right": true},
+        {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": "▁"},
+    ]});
+    json["pre_tokenizer"] = serde_json::json!(
+        {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true}
+    );
+    std::fs::write(&path, json.to_string()).unwrap();
+    let tok = T5Tokenizer::from_dir(&scratch.root).unwrap();
+    check_all_cases(&tok, "tokenizer.json with a transformers 4.x pipeline");
+}
+
+#[test]
+fn legacy_and_add_prefix_space_flags_change_nothing() {
+    // transformers 5.x T5Tokenizer always prepends `▁` to every word.
+    let ckpt = ScratchCheckpoint::copy_of("cogvideox-5b", "tok-nonlegacy");
+    let path = ckpt.root.join("tokenizer/tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["legacy"] = false.into();
+    cfg["add_prefix_space"] = false.into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let tok = T5Tokenizer::from_dir(ckpt.root.join("tokenizer")).unwrap();
+    check_all_cases(&tok, "legacy=false, add_prefix_space=false");
+}
