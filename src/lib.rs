@@ -15,6 +15,7 @@ pub mod error;
 pub mod models;
 pub mod noise;
 pub mod schedulers;
+pub mod text_encoder;
 pub mod variant;
 
 pub use error::{Error, Result};
