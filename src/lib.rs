@@ -4,6 +4,8 @@
 //!
 //! Module map, named after the diffusers components they match:
 //! - [`checkpoint`]: the diffusers folder layout, configs and safetensors.
+//! - [`frames`]: caller frames in memory to and from video tensors
+//!   (diffusers' `VideoProcessor`).
 //! - [`text_encoder`]: T5 tokenizer and encoder.
 //! - [`models`]: the CogVideoX transformer and VAE and their embeddings.
 //! - [`schedulers`]: DDIM, DDIM-inverse and DPM schedulers.
@@ -12,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod frames;
 pub mod models;
 pub mod noise;
 pub mod schedulers;
