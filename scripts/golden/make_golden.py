@@ -32,6 +32,7 @@ import transformers  # noqa: E402
 from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline  # noqa: E402
 
 from build_tiny import PIPELINE_CLASS, VARIANTS, build_all  # noqa: E402
+from golden_frames import gen_frames  # noqa: E402
 from golden_models import gen_t5, gen_tokenizer, gen_transformer, write_tokenizer_json_layout  # noqa: E402
 from golden_pipelines import gen_pipelines  # noqa: E402
 from golden_sched import gen_schedulers  # noqa: E402
@@ -108,6 +109,8 @@ def main():
     print(f"[{time.time() - t0:5.1f}s] schedulers: {n} sequences")
     n = gen_vae(golden, pipes)
     print(f"[{time.time() - t0:5.1f}s] vae: {n} cases")
+    gen_frames(golden)
+    print(f"[{time.time() - t0:5.1f}s] frames: pre/postprocessing cases")
     n, n_skipped = gen_pipelines(golden, tiny)
     print(f"[{time.time() - t0:5.1f}s] pipelines: {n} cases" + (f" ({n_skipped} skipped)" if n_skipped else ""))
 
