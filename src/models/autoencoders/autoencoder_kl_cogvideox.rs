@@ -1,0 +1,777 @@
+//! `AutoencoderKLCogVideoX` (diffusers
+//! `models/autoencoders/autoencoder_kl_cogvideox.py`): the 3D causal VAE
+//! shared by every CogVideoX model.
+//!
+//! Videos are `[B, 3, T, H, W]` in `[-1, 1]`, latents `[B, 16, F, H/8, W/8]`
+//! with `F = (T - 1) / 4 + 1` for the `T = 4k + 1` clips the pipelines use.
+//! As in diffusers, clips are encoded 8 pixel frames and decoded 2 latent
+//! frames at a time (the remainder joins the first batch), with the causal
+//! convolutions' last input frames carried from batch to batch and
+//! GroupNorm statistics taken per batch; this batching is part of the
+//! numerics, and it keeps memory independent of the clip length.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use super::causal_conv3d::{
+    CausalConv3d, ConvCache, GroupNorm, Pointwise, SlotCounter, resize_nearest,
+};
+use super::downsampling::CogVideoXDownsample3D;
+use super::tiling::{Tiling, run_tiled};
+use super::upsampling::CogVideoXUpsample3D;
+use super::vae::DiagonalGaussian;
+use crate::checkpoint;
+use crate::error::{Error, Result};
+
+type CResult<T> = candle_core::Result<T>;
+
+const DOWN_BLOCK: &str = "CogVideoXDownBlock3D";
+const UP_BLOCK: &str = "CogVideoXUpBlock3D";
+
+/// Pixel frames per encoder batch (diffusers `num_sample_frames_batch_size`).
+const SAMPLE_FRAMES_PER_BATCH: usize = 8;
+/// Latent frames per decoder batch (diffusers `num_latent_frames_batch_size`).
+const LATENT_FRAMES_PER_BATCH: usize = 2;
+
+/// diffusers hard-codes this epsilon for the encoder's `norm_out` and for
+/// every spatial norm, whatever `norm_eps` says.
+const FIXED_NORM_EPS: f64 = 1e-6;
+
+fn default_rgb() -> usize {
+    3
+}
+fn default_down_blocks() -> Vec<String> {
+    vec![DOWN_BLOCK.into(); 4]
+}
+fn default_up_blocks() -> Vec<String> {
+    vec![UP_BLOCK.into(); 4]
+}
+fn default_silu() -> String {
+    "silu".into()
+}
+fn default_norm_eps() -> f64 {
+    1e-6
+}
+fn default_groups() -> usize {
+    32
+}
+fn default_temporal_compression() -> f64 {
+    4.0
+}
+fn default_sample_height() -> usize {
+    480
+}
+fn default_sample_width() -> usize {
+    720
+}
+fn default_scaling_factor() -> f64 {
+    1.15258426
+}
+
+/// `vae/config.json`. The channel layout is required (every published
+/// config has it); the rest defaults as in diffusers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default = "default_rgb")]
+    pub in_channels: usize,
+    #[serde(default = "default_rgb")]
+    pub out_channels: usize,
+    #[serde(default = "default_down_blocks")]
+    pub down_block_types: Vec<String>,
+    #[serde(default = "default_up_blocks")]
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<usize>,
+    pub latent_channels: usize,
+    pub layers_per_block: usize,
+    #[serde(default = "default_silu")]
+    pub act_fn: String,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    #[serde(default = "default_groups")]
+    pub norm_num_groups: usize,
+    #[serde(default = "default_temporal_compression")]
+    pub temporal_compression_ratio: f64,
+    /// Only used for the default tile size.
+    #[serde(default = "default_sample_height")]
+    pub sample_height: usize,
+    #[serde(default = "default_sample_width")]
+    pub sample_width: usize,
+    /// Diffusion latents are `scaling_factor * vae_latents`.
+    #[serde(default = "default_scaling_factor")]
+    pub scaling_factor: f64,
+    /// CogVideoX 1.5 image-to-video: image latents are divided by the
+    /// scaling factor instead of multiplied.
+    #[serde(default)]
+    pub invert_scale_latents: bool,
+    #[serde(default)]
+    pub use_quant_conv: bool,
+    #[serde(default)]
+    pub use_post_quant_conv: bool,
+}
+
+impl Config {
+    /// Pixels per latent pixel along H and W: 2 per downsampling block.
+    pub fn spatial_compression(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// diffusers' `int(np.log2(temporal_compression_ratio))`: how many
+    /// blocks (from the outermost) also halve / double time.
+    fn temporal_levels(&self) -> usize {
+        self.temporal_compression_ratio.log2() as usize
+    }
+
+    /// Checks what this port implements, so an unusual config fails at load
+    /// time with a message rather than computing something else.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let n = self.block_out_channels.len();
+        if n == 0 {
+            return Err("block_out_channels is empty".into());
+        }
+        if self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return Err(format!(
+                "{} down and {} up block types for {n} block_out_channels",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        if let Some(t) = self.down_block_types.iter().find(|t| *t != DOWN_BLOCK) {
+            return Err(format!("down block type `{t}` is not supported"));
+        }
+        if let Some(t) = self.up_block_types.iter().find(|t| *t != UP_BLOCK) {
+            return Err(format!("up block type `{t}` is not supported"));
+        }
+        if self.act_fn != "silu" && self.act_fn != "swish" {
+            return Err(format!("act_fn `{}` is not supported", self.act_fn));
+        }
+        if self.use_quant_conv || self.use_post_quant_conv {
+            return Err(
+                "use_quant_conv / use_post_quant_conv are not supported (no CogVideoX VAE uses them)"
+                    .into(),
+            );
+        }
+        let g = self.norm_num_groups;
+        if g == 0
+            || self
+                .block_out_channels
+                .iter()
+                .any(|&c| c == 0 || c % g != 0)
+        {
+            return Err(format!(
+                "block_out_channels {:?} must be positive multiples of norm_num_groups {g}",
+                self.block_out_channels
+            ));
+        }
+        if self.in_channels == 0 || self.out_channels == 0 || self.latent_channels == 0 {
+            return Err("channel counts must be positive".into());
+        }
+        if self.layers_per_block == 0 {
+            return Err("layers_per_block must be at least 1".into());
+        }
+        if self.temporal_compression_ratio.is_nan() || self.temporal_compression_ratio < 1.0 {
+            return Err(format!(
+                "temporal_compression_ratio must be at least 1, got {}",
+                self.temporal_compression_ratio
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The latent chunk a decoder batch is conditioned on (the spatial norms'
+/// `zq`), with its resizes to each feature size memoised: every spatial norm
+/// at one resolution resizes it the same way.
+struct Condition {
+    zq: Tensor,
+    resized: Vec<((usize, usize, usize), Tensor)>,
+}
+
+impl Condition {
+    fn new(zq: Tensor) -> Self {
+        Self {
+            zq,
+            resized: Vec::new(),
+        }
+    }
+
+    /// `zq` resized (nearest) to `t x h x w`; for odd `t > 1` the first
+    /// latent frame maps to the first frame alone and the rest to the rest.
+    fn at(&mut self, (t, h, w): (usize, usize, usize)) -> CResult<Tensor> {
+        if let Some((_, z)) = self.resized.iter().find(|(k, _)| *k == (t, h, w)) {
+            return Ok(z.clone());
+        }
+        let z = if t > 1 && t % 2 == 1 {
+            let tz = self.zq.dim(2)?;
+            if tz < 2 {
+                candle_core::bail!("cannot split a {tz}-frame latent over {t} frames");
+            }
+            let first = resize_nearest(&self.zq.narrow(2, 0, 1)?, (1, h, w))?;
+            let rest = resize_nearest(&self.zq.narrow(2, 1, tz - 1)?, (t - 1, h, w))?;
+            Tensor::cat(&[&first, &rest], 2)?
+        } else {
+            resize_nearest(&self.zq, (t, h, w))?
+        };
+        self.resized.push(((t, h, w), z.clone()));
+        Ok(z)
+    }
+}
+
+/// `CogVideoXSpatialNorm3D`: GroupNorm of the features, then
+/// `norm * conv_y(zq) + conv_b(zq)` with `zq` resized to the features.
+#[derive(Debug, Clone)]
+struct SpatialNorm3D {
+    norm: GroupNorm,
+    /// `conv_y` and `conv_b` stacked: `[2C, zq_channels]`.
+    conv_yb: Pointwise,
+    channels: usize,
+}
+
+impl SpatialNorm3D {
+    fn load(vb: VarBuilder, channels: usize, zq_channels: usize, groups: usize) -> CResult<Self> {
+        let conv_y = Pointwise::load(vb.pp("conv_y").pp("conv"), zq_channels, channels)?;
+        let conv_b = Pointwise::load(vb.pp("conv_b").pp("conv"), zq_channels, channels)?;
+        Ok(Self {
+            norm: GroupNorm::load(vb.pp("norm_layer"), groups, channels, FIXED_NORM_EPS)?,
+            conv_yb: conv_y.concat(&conv_b)?,
+            channels,
+        })
+    }
+
+    fn forward(&self, f: &Tensor, cond: &mut Condition) -> CResult<Tensor> {
+        let (_, _, t, h, w) = f.dims5()?;
+        let yb = self.conv_yb.forward(&cond.at((t, h, w))?)?;
+        let c = self.channels;
+        let y = yb.narrow(1, 0, c)?;
+        let b = yb.narrow(1, c, c)?;
+        self.norm.forward(f)?.mul(&y)?.add(&b)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Norm {
+    Group(GroupNorm),
+    Spatial(SpatialNorm3D),
+}
+
+impl Norm {
+    fn forward(&self, x: &Tensor, cond: Option<&mut Condition>) -> CResult<Tensor> {
+        match (self, cond) {
+            (Norm::Group(n), _) => n.forward(x),
+            (Norm::Spatial(n), Some(c)) => n.forward(x, c),
+            (Norm::Spatial(_), None) => candle_core::bail!("spatial norm without a latent"),
+        }
+    }
+}
+
+/// Per-block construction settings shared by encoder and decoder.
+#[derive(Debug, Clone, Copy)]
+struct NormKind {
+    groups: usize,
+    eps: f64,
+    /// `Some(zq channels)` for the decoder's spatial norms.
+    spatial: Option<usize>,
+}
+
+impl NormKind {
+    fn load(&self, vb: VarBuilder, channels: usize) -> CResult<Norm> {
+        Ok(match self.spatial {
+            None => Norm::Group(GroupNorm::load(vb, self.groups, channels, self.eps)?),
+            Some(zq) => Norm::Spatial(SpatialNorm3D::load(vb, channels, zq, self.groups)?),
+        })
+    }
+}
+
+/// `CogVideoXResnetBlock3D` (no time embedding, dropout 0).
+#[derive(Debug, Clone)]
+struct ResnetBlock3D {
+    norm1: Norm,
+    conv1: CausalConv3d,
+    norm2: Norm,
+    conv2: CausalConv3d,
+    shortcut: Option<Pointwise>,
+}
+
+impl ResnetBlock3D {
+    fn load(
+        vb: VarBuilder,
+        in_c: usize,
+        out_c: usize,
+        norm: NormKind,
+        slots: &mut SlotCounter,
+    ) -> CResult<Self> {
+        Ok(Self {
+            norm1: norm.load(vb.pp("norm1"), in_c)?,
+            conv1: CausalConv3d::load(vb.pp("conv1"), in_c, out_c, slots)?,
+            norm2: norm.load(vb.pp("norm2"), out_c)?,
+            conv2: CausalConv3d::load(vb.pp("conv2"), out_c, out_c, slots)?,
+            shortcut: if in_c != out_c {
+                Some(Pointwise::load(vb.pp("conv_shortcut"), in_c, out_c)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: &mut ConvCache,
+        mut cond: Option<&mut Condition>,
+    ) -> CResult<Tensor> {
+        let mut h = self.norm1.forward(x, cond.as_deref_mut())?.silu()?;
+        h = self.conv1.forward(&h, cache)?;
+        h = self.norm2.forward(&h, cond)?.silu()?;
+        h = self.conv2.forward(&h, cache)?;
+        match &self.shortcut {
+            Some(s) => h + s.forward(x)?,
+            None => h + x,
+        }
+    }
+}
+
+/// The resnets of one down, mid or up block, then its resampler.
+#[derive(Debug, Clone)]
+struct Block {
+    resnets: Vec<ResnetBlock3D>,
+    resample: Resample,
+}
+
+#[derive(Debug, Clone)]
+enum Resample {
+    None,
+    Down(CogVideoXDownsample3D),
+    Up(CogVideoXUpsample3D),
+}
+
+impl Block {
+    fn load(
+        vb: &VarBuilder,
+        (in_c, out_c): (usize, usize),
+        layers: usize,
+        norm: NormKind,
+        slots: &mut SlotCounter,
+    ) -> CResult<Vec<ResnetBlock3D>> {
+        (0..layers)
+            .map(|i| {
+                let c = if i == 0 { in_c } else { out_c };
+                ResnetBlock3D::load(vb.pp(format!("resnets.{i}")), c, out_c, norm, slots)
+            })
+            .collect()
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cache: &mut ConvCache,
+        mut cond: Option<&mut Condition>,
+    ) -> CResult<Tensor> {
+        let mut h = x.clone();
+        for r in &self.resnets {
+            h = r.forward(&h, cache, cond.as_deref_mut())?;
+        }
+        match &self.resample {
+            Resample::None => Ok(h),
+            Resample::Down(d) => d.forward(&h),
+            Resample::Up(u) => u.forward(&h),
+        }
+    }
+}
+
+/// `CogVideoXEncoder3D`: video frames to `[mean | logvar]` moments.
+#[derive(Debug, Clone)]
+struct Encoder3D {
+    conv_in: CausalConv3d,
+    blocks: Vec<Block>,
+    norm_out: GroupNorm,
+    conv_out: CausalConv3d,
+    cache_slots: usize,
+}
+
+impl Encoder3D {
+    fn load(vb: VarBuilder, cfg: &Config) -> CResult<Self> {
+        let mut slots = SlotCounter::default();
+        let ch = &cfg.block_out_channels;
+        let norm = NormKind {
+            groups: cfg.norm_num_groups,
+            eps: cfg.norm_eps,
+            spatial: None,
+        };
+        let conv_in = CausalConv3d::load(vb.pp("conv_in"), cfg.in_channels, ch[0], &mut slots)?;
+        let mut blocks = Vec::with_capacity(ch.len() + 1);
+        let mut out_c = ch[0];
+        for (i, &c) in ch.iter().enumerate() {
+            let in_c = out_c;
+            out_c = c;
+            let vb = vb.pp(format!("down_blocks.{i}"));
+            let resnets = Block::load(&vb, (in_c, out_c), cfg.layers_per_block, norm, &mut slots)?;
+            let resample = if i + 1 < ch.len() {
+                let compress_time = i < cfg.temporal_levels();
+                Resample::Down(CogVideoXDownsample3D::load(
+                    vb.pp("downsamplers.0"),
+                    out_c,
+                    compress_time,
+                )?)
+            } else {
+                Resample::None
+            };
+            blocks.push(Block { resnets, resample });
+        }
+        let mid = vb.pp("mid_block");
+        blocks.push(Block {
+            resnets: Block::load(&mid, (out_c, out_c), 2, norm, &mut slots)?,
+            resample: Resample::None,
+        });
+        let norm_out = GroupNorm::load(
+            vb.pp("norm_out"),
+            cfg.norm_num_groups,
+            out_c,
+            FIXED_NORM_EPS,
+        )?;
+        let conv_out = CausalConv3d::load(
+            vb.pp("conv_out"),
+            out_c,
+            2 * cfg.latent_channels,
+            &mut slots,
+        )?;
+        Ok(Self {
+            conv_in,
+            blocks,
+            norm_out,
+            conv_out,
+            cache_slots: slots.count(),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
+        let mut h = self.conv_in.forward(x, cache)?;
+        for b in &self.blocks {
+            h = b.forward(&h, cache, None)?;
+        }
+        h = self.norm_out.forward(&h)?.silu()?;
+        self.conv_out.forward(&h, cache)
+    }
+}
+
+/// `CogVideoXDecoder3D`: latents to video frames, every norm conditioned on
+/// the batch's own latents.
+#[derive(Debug, Clone)]
+struct Decoder3D {
+    conv_in: CausalConv3d,
+    blocks: Vec<Block>,
+    norm_out: SpatialNorm3D,
+    conv_out: CausalConv3d,
+    cache_slots: usize,
+}
+
+impl Decoder3D {
+    fn load(vb: VarBuilder, cfg: &Config) -> CResult<Self> {
+        let mut slots = SlotCounter::default();
+        let ch: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
+        let zq = cfg.latent_channels;
+        let norm = NormKind {
+            groups: cfg.norm_num_groups,
+            eps: FIXED_NORM_EPS,
+            spatial: Some(zq),
+        };
+        let conv_in = CausalConv3d::load(vb.pp("conv_in"), zq, ch[0], &mut slots)?;
+        let mid = vb.pp("mid_block");
+        let mut blocks = vec![Block {
+            resnets: Block::load(&mid, (ch[0], ch[0]), 2, norm, &mut slots)?,
+            resample: Resample::None,
+        }];
+        let mut out_c = ch[0];
+        for (i, &c) in ch.iter().enumerate() {
+            let in_c = out_c;
+            out_c = c;
+            let vb = vb.pp(format!("up_blocks.{i}"));
+            let layers = cfg.layers_per_block + 1;
+            let resnets = Block::load(&vb, (in_c, out_c), layers, norm, &mut slots)?;
+            let resample = if i + 1 < ch.len() {
+                let compress_time = i < cfg.temporal_levels();
+                Resample::Up(CogVideoXUpsample3D::load(
+                    vb.pp("upsamplers.0"),
+                    out_c,
+                    compress_time,
+                )?)
+            } else {
+                Resample::None
+            };
+            blocks.push(Block { resnets, resample });
+        }
+        let norm_out = SpatialNorm3D::load(vb.pp("norm_out"), out_c, zq, cfg.norm_num_groups)?;
+        let conv_out = CausalConv3d::load(vb.pp("conv_out"), out_c, cfg.out_channels, &mut slots)?;
+        Ok(Self {
+            conv_in,
+            blocks,
+            norm_out,
+            conv_out,
+            cache_slots: slots.count(),
+        })
+    }
+
+    fn forward(&self, z: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
+        let mut cond = Condition::new(z.clone());
+        let mut h = self.conv_in.forward(z, cache)?;
+        for b in &self.blocks {
+            h = b.forward(&h, cache, Some(&mut cond))?;
+        }
+        h = self.norm_out.forward(&h, &mut cond)?.silu()?;
+        drop(cond);
+        self.conv_out.forward(&h, cache)
+    }
+}
+
+/// Runs `f` over frame batches of `size` frames along axis 2, the remainder
+/// joining the first batch (diffusers `_encode` / `_decode`), with one conv
+/// cache flowing through, and concatenates the outputs in time.
+fn in_frame_batches(
+    x: &Tensor,
+    size: usize,
+    slots: usize,
+    mut f: impl FnMut(&Tensor, &mut ConvCache) -> CResult<Tensor>,
+) -> CResult<Tensor> {
+    let frames = x.dim(2)?;
+    let batches = (frames / size).max(1);
+    let first = frames - (batches - 1) * size;
+    let mut cache: ConvCache = vec![None; slots];
+    let mut outs = Vec::with_capacity(batches);
+    let mut start = 0;
+    for k in 0..batches {
+        let len = if k == 0 { first } else { size };
+        outs.push(f(&x.narrow(2, start, len)?, &mut cache)?);
+        start += len;
+    }
+    drop(cache);
+    Tensor::cat(&outs, 2)
+}
+
+/// The CogVideoX VAE.
+#[derive(Debug, Clone)]
+pub struct AutoencoderKLCogVideoX {
+    encoder: Encoder3D,
+    decoder: Decoder3D,
+    cfg: Config,
+    tiling: Option<Tiling>,
+    slicing: bool,
+    dtype: DType,
+    device: Device,
+}
+
+impl AutoencoderKLCogVideoX {
+    /// Builds the VAE from `vb` (the `vae/` weights); checks the config
+    /// first. Returns candle's error type so it can be passed to
+    /// [`checkpoint::load_component`]; see [`Self::from_dir`].
+    pub fn load(vb: VarBuilder, cfg: &Config) -> CResult<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        Ok(Self {
+            encoder: Encoder3D::load(vb.pp("encoder"), cfg)?,
+            decoder: Decoder3D::load(vb.pp("decoder"), cfg)?,
+            cfg: cfg.clone(),
+            tiling: None,
+            slicing: false,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Loads the VAE from a diffusers `vae/` folder (`config.json` and
+    /// `diffusion_pytorch_model.safetensors`, possibly sharded).
+    pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
+        let (_, vae) = checkpoint::load_component(
+            dir.as_ref(),
+            "diffusion_pytorch_model",
+            dtype,
+            device,
+            Self::load,
+        )?;
+        Ok(vae)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// diffusers' default tiling for this config (what `enable_tiling()`
+    /// with no arguments uses).
+    pub fn default_tiling(&self) -> Tiling {
+        Tiling::from_sample_size(self.cfg.sample_height, self.cfg.sample_width)
+    }
+
+    /// Enables (`Some`) or disables (`None`) spatial tiling.
+    pub fn set_tiling(&mut self, tiling: Option<Tiling>) -> Result<()> {
+        if let Some(t) = &tiling {
+            t.validate(self.cfg.spatial_compression())
+                .map_err(Error::InvalidArgument)?;
+        }
+        self.tiling = tiling;
+        Ok(())
+    }
+
+    pub fn tiling(&self) -> Option<Tiling> {
+        self.tiling
+    }
+
+    /// With slicing, a batch is encoded / decoded one sample at a time
+    /// (less memory, same numbers).
+    pub fn set_slicing(&mut self, slicing: bool) {
+        self.slicing = slicing;
+    }
+
+    pub fn slicing(&self) -> bool {
+        self.slicing
+    }
+
+    /// Encodes a video `[B, in_channels, T, H, W]` (values in `[-1, 1]`, `H`
+    /// and `W` multiples of the spatial compression, 8) into the posterior
+    /// over latents `[B, latent_channels, F, H/8, W/8]`.
+    pub fn encode(&self, video: &Tensor) -> Result<DiagonalGaussian> {
+        let (b, c, t, h, w) = dims5(video, "video")?;
+        let s = self.cfg.spatial_compression();
+        if c != self.cfg.in_channels {
+            return Err(Error::invalid(format!(
+                "video has {c} channels, the VAE takes {}",
+                self.cfg.in_channels
+            )));
+        }
+        if b == 0 || t == 0 {
+            return Err(Error::invalid(format!(
+                "video has {b} samples of {t} frames; both must be positive"
+            )));
+        }
+        if h == 0 || w == 0 || h % s != 0 || w % s != 0 {
+            return Err(Error::invalid(format!(
+                "video frames are {h}x{w}; height and width must be positive multiples of {s}"
+            )));
+        }
+        let x = video.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let moments = self.per_sample(&x, |x| self.encode_one(x))?;
+        Ok(DiagonalGaussian::from_moments(&moments)?)
+    }
+
+    /// Decodes latents `[B, latent_channels, F, h, w]` (unscaled: divide
+    /// diffusion latents by `scaling_factor` first) into a video
+    /// `[B, out_channels, T, 8h, 8w]`, roughly in `[-1, 1]`.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        let (b, c, f, h, w) = dims5(z, "latents")?;
+        if c != self.cfg.latent_channels {
+            return Err(Error::invalid(format!(
+                "latents have {c} channels, the VAE takes {}",
+                self.cfg.latent_channels
+            )));
+        }
+        if b == 0 || f == 0 || h == 0 || w == 0 {
+            return Err(Error::invalid(format!(
+                "latents of shape {:?} are empty",
+                z.dims()
+            )));
+        }
+        let z = z.to_device(&self.device)?.to_dtype(self.dtype)?;
+        Ok(self.per_sample(&z, |z| self.decode_one(z))?)
+    }
+
+    /// Runs `f` on the whole batch, or per sample when slicing.
+    fn per_sample(&self, x: &Tensor, f: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
+        let b = x.dim(0)?;
+        if self.slicing && b > 1 {
+            let outs = (0..b)
+                .map(|i| f(&x.narrow(0, i, 1)?))
+                .collect::<CResult<Vec<_>>>()?;
+            Tensor::cat(&outs, 0)
+        } else {
+            f(x)
+        }
+    }
+
+    /// diffusers `_encode`: tiled when enabled and the frames exceed a tile.
+    fn encode_one(&self, x: &Tensor) -> CResult<Tensor> {
+        let (_, _, _, h, w) = x.dims5()?;
+        match self.tiling {
+            Some(t) if h > t.tile_sample_min_height || w > t.tile_sample_min_width => {
+                let grid = t.encode_grid(self.cfg.spatial_compression());
+                run_tiled(x, &grid, |tile| self.encode_frames(tile))
+            }
+            _ => self.encode_frames(x),
+        }
+    }
+
+    /// diffusers `_decode`: tiled when enabled and the latents exceed a tile.
+    fn decode_one(&self, z: &Tensor) -> CResult<Tensor> {
+        let (_, _, _, h, w) = z.dims5()?;
+        match self.tiling {
+            Some(t) => {
+                let s = self.cfg.spatial_compression();
+                let (th, tw) = t.latent_tile(s);
+                if h > th || w > tw {
+                    return run_tiled(z, &t.decode_grid(s), |tile| self.decode_frames(tile));
+                }
+                self.decode_frames(z)
+            }
+            None => self.decode_frames(z),
+        }
+    }
+
+    fn encode_frames(&self, x: &Tensor) -> CResult<Tensor> {
+        in_frame_batches(
+            x,
+            SAMPLE_FRAMES_PER_BATCH,
+            self.encoder.cache_slots,
+            |x, cache| self.encoder.forward(x, cache),
+        )
+    }
+
+    fn decode_frames(&self, z: &Tensor) -> CResult<Tensor> {
+        in_frame_batches(
+            z,
+            LATENT_FRAMES_PER_BATCH,
+            self.decoder.cache_slots,
+            |z, cache| self.decoder.forward(z, cache),
+        )
+    }
+}
+
+fn dims5(x: &Tensor, what: &str) -> Result<(usize, usize, usize, usize, usize)> {
+    x.dims5().map_err(|_| {
+        Error::invalid(format!(
+            "{what} must have 5 dimensions [B, C, T, H, W], got shape {:?}",
+            x.dims()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_batches_put_the_remainder_first() -> CResult<()> {
+        let dev = Device::Cpu;
+        let spans = |frames: usize, size: usize| -> CResult<Vec<usize>> {
+            let x = Tensor::zeros((1, 1, frames, 1, 1), DType::F32, &dev)?;
+            let mut lens = Vec::new();
+            in_frame_batches(&x, size, 0, |x, _| {
+                lens.push(x.dim(2)?);
+                Ok(x.clone())
+            })?;
+            Ok(lens)
+        };
+        assert_eq!(spans(49, 8)?, vec![9, 8, 8, 8, 8, 8]);
+        assert_eq!(spans(13, 8)?, vec![13]);
+        assert_eq!(spans(17, 8)?, vec![9, 8]);
+        assert_eq!(spans(5, 8)?, vec![5]);
+        assert_eq!(spans(13, 2)?, vec![3, 2, 2, 2, 2, 2]);
+        assert_eq!(spans(4, 2)?, vec![2, 2]);
+        assert_eq!(spans(1, 2)?, vec![1]);
+        Ok(())
+    }
+}

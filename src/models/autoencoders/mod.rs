@@ -1,0 +1,12 @@
+//! Video autoencoders.
+
+pub mod autoencoder_kl_cogvideox;
+mod causal_conv3d;
+mod downsampling;
+mod tiling;
+mod upsampling;
+mod vae;
+
+pub use autoencoder_kl_cogvideox::{AutoencoderKLCogVideoX, Config as VaeConfig};
+pub use tiling::Tiling;
+pub use vae::DiagonalGaussian;
