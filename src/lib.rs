@@ -11,12 +11,15 @@
 //! - [`schedulers`]: DDIM, DDIM-inverse and DPM schedulers.
 //! - [`variant`]: which published model a checkpoint is.
 //! - [`noise`]: seeded or caller-supplied Gaussian noise.
+//! - [`pipelines`]: text-to-video, image-to-video, inversion and editing.
 
 pub mod checkpoint;
 pub mod error;
+pub mod ffi;
 pub mod frames;
 pub mod models;
 pub mod noise;
+pub mod pipelines;
 pub mod schedulers;
 pub mod text_encoder;
 pub mod variant;

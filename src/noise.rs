@@ -3,13 +3,11 @@
 //!
 //! [`SeededNoise`] is a small counter-based generator defined here, not a
 //! crate's: its stream is part of the library's reproducibility promise (same
-//! seed, same video, on every platform and release). [`RecordedNoise`] hands
-//! out caller-supplied tensors in order, so a run can be replayed exactly
+//! seed, same video, on every platform and release). [`SuppliedNoise`]
+//! hands out caller-supplied values first, so a run can be replayed exactly
 //! against another implementation.
 
-use std::collections::VecDeque;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -61,38 +59,48 @@ impl NoiseSource for SeededNoise {
     }
 }
 
-/// Replays caller-supplied noise tensors in order.
-#[derive(Debug, Clone, Default)]
-pub struct RecordedNoise {
-    queue: VecDeque<Tensor>,
+/// Caller-supplied noise first, then a seeded generator: each draw takes the
+/// next `numel` values of the supplied stream (the draws of a call,
+/// flattened and concatenated in the order the call documents); once the
+/// stream is used up the seeded generator continues. This lets a caller pin
+/// just the initial latents, or every draw of a run to replay it against
+/// another implementation.
+#[derive(Debug, Clone)]
+pub struct SuppliedNoise {
+    data: Vec<f32>,
+    pos: usize,
+    then: SeededNoise,
 }
 
-impl RecordedNoise {
-    pub fn new(tensors: impl IntoIterator<Item = Tensor>) -> Self {
+impl SuppliedNoise {
+    pub fn new(data: Vec<f32>, seed: u64) -> Self {
         Self {
-            queue: tensors.into_iter().collect(),
+            data,
+            pos: 0,
+            then: SeededNoise::new(seed),
         }
     }
 
-    /// How many recorded draws are left.
+    /// Supplied values not yet consumed.
     pub fn remaining(&self) -> usize {
-        self.queue.len()
+        self.data.len() - self.pos
     }
 }
 
-impl NoiseSource for RecordedNoise {
+impl NoiseSource for SuppliedNoise {
     fn randn(&mut self, shape: &[usize], device: &Device, purpose: &str) -> Result<Tensor> {
-        let t = self
-            .queue
-            .pop_front()
-            .ok_or_else(|| Error::invalid(format!("no recorded noise left for {purpose}")))?;
-        if t.dims() != shape {
-            return Err(Error::invalid(format!(
-                "recorded noise for {purpose} has shape {:?}, expected {shape:?}",
-                t.dims()
-            )));
+        let n: usize = shape.iter().product();
+        match self.remaining() {
+            0 => self.then.randn(shape, device, purpose),
+            left if left < n => Err(Error::invalid(format!(
+                "supplied noise ends inside the draw for {purpose}: {left} values left, {n} needed"
+            ))),
+            _ => {
+                let values = self.data[self.pos..self.pos + n].to_vec();
+                self.pos += n;
+                Ok(Tensor::from_vec(values, shape, device)?)
+            }
         }
-        Ok(t.to_dtype(DType::F32)?.to_device(device)?)
     }
 }
 
@@ -133,22 +141,22 @@ mod tests {
     }
 
     #[test]
-    fn recorded_noise_checks_shape_and_count() {
+    fn supplied_noise_comes_first_then_the_seed() {
         let dev = Device::Cpu;
-        let mut r = RecordedNoise::new([Tensor::zeros((2, 3), DType::F32, &dev).unwrap()]);
-        assert!(
-            r.randn(&[3, 2], &dev, "x")
-                .unwrap_err()
-                .to_string()
-                .contains("shape")
+        let mut s = SuppliedNoise::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 7);
+        let a = s.randn(&[2, 2], &dev, "a").unwrap();
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, 2.0, 3.0, 4.0]
         );
-        let mut r = RecordedNoise::new([Tensor::zeros((2, 3), DType::F32, &dev).unwrap()]);
-        r.randn(&[2, 3], &dev, "x").unwrap();
-        assert!(
-            r.randn(&[2, 3], &dev, "y")
-                .unwrap_err()
-                .to_string()
-                .contains("no recorded noise left for y")
+        let err = s.randn(&[3], &dev, "b").unwrap_err().to_string();
+        assert!(err.contains("ends inside the draw for b"), "{err}");
+        s.randn(&[2], &dev, "c").unwrap();
+        let seeded = s.randn(&[4], &dev, "d").unwrap();
+        let want = SeededNoise::new(7).randn(&[4], &dev, "d").unwrap();
+        assert_eq!(
+            seeded.to_vec1::<f32>().unwrap(),
+            want.to_vec1::<f32>().unwrap()
         );
     }
 }

@@ -1,0 +1,294 @@
+//! End-to-end parity of the pipelines with diffusers (text-to-video,
+//! image-to-video) and the CogVideo DDIM-inversion script (inversion and
+//! prompt editing) on the tiny checkpoints, with the reference's noise
+//! injected (tests/data/golden/pipeline_cases.json).
+//!
+//! Tolerances: latents (inversion trajectory, final latents) 1e-4 x
+//! max(1, scale), as for single components: the loop chains a few f32
+//! forwards, each matching to ~1e-6. Decoded 8-bit frames may differ by one
+//! level where a value sits on a rounding boundary.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use cogvideo::frames::{
+    FrameMut, FrameRef, PixelFormat, ResizeMode, frames_to_video, video_to_frames,
+};
+use cogvideo::pipelines::{
+    AnimateOptions, EditOptions, GenerateOptions, InvertOptions, LoadOptions, NoiseOptions,
+    Pipeline, Progress, SchedulerKind, VideoOutput,
+};
+use common::{assert_close, load_json, load_tensors, tiny};
+
+fn u8_bytes(t: &Tensor) -> Vec<u8> {
+    t.to_dtype(DType::U8)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap()
+}
+
+/// Golden `[T, H, W, 3]` u8 frames as a `[1, 3, T, H, W]` model video.
+fn video_from_u8(t: &Tensor) -> Tensor {
+    let (n, h, w, _) = t.dims4().unwrap();
+    let bytes = u8_bytes(t);
+    let frames: Vec<FrameRef> = bytes
+        .chunks_exact(h * w * 3)
+        .map(|b| FrameRef::packed(b, w, h, PixelFormat::Rgb8).unwrap())
+        .collect();
+    assert_eq!(frames.len(), n);
+    frames_to_video(&frames, h, w, ResizeMode::Stretch, &Device::Cpu).unwrap()
+}
+
+fn check_output(label: &str, out: &VideoOutput, g: &HashMap<String, Tensor>, pad: usize) {
+    let want = &g["latents_final"];
+    let f = want.dim(1).unwrap();
+    assert_close(
+        &format!("{label} latents"),
+        &out.latents,
+        &want.narrow(1, pad, f - pad).unwrap(),
+        1e-4,
+    );
+    let want_u8 = &g["video_u8"];
+    let (t, h, w, _) = want_u8.dims4().unwrap();
+    assert_eq!(
+        out.video.dims(),
+        &[1, 3, t, h, w],
+        "{label}: decoded video shape"
+    );
+    let mut bytes = vec![0u8; t * h * w * 3];
+    {
+        let mut frames: Vec<FrameMut> = bytes
+            .chunks_exact_mut(h * w * 3)
+            .map(|b| FrameMut::packed(b, w, h, PixelFormat::Rgb8).unwrap())
+            .collect();
+        video_to_frames(&out.video, &mut frames, ResizeMode::Stretch).unwrap();
+    }
+    let want = u8_bytes(want_u8);
+    let worst = bytes
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    let off = bytes.iter().zip(&want).filter(|(a, b)| a != b).count();
+    println!(
+        "{label} frames: max 8-bit difference {worst}, {off} of {} values differ",
+        want.len()
+    );
+    assert!(worst <= 1, "{label}: 8-bit frames differ by {worst}");
+}
+
+fn draws(g: &HashMap<String, Tensor>, first: &[&str]) -> NoiseOptions {
+    let mut list: Vec<Tensor> = first.iter().map(|k| g[*k].clone()).collect();
+    let mut i = 0;
+    while let Some(t) = g.get(&format!("dpm_noise_{i}")) {
+        list.push(t.clone());
+        i += 1;
+    }
+    NoiseOptions::with_draws(0, &list).unwrap()
+}
+
+fn scheduler(case: &serde_json::Value) -> SchedulerKind {
+    match case["scheduler"].as_str().unwrap() {
+        "CogVideoXDPMScheduler" => SchedulerKind::Dpm,
+        "CogVideoXDDIMScheduler" => SchedulerKind::Ddim,
+        other => panic!("unexpected scheduler {other}"),
+    }
+}
+
+fn usize_of(v: &serde_json::Value) -> usize {
+    v.as_u64().unwrap() as usize
+}
+
+#[test]
+fn pipelines_match_the_reference() {
+    let cases = load_json("pipeline_cases.json");
+    let cases = cases["cases"].as_array().unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let variant = case["variant"].as_str().unwrap();
+        let kind = case["kind"].as_str().unwrap();
+        kinds.insert(kind.to_string());
+        let g = load_tensors(case["file"].as_str().unwrap());
+        let p = pipelines
+            .entry(variant.to_string())
+            .or_insert_with(|| Pipeline::load(tiny(variant), &LoadOptions::default()).unwrap());
+        let pad = usize_of(&case["padding_frames"]);
+        let prompt = case["prompt"].as_str().unwrap().to_string();
+        let steps = usize_of(&case["steps"]);
+        let guidance_scale = case["guidance_scale"].as_f64().unwrap();
+        let dynamic_cfg = case["use_dynamic_cfg"].as_bool().unwrap();
+        let mut progress = Progress::none();
+        match kind {
+            "t2v" => {
+                let opts = GenerateOptions {
+                    prompt,
+                    negative_prompt: String::new(),
+                    height: Some(usize_of(&case["height"])),
+                    width: Some(usize_of(&case["width"])),
+                    num_frames: Some(usize_of(&case["num_frames"])),
+                    steps,
+                    guidance_scale,
+                    dynamic_cfg,
+                    scheduler: scheduler(case),
+                    noise: draws(&g, &["latents_init"]),
+                };
+                let out = p.generate_video(&opts, &mut progress).unwrap();
+                check_output(name, &out, &g, pad);
+            }
+            "i2v" => {
+                let image = video_from_u8(&g["image_u8"].unsqueeze(0).unwrap())
+                    .squeeze(2)
+                    .unwrap();
+                assert_close(&format!("{name} image"), &image, &g["image_tensor"], 1e-6);
+                let opts = AnimateOptions {
+                    prompt,
+                    negative_prompt: String::new(),
+                    num_frames: usize_of(&case["num_frames"]),
+                    steps,
+                    guidance_scale,
+                    dynamic_cfg,
+                    scheduler: scheduler(case),
+                    noise: draws(&g, &["posterior_noise", "latents_init"]),
+                };
+                let out = p.animate_image(&image, &opts, &mut progress).unwrap();
+                check_output(name, &out, &g, pad);
+            }
+            "edit" => {
+                let video = video_from_u8(&g["frames_u8"]);
+                let inv_opts = InvertOptions {
+                    steps,
+                    noise: NoiseOptions::with_draws(0, &[g["posterior_noise"].clone()]).unwrap(),
+                };
+                let inversion = p.invert_video(&video, &inv_opts, &mut progress).unwrap();
+                let want = &g["inverse_trajectory"];
+                for (i, got) in inversion.trajectory().iter().enumerate() {
+                    let w = want.get(i).unwrap();
+                    assert_close(&format!("{name} inversion step {i}"), got, &w, 1e-4);
+                }
+                let from_inverted = case["reconstruction_start"]
+                    .as_str()
+                    .unwrap()
+                    .contains("inverse_trajectory");
+                let noise = if from_inverted {
+                    NoiseOptions::seed(0)
+                } else {
+                    NoiseOptions::with_draws(0, &[g["recon_noise"].clone()]).unwrap()
+                };
+                let opts = EditOptions {
+                    prompt,
+                    negative_prompt: String::new(),
+                    guidance_scale,
+                    start_from_inverted: from_inverted,
+                    noise,
+                };
+                let out = p
+                    .edit_with_prompt(&inversion, &opts, &mut progress)
+                    .unwrap();
+                check_output(name, &out, &g, pad);
+            }
+            other => panic!("unknown kind {other}"),
+        }
+    }
+    assert_eq!(kinds.len(), 3, "t2v, i2v and edit covered: {kinds:?}");
+}
+
+#[test]
+fn wrong_variant_for_the_call_is_refused() {
+    let t2v = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let image = Tensor::zeros((1, 3, 64, 96), DType::F32, &Device::Cpu).unwrap();
+    let err = t2v
+        .animate_image(&image, &AnimateOptions::default(), &mut Progress::none())
+        .unwrap_err();
+    assert!(
+        matches!(err, cogvideo::Error::UnsupportedVariant(_)),
+        "{err}"
+    );
+
+    let sincos = Pipeline::load(tiny("cogvideox-2b"), &LoadOptions::default()).unwrap();
+    let video = Tensor::zeros((1, 3, 9, 64, 96), DType::F32, &Device::Cpu).unwrap();
+    let err = sincos
+        .invert_video(&video, &InvertOptions::default(), &mut Progress::none())
+        .unwrap_err();
+    assert!(
+        matches!(err, cogvideo::Error::UnsupportedVariant(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("rotary"), "{err}");
+
+    let i2v = Pipeline::load(tiny("cogvideox-5b-i2v"), &LoadOptions::default()).unwrap();
+    let err = i2v
+        .generate_video(&GenerateOptions::default(), &mut Progress::none())
+        .unwrap_err();
+    assert!(
+        matches!(err, cogvideo::Error::UnsupportedVariant(_)),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_sizes_and_frame_counts_are_errors() {
+    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let run = |h, w, f| {
+        let opts = GenerateOptions {
+            height: Some(h),
+            width: Some(w),
+            num_frames: Some(f),
+            steps: 1,
+            ..Default::default()
+        };
+        p.generate_video(&opts, &mut Progress::none())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(run(64, 96, 8).contains("4k+1"));
+    assert!(run(64, 90, 9).contains("multiples of 16"));
+    assert!(run(0, 96, 9).contains("outside"));
+    assert!(run(1 << 20, 96, 9).contains("outside"));
+}
+
+#[test]
+fn cancelling_stops_the_call_and_keeps_the_pipeline_usable() {
+    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let opts = GenerateOptions {
+        prompt: "a fox".into(),
+        height: Some(64),
+        width: Some(96),
+        num_frames: Some(9),
+        steps: 4,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut cb = |stage, done, total| {
+        seen.push((stage, done, total));
+        !(stage == cogvideo::pipelines::Stage::Denoise && done == 2)
+    };
+    let err = p
+        .generate_video(&opts, &mut Progress::new(&mut cb))
+        .unwrap_err();
+    assert!(matches!(err, cogvideo::Error::Cancelled), "{err}");
+    assert!(
+        seen.contains(&(cogvideo::pipelines::Stage::Denoise, 2, 4)),
+        "{seen:?}"
+    );
+    let a = p.generate_video(&opts, &mut Progress::none()).unwrap();
+    let b = p.generate_video(&opts, &mut Progress::none()).unwrap();
+    assert_eq!(
+        (a.video - b.video)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0,
+        "same seed, same video"
+    );
+}
