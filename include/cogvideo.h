@@ -245,6 +245,13 @@ enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeli
                                                     int32_t *height,
                                                     int32_t *frames);
 
+// Frames per second of the loaded variant's results (8 for CogVideoX 1.0
+// models, 16 for 1.5), for writing videos.
+//
+// # Safety
+// `p` must be a live pipeline; `fps` writable.
+enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
+
 // The number of frames text- or image-to-video produces for `num_frames`
 // (0: the default), i.e. the length of the output array to pass.
 //

@@ -345,6 +345,26 @@ pub unsafe extern "C" fn cogvideo_pipeline_default_size(
     })
 }
 
+/// Frames per second of the loaded variant's results (8 for CogVideoX 1.0
+/// models, 16 for 1.5), for writing videos.
+///
+/// # Safety
+/// `p` must be a live pipeline; `fps` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_pipeline_fps(
+    p: *const cogvideo_pipeline,
+    fps: *mut i32,
+) -> cogvideo_status {
+    guard(|| {
+        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
+        if fps.is_null() {
+            return Err(Error::invalid("fps is NULL"));
+        }
+        unsafe { *fps = p.inner.lock().variant().fps() as i32 };
+        Ok(())
+    })
+}
+
 /// The number of frames text- or image-to-video produces for `num_frames`
 /// (0: the default), i.e. the length of the output array to pass.
 ///
