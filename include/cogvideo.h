@@ -322,6 +322,36 @@ enum cogvideo_status cogvideo_edit_with_prompt(const struct cogvideo_pipeline *p
                                                const struct cogvideo_frame *out,
                                                uintptr_t out_count);
 
+// Fills `opts` with the defaults and sets its `struct_size`.
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_load_options_init(struct cogvideo_load_options *opts);
+
+// Fills `opts` with the defaults and sets its `struct_size`.
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_generate_options_init(struct cogvideo_generate_options *opts);
+
+// Fills `opts` with the defaults and sets its `struct_size`.
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_animate_options_init(struct cogvideo_animate_options *opts);
+
+// Fills `opts` with the defaults and sets its `struct_size`.
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_invert_options_init(struct cogvideo_invert_options *opts);
+
+// Fills `opts` with the defaults and sets its `struct_size`.
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_edit_options_init(struct cogvideo_edit_options *opts);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -1,0 +1,62 @@
+//! The shared library's public surface is the C API and nothing else: every
+//! dynamic symbol it defines starts with `cogvideo_`, and every function of
+//! the header is exported.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `libcogvideo.so` as cargo builds it beside the test binaries.
+fn cdylib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let lib = profile_dir.join("libcogvideo.so");
+    assert!(
+        lib.is_file(),
+        "{} not found (cargo builds it with the tests)",
+        lib.display()
+    );
+    lib
+}
+
+#[test]
+fn only_cogvideo_symbols_are_exported() {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(cdylib())
+        .output()
+        .expect("nm (binutils) is needed for this test");
+    assert!(
+        out.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let symbols: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    let foreign: Vec<&String> = symbols
+        .iter()
+        .filter(|s| !s.starts_with("cogvideo_"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "symbols outside the C API are exported: {foreign:?}"
+    );
+
+    let header = include_str!("../include/cogvideo.h");
+    let declared: Vec<&str> = header
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with("//") && l.contains('('))
+        .filter_map(|l| {
+            l.split(|c: char| !c.is_alphanumeric() && c != '_')
+                .find(|w| w.starts_with("cogvideo_") && l.contains(&format!("{w}(")))
+        })
+        .collect();
+    assert!(declared.len() >= 15, "header functions found: {declared:?}");
+    for f in declared {
+        assert!(
+            symbols.iter().any(|s| s == f),
+            "{f} is declared but not exported"
+        );
+    }
+}
