@@ -13,7 +13,8 @@ use cogvideo::frames::{
     FrameMut, FrameRef, PixelFormat, ResizeMode, frames_to_video, video_to_frames,
 };
 use cogvideo::pipelines::{
-    AnimateOptions, EditOptions, InvertOptions, LoadOptions, Pipeline, Progress, Stage, VideoOutput,
+    AnimateOptions, EditOptions, InvertOptions, LoadOptions, Pipeline, Progress, SamplingOptions,
+    Stage, VideoOutput,
 };
 
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -126,10 +127,12 @@ fn main() -> AnyResult<()> {
     let image =
         frames_to_video(&views[..1], h, w, ResizeMode::Crop, animator.device())?.squeeze(2)?;
     let anim = AnimateOptions {
-        prompt: "the gradient starts to swirl".into(),
+        sampling: SamplingOptions {
+            prompt: "the gradient starts to swirl".into(),
+            steps,
+            ..Default::default()
+        },
         num_frames: frames,
-        steps,
-        ..Default::default()
     };
     let animated = animator.animate_image(&image, &anim, &mut Progress::new(&mut cb))?;
     let n = write_pngs(&animated, &out_dir.join("animate"))?;

@@ -18,7 +18,7 @@ use cogvideo::frames::{
 };
 use cogvideo::pipelines::{
     AnimateOptions, EditOptions, GenerateOptions, InvertOptions, LoadOptions, NoiseOptions,
-    Pipeline, Progress, SchedulerKind, VideoOutput,
+    Pipeline, Progress, SamplingOptions, SchedulerKind, VideoOutput,
 };
 use common::{assert_close, load_json, load_tensors, tiny};
 
@@ -128,16 +128,18 @@ fn pipelines_match_the_reference() {
         match kind {
             "t2v" => {
                 let opts = GenerateOptions {
-                    prompt,
-                    negative_prompt: String::new(),
+                    sampling: SamplingOptions {
+                        prompt,
+                        negative_prompt: String::new(),
+                        steps,
+                        guidance_scale,
+                        dynamic_cfg,
+                        scheduler: scheduler(case),
+                        noise: draws(&g, &["latents_init"]),
+                    },
                     height: Some(usize_of(&case["height"])),
                     width: Some(usize_of(&case["width"])),
                     num_frames: Some(usize_of(&case["num_frames"])),
-                    steps,
-                    guidance_scale,
-                    dynamic_cfg,
-                    scheduler: scheduler(case),
-                    noise: draws(&g, &["latents_init"]),
                 };
                 let out = p.generate_video(&opts, &mut progress).unwrap();
                 check_output(name, &out, &g, pad);
@@ -148,14 +150,16 @@ fn pipelines_match_the_reference() {
                     .unwrap();
                 assert_close(&format!("{name} image"), &image, &g["image_tensor"], 1e-6);
                 let opts = AnimateOptions {
-                    prompt,
-                    negative_prompt: String::new(),
+                    sampling: SamplingOptions {
+                        prompt,
+                        negative_prompt: String::new(),
+                        steps,
+                        guidance_scale,
+                        dynamic_cfg,
+                        scheduler: scheduler(case),
+                        noise: draws(&g, &["posterior_noise", "latents_init"]),
+                    },
                     num_frames: usize_of(&case["num_frames"]),
-                    steps,
-                    guidance_scale,
-                    dynamic_cfg,
-                    scheduler: scheduler(case),
-                    noise: draws(&g, &["posterior_noise", "latents_init"]),
                 };
                 let out = p.animate_image(&image, &opts, &mut progress).unwrap();
                 check_output(name, &out, &g, pad);
@@ -237,11 +241,13 @@ fn bad_sizes_and_frame_counts_are_errors() {
     let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
     let run = |h, w, f| {
         let opts = GenerateOptions {
+            sampling: SamplingOptions {
+                steps: 1,
+                ..Default::default()
+            },
             height: Some(h),
             width: Some(w),
             num_frames: Some(f),
-            steps: 1,
-            ..Default::default()
         };
         p.generate_video(&opts, &mut Progress::none())
             .unwrap_err()
@@ -257,12 +263,14 @@ fn bad_sizes_and_frame_counts_are_errors() {
 fn cancelling_stops_the_call_and_keeps_the_pipeline_usable() {
     let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
     let opts = GenerateOptions {
-        prompt: "a fox".into(),
+        sampling: SamplingOptions {
+            prompt: "a fox".into(),
+            steps: 4,
+            ..Default::default()
+        },
         height: Some(64),
         width: Some(96),
         num_frames: Some(9),
-        steps: 4,
-        ..Default::default()
     };
     let mut seen = Vec::new();
     let mut cb = |stage, done, total| {

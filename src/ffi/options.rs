@@ -9,7 +9,7 @@ use super::{dtype_of, str_arg};
 use crate::error::{Error, Result};
 use crate::pipelines::{
     AnimateOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
-    NoiseOptions, SchedulerKind,
+    NoiseOptions, SamplingOptions, SchedulerKind,
 };
 
 /// Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
@@ -208,7 +208,7 @@ impl Defaults for cogvideo_load_options {
 
 impl Defaults for cogvideo_generate_options {
     fn defaults() -> Self {
-        let d = GenerateOptions::default();
+        let d = SamplingOptions::default();
         Self {
             struct_size: size_of_u32::<Self>(),
             prompt: std::ptr::null(),
@@ -232,14 +232,15 @@ impl Defaults for cogvideo_generate_options {
 
 impl Defaults for cogvideo_animate_options {
     fn defaults() -> Self {
-        let d = AnimateOptions::default();
+        let a = AnimateOptions::default();
+        let d = &a.sampling;
         Self {
             struct_size: size_of_u32::<Self>(),
             prompt: std::ptr::null(),
             negative_prompt: std::ptr::null(),
             width: 0,
             height: 0,
-            num_frames: d.num_frames as i32,
+            num_frames: a.num_frames as i32,
             steps: d.steps as i32,
             guidance_scale: d.guidance_scale as f32,
             dynamic_cfg: d.dynamic_cfg,
@@ -409,31 +410,67 @@ unsafe fn noise_options(seed: u64, noise: *const f32, len: usize) -> Result<Nois
     Ok(NoiseOptions { seed, supplied })
 }
 
+/// The prompt and sampler fields common to text- and image-to-video.
+///
+/// # Safety
+/// The string and noise pointers must be valid as documented.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sampling_options(
+    prompt: *const c_char,
+    negative_prompt: *const c_char,
+    steps: i32,
+    guidance: f32,
+    dynamic_cfg: bool,
+    sched: u32,
+    seed: u64,
+    (noise, noise_len): (*const f32, usize),
+) -> Result<SamplingOptions> {
+    Ok(SamplingOptions {
+        prompt: unsafe { str_arg(prompt, "prompt") }?,
+        negative_prompt: unsafe { str_arg(negative_prompt, "negative_prompt") }?,
+        steps: positive(steps, "steps")?,
+        guidance_scale: guidance_scale(guidance)?,
+        dynamic_cfg,
+        scheduler: scheduler(sched)?,
+        noise: unsafe { noise_options(seed, noise, noise_len) }?,
+    })
+}
+
 pub(super) unsafe fn generate_options(o: &cogvideo_generate_options) -> Result<GenerateOptions> {
     Ok(GenerateOptions {
-        prompt: unsafe { str_arg(o.prompt, "prompt") }?,
-        negative_prompt: unsafe { str_arg(o.negative_prompt, "negative_prompt") }?,
+        sampling: unsafe {
+            sampling_options(
+                o.prompt,
+                o.negative_prompt,
+                o.steps,
+                o.guidance_scale,
+                o.dynamic_cfg,
+                o.scheduler,
+                o.seed,
+                (o.noise, o.noise_len),
+            )
+        }?,
         height: optional(o.height, "height")?,
         width: optional(o.width, "width")?,
         num_frames: optional(o.num_frames, "num_frames")?,
-        steps: positive(o.steps, "steps")?,
-        guidance_scale: guidance_scale(o.guidance_scale)?,
-        dynamic_cfg: o.dynamic_cfg,
-        scheduler: scheduler(o.scheduler)?,
-        noise: unsafe { noise_options(o.seed, o.noise, o.noise_len) }?,
     })
 }
 
 pub(super) unsafe fn animate_options(o: &cogvideo_animate_options) -> Result<AnimateOptions> {
     Ok(AnimateOptions {
-        prompt: unsafe { str_arg(o.prompt, "prompt") }?,
-        negative_prompt: unsafe { str_arg(o.negative_prompt, "negative_prompt") }?,
+        sampling: unsafe {
+            sampling_options(
+                o.prompt,
+                o.negative_prompt,
+                o.steps,
+                o.guidance_scale,
+                o.dynamic_cfg,
+                o.scheduler,
+                o.seed,
+                (o.noise, o.noise_len),
+            )
+        }?,
         num_frames: positive(o.num_frames, "num_frames")?,
-        steps: positive(o.steps, "steps")?,
-        guidance_scale: guidance_scale(o.guidance_scale)?,
-        dynamic_cfg: o.dynamic_cfg,
-        scheduler: scheduler(o.scheduler)?,
-        noise: unsafe { noise_options(o.seed, o.noise, o.noise_len) }?,
     })
 }
 

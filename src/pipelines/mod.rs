@@ -24,7 +24,7 @@ use crate::text_encoder::TextEncoder;
 use crate::variant::Variant;
 
 pub use ddim_inversion::{EditOptions, Inversion, InvertOptions};
-pub use pipeline_cogvideox::GenerateOptions;
+pub use pipeline_cogvideox::{GenerateOptions, SamplingOptions};
 pub use pipeline_cogvideox_image2video::AnimateOptions;
 pub use progress::{Progress, Stage};
 use sampling::Stepper;

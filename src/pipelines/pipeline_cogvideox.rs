@@ -1,38 +1,36 @@
-//! Text-to-video, as diffusers' `CogVideoXPipeline`.
+//! Text-to-video, as diffusers' `CogVideoXPipeline`, and the generation path
+//! it shares with image-to-video.
+
+use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::pipelines::sampling::{Denoise, Guidance};
 use crate::pipelines::{NoiseOptions, Pipeline, Progress, SchedulerKind, Stage, VideoOutput};
-use candle_core::Tensor;
 
-/// Options for [`Pipeline::generate_video`]. `None` sizes take the variant's
-/// defaults (480x720 and 49 frames for 1.0 models, the config's sample size
-/// and 81 frames for 1.5).
+/// Prompt and sampler settings shared by text- and image-to-video.
 #[derive(Debug, Clone)]
-pub struct GenerateOptions {
+pub struct SamplingOptions {
     pub prompt: String,
     pub negative_prompt: String,
-    pub height: Option<usize>,
-    pub width: Option<usize>,
-    pub num_frames: Option<usize>,
     pub steps: usize,
+    /// Classifier-free guidance scale; 1 or less turns guidance off.
     pub guidance_scale: f64,
+    /// CogVideoX's cosine schedule of the guidance scale over timesteps.
     pub dynamic_cfg: bool,
     pub scheduler: SchedulerKind,
-    /// Draw order: initial latents `[1, F, 16, h, w]` (F includes 1.5's
-    /// padding frame), then one draw per DPM step that re-noises.
+    /// Draw order: (image-to-video only: the VAE posterior sample of the
+    /// image `[1, 16, 1, h, w]`), the initial latents `[1, F, 16, h, w]` (F
+    /// includes 1.5's padding frame), then one draw per DPM step that
+    /// re-noises.
     pub noise: NoiseOptions,
 }
 
-impl Default for GenerateOptions {
+impl Default for SamplingOptions {
     fn default() -> Self {
         Self {
             prompt: String::new(),
             negative_prompt: String::new(),
-            height: None,
-            width: None,
-            num_frames: None,
             steps: 50,
             guidance_scale: 6.0,
             dynamic_cfg: true,
@@ -40,6 +38,17 @@ impl Default for GenerateOptions {
             noise: NoiseOptions::seed(42),
         }
     }
+}
+
+/// Options for [`Pipeline::generate_video`]. `None` sizes take the variant's
+/// defaults (480x720 and 49 frames for 1.0 models, the config's sample size
+/// and 81 frames for 1.5).
+#[derive(Debug, Clone, Default)]
+pub struct GenerateOptions {
+    pub sampling: SamplingOptions,
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    pub num_frames: Option<usize>,
 }
 
 impl Pipeline {
@@ -51,31 +60,51 @@ impl Pipeline {
     ) -> Result<VideoOutput> {
         self.variant.ensure_text_to_video()?;
         let (dh, dw, dt) = self.default_video_size();
-        let (height, width, frames) = (
-            opts.height.unwrap_or(dh),
-            opts.width.unwrap_or(dw),
-            opts.num_frames.unwrap_or(dt),
-        );
+        let height = opts.height.unwrap_or(dh);
+        let width = opts.width.unwrap_or(dw);
+        let frames = opts.num_frames.unwrap_or(dt);
         self.check_size(height, width, frames)?;
-        let (uncond, cond) = self.encode_text(&opts.prompt, &opts.negative_prompt, progress)?;
+        self.sample_video(&opts.sampling, height, width, frames, None, progress)
+    }
+
+    /// Samples and decodes a clip of `frames` pixel frames, conditioned on
+    /// `image` (`[1, 3, H, W]`) for image-to-video models.
+    pub(crate) fn sample_video(
+        &self,
+        s: &SamplingOptions,
+        height: usize,
+        width: usize,
+        frames: usize,
+        image: Option<&Tensor>,
+        progress: &mut Progress,
+    ) -> Result<VideoOutput> {
+        let (uncond, cond) = self.encode_text(&s.prompt, &s.negative_prompt, progress)?;
         let (f, pad) = self.latent_frames(frames);
         let (h, w) = (height / 8, width / 8);
-        let mut noise = opts.noise.source();
+        let mut noise = s.noise.source();
+        let image_latents = match image {
+            Some(img) => Some(self.image_latents(img, f, &mut noise, progress)?),
+            None => None,
+        };
         let latents = noise
             .randn(&[1, f, 16, h, w], &self.device, "initial latents")?
             .to_dtype(self.dtype)?;
+        let ofs = image
+            .and(self.transformer.config().ofs_embed_dim)
+            .map(|_| 2.0);
         let out = Denoise {
             transformer: &self.transformer,
-            stepper: self.stepper(opts.scheduler, opts.steps)?,
-            guidance: guidance(uncond, cond, opts.guidance_scale, opts.dynamic_cfg),
-            image_latents: None,
-            ofs: None,
+            stepper: self.stepper(s.scheduler, s.steps)?,
+            guidance: guidance(uncond, cond, s.guidance_scale, s.dynamic_cfg),
+            image_latents,
+            ofs,
             rope: self.rope(h, w, f)?,
             reference: None,
             keep_trajectory: false,
             stage: Stage::Denoise,
         }
         .run(latents, &mut noise, progress)?;
+        // 1.5 pads the noise at the end but drops the padding from the front.
         self.decode_latents(out.latents.narrow(1, pad, f - pad)?, progress)
     }
 }
