@@ -117,6 +117,14 @@ pub struct cogvideo_pipeline {
     inner: Mutex<Pipeline>,
 }
 
+// The C side shares handles across threads; make the compiler check that
+// this is sound.
+const _: () = {
+    const fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<cogvideo_pipeline>();
+    shared_across_threads::<cogvideo_inversion>();
+};
+
 /// The result of [`cogvideo_invert_video`]: edit it any number of times with
 /// [`cogvideo_edit_with_prompt`] on the same pipeline.
 pub struct cogvideo_inversion {
