@@ -166,7 +166,9 @@ typedef struct cogvideo_animate_options {
   // step noise, concatenated.
   const float *noise;
   uintptr_t noise_len;
-  // How the input image maps to the working size and back.
+  // How the input image maps to the working size and the result onto
+  // the output frames (default `COGVIDEO_RESIZE_STRETCH`, which maps
+  // back onto the same picture area).
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;

@@ -108,7 +108,9 @@ pub struct cogvideo_animate_options {
     /// step noise, concatenated.
     pub noise: *const f32,
     pub noise_len: usize,
-    /// How the input image maps to the working size and back.
+    /// How the input image maps to the working size and the result onto
+    /// the output frames (default `COGVIDEO_RESIZE_STRETCH`, which maps
+    /// back onto the same picture area).
     pub resize_mode: u32,
     pub progress: cogvideo_progress_fn,
     pub progress_user: *mut c_void,
@@ -248,7 +250,7 @@ impl Defaults for cogvideo_animate_options {
             seed: d.noise.seed,
             noise: std::ptr::null(),
             noise_len: 0,
-            resize_mode: COGVIDEO_RESIZE_CROP,
+            resize_mode: COGVIDEO_RESIZE_STRETCH,
             progress: None,
             progress_user: std::ptr::null_mut(),
         }
