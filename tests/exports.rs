@@ -2,27 +2,15 @@
 //! dynamic symbol it defines starts with `cogvideo_`, and every function of
 //! the header is exported.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-/// `libcogvideo.so` as cargo builds it beside the test binaries.
-fn cdylib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let lib = profile_dir.join("libcogvideo.so");
-    assert!(
-        lib.is_file(),
-        "{} not found (cargo builds it with the tests)",
-        lib.display()
-    );
-    lib
-}
+use std::process::Command;
 
 #[test]
 fn only_cogvideo_symbols_are_exported() {
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
-        .arg(cdylib())
+        .arg(common::cdylib())
         .output()
         .expect("nm (binutils) is needed for this test");
     assert!(

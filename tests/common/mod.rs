@@ -96,3 +96,23 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `libcogvideo.so` of the profile these tests were built with. `cargo test`
+/// builds the crate's rlib but not its cdylib, so build it here; when it is
+/// up to date this is a no-op.
+pub fn cdylib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "--lib", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("running cargo to build libcogvideo.so");
+    assert!(status.success(), "cargo build --lib failed");
+    let lib = profile_dir.join("libcogvideo.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    lib
+}
