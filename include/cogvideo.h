@@ -101,6 +101,8 @@ typedef struct cogvideo_load_options {
 // Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
 // `total` units of that stage are finished. Return false to cancel; the
 // call then returns `COGVIDEO_ERR_CANCELLED` at the next step boundary.
+// It runs on the calling thread while the pipeline is busy, so it must not
+// call into the same pipeline (that call would wait forever).
 typedef bool (*cogvideo_progress_fn)(void *user, int32_t stage, int32_t done, int32_t total);
 
 // Text-to-video options.

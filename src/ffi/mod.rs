@@ -259,29 +259,27 @@ fn progress_fn(
     }
 }
 
-/// Writes a `[1, 3, T, H, W]` video into the caller's frames.
+/// Borrows the caller's output frames, checking them (count, layouts)
+/// before any work starts so that a bad buffer costs nothing.
 ///
 /// # Safety
 /// `out` must point to `count` descriptors of writable, non-overlapping frames.
-unsafe fn write_output(
-    video: &candle_core::Tensor,
+unsafe fn output_frames<'a>(
     out: *const cogvideo_frame,
     count: usize,
-    mode: ResizeMode,
-) -> Result<()> {
-    let t = video.dim(2)?;
+    expected: usize,
+) -> Result<Vec<FrameMut<'a>>> {
     let descs = unsafe { frame_list(out, count, "output frames") }?;
-    if count != t {
+    if count != expected {
         return Err(Error::invalid(format!(
-            "the result has {t} frames but {count} output frames were given"
+            "the result has {expected} frames but {count} output frames were given"
         )));
     }
-    let mut frames = descs
+    descs
         .iter()
         .enumerate()
         .map(|(i, d)| unsafe { frame_mut(d, &format!("output frame {i}")) })
-        .collect::<Result<Vec<_>>>()?;
-    crate::frames::video_to_frames(video, &mut frames, mode)
+        .collect()
 }
 
 /// Loads a checkpoint folder in the diffusers layout. `opts` may be NULL
@@ -421,8 +419,13 @@ pub unsafe extern "C" fn cogvideo_generate_video(
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
         let pipeline = p.inner.lock();
+        let frames = gen_opts
+            .num_frames
+            .unwrap_or(pipeline.default_video_size().2);
+        let expected = pipeline.output_frame_count(frames)?;
+        let mut out = unsafe { output_frames(out, out_count, expected) }?;
         let video = pipeline.generate_video(&gen_opts, &mut progress)?.video;
-        unsafe { write_output(&video, out, out_count, mode) }
+        crate::frames::video_to_frames(&video, &mut out, mode)
     })
 }
 
@@ -448,14 +451,17 @@ pub unsafe extern "C" fn cogvideo_animate_image(
         let pipeline = p.inner.lock();
         pipeline.variant().ensure_image_to_video()?;
         let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = (o.height.max(0) as usize, o.width.max(0) as usize).into_nonzero_or((h, w));
+        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        pipeline.check_size(h, w, anim.num_frames)?;
+        let expected = pipeline.output_frame_count(anim.num_frames)?;
+        let mut out = unsafe { output_frames(out, out_count, expected) }?;
         let frame = unsafe { frame_ref(image, "image") }?;
         let video = crate::frames::frames_to_video(&[frame], h, w, mode, pipeline.device())?;
         let image = video.squeeze(2)?;
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
         let video = pipeline.animate_image(&image, &anim, &mut progress)?.video;
-        unsafe { write_output(&video, out, out_count, mode) }
+        crate::frames::video_to_frames(&video, &mut out, mode)
     })
 }
 
@@ -493,7 +499,8 @@ pub unsafe extern "C" fn cogvideo_invert_video(
             .map(|(i, d)| unsafe { frame_ref(d, &format!("input frame {i}")) })
             .collect::<Result<Vec<_>>>()?;
         let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = (o.height.max(0) as usize, o.width.max(0) as usize).into_nonzero_or((h, w));
+        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        pipeline.check_size(h, w, usable)?;
         let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
@@ -558,25 +565,27 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
         let pipeline = p.inner.lock();
+        let expected = pipelines::edited_frame_count(&inv.inner);
+        let mut out = unsafe { output_frames(out, out_count, expected) }?;
         let video = pipeline
             .edit_with_prompt(&inv.inner, &edit, &mut progress)?
             .video;
-        unsafe { write_output(&video, out, out_count, mode) }
+        crate::frames::video_to_frames(&video, &mut out, mode)
     })
 }
 
-/// `(h, w)` with zeros replaced by defaults.
-trait NonzeroOr {
-    fn into_nonzero_or(self, default: (usize, usize)) -> (usize, usize);
-}
-
-impl NonzeroOr for (usize, usize) {
-    fn into_nonzero_or(self, default: (usize, usize)) -> (usize, usize) {
-        (
-            if self.0 == 0 { default.0 } else { self.0 },
-            if self.1 == 0 { default.1 } else { self.1 },
-        )
-    }
+/// The working `(height, width)` an options struct asks for: 0 takes the
+/// variant's default, negative values are refused.
+fn working_size(height: i32, width: i32, default: (usize, usize)) -> Result<(usize, usize)> {
+    let pick = |v: i32, d: usize, what: &str| match v {
+        0 => Ok(d),
+        v if v < 0 => Err(Error::invalid(format!("{what} {v} is negative"))),
+        v => Ok(v as usize),
+    };
+    Ok((
+        pick(height, default.0, "height")?,
+        pick(width, default.1, "width")?,
+    ))
 }
 
 /// The compute precision named by `cogvideo_load_options.dtype`.

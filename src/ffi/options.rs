@@ -15,6 +15,8 @@ use crate::pipelines::{
 /// Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
 /// `total` units of that stage are finished. Return false to cancel; the
 /// call then returns `COGVIDEO_ERR_CANCELLED` at the next step boundary.
+/// It runs on the calling thread while the pipeline is busy, so it must not
+/// call into the same pipeline (that call would wait forever).
 pub type cogvideo_progress_fn =
     Option<extern "C" fn(user: *mut c_void, stage: i32, done: i32, total: i32) -> bool>;
 

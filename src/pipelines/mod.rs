@@ -246,7 +246,7 @@ impl Pipeline {
     }
 
     /// Checks a requested size against what the variant can generate.
-    fn check_size(&self, height: usize, width: usize, frames: usize) -> Result<()> {
+    pub(crate) fn check_size(&self, height: usize, width: usize, frames: usize) -> Result<()> {
         const MAX_SIDE: usize = 4096;
         let cfg = self.transformer.config();
         let unit = 8 * cfg.patch_size;

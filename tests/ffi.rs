@@ -1,0 +1,648 @@
+//! The C API under misuse and concurrency: bad arguments of every kind give
+//! a status and a message (never a crash), cancelled calls leave handles
+//! usable, and calls from many threads on one pipeline serialise and give
+//! the same frames as the same calls made one after another.
+
+mod common;
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::ptr::{null, null_mut};
+
+use cogvideo::ffi::cogvideo_status::*;
+use cogvideo::ffi::*;
+use common::tiny;
+
+const W: usize = 96;
+const H: usize = 64;
+
+fn path(variant: &str) -> CString {
+    CString::new(tiny(variant).to_str().unwrap()).unwrap()
+}
+
+fn last_error() -> String {
+    unsafe { CStr::from_ptr(cogvideo_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Asserts a status, and that failures leave a message naming `needle`.
+#[track_caller]
+fn expect(status: cogvideo_status, want: cogvideo_status, needle: &str) {
+    let msg = last_error();
+    assert_eq!(status, want, "message: {msg}");
+    if want == COGVIDEO_OK {
+        assert!(
+            msg.is_empty(),
+            "a successful call clears the message: {msg}"
+        );
+    } else {
+        assert!(
+            msg.to_lowercase().contains(&needle.to_lowercase()),
+            "message {msg:?} should mention {needle:?}"
+        );
+    }
+}
+
+struct Handle(*mut cogvideo_pipeline);
+// SAFETY: the C API documents pipelines as shareable across threads (the
+// library checks Send + Sync at compile time); this only carries the pointer.
+unsafe impl Send for Handle {}
+unsafe impl Sync for Handle {}
+
+impl Handle {
+    fn load(variant: &str) -> Self {
+        let mut p = null_mut();
+        let st = unsafe { cogvideo_load_pipeline(path(variant).as_ptr(), null(), &mut p) };
+        expect(st, COGVIDEO_OK, "");
+        assert!(!p.is_null());
+        Self(p)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        unsafe { cogvideo_pipeline_free(self.0) }
+    }
+}
+
+struct Inv(*mut cogvideo_inversion);
+// SAFETY: as for Handle.
+unsafe impl Send for Inv {}
+unsafe impl Sync for Inv {}
+
+impl Drop for Inv {
+    fn drop(&mut self) {
+        unsafe { cogvideo_inversion_free(self.0) }
+    }
+}
+
+/// Packed frames owned by the test, with their C descriptors.
+struct Frames {
+    buffers: Vec<Vec<u8>>,
+    descs: Vec<cogvideo_frame>,
+}
+
+impl Frames {
+    fn new(count: usize, width: usize, height: usize, format: u32) -> Self {
+        let bpp = match format {
+            COGVIDEO_FORMAT_RGB8 => 3,
+            COGVIDEO_FORMAT_RGBA8 => 4,
+            COGVIDEO_FORMAT_RGBA16 => 8,
+            _ => 16,
+        };
+        let mut buffers: Vec<Vec<u8>> = (0..count)
+            .map(|t| {
+                (0..width * height * bpp)
+                    .map(|i| ((i * 7 + t * 13) % 251) as u8)
+                    .collect()
+            })
+            .collect();
+        if format == COGVIDEO_FORMAT_RGBA32F {
+            for b in &mut buffers {
+                for px in b.chunks_exact_mut(4) {
+                    px.copy_from_slice(&(px[0] as f32 / 255.0).to_ne_bytes());
+                }
+            }
+        }
+        let descs = buffers
+            .iter_mut()
+            .map(|b| cogvideo_frame {
+                data: b.as_mut_ptr() as *mut c_void,
+                width: width as i32,
+                height: height as i32,
+                stride_bytes: (width * bpp) as i64,
+                format,
+            })
+            .collect();
+        Self { buffers, descs }
+    }
+
+    fn rgb8(count: usize) -> Self {
+        Self::new(count, W, H, COGVIDEO_FORMAT_RGB8)
+    }
+}
+
+fn gen_opts(steps: i32, seed: u64) -> cogvideo_generate_options {
+    let mut o = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_generate_options_init(&mut o) };
+    o.prompt = c"a red fox".as_ptr();
+    o.steps = steps;
+    o.seed = seed;
+    o
+}
+
+fn generate(p: &Handle, o: &cogvideo_generate_options, out: &mut Frames) -> cogvideo_status {
+    unsafe { cogvideo_generate_video(p.0, o, out.descs.as_ptr(), out.descs.len()) }
+}
+
+fn invert(p: &Handle, input: &Frames, o: *const cogvideo_invert_options) -> (cogvideo_status, Inv) {
+    let mut inv = null_mut();
+    let st =
+        unsafe { cogvideo_invert_video(p.0, input.descs.as_ptr(), input.descs.len(), o, &mut inv) };
+    (st, Inv(inv))
+}
+
+fn invert_opts(steps: i32) -> cogvideo_invert_options {
+    let mut o = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_invert_options_init(&mut o) };
+    o.steps = steps;
+    o
+}
+
+fn edit_opts(prompt: &CStr) -> cogvideo_edit_options {
+    let mut o = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_edit_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    let v = unsafe { CStr::from_ptr(cogvideo_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn bad_load_arguments_are_errors() {
+    let mut p: *mut cogvideo_pipeline = std::ptr::dangling_mut();
+    let st = unsafe { cogvideo_load_pipeline(null(), null(), &mut p) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "path is NULL");
+    assert!(p.is_null(), "out is cleared on failure");
+
+    let st = unsafe { cogvideo_load_pipeline(path("cogvideox-5b").as_ptr(), null(), null_mut()) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "out is NULL");
+
+    let missing = c"/nonexistent/CogVideoX-5b";
+    let st = unsafe { cogvideo_load_pipeline(missing.as_ptr(), null(), &mut p) };
+    expect(st, COGVIDEO_ERR_IO, "/nonexistent/CogVideoX-5b");
+
+    let not_utf8 = [0xff_u8, 0xfe, b'x', 0];
+    let st = unsafe { cogvideo_load_pipeline(not_utf8.as_ptr() as *const c_char, null(), &mut p) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "UTF-8");
+
+    let mut o = unsafe { std::mem::zeroed::<cogvideo_load_options>() };
+    let ckpt = path("cogvideox-5b");
+    let st = unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "struct_size");
+    for (field, value, needle) in [(0, 99, "device"), (1, 99, "dtype")] {
+        unsafe { cogvideo_load_options_init(&mut o) };
+        if field == 0 {
+            o.device = value;
+        } else {
+            o.dtype = value;
+        }
+        let st = unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) };
+        expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, needle);
+    }
+    unsafe { cogvideo_load_options_init(&mut o) };
+    o.device = COGVIDEO_DEVICE_CUDA;
+    o.device_index = 3;
+    let st = unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) };
+    if cfg!(feature = "cuda") {
+        assert_ne!(st, COGVIDEO_OK, "no CUDA device 3 in CI");
+    } else {
+        expect(st, COGVIDEO_ERR_DEVICE, "cuda");
+    }
+
+    let broken = common::ScratchCheckpoint::copy_of("cogvideox-5b", "ffi-truncated");
+    let vae = broken.root.join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&vae).unwrap();
+    std::fs::write(&vae, &bytes[..bytes.len() / 2]).unwrap();
+    let broken_path = CString::new(broken.root.to_str().unwrap()).unwrap();
+    let st = unsafe { cogvideo_load_pipeline(broken_path.as_ptr(), null(), &mut p) };
+    expect(
+        st,
+        COGVIDEO_ERR_BAD_CHECKPOINT,
+        "diffusion_pytorch_model.safetensors",
+    );
+    assert!(p.is_null());
+
+    // NULL is accepted where the header says so.
+    unsafe {
+        cogvideo_pipeline_free(null_mut());
+        cogvideo_inversion_free(null_mut());
+        cogvideo_load_options_init(null_mut());
+        cogvideo_generate_options_init(null_mut());
+        cogvideo_animate_options_init(null_mut());
+        cogvideo_invert_options_init(null_mut());
+        cogvideo_edit_options_init(null_mut());
+    }
+}
+
+#[test]
+fn bad_call_arguments_are_errors() {
+    let p = Handle::load("cogvideox-5b");
+    let mut n = 0;
+    expect(
+        unsafe { cogvideo_output_frame_count(p.0, 0, &mut n) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert_eq!(n, 9);
+    expect(
+        unsafe { cogvideo_output_frame_count(p.0, 10, &mut n) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "4k+1",
+    );
+    expect(
+        unsafe { cogvideo_output_frame_count(null(), 9, &mut n) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "pipeline is NULL",
+    );
+    expect(
+        unsafe { cogvideo_pipeline_fps(p.0, null_mut()) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "fps is NULL",
+    );
+
+    let mut out = Frames::rgb8(9);
+    let ok = gen_opts(1, 0);
+    let mut bad_generate = |what: &str, o: cogvideo_generate_options, needle: &str| {
+        let st = generate(&p, &o, &mut out);
+        assert_eq!(
+            st,
+            COGVIDEO_ERR_INVALID_ARGUMENT,
+            "{what}: {}",
+            last_error()
+        );
+        assert!(last_error().contains(needle), "{what}: {}", last_error());
+    };
+    bad_generate(
+        "odd frames",
+        cogvideo_generate_options {
+            num_frames: 10,
+            ..ok
+        },
+        "4k+1",
+    );
+    bad_generate(
+        "width",
+        cogvideo_generate_options { width: 100, ..ok },
+        "multiples of 16",
+    );
+    bad_generate(
+        "absurd size",
+        cogvideo_generate_options {
+            width: i32::MAX,
+            height: i32::MAX,
+            ..ok
+        },
+        "between 1 and 10000",
+    );
+    bad_generate(
+        "huge but in range",
+        cogvideo_generate_options {
+            width: 9984,
+            height: 9984,
+            ..ok
+        },
+        "outside",
+    );
+    bad_generate(
+        "steps",
+        cogvideo_generate_options { steps: 0, ..ok },
+        "steps",
+    );
+    bad_generate(
+        "negative steps",
+        cogvideo_generate_options { steps: -3, ..ok },
+        "steps",
+    );
+    bad_generate(
+        "guidance",
+        cogvideo_generate_options {
+            guidance_scale: f32::NAN,
+            ..ok
+        },
+        "guidance_scale",
+    );
+    bad_generate(
+        "scheduler",
+        cogvideo_generate_options { scheduler: 7, ..ok },
+        "scheduler",
+    );
+    bad_generate(
+        "resize",
+        cogvideo_generate_options {
+            resize_mode: 7,
+            ..ok
+        },
+        "resize mode",
+    );
+    bad_generate(
+        "noise",
+        cogvideo_generate_options { noise_len: 5, ..ok },
+        "noise is NULL",
+    );
+    let not_utf8 = [b'a', 0xc3, 0x28, 0];
+    bad_generate(
+        "prompt",
+        cogvideo_generate_options {
+            prompt: not_utf8.as_ptr() as *const c_char,
+            ..ok
+        },
+        "UTF-8",
+    );
+    bad_generate(
+        "struct_size",
+        cogvideo_generate_options {
+            struct_size: 4,
+            ..ok
+        },
+        "struct_size",
+    );
+
+    // Output buffers are checked before any work starts: a bad buffer
+    // costs nothing (the progress callback is never reached).
+    extern "C" fn count(user: *mut c_void, _: i32, _: i32, _: i32) -> bool {
+        unsafe { *(user as *mut i32) += 1 };
+        true
+    }
+    let mut progress_calls = 0_i32;
+    let counted = cogvideo_generate_options {
+        progress: Some(count),
+        progress_user: &mut progress_calls as *mut i32 as *mut c_void,
+        ..ok
+    };
+    let run = |descs: &[cogvideo_frame]| unsafe {
+        cogvideo_generate_video(p.0, &counted, descs.as_ptr(), descs.len())
+    };
+    expect(
+        unsafe { cogvideo_generate_video(null(), &ok, out.descs.as_ptr(), 9) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "pipeline is NULL",
+    );
+    expect(
+        unsafe { cogvideo_generate_video(p.0, &ok, null(), 9) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "NULL",
+    );
+    expect(
+        run(&out.descs[..3]),
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "3 output frames",
+    );
+    type Mutation = (&'static str, fn(&mut cogvideo_frame));
+    let mutations: [Mutation; 5] = [
+        ("data is NULL", |f| f.data = null_mut()),
+        ("not positive", |f| f.width = 0),
+        ("not positive", |f| f.height = -4),
+        ("stride", |f| f.stride_bytes = 5),
+        ("pixel format", |f| f.format = 42),
+    ];
+    for (needle, mutate) in mutations {
+        let mut descs = out.descs.clone();
+        mutate(&mut descs[4]);
+        expect(run(&descs), COGVIDEO_ERR_INVALID_ARGUMENT, needle);
+        assert!(last_error().contains("output frame 4"), "{}", last_error());
+    }
+    assert_eq!(progress_calls, 0, "no work was done for bad output buffers");
+
+    // Image-to-video on a text-to-video model.
+    let image = Frames::rgb8(1);
+    let mut a = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_animate_options_init(&mut a) };
+    let st = unsafe {
+        cogvideo_animate_image(
+            p.0,
+            &image.descs[0],
+            &a,
+            out.descs.as_ptr(),
+            out.descs.len(),
+        )
+    };
+    expect(
+        st,
+        COGVIDEO_ERR_UNSUPPORTED_VARIANT,
+        "text-to-video checkpoint",
+    );
+    let st = unsafe { cogvideo_animate_image(p.0, null(), &a, out.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "image is NULL");
+
+    // Inversion inputs.
+    let clip = Frames::rgb8(9);
+    let io = invert_opts(1);
+    let mut inv = null_mut();
+    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 0, &io, &mut inv) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "frame count 0");
+    let st = unsafe { cogvideo_invert_video(p.0, null(), 9, &io, &mut inv) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "NULL");
+    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 9, &io, null_mut()) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "out is NULL");
+    let small = Frames::new(1, 32, 32, COGVIDEO_FORMAT_RGB8);
+    let mut mixed = clip.descs.clone();
+    mixed[3] = small.descs[0];
+    let st = unsafe { cogvideo_invert_video(p.0, mixed.as_ptr(), 9, &io, &mut inv) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "share size");
+    let absurd = cogvideo_invert_options {
+        width: 10_000,
+        height: 10_000,
+        ..io
+    };
+    let (st, _) = invert(&p, &clip, &absurd);
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "10000");
+    // Clips are cut to the longest usable length: 4k+1 frames on 1.0
+    // models, 8k+5 on 1.5 models (whose latent frames come in pairs).
+    let (st, short) = invert(&p, &Frames::rgb8(4), &io);
+    expect(st, COGVIDEO_OK, "");
+    let mut n = 0;
+    expect(
+        unsafe { cogvideo_inversion_frame_count(short.0, &mut n) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert_eq!(n, 1);
+    let (st, _) = invert(&Handle::load("cogvideox1.5-5b"), &Frames::rgb8(4), &io);
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "at least 5 frames");
+
+    // Editing on the wrong handles.
+    let (st, inversion) = invert(&p, &clip, &io);
+    expect(st, COGVIDEO_OK, "");
+    let eo = edit_opts(c"a white wolf");
+    let st =
+        unsafe { cogvideo_edit_with_prompt(p.0, null(), &eo, out.descs.as_ptr(), out.descs.len()) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "inversion is NULL");
+    let other = Handle::load("cogvideox-5b");
+    let st = unsafe {
+        cogvideo_edit_with_prompt(
+            other.0,
+            inversion.0,
+            &eo,
+            out.descs.as_ptr(),
+            out.descs.len(),
+        )
+    };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "different pipeline");
+    let st = unsafe {
+        cogvideo_edit_with_prompt(p.0, inversion.0, &eo, out.descs.as_ptr(), out.descs.len())
+    };
+    expect(st, COGVIDEO_OK, "");
+
+    // Inversion needs rotary embeddings: CogVideoX-2b refuses it.
+    let sincos = Handle::load("cogvideox-2b");
+    let (st, inv2) = invert(&sincos, &clip, &io);
+    expect(st, COGVIDEO_ERR_UNSUPPORTED_VARIANT, "rotary");
+    assert!(inv2.0.is_null());
+}
+
+#[test]
+fn cancelled_calls_return_cancelled_and_handles_stay_usable() {
+    extern "C" fn cancel_at_second_step(user: *mut c_void, stage: i32, done: i32, _: i32) -> bool {
+        let calls = unsafe { &mut *(user as *mut Vec<(i32, i32)>) };
+        calls.push((stage, done));
+        !((stage == COGVIDEO_STAGE_DENOISE || stage == COGVIDEO_STAGE_INVERT) && done == 1)
+    }
+    let p = Handle::load("cogvideox-5b");
+    let mut calls: Vec<(i32, i32)> = Vec::new();
+    let mut out = Frames::rgb8(9);
+
+    let mut o = gen_opts(3, 5);
+    o.progress = Some(cancel_at_second_step);
+    o.progress_user = &mut calls as *mut _ as *mut c_void;
+    expect(generate(&p, &o, &mut out), COGVIDEO_ERR_CANCELLED, "cancel");
+    assert!(calls.contains(&(COGVIDEO_STAGE_DENOISE, 1)), "{calls:?}");
+    let untouched = out.buffers.clone();
+    expect(generate(&p, &gen_opts(3, 5), &mut out), COGVIDEO_OK, "");
+    assert_ne!(untouched, out.buffers, "the retried call wrote frames");
+
+    let clip = Frames::rgb8(9);
+    let mut io = invert_opts(3);
+    io.progress = Some(cancel_at_second_step);
+    io.progress_user = &mut calls as *mut _ as *mut c_void;
+    let (st, inv) = invert(&p, &clip, &io);
+    expect(st, COGVIDEO_ERR_CANCELLED, "cancel");
+    assert!(inv.0.is_null());
+    let (st, inv) = invert(&p, &clip, &invert_opts(3));
+    expect(st, COGVIDEO_OK, "");
+
+    let mut eo = edit_opts(c"snow");
+    eo.progress = Some(cancel_at_second_step);
+    eo.progress_user = &mut calls as *mut _ as *mut c_void;
+    let edit = |eo: &cogvideo_edit_options, out: &mut Frames| unsafe {
+        cogvideo_edit_with_prompt(p.0, inv.0, eo, out.descs.as_ptr(), out.descs.len())
+    };
+    expect(edit(&eo, &mut out), COGVIDEO_ERR_CANCELLED, "cancel");
+    expect(edit(&edit_opts(c"snow"), &mut out), COGVIDEO_OK, "");
+}
+
+#[test]
+fn output_formats_and_bottom_up_strides_agree() {
+    let p = Handle::load("cogvideox-5b");
+    let o = gen_opts(2, 11);
+    let mut rgb8 = Frames::rgb8(9);
+    expect(generate(&p, &o, &mut rgb8), COGVIDEO_OK, "");
+
+    // Float RGBA, bottom-up: data points at the top row, which is the last
+    // row in memory, and the stride is negative.
+    let mut f32_frames = Frames::new(9, W, H, COGVIDEO_FORMAT_RGBA32F);
+    for d in &mut f32_frames.descs {
+        let row = (W * 16) as i64;
+        d.data = unsafe { (d.data as *mut u8).add((H - 1) * row as usize) } as *mut c_void;
+        d.stride_bytes = -row;
+    }
+    expect(generate(&p, &o, &mut f32_frames), COGVIDEO_OK, "");
+    for (t, (a, b)) in rgb8.buffers.iter().zip(&f32_frames.buffers).enumerate() {
+        for y in 0..H {
+            for x in 0..W {
+                let memory_row = H - 1 - y;
+                for c in 0..3 {
+                    let byte = a[(y * W + x) * 3 + c];
+                    let at = (memory_row * W + x) * 16 + c * 4;
+                    let v = f32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+                    assert!(
+                        (v * 255.0 - byte as f32).abs() <= 0.5 + 1e-3,
+                        "frame {t} ({x},{y}) channel {c}: {v} vs {byte}"
+                    );
+                }
+                let alpha = (memory_row * W + x) * 16 + 12;
+                assert_eq!(
+                    f32::from_ne_bytes(b[alpha..alpha + 4].try_into().unwrap()),
+                    1.0
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_calls_serialise_and_match_sequential_results() {
+    let p = Handle::load("cogvideox-5b");
+    let seeds = [1_u64, 2, 3, 4];
+    let sequential: Vec<Vec<Vec<u8>>> = seeds
+        .iter()
+        .map(|&s| {
+            let mut out = Frames::rgb8(9);
+            expect(generate(&p, &gen_opts(2, s), &mut out), COGVIDEO_OK, "");
+            out.buffers
+        })
+        .collect();
+    assert_ne!(sequential[0], sequential[1], "seeds differ");
+
+    let clip = Frames::rgb8(9);
+    let (st, inv) = invert(&p, &clip, &invert_opts(2));
+    expect(st, COGVIDEO_OK, "");
+    let edited = Frames::rgb8(9);
+    let eo = edit_opts(c"a white wolf");
+    let st = unsafe {
+        cogvideo_edit_with_prompt(p.0, inv.0, &eo, edited.descs.as_ptr(), edited.descs.len())
+    };
+    expect(st, COGVIDEO_OK, "");
+
+    std::thread::scope(|scope| {
+        let generators: Vec<_> = seeds
+            .iter()
+            .map(|&s| {
+                let p = &p;
+                scope.spawn(move || {
+                    let mut out = Frames::rgb8(9);
+                    expect(generate(p, &gen_opts(2, s), &mut out), COGVIDEO_OK, "");
+                    out.buffers
+                })
+            })
+            .collect();
+        let editors: Vec<_> = (0..2)
+            .map(|_| {
+                let (p, inv) = (&p, &inv);
+                scope.spawn(move || {
+                    let out = Frames::rgb8(9);
+                    let eo = edit_opts(c"a white wolf");
+                    let st = unsafe {
+                        cogvideo_edit_with_prompt(p.0, inv.0, &eo, out.descs.as_ptr(), 9)
+                    };
+                    expect(st, COGVIDEO_OK, "");
+                    out.buffers
+                })
+            })
+            .collect();
+        // Meanwhile other threads fail; each thread keeps its own message.
+        let failing: Vec<_> = (0..4)
+            .map(|i| {
+                let p = &p;
+                scope.spawn(move || {
+                    for _ in 0..20 {
+                        let o = cogvideo_generate_options {
+                            num_frames: 4 * i + 2,
+                            ..gen_opts(1, 0)
+                        };
+                        let mut out = Frames::rgb8(1);
+                        assert_eq!(generate(p, &o, &mut out), COGVIDEO_ERR_INVALID_ARGUMENT);
+                        let msg = last_error();
+                        assert!(msg.contains(&format!("got {}", 4 * i + 2)), "{msg}");
+                    }
+                })
+            })
+            .collect();
+        for (h, want) in generators.into_iter().zip(&sequential) {
+            assert!(h.join().unwrap() == *want, "concurrent result differs");
+        }
+        for h in editors {
+            assert!(
+                h.join().unwrap() == edited.buffers,
+                "concurrent edit differs"
+            );
+        }
+        for h in failing {
+            h.join().unwrap();
+        }
+    });
+}
