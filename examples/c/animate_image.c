@@ -69,12 +69,11 @@ int main(int argc, char **argv) {
         rc = report_failure("querying the output", st);
         goto done;
     }
-    out_frames = calloc((size_t)n_out, sizeof *out_frames);
-    if (!out_frames || clip_alloc(&out, n_out, image.width, image.height) != 0) {
+    if (clip_alloc(&out, n_out, image.width, image.height) != 0) {
         fprintf(stderr, "out of memory for %d output frames\n", n_out);
         goto done;
     }
-    for (int i = 0; i < n_out; i++) out_frames[i] = clip_frame(&out, i);
+    if (!(out_frames = clip_frames(&out))) goto done;
     cogvideo_frame still = clip_frame(&image, 0);
     st = cogvideo_animate_image(pipeline, &still, &opts, out_frames, (size_t)n_out);
     if (st != COGVIDEO_OK) {
@@ -82,11 +81,7 @@ int main(int argc, char **argv) {
         goto done;
     }
 
-    char mp4[4096];
-    snprintf(mp4, sizeof mp4, "%s/animated.mp4", outdir);
-    if (clip_write_pngs(&out, outdir) != 0 || clip_write_mp4(&out, mp4, fps) != 0) goto done;
-    printf("wrote %d frames to %s/frame_*.png and %s (%d fps)\n", n_out, outdir, mp4, fps);
-    rc = 0;
+    if (clip_save(&out, outdir, "animated.mp4", fps) == 0) rc = 0;
 done:
     free(out_frames);
     clip_free(&out);

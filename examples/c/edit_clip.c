@@ -77,9 +77,7 @@ int main(int argc, char **argv) {
     if (clip_read(input, max_frames, &in) != 0) goto done;
     fprintf(stderr, "read %d frames of %dx%d from %s\n", in.count, in.width, in.height, input);
 
-    in_frames = calloc((size_t)in.count, sizeof *in_frames);
-    if (!in_frames) goto done;
-    for (int i = 0; i < in.count; i++) in_frames[i] = clip_frame(&in, i);
+    if (!(in_frames = clip_frames(&in))) goto done;
     st = cogvideo_invert_video(pipeline, in_frames, (size_t)in.count, &inv_opts, &inversion);
     if (st != COGVIDEO_OK) {
         rc = report_failure("inverting the clip", st);
@@ -92,23 +90,18 @@ int main(int argc, char **argv) {
         rc = report_failure("querying the output", st);
         goto done;
     }
-    out_frames = calloc((size_t)n_out, sizeof *out_frames);
-    if (!out_frames || clip_alloc(&out, n_out, in.width, in.height) != 0) {
+    if (clip_alloc(&out, n_out, in.width, in.height) != 0) {
         fprintf(stderr, "out of memory for %d output frames\n", n_out);
         goto done;
     }
-    for (int i = 0; i < n_out; i++) out_frames[i] = clip_frame(&out, i);
+    if (!(out_frames = clip_frames(&out))) goto done;
     st = cogvideo_edit_with_prompt(pipeline, inversion, &edit_opts, out_frames, (size_t)n_out);
     if (st != COGVIDEO_OK) {
         rc = report_failure("editing", st);
         goto done;
     }
 
-    char mp4[4096];
-    snprintf(mp4, sizeof mp4, "%s/edited.mp4", outdir);
-    if (clip_write_pngs(&out, outdir) != 0 || clip_write_mp4(&out, mp4, fps) != 0) goto done;
-    printf("wrote %d frames to %s/frame_*.png and %s (%d fps)\n", n_out, outdir, mp4, fps);
-    rc = 0;
+    if (clip_save(&out, outdir, "edited.mp4", fps) == 0) rc = 0;
 done:
     free(out_frames);
     free(in_frames);

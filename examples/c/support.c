@@ -59,6 +59,16 @@ cogvideo_frame clip_frame(const clip *c, int i) {
     return f;
 }
 
+cogvideo_frame *clip_frames(const clip *c) {
+    cogvideo_frame *frames = calloc((size_t)c->count, sizeof *frames);
+    if (!frames) {
+        fprintf(stderr, "out of memory for %d frame descriptors\n", c->count);
+        return NULL;
+    }
+    for (int i = 0; i < c->count; i++) frames[i] = clip_frame(c, i);
+    return frames;
+}
+
 /* Appends one decoded frame to the clip as packed RGB. */
 static int append_frame(clip *c, const AVFrame *frame, struct SwsContext **sws) {
     if (c->count == 0) {
@@ -348,6 +358,18 @@ done:
     av_frame_free(&rgb);
     av_packet_free(&pkt);
     avcodec_free_context(&enc);
+    return rc;
+}
+
+int clip_save(const clip *c, const char *dir, const char *mp4_name, int fps) {
+    size_t cap = strlen(dir) + strlen(mp4_name) + 2;
+    char *mp4 = malloc(cap);
+    if (!mp4) return -1;
+    snprintf(mp4, cap, "%s/%s", dir, mp4_name);
+    int rc = clip_write_pngs(c, dir) == 0 && clip_write_mp4(c, mp4, fps) == 0 ? 0 : -1;
+    if (rc == 0)
+        printf("wrote %d frames to %s/frame_*.png and %s (%d fps)\n", c->count, dir, mp4, fps);
+    free(mp4);
     return rc;
 }
 

@@ -34,6 +34,9 @@ void clip_free(clip *c);
 /* Describes frame i of the clip to libcogvideo (no copy). */
 cogvideo_frame clip_frame(const clip *c, int i);
 
+/* Describes every frame; free() the array. NULL when out of memory. */
+cogvideo_frame *clip_frames(const clip *c);
+
 /* Writes dir/frame_0000.png, ... (creating dir). Returns 0 on success. */
 int clip_write_pngs(const clip *c, const char *dir);
 
@@ -42,6 +45,9 @@ int clip_write_pngs(const clip *c, const char *dir);
  * otherwise) at `fps` frames per second. Returns 0 on success.
  */
 int clip_write_mp4(const clip *c, const char *path, int fps);
+
+/* Writes dir/frame_*.png and dir/<mp4_name>, and says so on stdout. */
+int clip_save(const clip *c, const char *dir, const char *mp4_name, int fps);
 
 /*
  * A cogvideo_progress_fn that prints each stage's progress to stderr and
