@@ -9,6 +9,11 @@
 //! convolutions' last input frames carried from batch to batch and
 //! GroupNorm statistics taken per batch; this batching is part of the
 //! numerics, and it keeps memory independent of the clip length.
+//!
+//! In f32 on the CPU the resnets, output norms and resamplers take fused
+//! kernels (the `cpu` module) that make a few full-size buffers per block
+//! instead of a temporary per candle op; other dtypes and devices use the
+//! candle ops, and a unit test holds the two paths to the same results.
 
 use std::path::Path;
 
@@ -17,8 +22,10 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::causal_conv3d::{
-    CausalConv3d, ConvCache, GroupNorm, Pointwise, SlotCounter, resize_nearest,
+    CausalConv3d, ConvCache, GroupNorm, Pointwise, Residual, SlotCounter, nearest_indices,
+    resize_nearest,
 };
+use super::cpu::{self, Fill, Modulation, NormSilu};
 use super::downsampling::CogVideoXDownsample3D;
 use super::tiling::{Tiling, run_tiled};
 use super::upsampling::CogVideoXUpsample3D;
@@ -217,6 +224,38 @@ impl Condition {
         self.resized.push(((t, h, w), z.clone()));
         Ok(z)
     }
+
+    /// CPU f32: `conv_yb(zq)` for features of size `t x h x w`, computed at
+    /// the latent's size with the resize of [`Self::at`] as index maps.
+    fn modulation(
+        &self,
+        conv_yb: &Pointwise,
+        (t, h, w): (usize, usize, usize),
+    ) -> CResult<Modulation> {
+        let (_, _, tz, hz, wz) = self.zq.dims5()?;
+        let widen = |v: Vec<u32>| v.into_iter().map(|i| i as usize).collect::<Vec<_>>();
+        let frames = if t > 1 && t % 2 == 1 {
+            if tz < 2 {
+                candle_core::bail!("cannot split a {tz}-frame latent over {t} frames");
+            }
+            std::iter::once(0)
+                .chain(
+                    nearest_indices(tz - 1, t - 1)
+                        .into_iter()
+                        .map(|i| i as usize + 1),
+                )
+                .collect()
+        } else {
+            widen(nearest_indices(tz, t))
+        };
+        Ok(Modulation {
+            yb: conv_yb.forward(&self.zq)?.flatten_all()?.to_vec1::<f32>()?,
+            size: (tz, hz, wz),
+            frames,
+            rows: widen(nearest_indices(hz, h)),
+            cols: widen(nearest_indices(wz, w)),
+        })
+    }
 }
 
 /// `CogVideoXSpatialNorm3D`: GroupNorm of the features, then
@@ -240,6 +279,14 @@ impl SpatialNorm3D {
         })
     }
 
+    /// CPU f32: the GroupNorm affine and the modulation, for [`Fill::NormSilu`].
+    fn norm_silu(&self, f: &Tensor, cond: &Condition) -> CResult<NormSilu> {
+        let (_, _, t, h, w) = f.dims5()?;
+        let mut n = self.norm.norm_silu(f)?;
+        n.modulation = Some(cond.modulation(&self.conv_yb, (t, h, w))?);
+        Ok(n)
+    }
+
     fn forward(&self, f: &Tensor, cond: &mut Condition) -> CResult<Tensor> {
         let (_, _, t, h, w) = f.dims5()?;
         let yb = self.conv_yb.forward(&cond.at((t, h, w))?)?;
@@ -261,6 +308,15 @@ impl Norm {
         match (self, cond) {
             (Norm::Group(n), _) => n.forward(x),
             (Norm::Spatial(n), Some(c)) => n.forward(x, c),
+            (Norm::Spatial(_), None) => candle_core::bail!("spatial norm without a latent"),
+        }
+    }
+
+    /// CPU f32: this norm of `x` for [`Fill::NormSilu`].
+    fn norm_silu(&self, x: &Tensor, cond: Option<&Condition>) -> CResult<NormSilu> {
+        match (self, cond) {
+            (Norm::Group(n), _) => n.norm_silu(x),
+            (Norm::Spatial(n), Some(c)) => n.norm_silu(x, c),
             (Norm::Spatial(_), None) => candle_core::bail!("spatial norm without a latent"),
         }
     }
@@ -321,6 +377,20 @@ impl ResnetBlock3D {
         cache: &mut ConvCache,
         mut cond: Option<&mut Condition>,
     ) -> CResult<Tensor> {
+        if cpu::applies(x) {
+            let n1 = self.norm1.norm_silu(x, cond.as_deref())?;
+            let h =
+                self.conv1
+                    .forward_cpu(x.clone(), &Fill::NormSilu(&n1), Residual::None, cache)?;
+            let n2 = self.norm2.norm_silu(&h, cond.as_deref())?;
+            let residual = match &self.shortcut {
+                Some(s) => Residual::Pointwise(s, x),
+                None => Residual::Identity(x),
+            };
+            return self
+                .conv2
+                .forward_cpu(h, &Fill::NormSilu(&n2), residual, cache);
+        }
         let mut h = self.norm1.forward(x, cond.as_deref_mut())?.silu()?;
         h = self.conv1.forward(&h, cache)?;
         h = self.norm2.forward(&h, cond)?.silu()?;
@@ -450,6 +520,12 @@ impl Encoder3D {
         for b in &self.blocks {
             h = b.forward(&h, cache, None)?;
         }
+        if cpu::applies(&h) {
+            let n = self.norm_out.norm_silu(&h)?;
+            return self
+                .conv_out
+                .forward_cpu(h, &Fill::NormSilu(&n), Residual::None, cache);
+        }
         h = self.norm_out.forward(&h)?.silu()?;
         self.conv_out.forward(&h, cache)
     }
@@ -517,6 +593,13 @@ impl Decoder3D {
         let mut h = self.conv_in.forward(z, cache)?;
         for b in &self.blocks {
             h = b.forward(&h, cache, Some(&mut cond))?;
+        }
+        if cpu::applies(&h) {
+            let n = self.norm_out.norm_silu(&h, &cond)?;
+            drop(cond);
+            return self
+                .conv_out
+                .forward_cpu(h, &Fill::NormSilu(&n), Residual::None, cache);
         }
         h = self.norm_out.forward(&h, &mut cond)?.silu()?;
         drop(cond);
@@ -752,6 +835,28 @@ fn dims5(x: &Tensor, what: &str) -> Result<(usize, usize, usize, usize, usize)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The f32 CPU path (fused kernels) against the generic candle-op path,
+    /// which f64 takes, on the tiny 5b VAE: encode and decode with two frame
+    /// batches and two samples.
+    #[test]
+    fn cpu_path_matches_generic_path() -> Result<()> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny/cogvideox-5b/vae");
+        let dev = Device::Cpu;
+        let fast = AutoencoderKLCogVideoX::from_dir(&dir, DType::F32, &dev)?;
+        let generic = AutoencoderKLCogVideoX::from_dir(&dir, DType::F64, &dev)?;
+        let close = |a: &Tensor, b: &Tensor| -> Result<()> {
+            let b = b.to_dtype(DType::F32)?;
+            let diff = (a - &b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(diff <= 1e-4 * scale.max(1.0), "{diff} at scale {scale}");
+            Ok(())
+        };
+        let video = Tensor::rand(-1f32, 1.0, (2, 3, 17, 16, 24), &dev)?;
+        close(fast.encode(&video)?.mean(), generic.encode(&video)?.mean())?;
+        let z = Tensor::randn(0f32, 1.0, (2, 16, 5, 2, 3), &dev)?;
+        close(&fast.decode(&z)?, &generic.decode(&z)?)
+    }
 
     #[test]
     fn frame_batches_put_the_remainder_first() -> CResult<()> {

@@ -23,9 +23,15 @@
 //! there the column windows are made contiguous first. The matrix is built
 //! for bands of output rows sized to a fixed budget, so its memory does not
 //! grow with the resolution or the number of frames.
+//!
+//! In f32 on the CPU the same convolution runs on raw slices (the `cpu`
+//! module): the padded input is written in one pass together with the norm
+//! and SiLU before it, and the GEMMs accumulate into the output directly.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+use super::cpu::{self, ConvShape, Fill, NormSilu, Pad};
 
 /// Upper bound for one im2col band, in bytes. Small on CPU, where bigger
 /// bands buy nothing; larger on GPUs, where fewer launches matter.
@@ -55,31 +61,40 @@ impl SlotCounter {
 /// `[O, kh*kw*C]` matrix whose columns run over `(kh, kw, c)`.
 #[derive(Debug, Clone)]
 struct Kernel {
-    taps: Vec<Tensor>,
+    /// `[kt, O, kh*kw*C]`, the taps' matrices one after another.
+    weight: Tensor,
     bias: Tensor,
     kh: usize,
     kw: usize,
+}
+
+/// What a CPU-path convolution adds to its output besides the bias.
+pub(crate) enum Residual<'a> {
+    None,
+    /// This tensor, of the output's shape (a resnet's identity shortcut).
+    Identity(&'a Tensor),
+    /// This 1x1x1 convolution of this tensor (a resnet's `conv_shortcut`).
+    Pointwise(&'a Pointwise, &'a Tensor),
 }
 
 impl Kernel {
     /// From a `[O, C, kt, kh, kw]` weight and `[O]` bias.
     fn new(weight: &Tensor, bias: &Tensor) -> Result<Self> {
         let (o, c, kt, kh, kw) = weight.dims5()?;
-        let taps = (0..kt)
-            .map(|t| {
-                weight
-                    .narrow(2, t, 1)?
-                    .squeeze(2)?
-                    .permute((0, 2, 3, 1))?
-                    .reshape((o, kh * kw * c))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let weight = weight
+            .permute((2, 0, 3, 4, 1))?
+            .reshape((kt, o, kh * kw * c))?
+            .contiguous()?;
         Ok(Self {
-            taps,
+            weight,
             bias: bias.reshape((o, 1))?,
             kh,
             kw,
         })
+    }
+
+    fn taps(&self) -> usize {
+        self.weight.dims()[0]
     }
 
     /// Unpadded convolution of `xp` `[B, C, T + kt - 1, Hp, Wp]` with the
@@ -95,12 +110,83 @@ impl Kernel {
         self.conv_in_bands(xp, stride, budget / xp.dtype().size_in_bytes())
     }
 
+    /// The CPU f32 path: pads `x` `[B, C, T, H, W]` as `fill` and `pad` say
+    /// ([`cpu::fill_padded`], with `prev` as the context frames), convolves it
+    /// into bias plus `residual`, and returns the output with the padded
+    /// input's last `pad.context` frames (the next frame batch's context).
+    /// `x` is taken by value so that it can be freed before the GEMMs.
+    fn forward_cpu(
+        &self,
+        x: Tensor,
+        fill: &Fill,
+        pad: Pad,
+        prev: Option<&Tensor>,
+        stride: usize,
+        residual: Residual,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let dims = x.dims5()?;
+        let (xp, padded) = cpu::with_data(&x, |xs| match prev {
+            Some(p) => cpu::with_data(p, |ps| Ok(cpu::fill_padded(xs, dims, fill, Some(ps), pad))),
+            None => Ok(cpu::fill_padded(xs, dims, fill, None, pad)),
+        })?;
+        drop(x);
+        let [b, c, _, hp, wp] = padded;
+        let (hi, wi) = (hp - pad.top - pad.bottom, wp - pad.left - pad.right);
+        if let Some(p) = prev
+            && p.dims() != [b, c, pad.context, hi, wi]
+        {
+            candle_core::bail!("context frames {:?} do not fit {padded:?}", p.dims());
+        }
+        let context = if pad.context > 0 {
+            let frames = cpu::context_frames(&xp, padded, pad);
+            Some(cpu::tensor(frames, &[b, c, pad.context, hi, wi])?)
+        } else {
+            None
+        };
+        let shape = ConvShape {
+            input: padded,
+            kernel: (self.taps(), self.kh, self.kw),
+            stride,
+        };
+        let (t, ho, wo) = shape.output();
+        let o = self.bias.dim(0)?;
+        let out_dims = [b, o, t, ho, wo];
+        let sizes = (b, o, t * ho * wo);
+        let mut out = match residual {
+            Residual::None => {
+                cpu::with_data(&self.bias, |bias| Ok(cpu::init_output(sizes, bias, None)))?
+            }
+            Residual::Identity(r) => {
+                if r.dims() != out_dims {
+                    candle_core::bail!("residual {:?} for an output of {out_dims:?}", r.dims());
+                }
+                cpu::with_data(&self.bias, |bias| {
+                    cpu::with_data(r, |rs| Ok(cpu::init_output(sizes, bias, Some(rs))))
+                })?
+            }
+            Residual::Pointwise(p, r) => {
+                let bias = (&self.bias + &p.bias)?;
+                let mut out =
+                    cpu::with_data(&bias, |bias| Ok(cpu::init_output(sizes, bias, None)))?;
+                p.add_to_cpu(&mut out, r, out_dims)?;
+                out
+            }
+        };
+        let budget = IM2COL_BUDGET_CPU / std::mem::size_of::<f32>();
+        cpu::with_data(&self.weight, |w| {
+            cpu::conv(&xp, shape, w, &mut out, budget);
+            Ok(())
+        })?;
+        drop(xp);
+        Ok((cpu::tensor(out, &out_dims)?, context))
+    }
+
     /// [`Self::conv`] with im2col bands of at most `budget` elements (or one
     /// output row, if a row alone is larger).
     fn conv_in_bands(&self, xp: &Tensor, stride: usize, budget: usize) -> Result<Tensor> {
         let (b, c, tp, hp, wp) = xp.dims5()?;
         let o = self.bias.dim(0)?;
-        let kt = self.taps.len();
+        let kt = self.taps();
         let t = tp + 1 - kt;
         let ho = (hp - self.kh) / stride + 1;
         let wo = (wp - self.kw) / stride + 1;
@@ -119,7 +205,8 @@ impl Kernel {
                 let n = band.min(ho - r0);
                 let cols = im2col(&x, (self.kh, self.kw), stride, r0, n, wo)?;
                 let mut acc: Option<Tensor> = None;
-                for (k, w) in self.taps.iter().enumerate() {
+                for k in 0..kt {
+                    let w = self.weight.get(k)?;
                     let mut window = cols.narrow(1, k * n * wo, t * n * wo)?;
                     if !window.device().is_cpu() {
                         window = window.contiguous()?;
@@ -212,7 +299,31 @@ impl CausalConv3d {
     /// `[B, C, T, H, W]` -> `[B, O, T, H, W]`, updating this convolution's
     /// cache slot.
     pub(crate) fn forward(&self, x: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
-        let context = self.kernel.taps.len() - 1;
+        if cpu::applies(x) {
+            return self.forward_cpu(x.clone(), &Fill::Copy, Residual::None, cache);
+        }
+        self.forward_generic(x, cache)
+    }
+
+    /// The CPU f32 path of `forward(fill(x)) + residual` ([`Kernel::forward_cpu`]).
+    pub(crate) fn forward_cpu(
+        &self,
+        x: Tensor,
+        fill: &Fill,
+        residual: Residual,
+        cache: &mut ConvCache,
+    ) -> Result<Tensor> {
+        let prev = cache[self.slot].take();
+        let pad = Pad::same(self.kernel.taps() - 1);
+        let (y, context) = self
+            .kernel
+            .forward_cpu(x, fill, pad, prev.as_ref(), 1, residual)?;
+        cache[self.slot] = context;
+        Ok(y)
+    }
+
+    fn forward_generic(&self, x: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
+        let context = self.kernel.taps() - 1;
         let frames = x.dim(2)?;
         let xt = match cache[self.slot].take() {
             Some(prev) => Tensor::cat(&[&prev, x], 2)?,
@@ -253,6 +364,21 @@ impl FrameConv2d {
     pub(crate) fn forward(&self, xp: &Tensor, stride: usize) -> Result<Tensor> {
         self.kernel.conv(xp, stride)
     }
+
+    /// The CPU f32 path: `x` padded and filled as `fill` and `pad` say, then
+    /// convolved with the given stride.
+    pub(crate) fn forward_cpu(
+        &self,
+        x: Tensor,
+        fill: &Fill,
+        pad: Pad,
+        stride: usize,
+    ) -> Result<Tensor> {
+        let (y, _) = self
+            .kernel
+            .forward_cpu(x, fill, pad, None, stride, Residual::None)?;
+        Ok(y)
+    }
 }
 
 /// A 1x1x1 convolution: a matmul over channels at every position.
@@ -276,6 +402,25 @@ impl Pointwise {
         Ok(Self {
             weight,
             bias: bias.reshape((o, 1))?,
+        })
+    }
+
+    /// CPU f32: adds `weight * x` (no bias) to `out`, which holds the
+    /// `[B, O, ...]` values of `out_dims`.
+    fn add_to_cpu(&self, out: &mut [f32], x: &Tensor, out_dims: [usize; 5]) -> Result<()> {
+        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        let s = x.elem_count() / (b * c).max(1);
+        if out_dims[0] != b
+            || out_dims[1] != self.weight.dim(0)?
+            || out_dims[2..].iter().product::<usize>() != s
+        {
+            candle_core::bail!("shortcut of {:?} into an output of {out_dims:?}", x.dims());
+        }
+        cpu::with_data(&self.weight, |w| {
+            cpu::with_data(x, |xs| {
+                cpu::pointwise_acc(out, w, xs, (b, c, s));
+                Ok(())
+            })
         })
     }
 
@@ -325,6 +470,31 @@ impl GroupNorm {
             bias: vb.get(channels, "bias")?,
             groups,
             eps,
+        })
+    }
+
+    /// CPU f32: this norm of `x` `[B, C, ...]` as the per-channel affine of
+    /// a [`NormSilu`] (without modulation).
+    pub(crate) fn norm_silu(&self, x: &Tensor) -> Result<NormSilu> {
+        let (b, c) = (x.dim(0)?, x.dim(1)?);
+        let spatial = x.elem_count() / (b * c).max(1);
+        let (scale, shift) = cpu::with_data(x, |xs| {
+            cpu::with_data(&self.weight, |gamma| {
+                cpu::with_data(&self.bias, |beta| {
+                    Ok(cpu::group_norm_affine(
+                        xs,
+                        (b, c, spatial),
+                        self.groups,
+                        (gamma, beta),
+                        self.eps,
+                    ))
+                })
+            })
+        })?;
+        Ok(NormSilu {
+            scale,
+            shift,
+            modulation: None,
         })
     }
 

@@ -4,6 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::causal_conv3d::FrameConv2d;
+use super::cpu::{self, Fill, Pad};
 
 /// Optional temporal halving (first frame kept when the count is odd), then
 /// zero padding on the right and bottom and a 3x3 stride-2 convolution of
@@ -35,6 +36,17 @@ impl CogVideoXDownsample3D {
         // pairs, so pad up to 2 * (ho + 1); the extra zeros are never used.
         if h < 2 || w < 2 {
             candle_core::bail!("cannot downsample a {h}x{w} frame (at least 2x2 needed)");
+        }
+        if cpu::applies(&x) {
+            // diffusers' own padding: the CPU path reads rows by index, not in pairs.
+            let pad = Pad {
+                context: 0,
+                top: 0,
+                bottom: 1,
+                left: 0,
+                right: 1,
+            };
+            return self.conv.forward_cpu(x, &Fill::Copy, pad, 2);
         }
         let (ho, wo) = ((h - 2) / 2 + 1, (w - 2) / 2 + 1);
         let x = x

@@ -2,6 +2,7 @@
 
 pub mod autoencoder_kl_cogvideox;
 mod causal_conv3d;
+mod cpu;
 mod downsampling;
 mod tiling;
 mod upsampling;

@@ -4,6 +4,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::causal_conv3d::{FrameConv2d, gather};
+use super::cpu::{self, Fill, Pad};
 
 /// Nearest 2x upsampling of every frame (and, with `compress_time`, of the
 /// frame axis except a lone first frame), then a padded 3x3 convolution of
@@ -26,15 +27,26 @@ impl CogVideoXUpsample3D {
     /// `[B, C, T, H, W]` -> `[B, C, T', 2H, 2W]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, t, h, w) = x.dims5()?;
-        let dev = x.device();
-        let double = |n: usize| (0..2 * n as u32).map(|i| i / 2).collect::<Vec<_>>();
-        let x = gather(x, 4, &double(w), dev)?;
-        let x = gather(&x, 3, &double(h), dev)?;
-        let x = if self.compress_time && t > 1 {
-            gather(&x, 2, &frame_indices(t), dev)?
+        let double = |n: usize| (0..2 * n).map(|i| i / 2).collect::<Vec<_>>();
+        let frames = if self.compress_time && t > 1 {
+            frame_indices(t)
         } else {
-            x
+            (0..t).collect()
         };
+        if cpu::applies(x) {
+            // The resize is done while writing the convolution's padded input.
+            let fill = Fill::Nearest {
+                frames: &frames,
+                rows: &double(h),
+                cols: &double(w),
+            };
+            return self.conv.forward_cpu(x.clone(), &fill, Pad::same(0), 1);
+        }
+        let dev = x.device();
+        let narrow = |v: Vec<usize>| v.into_iter().map(|i| i as u32).collect::<Vec<_>>();
+        let x = gather(x, 4, &narrow(double(w)), dev)?;
+        let x = gather(&x, 3, &narrow(double(h)), dev)?;
+        let x = gather(&x, 2, &narrow(frames), dev)?;
         let x = x.pad_with_zeros(3, 1, 1)?.pad_with_zeros(4, 1, 1)?;
         self.conv.forward(&x, 1)
     }
@@ -42,8 +54,7 @@ impl CogVideoXUpsample3D {
 
 /// Source frames of the temporal 2x: every frame twice, except that with an
 /// odd count the first frame appears once (`T' = 1 + 2(T - 1)`).
-fn frame_indices(t: usize) -> Vec<u32> {
-    let t = t as u32;
+fn frame_indices(t: usize) -> Vec<usize> {
     if t % 2 == 1 {
         std::iter::once(0)
             .chain((2..2 * t).map(|i| i / 2))

@@ -1,0 +1,463 @@
+//! The VAE's f32 CPU path: kernels on raw slices that fuse what the candle
+//! ops of the generic path do in many full-size passes.
+//!
+//! Built from candle ops, one resnet block at full resolution makes some
+//! twenty temporaries the size of its activations (norm statistics, scale,
+//! shift, modulation, SiLU, the causal frame concat, two zero pads, the
+//! convolution's bands and their concat); on the CPU each fresh allocation of
+//! that size also costs page faults, and together they took over half of the
+//! decoder's time. Here a block makes four:
+//!
+//! - [`fill_padded`] writes a convolution's zero-padded input (carried frames
+//!   in front) in one pass, applying on the way the GroupNorm, the spatial
+//!   norm's modulation and the SiLU, or the upsampler's nearest resize.
+//! - [`conv`] runs the im2col + GEMM convolution of `causal_conv3d` with
+//!   GEMMs that accumulate straight into the output, which [`init_output`]
+//!   starts as bias plus shortcut.
+//!
+//! The spatial norm's `conv_y(zq)` and `conv_b(zq)` are pointwise, so they
+//! commute with the nearest resize of `zq`: they are computed at the
+//! latent's own size and looked up per pixel ([`Modulation`]).
+
+use candle_core::utils::{barrier_pool, get_num_threads};
+use candle_core::{DType, Result, Storage, Tensor};
+
+/// Whether `x` takes this path: f32 on the CPU.
+pub(crate) fn applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Calls `f` with the f32 values of `x` in row-major order.
+pub(crate) fn with_data<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("the CPU path got a tensor on {:?}", x.device());
+    };
+    f(&cpu.as_slice::<f32>()?[layout.start_offset()..][..x.elem_count()])
+}
+
+/// `Tensor` from row-major values, on the CPU.
+pub(crate) fn tensor(data: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
+    Tensor::from_vec(data, dims, &candle_core::Device::Cpu)
+}
+
+/// Runs `f(i, piece)` for every `len`-sized piece of `out` on candle's CPU
+/// thread pool.
+fn par_pieces(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    struct Base(*mut f32);
+    // SAFETY: the pointer is only used to hand out disjoint pieces, below.
+    unsafe impl Sync for Base {}
+    impl Base {
+        // A method, so that closures capture the `Sync` wrapper, not the pointer.
+        fn get(&self) -> *mut f32 {
+            self.0
+        }
+    }
+    if len == 0 {
+        return;
+    }
+    let base = Base(out.as_mut_ptr());
+    barrier_pool().execute_chunked(out.len() / len, |range| {
+        for i in range {
+            // SAFETY: `i < out.len() / len` and the pool hands out every index
+            // once, so the pieces lie inside `out` and never overlap.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * len), len) };
+            f(i, piece);
+        }
+    });
+}
+
+/// `torch.nn.functional.silu` as torch computes it in f32.
+#[inline]
+fn silu(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+/// Sum of `xs` (with `shift` subtracted and squared when `square`): f32 lanes
+/// over short runs, f64 across runs, so the millions of values of a group
+/// keep their precision.
+fn group_sum(xs: &[f32], shift: f32, square: bool) -> f64 {
+    const LANES: usize = 16;
+    let mut total = 0f64;
+    for run in xs.chunks(4096) {
+        let mut acc = [0f32; LANES];
+        let body = run.chunks_exact(LANES);
+        let tail: f32 = body
+            .remainder()
+            .iter()
+            .map(|&v| if square { (v - shift) * (v - shift) } else { v })
+            .sum();
+        for lanes in body {
+            for (a, &v) in acc.iter_mut().zip(lanes) {
+                let d = v - shift;
+                *a += if square { d * d } else { v };
+            }
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+    }
+    total
+}
+
+/// GroupNorm as a per-sample, per-channel `scale` and `shift`
+/// (`y = x * scale + shift`) for `x` `[B, C, ...]` with `spatial` values per
+/// channel: `scale = rstd * gamma`, `shift = beta - mean * scale`.
+pub(crate) fn group_norm_affine(
+    x: &[f32],
+    (b, c, spatial): (usize, usize, usize),
+    groups: usize,
+    (gamma, beta): (&[f32], &[f32]),
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let per_group = c / groups * spatial;
+    // Mean and rstd of every (sample, group), one group per task.
+    let mut stats = vec![0f32; 2 * b * groups];
+    par_pieces(&mut stats, 2, |i, s| {
+        let xs = &x[i * per_group..][..per_group];
+        let mean = group_sum(xs, 0.0, false) / per_group as f64;
+        let var = group_sum(xs, mean as f32, true) / per_group as f64;
+        s[0] = mean as f32;
+        s[1] = (1.0 / (var + eps).sqrt()) as f32;
+    });
+    let cg = c / groups;
+    let mut scale = vec![0f32; b * c];
+    let mut shift = vec![0f32; b * c];
+    for i in 0..b * c {
+        let (mean, rstd) = (stats[2 * (i / cg)], stats[2 * (i / cg) + 1]);
+        scale[i] = rstd * gamma[i % c];
+        shift[i] = beta[i % c] - mean * scale[i];
+    }
+    (scale, shift)
+}
+
+/// The spatial norm's `conv_y(zq)` and `conv_b(zq)` for features of size
+/// `t x h x w`: computed on `zq` at its own size, with the nearest resize as
+/// index maps.
+pub(crate) struct Modulation {
+    /// `[B, 2C, tz, hz, wz]`: the `C` channels of `conv_y`, then `conv_b`'s.
+    pub yb: Vec<f32>,
+    /// `(tz, hz, wz)`.
+    pub size: (usize, usize, usize),
+    /// Latent frame, row and column of each feature frame, row and column.
+    pub frames: Vec<usize>,
+    pub rows: Vec<usize>,
+    pub cols: Vec<usize>,
+}
+
+/// GroupNorm (per-channel affine), optional spatial modulation, then SiLU.
+pub(crate) struct NormSilu {
+    /// `[B * C]`.
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub modulation: Option<Modulation>,
+}
+
+/// What [`fill_padded`] writes for each position of its source.
+pub(crate) enum Fill<'a> {
+    /// The value itself.
+    Copy,
+    /// `silu(norm(x))`, as the resnets and the output norms feed their
+    /// convolutions.
+    NormSilu(&'a NormSilu),
+    /// Nearest-neighbour resampling: output frame, row and column `i` read
+    /// source frame, row and column `frames[i]`, `rows[i]`, `cols[i]`.
+    Nearest {
+        frames: &'a [usize],
+        rows: &'a [usize],
+        cols: &'a [usize],
+    },
+}
+
+/// How a convolution input is padded: `context` frames in front (carried
+/// from the previous frame batch, or copies of the first frame), and zero
+/// rows and columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pad {
+    pub context: usize,
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Pad {
+    /// Zero padding of 1 around every frame, `context` frames in front.
+    pub(crate) fn same(context: usize) -> Self {
+        Self {
+            context,
+            top: 1,
+            bottom: 1,
+            left: 1,
+            right: 1,
+        }
+    }
+}
+
+/// Writes the padded convolution input for `x` `[B, C, T, H, W]`: returns
+/// `[B, C, context + T', top + H' + bottom, left + W' + right]` where
+/// `T' x H' x W'` is `T x H x W`, or the map lengths for
+/// [`Fill::Nearest`]. The context frames are `prev` `[B, C, context, H', W']`
+/// when given (taken as is), else the first filled frame repeated.
+pub(crate) fn fill_padded(
+    x: &[f32],
+    (b, c, t, h, w): (usize, usize, usize, usize, usize),
+    fill: &Fill,
+    prev: Option<&[f32]>,
+    pad: Pad,
+) -> (Vec<f32>, [usize; 5]) {
+    let (to, ho, wo) = match fill {
+        Fill::Nearest { frames, rows, cols } => (frames.len(), rows.len(), cols.len()),
+        _ => (t, h, w),
+    };
+    let tp = pad.context + to;
+    let (hp, wp) = (pad.top + ho + pad.bottom, pad.left + wo + pad.right);
+    let mut out = vec![0f32; b * c * tp * hp * wp];
+    par_pieces(&mut out, hp * wp, |i, plane| {
+        let (bc, f) = (i / tp, i % tp);
+        let rows = plane[pad.top * wp..].chunks_mut(wp).take(ho);
+        if f < pad.context
+            && let Some(prev) = prev
+        {
+            let src = &prev[(bc * pad.context + f) * ho * wo..][..ho * wo];
+            for (dst, src) in rows.zip(src.chunks(wo)) {
+                dst[pad.left..][..wo].copy_from_slice(src);
+            }
+            return;
+        }
+        let tf = f.saturating_sub(pad.context);
+        let (bi, ci) = (bc / c, bc % c);
+        for (y, dst) in rows.enumerate() {
+            let dst = &mut dst[pad.left..][..wo];
+            match fill {
+                Fill::Copy => dst.copy_from_slice(&x[((bc * t + tf) * h + y) * w..][..w]),
+                Fill::Nearest { frames, rows, cols } => {
+                    let src = &x[((bc * t + frames[tf]) * h + rows[y]) * w..][..w];
+                    for (d, &s) in dst.iter_mut().zip(cols.iter()) {
+                        *d = src[s];
+                    }
+                }
+                Fill::NormSilu(n) => {
+                    let src = &x[((bc * t + tf) * h + y) * w..][..w];
+                    let (s, sh) = (n.scale[bc], n.shift[bc]);
+                    match &n.modulation {
+                        None => {
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d = silu(v * s + sh);
+                            }
+                        }
+                        Some(m) => {
+                            let (tz, hz, wz) = m.size;
+                            let row = |ch: usize| {
+                                let at = ((bi * 2 * c + ch) * tz + m.frames[tf]) * hz + m.rows[y];
+                                &m.yb[at * wz..][..wz]
+                            };
+                            let (ys, bs) = (row(ci), row(c + ci));
+                            for ((d, &v), &k) in dst.iter_mut().zip(src).zip(&m.cols) {
+                                *d = silu((v * s + sh) * ys[k] + bs[k]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (out, [b, c, tp, hp, wp])
+}
+
+/// The last `pad.context` frames of a padded input from [`fill_padded`],
+/// without the zero border: `[B, C, context, H', W']`, what the next frame
+/// batch puts in front.
+pub(crate) fn context_frames(xp: &[f32], [b, c, tp, hp, wp]: [usize; 5], pad: Pad) -> Vec<f32> {
+    let (ho, wo) = (hp - pad.top - pad.bottom, wp - pad.left - pad.right);
+    let k = pad.context;
+    let mut out = vec![0f32; b * c * k * ho * wo];
+    par_pieces(&mut out, ho * wo, |i, plane| {
+        let (bc, f) = (i / k, i % k);
+        let src = &xp[(bc * tp + tp - k + f) * hp * wp..][..hp * wp];
+        for (dst, row) in plane.chunks_mut(wo).zip(src[pad.top * wp..].chunks(wp)) {
+            dst.copy_from_slice(&row[pad.left..][..wo]);
+        }
+    });
+    out
+}
+
+/// A convolution output `[B, O, S]` (`S` values per channel) holding `bias`
+/// plus, when given, `residual` of the same shape.
+pub(crate) fn init_output(
+    (b, o, spatial): (usize, usize, usize),
+    bias: &[f32],
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let mut out = vec![0f32; b * o * spatial];
+    par_pieces(&mut out, spatial, |i, plane| match residual {
+        Some(r) => {
+            for (d, &v) in plane.iter_mut().zip(&r[i * spatial..][..spatial]) {
+                *d = v + bias[i % o];
+            }
+        }
+        None => plane.fill(bias[i % o]),
+    });
+    out
+}
+
+/// `dst[m x n] += lhs[m x k] * rhs[k x n]`, all row-major with the given row
+/// strides, on candle's number of threads.
+///
+/// # Safety
+/// Every row `r` of each operand, `ptr + r * row_stride .. + columns`, must
+/// lie inside its allocation, and `dst` must not overlap the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_acc(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+) {
+    let threads = get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: as promised by the caller; gemm computes
+    // dst = 1 * dst + 1 * lhs * rhs with these strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            true,
+            lhs,
+            1,
+            lhs_rs as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `out[b] += weight[O x C] * x[b][C x S]` for every sample of `x` `[B, C, S]`
+/// (a 1x1x1 convolution added into `out` `[B, O, S]`).
+pub(crate) fn pointwise_acc(
+    out: &mut [f32],
+    weight: &[f32],
+    x: &[f32],
+    (b, c, s): (usize, usize, usize),
+) {
+    let o = weight.len() / c;
+    assert!(out.len() == b * o * s && x.len() == b * c * s && weight.len() == o * c);
+    for i in 0..b {
+        let dst = out[i * o * s..][..o * s].as_mut_ptr();
+        // SAFETY: the asserts above bound every row of the three operands.
+        unsafe {
+            gemm_acc(
+                (o, s, c),
+                dst,
+                s,
+                weight.as_ptr(),
+                c,
+                x[i * c * s..].as_ptr(),
+                s,
+            )
+        };
+    }
+}
+
+/// Shapes of one convolution: input `[B, C, Tp, Hp, Wp]` (already padded),
+/// kernel `kt x kh x kw`, spatial stride.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvShape {
+    pub input: [usize; 5],
+    pub kernel: (usize, usize, usize),
+    pub stride: usize,
+}
+
+impl ConvShape {
+    /// `(T, Ho, Wo)` of the output.
+    pub(crate) fn output(&self) -> (usize, usize, usize) {
+        let [_, _, tp, hp, wp] = self.input;
+        let (kt, kh, kw) = self.kernel;
+        (
+            tp + 1 - kt,
+            (hp - kh) / self.stride + 1,
+            (wp - kw) / self.stride + 1,
+        )
+    }
+}
+
+/// Adds the convolution of `xp` to `out` `[B, O, T, Ho, Wo]` (see the
+/// `causal_conv3d` module for the im2col layout). `weight` is
+/// `[kt, O, kh * kw * C]`, columns ordered `(kh, kw, c)`. The im2col matrix
+/// is built for bands of output rows of at most `budget` values (at least one
+/// row) and reused from band to band; each output frame and temporal tap is
+/// one GEMM into the output's rows.
+pub(crate) fn conv(xp: &[f32], shape: ConvShape, weight: &[f32], out: &mut [f32], budget: usize) {
+    let [b, c, tp, hp, wp] = shape.input;
+    let (kt, kh, kw) = shape.kernel;
+    let (t, ho, wo) = shape.output();
+    let k = kh * kw * c;
+    let o = weight.len() / (kt * k);
+    let s = shape.stride;
+    assert!(xp.len() == b * c * tp * hp * wp && weight.len() == kt * o * k);
+    assert!(out.len() == b * o * t * ho * wo && (ho - 1) * s + kh <= hp && (wo - 1) * s + kw <= wp);
+    let band = (budget / (k * tp * wo).max(1)).clamp(1, ho);
+    let mut cols = vec![0f32; k * tp * band * wo];
+    for i in 0..b {
+        let x = &xp[i * c * tp * hp * wp..][..c * tp * hp * wp];
+        let y = &mut out[i * o * t * ho * wo..][..o * t * ho * wo];
+        for r0 in (0..ho).step_by(band) {
+            let n = band.min(ho - r0);
+            let width = tp * n * wo;
+            // Row (di, dj, ci) of the matrix: input channel ci shifted by
+            // (di, dj), for every padded frame and output row of the band.
+            par_pieces(&mut cols[..k * width], width, |q, row| {
+                let (tap, ci) = (q / c, q % c);
+                let (di, dj) = (tap / kw, tap % kw);
+                for (fy, dst) in row.chunks_mut(wo).enumerate() {
+                    let (f, yy) = (fy / n, fy % n);
+                    let src = &x[((ci * tp + f) * hp + (r0 + yy) * s + di) * wp + dj..];
+                    if s == 1 {
+                        dst.copy_from_slice(&src[..wo]);
+                    } else {
+                        for (xx, d) in dst.iter_mut().enumerate() {
+                            *d = src[xx * s];
+                        }
+                    }
+                }
+            });
+            for ti in 0..t {
+                for tap in 0..kt {
+                    // SAFETY: output rows hold n * wo values from
+                    // (ti * ho + r0) * wo, channel after channel t * ho * wo
+                    // apart, inside `y`; weight rows are the k values of tap
+                    // `tap`; matrix rows hold n * wo values of frame ti + tap
+                    // < tp, width apart, inside the first k * width of cols.
+                    unsafe {
+                        gemm_acc(
+                            (o, n * wo, k),
+                            y[(ti * ho + r0) * wo..].as_mut_ptr(),
+                            t * ho * wo,
+                            weight[tap * o * k..].as_ptr(),
+                            k,
+                            cols[(ti + tap) * n * wo..].as_ptr(),
+                            width,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
