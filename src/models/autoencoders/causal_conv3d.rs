@@ -125,18 +125,18 @@ impl Kernel {
         residual: Residual,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let dims = x.dims5()?;
+        let (b, c, t, h, w) = dims;
+        let (_, hi, wi) = fill.output_size((t, h, w));
+        if let Some(p) = prev
+            && p.dims() != [b, c, pad.context, hi, wi]
+        {
+            candle_core::bail!("context frames {:?} for an input of {dims:?}", p.dims());
+        }
         let (xp, padded) = cpu::with_data(&x, |xs| match prev {
             Some(p) => cpu::with_data(p, |ps| Ok(cpu::fill_padded(xs, dims, fill, Some(ps), pad))),
             None => Ok(cpu::fill_padded(xs, dims, fill, None, pad)),
         })?;
         drop(x);
-        let [b, c, _, hp, wp] = padded;
-        let (hi, wi) = (hp - pad.top - pad.bottom, wp - pad.left - pad.right);
-        if let Some(p) = prev
-            && p.dims() != [b, c, pad.context, hi, wi]
-        {
-            candle_core::bail!("context frames {:?} do not fit {padded:?}", p.dims());
-        }
         let context = if pad.context > 0 {
             let frames = cpu::context_frames(&xp, padded, pad);
             Some(cpu::tensor(frames, &[b, c, pad.context, hi, wi])?)

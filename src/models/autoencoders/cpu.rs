@@ -168,6 +168,16 @@ pub(crate) enum Fill<'a> {
     },
 }
 
+impl Fill<'_> {
+    /// `T' x H' x W'` of what this writes for a `t x h x w` source.
+    pub(crate) fn output_size(&self, (t, h, w): (usize, usize, usize)) -> (usize, usize, usize) {
+        match self {
+            Fill::Nearest { frames, rows, cols } => (frames.len(), rows.len(), cols.len()),
+            _ => (t, h, w),
+        }
+    }
+}
+
 /// How a convolution input is padded: `context` frames in front (carried
 /// from the previous frame batch, or copies of the first frame), and zero
 /// rows and columns.
@@ -205,10 +215,7 @@ pub(crate) fn fill_padded(
     prev: Option<&[f32]>,
     pad: Pad,
 ) -> (Vec<f32>, [usize; 5]) {
-    let (to, ho, wo) = match fill {
-        Fill::Nearest { frames, rows, cols } => (frames.len(), rows.len(), cols.len()),
-        _ => (t, h, w),
-    };
+    let (to, ho, wo) = fill.output_size((t, h, w));
     let tp = pad.context + to;
     let (hp, wp) = (pad.top + ho + pad.bottom, pad.left + wo + pad.right);
     let mut out = vec![0f32; b * c * tp * hp * wp];
