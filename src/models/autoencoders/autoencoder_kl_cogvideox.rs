@@ -22,8 +22,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::causal_conv3d::{
-    CausalConv3d, ConvCache, GroupNorm, Pointwise, Residual, SlotCounter, nearest_indices,
-    resize_nearest,
+    CausalConv3d, ConvCache, GroupNorm, Pointwise, Residual, SlotCounter, gather, nearest_indices,
 };
 use super::cpu::{self, Fill, Modulation, NormSilu};
 use super::downsampling::CogVideoXDownsample3D;
@@ -204,23 +203,33 @@ impl Condition {
         }
     }
 
-    /// `zq` resized (nearest) to `t x h x w`; for odd `t > 1` the first
-    /// latent frame maps to the first frame alone and the rest to the rest.
+    /// Latent frame of each of `t` feature frames (nearest): for odd
+    /// `t > 1` the first latent frame maps to the first frame alone and the
+    /// rest to the rest.
+    fn frame_map(&self, t: usize) -> CResult<Vec<u32>> {
+        let tz = self.zq.dim(2)?;
+        if t > 1 && t % 2 == 1 {
+            if tz < 2 {
+                candle_core::bail!("cannot split a {tz}-frame latent over {t} frames");
+            }
+            Ok(std::iter::once(0)
+                .chain(nearest_indices(tz - 1, t - 1).into_iter().map(|i| i + 1))
+                .collect())
+        } else {
+            Ok(nearest_indices(tz, t))
+        }
+    }
+
+    /// `zq` resized (nearest) to `t x h x w`, frames as [`Self::frame_map`].
     fn at(&mut self, (t, h, w): (usize, usize, usize)) -> CResult<Tensor> {
         if let Some((_, z)) = self.resized.iter().find(|(k, _)| *k == (t, h, w)) {
             return Ok(z.clone());
         }
-        let z = if t > 1 && t % 2 == 1 {
-            let tz = self.zq.dim(2)?;
-            if tz < 2 {
-                candle_core::bail!("cannot split a {tz}-frame latent over {t} frames");
-            }
-            let first = resize_nearest(&self.zq.narrow(2, 0, 1)?, (1, h, w))?;
-            let rest = resize_nearest(&self.zq.narrow(2, 1, tz - 1)?, (t - 1, h, w))?;
-            Tensor::cat(&[&first, &rest], 2)?
-        } else {
-            resize_nearest(&self.zq, (t, h, w))?
-        };
+        let (_, _, _, hz, wz) = self.zq.dims5()?;
+        let dev = self.zq.device();
+        let z = gather(&self.zq, 4, &nearest_indices(wz, w), dev)?;
+        let z = gather(&z, 3, &nearest_indices(hz, h), dev)?;
+        let z = gather(&z, 2, &self.frame_map(t)?, dev)?;
         self.resized.push(((t, h, w), z.clone()));
         Ok(z)
     }
@@ -234,20 +243,7 @@ impl Condition {
     ) -> CResult<Modulation> {
         let (_, _, tz, hz, wz) = self.zq.dims5()?;
         let widen = |v: Vec<u32>| v.into_iter().map(|i| i as usize).collect::<Vec<_>>();
-        let frames = if t > 1 && t % 2 == 1 {
-            if tz < 2 {
-                candle_core::bail!("cannot split a {tz}-frame latent over {t} frames");
-            }
-            std::iter::once(0)
-                .chain(
-                    nearest_indices(tz - 1, t - 1)
-                        .into_iter()
-                        .map(|i| i as usize + 1),
-                )
-                .collect()
-        } else {
-            widen(nearest_indices(tz, t))
-        };
+        let frames = widen(self.frame_map(t)?);
         Ok(Modulation {
             yb: conv_yb.forward(&self.zq)?.flatten_all()?.to_vec1::<f32>()?,
             size: (tz, hz, wz),

@@ -554,16 +554,6 @@ pub(crate) fn gather(x: &Tensor, dim: usize, indices: &[u32], device: &Device) -
     x.contiguous()?.index_select(&idx, dim)
 }
 
-/// `F.interpolate(x, size=(t, h, w))` (nearest) of a `[B, C, T, H, W]` clip.
-pub(crate) fn resize_nearest(x: &Tensor, (t, h, w): (usize, usize, usize)) -> Result<Tensor> {
-    let (_, _, t0, h0, w0) = x.dims5()?;
-    let dev = x.device();
-    // Widest axis last: each gather then copies whole rows or frames.
-    let x = gather(x, 4, &nearest_indices(w0, w), dev)?;
-    let x = gather(&x, 3, &nearest_indices(h0, h), dev)?;
-    gather(&x, 2, &nearest_indices(t0, t), dev)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
