@@ -84,8 +84,42 @@ impl Checkpoint {
 /// file and the field name, as serde words it.
 pub fn read_config<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_checkpoint(path, e))
+    let bytes = read_regular_file(path, MAX_CONFIG_BYTES)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::bad_checkpoint(path, e))
+}
+
+/// Largest JSON config accepted; published ones are a few KiB (a sharded
+/// index of a 5B model about 100 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a whole checkpoint file that must be a regular file (after
+/// following symlinks) of at most `max_bytes`: a FIFO would block the load
+/// forever and `/dev/zero` would be read until memory runs out.
+pub fn read_regular_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::bad_checkpoint(path, "not a regular file"));
+    }
+    if meta.len() > max_bytes {
+        return Err(Error::bad_checkpoint(
+            path,
+            format!("{} bytes, more than the {max_bytes} accepted", meta.len()),
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    // `take` guards against a file that grows between the check and the read.
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Error::bad_checkpoint(
+            path,
+            format!("more than the {max_bytes} bytes accepted"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The safetensors files holding a component's weights: `<stem>.safetensors`,
