@@ -36,6 +36,7 @@ from golden_frames import gen_frames  # noqa: E402
 from golden_models import gen_t5, gen_tokenizer, gen_transformer, write_tokenizer_json_layout  # noqa: E402
 from golden_pipelines import gen_pipelines  # noqa: E402
 from golden_sched import gen_schedulers  # noqa: E402
+from golden_v2v import gen_v2v  # noqa: E402
 from golden_vae import gen_vae  # noqa: E402
 from tokenizer_build import train_spiece  # noqa: E402
 
@@ -113,6 +114,8 @@ def main():
     print(f"[{time.time() - t0:5.1f}s] frames: pre/postprocessing cases")
     n, n_skipped = gen_pipelines(golden, tiny)
     print(f"[{time.time() - t0:5.1f}s] pipelines: {n} cases" + (f" ({n_skipped} skipped)" if n_skipped else ""))
+    n = gen_v2v(golden, tiny)
+    print(f"[{time.time() - t0:5.1f}s] video-to-video: {n} cases")
 
     total = 0
     for root, _, files in os.walk(data):
