@@ -218,6 +218,12 @@ fn bad_step_counts_are_errors() {
     let g = load_json("scheduler.json");
     let cfg = config(&g, "snr1");
     assert_eq!(cfg.max_steps(), 1000);
+    // an unchecked config answers at once instead of scanning 10^18 counts
+    let mut wild = cfg.clone();
+    wild.num_train_timesteps = usize::MAX;
+    wild.timestep_spacing = "leading".into();
+    wild.steps_offset = usize::MAX;
+    assert_eq!(wild.max_steps(), 0);
     let mut ddim = CogVideoXDDIMScheduler::new(&cfg).unwrap();
     let mut dpm = CogVideoXDPMScheduler::new(&cfg).unwrap();
     let mut inv = DDIMInverseScheduler::new(&cfg).unwrap();

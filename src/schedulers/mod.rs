@@ -195,10 +195,12 @@ impl SchedulerConfig {
     /// `leading` spacing with a `steps_offset`, where larger counts would
     /// schedule timesteps past the table.
     pub fn max_steps(&self) -> usize {
-        let train = self.num_train_timesteps;
+        // Bounded as `validate` bounds it, so that an unchecked config
+        // cannot make the scan below long.
+        let train = self.num_train_timesteps.min(MAX_TRAIN_TIMESTEPS);
         match Spacing::parse(&self.timestep_spacing) {
             Ok(Spacing::Leading) => (1..=train)
-                .take_while(|&n| (n - 1) * (train / n) + self.steps_offset < train)
+                .take_while(|&n| ((n - 1) * (train / n)).saturating_add(self.steps_offset) < train)
                 .last()
                 .unwrap_or(0),
             _ => train,
