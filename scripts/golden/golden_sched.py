@@ -14,7 +14,15 @@ from common import randn, save_tensors, write_json
 STEP_COUNTS = [1, 2, 4, 7, 10, 30, 50]
 SEQ_STEP_COUNTS = [4, 7]
 SAMPLE_SHAPE = (1, 3, 2, 4, 4)
-CONFIG_SOURCES = {"snr3": "cogvideox-2b", "snr1": "cogvideox-5b"}
+# Configs for the step sequences: name -> (tiny variant, overrides of its scheduler_config.json).
+SEQ_CONFIGS = {"snr3": ("cogvideox-2b", {}), "snr1": ("cogvideox-5b", {}),
+               "snr1_final": ("cogvideox-5b", {"set_alpha_to_one": False})}
+# Configs for the timesteps of every step count 1..=num_train_timesteps.
+ALL_COUNTS_CONFIGS = {"snr3": ("cogvideox-2b", {}), "snr1": ("cogvideox-5b", {}),
+                      "snr1_leading": ("cogvideox-5b", {"timestep_spacing": "leading"}),
+                      "snr1_leading_offset10": ("cogvideox-5b", {"timestep_spacing": "leading", "steps_offset": 10}),
+                      "snr1_linspace": ("cogvideox-5b", {"timestep_spacing": "linspace"})}
+ADD_NOISE_TIMESTEPS = [0, 1, 250, 499, 998, 999]
 
 
 class _NoisePatch:
@@ -50,6 +58,70 @@ def _dpm_step(sched, v, old_x0, t, t_back, x, draws):
     return out, used
 
 
+def _schedulers(tiny_root, variant, overrides):
+    ddim = CogVideoXDDIMScheduler.from_pretrained(os.path.join(tiny_root, variant, "scheduler"))
+    if overrides:
+        ddim = CogVideoXDDIMScheduler.from_config({**ddim.config, **overrides})
+    cfg = ddim.config
+    dpm = CogVideoXDPMScheduler.from_config(cfg)
+    # built as the DDIM-inversion script (diffusers examples/community/cogvideox_ddim_inversion.py) does
+    inv = DDIMInverseScheduler(**cfg)
+    assert torch.equal(inv.alphas_cumprod, DDIMInverseScheduler.from_config(cfg).alphas_cumprod)
+    return ddim, dpm, inv
+
+
+def _fnv1a32(ts):
+    """FNV-1a (32 bit) of the timesteps written as `999,979,...`: a compact, exact fingerprint."""
+    h = 0x811C9DC5
+    for byte in ",".join(str(int(t)) for t in ts).encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def gen_all_step_counts(golden_dir, tiny_root):
+    """Timesteps of every step count 1..=num_train_timesteps, fingerprinted per count.
+
+    diffusers computes trailing spacing as np.round(np.arange(train, 0, -train / n)) - 1. For some counts (61,
+    103, ...) numpy's arange has n + 1 elements, the last a rounding residue of about 1e-13 that becomes timestep
+    -1 (an extra step that indexes the tables from the end). libcogvideo keeps the n timesteps asked for, so the
+    fingerprint is of diffusers' list without negative entries, and `dropped` records what was left out.
+    Counts whose timesteps run past the table (leading spacing with steps_offset) are listed in `out_of_range`.
+    """
+    meta = {"hash": "FNV-1a 32 of the comma-joined decimal timesteps", "configs": {}, "lists": {}}
+    for cfg_name, (variant, overrides) in ALL_COUNTS_CONFIGS.items():
+        ddim, dpm, inv = _schedulers(tiny_root, variant, overrides)
+        train = ddim.config.num_train_timesteps
+        meta["configs"][cfg_name] = {"source": f"tests/data/tiny/{variant}/scheduler/scheduler_config.json",
+                                     "overrides": overrides}
+        scheds = {"forward": [ddim, dpm]}
+        if ddim.config.timestep_spacing != "linspace":  # DDIMInverseScheduler has leading and trailing only
+            scheds["inverse"] = [inv]
+        for kind, group in scheds.items():
+            entry = {"config": cfg_name, "kind": kind, "schedulers": [type(s).__name__ for s in group],
+                     "hashes": [], "dropped": {}, "out_of_range": []}
+            for n in range(1, train + 1):
+                lists = []
+                for s in group:
+                    s.set_timesteps(n)
+                    lists.append([int(t) for t in s.timesteps])
+                assert all(ts == lists[0] for ts in lists), (cfg_name, kind, n)
+                ts = lists[0]
+                if any(t >= train for t in ts):
+                    entry["out_of_range"].append(n)
+                    entry["hashes"].append(None)
+                    continue
+                kept = [t for t in ts if t >= 0]
+                if len(kept) != len(ts):
+                    entry["dropped"][str(n)] = [t for t in ts if t < 0]
+                assert len(kept) == n, (cfg_name, kind, n, len(ts))
+                entry["hashes"].append(_fnv1a32(kept))
+            meta["lists"][f"{kind}_{cfg_name}"] = entry
+    with open(os.path.join(golden_dir, "scheduler_timesteps.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, separators=(",", ":"))
+        f.write("\n")
+    return len(meta["lists"])
+
+
 def _load_config(tiny_root, variant):
     with open(os.path.join(tiny_root, variant, "scheduler", "scheduler_config.json")) as f:
         return json.load(f)
@@ -61,16 +133,10 @@ def gen_schedulers(golden_dir, tiny_root):
     meta = {"file": "scheduler.safetensors", "sample_shape": list(SAMPLE_SHAPE), "configs": {}, "timesteps": {},
             "sequences": [], "dynamic_cfg": []}
     seed = 9000
-    for cfg_name, variant in CONFIG_SOURCES.items():
-        path = os.path.join(tiny_root, variant, "scheduler")
-        ddim = CogVideoXDDIMScheduler.from_pretrained(path)
-        cfg = ddim.config
-        dpm = CogVideoXDPMScheduler.from_config(cfg)
-        # built as the DDIM-inversion script (diffusers examples/community/cogvideox_ddim_inversion.py) does
-        inv = DDIMInverseScheduler(**cfg)
-        assert torch.equal(inv.alphas_cumprod, DDIMInverseScheduler.from_config(cfg).alphas_cumprod)
+    for cfg_name, (variant, overrides) in SEQ_CONFIGS.items():
+        ddim, dpm, inv = _schedulers(tiny_root, variant, overrides)
         meta["configs"][cfg_name] = {"source": f"tests/data/tiny/{variant}/scheduler/scheduler_config.json",
-                                     "config": _load_config(tiny_root, variant)}
+                                     "overrides": overrides, "config": _load_config(tiny_root, variant)}
 
         assert ddim.alphas_cumprod.dtype == torch.float64
         assert torch.equal(ddim.alphas_cumprod, dpm.alphas_cumprod)
@@ -143,11 +209,32 @@ def gen_schedulers(golden_dir, tiny_root):
                 meta["sequences"].append({"scheduler": sname, "config": cfg_name, "n": n, "prefix": prefix,
                                           "timesteps": [int(t) for t in timesteps], "steps": steps})
 
+    # add_noise (used by video-to-video): f32 and bf16 samples, several timesteps.
+    meta["add_noise"] = []
+    for cfg_name, (variant, overrides) in SEQ_CONFIGS.items():
+        ddim, dpm, _ = _schedulers(tiny_root, variant, overrides)
+        seed += 100
+        x = randn(SAMPLE_SHAPE, seed)
+        noise = randn(SAMPLE_SHAPE, seed + 1)
+        tensors[f"add_noise_{cfg_name}_original"] = x.clone()
+        tensors[f"add_noise_{cfg_name}_noise"] = noise.clone()
+        for dtype_name, dtype in [("f32", torch.float32), ("bf16", torch.bfloat16)]:
+            for t in ADD_NOISE_TIMESTEPS:
+                ts = torch.tensor([t], dtype=torch.int64)
+                out = ddim.add_noise(x.to(dtype), noise.to(dtype), ts)
+                assert out.dtype == dtype
+                assert torch.equal(out, dpm.add_noise(x.to(dtype), noise.to(dtype), ts))
+                key = f"add_noise_{cfg_name}_{dtype_name}_t{t}"
+                tensors[key] = out.clone()
+                meta["add_noise"].append({"config": cfg_name, "dtype": dtype_name, "timestep": t, "tensor": key,
+                                          "original": f"add_noise_{cfg_name}_original",
+                                          "noise": f"add_noise_{cfg_name}_noise"})
+
     # Dynamic CFG (diffusers 0.42.1 src/diffusers/pipelines/cogvideo/pipeline_cogvideox.py, lines 742-745):
     #   self._guidance_scale = 1 + guidance_scale * (
     #       (1 - math.cos(math.pi * ((num_inference_steps - t.item()) / num_inference_steps) ** 5.0)) / 2)
     g = 6.0
-    sched = CogVideoXDDIMScheduler.from_pretrained(os.path.join(tiny_root, CONFIG_SOURCES["snr1"], "scheduler"))
+    sched = CogVideoXDDIMScheduler.from_pretrained(os.path.join(tiny_root, SEQ_CONFIGS["snr1"][0], "scheduler"))
     for n in [4, 50]:
         sched.set_timesteps(n)
         ts = [int(t) for t in sched.timesteps]
@@ -158,4 +245,5 @@ def gen_schedulers(golden_dir, tiny_root):
 
     save_tensors(os.path.join(golden_dir, "scheduler.safetensors"), tensors)
     write_json(os.path.join(golden_dir, "scheduler.json"), meta)
+    gen_all_step_counts(golden_dir, tiny_root)
     return len(meta["sequences"])

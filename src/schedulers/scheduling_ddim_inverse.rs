@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{SchedulerConfig, Spacing, StepOutput, linspace_f32, trailing};
+use super::{SchedulerConfig, Spacing, StepOutput, inverse_timesteps, linspace_f32};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -14,6 +14,7 @@ pub struct DDIMInverseScheduler {
     alphas_cumprod: Vec<f32>,
     initial_alpha_cumprod: f32,
     timesteps: Vec<usize>,
+    num_inference_steps: usize,
 }
 
 /// `rescale_zero_terminal_snr` on betas, in f32 like torch.
@@ -43,24 +44,39 @@ fn cumprod(xs: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// The inverse scheduler's cumulative alphas (f32, as diffusers builds
+/// them from the same config).
+pub(crate) fn inverse_alphas_cumprod(cfg: &SchedulerConfig) -> Vec<f32> {
+    let n = cfg.num_train_timesteps;
+    let mut betas: Vec<f32> = if let Some(b) = &cfg.trained_betas {
+        b.iter().map(|&x| x as f32).collect()
+    } else if cfg.beta_schedule == "linear" {
+        linspace_f32(cfg.beta_start as f32, cfg.beta_end as f32, n)
+    } else {
+        linspace_f32(cfg.beta_start.sqrt() as f32, cfg.beta_end.sqrt() as f32, n)
+            .into_iter()
+            .map(|b| b * b)
+            .collect()
+    };
+    if cfg.rescale_betas_zero_snr {
+        betas = rescale_betas_zero_snr(&betas);
+    }
+    cumprod(&betas.iter().map(|b| 1.0 - b).collect::<Vec<_>>())
+}
+
 impl DDIMInverseScheduler {
+    /// Fails with [`Error::InvalidArgument`] for a config that does not pass
+    /// [`SchedulerConfig::validate`] (one read by [`SchedulerConfig::load`]
+    /// always does), and with [`Error::UnsupportedVariant`] for `linspace`
+    /// spacing, which diffusers' inverse scheduler does not offer either.
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         cfg.validate().map_err(Error::invalid)?;
-        let n = cfg.num_train_timesteps;
-        let mut betas: Vec<f32> = if let Some(b) = &cfg.trained_betas {
-            b.iter().map(|&x| x as f32).collect()
-        } else if cfg.beta_schedule == "linear" {
-            linspace_f32(cfg.beta_start as f32, cfg.beta_end as f32, n)
-        } else {
-            linspace_f32(cfg.beta_start.sqrt() as f32, cfg.beta_end.sqrt() as f32, n)
-                .into_iter()
-                .map(|b| b * b)
-                .collect()
-        };
-        if cfg.rescale_betas_zero_snr {
-            betas = rescale_betas_zero_snr(&betas);
+        if Spacing::parse(&cfg.timestep_spacing) == Ok(Spacing::Linspace) {
+            return Err(Error::UnsupportedVariant(
+                "DDIM inversion needs timestep_spacing `leading` or `trailing`; the checkpoint's scheduler uses `linspace`".into(),
+            ));
         }
-        let alphas_cumprod = cumprod(&betas.iter().map(|b| 1.0 - b).collect::<Vec<_>>());
+        let alphas_cumprod = inverse_alphas_cumprod(cfg);
         let initial_alpha_cumprod = if cfg.set_alpha_to_one {
             1.0
         } else {
@@ -71,6 +87,7 @@ impl DDIMInverseScheduler {
             alphas_cumprod,
             initial_alpha_cumprod,
             timesteps: Vec::new(),
+            num_inference_steps: 0,
         })
     }
 
@@ -79,25 +96,11 @@ impl DDIMInverseScheduler {
     }
 
     /// Ascending timesteps (`trailing`: 19, 39, ..., 999 for 50 steps).
+    /// Accepts `1..=cfg.max_steps()` steps (`num_train_timesteps` for the
+    /// published configs).
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let train = self.cfg.num_train_timesteps;
-        let n = num_inference_steps;
-        if n == 0 || n > train {
-            return Err(Error::invalid(format!(
-                "number of inference steps must be between 1 and {train}, got {n}"
-            )));
-        }
-        self.timesteps = match Spacing::parse(&self.cfg.timestep_spacing).map_err(Error::invalid)? {
-            Spacing::Leading => (0..n)
-                .map(|i| i * (train / n) + self.cfg.steps_offset)
-                .collect(),
-            Spacing::Trailing => trailing(train, n).into_iter().rev().collect(),
-            Spacing::Linspace => {
-                return Err(Error::invalid(
-                    "DDIMInverseScheduler supports `leading` and `trailing` spacing only",
-                ));
-            }
-        };
+        self.timesteps = inverse_timesteps(&self.cfg, num_inference_steps)?;
+        self.num_inference_steps = num_inference_steps;
         Ok(())
     }
 
@@ -107,20 +110,27 @@ impl DDIMInverseScheduler {
 
     /// One inversion step: the model was evaluated at `t` on `sample`, which
     /// sits at the previous (lower) noise level; returns the latent at `t`.
+    /// The pipelines pass only timesteps from [`Self::timesteps`]: anything
+    /// else is a bug reported as [`Error::Internal`].
     pub fn step(&self, model_output: &Tensor, t: usize, sample: &Tensor) -> Result<StepOutput> {
-        if self.timesteps.is_empty() {
-            return Err(Error::invalid("set_timesteps must be called before step"));
+        if self.num_inference_steps == 0 {
+            return Err(Error::Internal(format!(
+                "DDIM inversion step at timestep {t} before set_timesteps"
+            )));
         }
         let train = self.cfg.num_train_timesteps;
-        let a_to = *self
-            .alphas_cumprod
-            .get(t)
-            .ok_or_else(|| Error::invalid(format!("timestep {t} is out of range")))?;
-        let from = (t as i64 - (train / self.timesteps.len()) as i64).min(train as i64 - 1);
-        let a_from = if from >= 0 {
-            self.alphas_cumprod[from as usize]
-        } else {
-            self.initial_alpha_cumprod
+        let a_to = *self.alphas_cumprod.get(t).ok_or_else(|| {
+            Error::Internal(format!(
+                "DDIM inversion step at timestep {t}, outside 0..={}",
+                train - 1
+            ))
+        })?;
+        let from = t
+            .checked_sub(train / self.num_inference_steps)
+            .map(|f| f.min(train - 1));
+        let a_from = match from {
+            Some(f) => self.alphas_cumprod[f],
+            None => self.initial_alpha_cumprod,
         };
         let b_from = 1.0 - a_from;
         let (sa, sb) = (a_from.sqrt() as f64, b_from.sqrt() as f64);

@@ -9,7 +9,7 @@
 
 use candle_core::Tensor;
 
-use super::{CogVideoXDDIMScheduler, SchedulerConfig, StepOutput, lincomb, round_to};
+use super::{CogVideoXDDIMScheduler, SchedulerConfig, StepOutput, add_noise, lincomb, round_to};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ fn lambda(a: f64) -> f64 {
 }
 
 impl CogVideoXDPMScheduler {
+    /// Fails with [`Error::InvalidArgument`] for a config that does not pass
+    /// [`SchedulerConfig::validate`] (one read by [`SchedulerConfig::load`]
+    /// always does).
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         Ok(Self {
             ddim: CogVideoXDDIMScheduler::new(cfg)?,
@@ -34,6 +37,7 @@ impl CogVideoXDPMScheduler {
         self.ddim.alphas_cumprod()
     }
 
+    /// As [`CogVideoXDDIMScheduler::set_timesteps`].
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
         self.ddim.set_timesteps(num_inference_steps)
     }
@@ -42,8 +46,9 @@ impl CogVideoXDPMScheduler {
         self.ddim.timesteps()
     }
 
-    /// Whether the step from `t` uses fresh Gaussian noise (every step but
-    /// the one that lands on the clean sample).
+    /// Whether the step from `t` uses fresh Gaussian noise: every step that
+    /// does not land on a noise-free level (with `set_alpha_to_one` that is
+    /// every step but the last).
     pub fn needs_noise(&self, t: usize) -> bool {
         self.ddim.prev_alpha(t) < 1.0
     }
@@ -51,7 +56,9 @@ impl CogVideoXDPMScheduler {
     /// One step from `sample` at `t`. `old_x0` is the previous step's
     /// `pred_original_sample` and `t_back` its timestep (both `None` on the
     /// first step); `noise` is a standard normal draw shaped like `sample`,
-    /// required when [`Self::needs_noise`] says so.
+    /// required when [`Self::needs_noise`] says so. The pipelines always
+    /// pass what the schedule needs, so a missing or misshapen argument is
+    /// reported as [`Error::Internal`].
     pub fn step(
         &self,
         model_output: &Tensor,
@@ -61,7 +68,7 @@ impl CogVideoXDPMScheduler {
         sample: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
-        let a_t = self.ddim.alpha(t)?;
+        let a_t = self.ddim.alpha("DPM", t)?;
         let a_p = self.ddim.prev_alpha(t);
         let x0 = lincomb(sample, a_t.sqrt(), model_output, (1.0 - a_t).sqrt())?;
 
@@ -70,10 +77,16 @@ impl CogVideoXDPMScheduler {
         let m2 = (-2.0 * h).exp_m1() * a_p.sqrt();
         let m_noise = (1.0 - a_p).sqrt() * (1.0 - (-2.0 * h).exp()).sqrt();
 
-        let last = a_p >= 1.0;
-        let denoised = match (old_x0, t_back) {
-            (Some(old), Some(tb)) if !last => {
-                let r = (lambda(a_t) - lambda(self.ddim.alpha(tb)?)) / h;
+        // diffusers takes the second-order (2M) update unless this is the
+        // first step or the step lands below timestep 0.
+        let denoised = match old_x0 {
+            Some(old) if !self.ddim.is_last(t) => {
+                let tb = t_back.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "DPM step at timestep {t} has a previous prediction but no previous timestep"
+                    ))
+                })?;
+                let r = (lambda(a_t) - lambda(self.ddim.alpha("DPM", tb)?)) / h;
                 let m3 = 1.0 + 1.0 / (2.0 * r);
                 let m4 = 1.0 / (2.0 * r);
                 lincomb(&x0, m3, old, m4)?
@@ -81,12 +94,13 @@ impl CogVideoXDPMScheduler {
             _ => x0.clone(),
         };
         let mut prev = lincomb(sample, m1, &denoised, m2)?;
-        if !last {
-            let noise = noise
-                .ok_or_else(|| Error::invalid(format!("DPM step at t={t} needs a noise tensor")))?;
+        if self.needs_noise(t) {
+            let noise = noise.ok_or_else(|| {
+                Error::Internal(format!("DPM step at timestep {t} was given no noise draw"))
+            })?;
             if noise.dims() != sample.dims() {
-                return Err(Error::invalid(format!(
-                    "noise shape {:?} differs from sample shape {:?}",
+                return Err(Error::Internal(format!(
+                    "DPM step at timestep {t}: noise shape {:?} differs from sample shape {:?}",
                     noise.dims(),
                     sample.dims()
                 )));
@@ -98,5 +112,11 @@ impl CogVideoXDPMScheduler {
             prev_sample: prev,
             pred_original_sample: x0,
         })
+    }
+
+    /// diffusers' `add_noise`: `sqrt(a) * original + sqrt(1 - a) * noise`
+    /// with `a = alphas_cumprod[timestep]`, for video-to-video's start.
+    pub fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: usize) -> Result<Tensor> {
+        add_noise(self.ddim.alphas_cumprod(), original, noise, timestep)
     }
 }
