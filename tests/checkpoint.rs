@@ -3,19 +3,26 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use cogvideo::Error;
 use cogvideo::checkpoint::Checkpoint;
+use cogvideo::models::autoencoders::AutoencoderKLCogVideoX;
 use cogvideo::models::transformers::CogVideoXTransformer3DModel;
+use cogvideo::schedulers::SchedulerConfig;
+use cogvideo::text_encoder::T5Encoder;
 use common::ScratchCheckpoint;
+use serde_json::{Value, json};
 
-fn load_transformer(root: &std::path::Path) -> Result<CogVideoXTransformer3DModel, Error> {
+fn load_transformer(root: &Path) -> Result<CogVideoXTransformer3DModel, Error> {
     let ckpt = Checkpoint::open(root)?;
     CogVideoXTransformer3DModel::from_checkpoint(&ckpt, DType::F32, &Device::Cpu)
 }
 
-fn transformer_weights(root: &std::path::Path) -> std::path::PathBuf {
+fn transformer_weights(root: &Path) -> PathBuf {
     root.join("transformer/diffusion_pytorch_model.safetensors")
 }
 
@@ -142,4 +149,466 @@ fn pipeline_class_must_match_transformer() {
         err.to_string().contains("does not match the transformer"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Hostile copies of the tiny checkpoints (issue 8).
+
+/// Runs `f` on its own thread and fails the test if it has not returned
+/// within 20 s, so a load that blocks on a FIFO fails instead of hanging.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+fn load_vae(dir: &Path) -> Result<(), Error> {
+    AutoencoderKLCogVideoX::from_dir(dir, DType::F32, &Device::Cpu).map(|_| ())
+}
+
+fn load_t5(dir: &Path) -> Result<(), Error> {
+    T5Encoder::load(dir, DType::F32, &Device::Cpu).map(|_| ())
+}
+
+/// Asserts a bad-checkpoint error naming `file` (a path suffix) and every
+/// one of `words`, on one line.
+fn assert_bad(err: &Error, file: &str, words: &[&str]) {
+    let msg = err.to_string();
+    println!("{msg}");
+    match err {
+        Error::BadCheckpoint { path, .. } => {
+            assert!(path.ends_with(file), "names {}: {msg}", path.display())
+        }
+        _ => panic!("not a bad checkpoint: {msg}"),
+    }
+    for w in words {
+        assert!(msg.contains(w), "`{w}` missing from: {msg}");
+    }
+    assert!(!msg.contains('\n'), "not one line: {msg}");
+}
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Replaces `path` by a FIFO (`fifo`) or a symlink to `/dev/zero`.
+fn make_hostile(path: &Path, fifo: bool) {
+    std::fs::remove_file(path).unwrap();
+    if fifo {
+        mkfifo(path);
+    } else {
+        std::os::unix::fs::symlink("/dev/zero", path).unwrap();
+    }
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+/// A safetensors file taken apart: header entries in data order, each with
+/// its bytes.
+struct RawSafetensors {
+    tensors: Vec<(String, Value, Vec<u8>)>,
+}
+
+impl RawSafetensors {
+    fn read(path: &Path) -> Self {
+        let bytes = std::fs::read(path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Map<String, Value> =
+            serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let data = &bytes[8 + n..];
+        let mut tensors: Vec<(String, Value, Vec<u8>)> = header
+            .into_iter()
+            .filter(|(k, _)| k != "__metadata__")
+            .map(|(k, v)| {
+                let s = v["data_offsets"][0].as_u64().unwrap() as usize;
+                let e = v["data_offsets"][1].as_u64().unwrap() as usize;
+                (k, v, data[s..e].to_vec())
+            })
+            .collect();
+        tensors.sort_by_key(|(_, v, _)| v["data_offsets"][0].as_u64().unwrap());
+        Self { tensors }
+    }
+
+    fn get(&self, name: &str) -> (Value, Vec<u8>) {
+        let (_, v, b) = self.tensors.iter().find(|(n, _, _)| n == name).unwrap();
+        (v.clone(), b.clone())
+    }
+
+    fn remove(&mut self, name: &str) -> (Value, Vec<u8>) {
+        let i = self.tensors.iter().position(|(n, _, _)| n == name).unwrap();
+        let (_, v, b) = self.tensors.remove(i);
+        (v, b)
+    }
+
+    fn push(&mut self, name: &str, entry: Value, bytes: Vec<u8>) {
+        self.tensors.push((name.to_string(), entry, bytes));
+    }
+
+    /// The header with contiguous offsets in the current order, and the data.
+    fn pack(&self) -> (serde_json::Map<String, Value>, Vec<u8>) {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, entry, bytes) in &self.tensors {
+            let mut entry = entry.clone();
+            entry["data_offsets"] = json!([data.len(), data.len() + bytes.len()]);
+            header.insert(name.clone(), entry);
+            data.extend_from_slice(bytes);
+        }
+        (header, data)
+    }
+
+    fn write(&self, path: &Path) {
+        let (header, data) = self.pack();
+        write_safetensors(path, &header, &data, 0);
+    }
+}
+
+/// Writes a safetensors file from a header and data, then extends it with
+/// `sparse_tail` bytes that take no disk space.
+fn write_safetensors(
+    path: &Path,
+    header: &serde_json::Map<String, Value>,
+    data: &[u8],
+    sparse_tail: u64,
+) {
+    let mut h = serde_json::to_vec(header).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(data);
+    std::fs::write(path, &bytes).unwrap();
+    if sparse_tail > 0 {
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.set_len(bytes.len() as u64 + sparse_tail).unwrap();
+    }
+}
+
+fn shards(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("-of-"))
+        .collect();
+    v.sort();
+    v
+}
+
+const TO_Q: &str = "transformer_blocks.0.attn1.to_q.weight";
+
+// Finding 1: shapes and dtypes come from the header, before any data.
+
+#[test]
+fn oversized_stored_tensor_is_refused_before_reading() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "huge-tensor");
+    let path = transformer_weights(&s.root);
+    let mut raw = RawSafetensors::read(&path);
+    // to_q.weight [32, 32] stored as [32, 2^34] f16: a sparse TiB that no
+    // loader copying the stored tensor first can allocate.
+    let (mut entry, _) = raw.remove(TO_Q);
+    entry["shape"] = json!([32u64, 1u64 << 34]);
+    let (mut header, data) = raw.pack();
+    let tail = 32u64 << 35;
+    entry["data_offsets"] = json!([data.len() as u64, data.len() as u64 + tail]);
+    header.insert(TO_Q.into(), entry);
+    write_safetensors(&path, &header, &data, tail);
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &[TO_Q, "[32, 17179869184]", "expects [32, 32]"],
+    );
+}
+
+#[test]
+fn header_offsets_must_tile_the_data() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "overlap");
+    let path = transformer_weights(&s.root);
+    let raw = RawSafetensors::read(&path);
+    let (header, data) = raw.pack();
+    let to_k = "transformer_blocks.0.attn1.to_k.weight";
+
+    // Two tensors on the same bytes (the later one moved onto the earlier).
+    let mut h = header.clone();
+    h[TO_Q]["data_offsets"] = h[to_k]["data_offsets"].clone();
+    write_safetensors(&path, &h, &data, 0);
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(&err, "diffusion_pytorch_model.safetensors", &["overlaps"]);
+
+    // A shape whose size is not the bytes the offsets hold.
+    let mut h = header.clone();
+    h[TO_Q]["shape"] = json!([32, 16]);
+    write_safetensors(&path, &h, &data, 0);
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &[TO_Q, "takes 1024 bytes"],
+    );
+
+    // Data that is no tensor's.
+    write_safetensors(&path, &header, &[&data[..], &[0u8; 8]].concat(), 0);
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &["belong to no tensor"],
+    );
+
+    // Integers are no weights.
+    let mut h = header;
+    h[TO_Q]["dtype"] = json!("I16");
+    write_safetensors(&path, &h, &data, 0);
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &[TO_Q, "dtype I16", "accepted"],
+    );
+}
+
+#[test]
+fn huge_header_length_is_refused() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "huge-header");
+    let path = transformer_weights(&s.root);
+    // Claims a 3 GiB header in a sparse 3 GiB file.
+    let mut bytes = (3u64 << 30).to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&path, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(8 + (3u64 << 30)).unwrap();
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &["header of", "at most"],
+    );
+}
+
+// Finding 2: no FIFO or device is ever read.
+
+#[test]
+fn fifo_or_dev_zero_config_files_are_refused() {
+    for fifo in [true, false] {
+        let s = ScratchCheckpoint::copy_of("cogvideox-2b", &format!("special-config-{fifo}"));
+        let root = s.root.clone();
+        type Loader = fn(&Path) -> Result<(), Error>;
+        let cases: [(&str, Loader); 4] = [
+            ("model_index.json", |r| Checkpoint::open(r).map(|_| ())),
+            ("transformer/config.json", |r| {
+                load_transformer(r).map(|_| ())
+            }),
+            ("vae/config.json", |r| load_vae(&r.join("vae"))),
+            ("scheduler/scheduler_config.json", |r| {
+                SchedulerConfig::load(r.join("scheduler/scheduler_config.json")).map(|_| ())
+            }),
+        ];
+        for (file, load) in cases {
+            let original = std::fs::read(root.join(file)).unwrap();
+            make_hostile(&root.join(file), fifo);
+            let r = root.clone();
+            let err = within(file, move || load(&r)).unwrap_err();
+            assert_bad(&err, file, &["not a regular file"]);
+            std::fs::remove_file(root.join(file)).unwrap();
+            std::fs::write(root.join(file), original).unwrap();
+        }
+    }
+}
+
+#[test]
+fn fifo_or_dev_zero_weight_files_are_refused() {
+    for fifo in [true, false] {
+        // A single weights file.
+        let s = ScratchCheckpoint::copy_of("cogvideox-2b", &format!("special-weights-{fifo}"));
+        make_hostile(&transformer_weights(&s.root), fifo);
+        let root = s.root.clone();
+        let err = within("weights", move || load_transformer(&root).map(|_| ())).unwrap_err();
+        assert_bad(
+            &err,
+            "diffusion_pytorch_model.safetensors",
+            &["not a regular file"],
+        );
+
+        // A shard index, and a shard.
+        let s = ScratchCheckpoint::copy_of("cogvideox-5b", &format!("special-shards-{fifo}"));
+        let index = s
+            .root
+            .join("transformer/diffusion_pytorch_model.safetensors.index.json");
+        make_hostile(&index, fifo);
+        let root = s.root.clone();
+        let err = within("index", move || load_transformer(&root).map(|_| ())).unwrap_err();
+        assert_bad(
+            &err,
+            "diffusion_pytorch_model.safetensors.index.json",
+            &["not a regular file"],
+        );
+        let te = s.root.join("text_encoder");
+        let shard = shards(&te).remove(0);
+        make_hostile(&shard, fifo);
+        let err = within("shard", move || load_t5(&te)).unwrap_err();
+        assert_bad(
+            &err,
+            shard.file_name().unwrap().to_str().unwrap(),
+            &["not a regular file"],
+        );
+    }
+}
+
+// Finding 3: the shard index is the truth.
+
+#[test]
+fn tensor_in_two_shards_is_refused() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-5b", "two-shards");
+    let dir = s.root.join("transformer");
+    let files = shards(&dir);
+    let first = RawSafetensors::read(&files[0]);
+    let (name, entry, bytes) = first.tensors[0].clone();
+    let mut second = RawSafetensors::read(&files[1]);
+    second.push(&name, entry, bytes.iter().map(|_| 0).collect());
+    second.write(&files[1]);
+    let err = load_transformer(&s.root).unwrap_err();
+    let first_name = files[0].file_name().unwrap().to_str().unwrap();
+    assert_bad(
+        &err,
+        files[1].file_name().unwrap().to_str().unwrap(),
+        &[&name, "assigns to", first_name],
+    );
+}
+
+#[test]
+fn shard_index_entries_must_match_the_shards() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-5b", "index-mismatch");
+    let dir = s.root.join("transformer");
+    let index = dir.join("diffusion_pytorch_model.safetensors.index.json");
+    let original = std::fs::read(&index).unwrap();
+    let files = shards(&dir);
+    let shard_name = |i: usize| files[i].file_name().unwrap().to_str().unwrap().to_string();
+    let in_first = RawSafetensors::read(&files[0]).tensors[0].0.clone();
+
+    // Paths outside the component folder, even to a real file.
+    for outside in [
+        "../vae/diffusion_pytorch_model.safetensors".to_string(),
+        s.root
+            .join("vae/diffusion_pytorch_model.safetensors")
+            .display()
+            .to_string(),
+    ] {
+        edit_json(&index, |v| {
+            v["weight_map"][&in_first] = json!(outside);
+        });
+        let err = load_transformer(&s.root).unwrap_err();
+        assert_bad(
+            &err,
+            "diffusion_pytorch_model.safetensors.index.json",
+            &[&in_first, "outside the component folder"],
+        );
+        std::fs::write(&index, &original).unwrap();
+    }
+
+    // The index sends a tensor to a shard that does not hold it.
+    edit_json(&index, |v| {
+        v["weight_map"][&in_first] = json!(shard_name(1));
+    });
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(&err, &shard_name(0), &[&in_first, "assigns to"]);
+    std::fs::write(&index, &original).unwrap();
+
+    // The index does not list a tensor a shard holds.
+    edit_json(&index, |v| {
+        v["weight_map"].as_object_mut().unwrap().remove(&in_first);
+    });
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(&err, &shard_name(0), &[&in_first, "does not list"]);
+    std::fs::write(&index, &original).unwrap();
+
+    // The index lists a tensor no shard holds.
+    edit_json(&index, |v| {
+        v["weight_map"]["extra.weight"] = json!(shard_name(0));
+    });
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors.index.json",
+        &["extra.weight", "does not hold it"],
+    );
+}
+
+// Finding 5: every stored tensor is one the model reads.
+
+#[test]
+fn tensors_the_config_leaves_unused_are_refused() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "unused");
+    let cfg = s.root.join("transformer/config.json");
+    edit_json(&cfg, |v| v["num_layers"] = json!(1));
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &["transformer_blocks.1.", "config.json"],
+    );
+    edit_json(&cfg, |v| {
+        v["num_layers"] = json!(2);
+        v["attention_bias"] = json!(false);
+    });
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &["attn1.to_k.bias", "and 3 more"],
+    );
+
+    // The VAE: a tensor no module has.
+    let vae = s.root.join("vae");
+    let path = vae.join("diffusion_pytorch_model.safetensors");
+    let mut raw = RawSafetensors::read(&path);
+    let (entry, bytes) = raw.get("encoder.conv_in.conv.bias");
+    raw.push("encoder.conv_in.conv.extra", entry, bytes);
+    raw.write(&path);
+    let err = load_vae(&vae).unwrap_err();
+    assert_bad(
+        &err,
+        "diffusion_pytorch_model.safetensors",
+        &["encoder.conv_in.conv.extra"],
+    );
+
+    // T5: one block fewer in the config than in the file.
+    let te = s.root.join("text_encoder");
+    edit_json(&te.join("config.json"), |v| v["num_layers"] = json!(1));
+    let err = load_t5(&te).unwrap_err();
+    assert_bad(&err, "model.safetensors", &["encoder.block.1."]);
+}
+
+#[test]
+fn tied_t5_embedding_copy_is_accepted() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "tied");
+    let te = s.root.join("text_encoder");
+    let path = te.join("model.safetensors");
+    let original = RawSafetensors::read(&path);
+    let (entry, bytes) = original.get("shared.weight");
+    let mut raw = RawSafetensors::read(&path);
+    raw.push("encoder.embed_tokens.weight", entry.clone(), bytes.clone());
+    raw.write(&path);
+    load_t5(&te).unwrap();
+
+    // Not a copy when its shape differs.
+    let mut raw = RawSafetensors::read(&path);
+    raw.remove("encoder.embed_tokens.weight");
+    let mut entry = entry;
+    let shape = entry["shape"].clone();
+    entry["shape"] = json!([shape[1], shape[0]]);
+    raw.push("encoder.embed_tokens.weight", entry, bytes);
+    raw.write(&path);
+    let err = load_t5(&te).unwrap_err();
+    assert_bad(&err, "model.safetensors", &["encoder.embed_tokens.weight"]);
 }
