@@ -26,6 +26,32 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// Pipeline classes whose checkpoints this library loads.
+const PIPELINE_CLASSES: [&str; 3] = [
+    "CogVideoXPipeline",
+    "CogVideoXImageToVideoPipeline",
+    "CogVideoXVideoToVideoPipeline",
+];
+
+/// The `[library, class]` each used component must declare: what the five
+/// published checkpoints declare, and the alternatives diffusers swaps in
+/// (the DPM scheduler of the official demo, the fast tokenizer).
+const COMPONENT_CLASSES: [(&str, &str, &[&str]); 5] = [
+    (
+        "scheduler",
+        "diffusers",
+        &["CogVideoXDDIMScheduler", "CogVideoXDPMScheduler"],
+    ),
+    ("text_encoder", "transformers", &["T5EncoderModel"]),
+    (
+        "tokenizer",
+        "transformers",
+        &["T5Tokenizer", "T5TokenizerFast"],
+    ),
+    ("transformer", "diffusers", &["CogVideoXTransformer3DModel"]),
+    ("vae", "diffusers", &["AutoencoderKLCogVideoX"]),
+];
+
 /// `model_index.json`: the pipeline class and which library class backs
 /// each component. Unknown keys (versions, optional components) are ignored.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +70,39 @@ impl ModelIndex {
             (Some(lib), Some(class)) => Some((lib.to_string(), class.to_string())),
             _ => None,
         }
+    }
+
+    /// Checks that this is a CogVideoX pipeline whose components are the
+    /// classes this library implements, so a Stable Diffusion folder (or a
+    /// component swapped for another class) is refused up front.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !PIPELINE_CLASSES.contains(&self.class_name.as_str()) {
+            return Err(format!(
+                "_class_name `{}` is not a CogVideoX pipeline; accepted: {}",
+                clip(&self.class_name),
+                PIPELINE_CLASSES.join(", ")
+            ));
+        }
+        for (name, library, classes) in COMPONENT_CLASSES {
+            let ok = self
+                .component_class(name)
+                .is_some_and(|(lib, class)| lib == library && classes.contains(&class.as_str()));
+            if !ok {
+                let found = self
+                    .components
+                    .get(name)
+                    .map_or_else(|| "missing".to_string(), |v| clip(&v.to_string()));
+                let accepted: Vec<String> = classes
+                    .iter()
+                    .map(|c| format!("[\"{library}\", \"{c}\"]"))
+                    .collect();
+                return Err(format!(
+                    "component `{name}` is {found}; accepted: {}",
+                    accepted.join(" or ")
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -64,7 +123,7 @@ fn file_name(path: &Path) -> String {
 }
 
 /// A checkpoint folder that has been checked to exist and to carry a
-/// readable `model_index.json`.
+/// readable `model_index.json` naming the classes this library loads.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     root: PathBuf,
@@ -80,7 +139,11 @@ impl Checkpoint {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint folder not found"),
             ));
         }
-        let index: ModelIndex = read_config(root.join("model_index.json"))?;
+        let path = root.join("model_index.json");
+        let index: ModelIndex = read_config(&path)?;
+        index
+            .validate()
+            .map_err(|m| Error::bad_checkpoint(&path, m))?;
         Ok(Self { root, index })
     }
 

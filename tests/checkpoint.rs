@@ -544,6 +544,76 @@ fn shard_index_entries_must_match_the_shards() {
     );
 }
 
+// Finding 4: model_index.json names the classes this library loads.
+
+#[test]
+fn model_index_classes_are_checked() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-5b", "classes");
+    let path = s.root.join("model_index.json");
+    let original = std::fs::read(&path).unwrap();
+    let refused: [(&str, Value, &str); 6] = [
+        (
+            "_class_name",
+            json!("StableDiffusionPipeline"),
+            "_class_name",
+        ),
+        ("vae", json!(["diffusers", "AutoencoderKL"]), "`vae`"),
+        (
+            "transformer",
+            json!(["diffusers", "UNet2DConditionModel"]),
+            "`transformer`",
+        ),
+        ("scheduler", Value::Null, "`scheduler`"),
+        (
+            "text_encoder",
+            json!(["diffusers", "T5EncoderModel"]),
+            "`text_encoder`",
+        ),
+        (
+            "tokenizer",
+            json!(["transformers", "CLIPTokenizer"]),
+            "`tokenizer`",
+        ),
+    ];
+    for (key, value, named) in refused {
+        edit_json(&path, |v| v[key] = value);
+        let err = Checkpoint::open(&s.root).unwrap_err();
+        assert_bad(&err, "model_index.json", &[named, "accepted"]);
+        std::fs::write(&path, &original).unwrap();
+    }
+    edit_json(&path, |v| {
+        v.as_object_mut().unwrap().remove("text_encoder");
+    });
+    let err = Checkpoint::open(&s.root).unwrap_err();
+    assert_bad(&err, "model_index.json", &["`text_encoder` is missing"]);
+    std::fs::write(&path, &original).unwrap();
+
+    // What diffusers swaps in, and video-to-video on a text-to-video model.
+    edit_json(&path, |v| {
+        v["_class_name"] = json!("CogVideoXVideoToVideoPipeline");
+        v["scheduler"] = json!(["diffusers", "CogVideoXDPMScheduler"]);
+        v["tokenizer"] = json!(["transformers", "T5TokenizerFast"]);
+    });
+    load_transformer(&s.root).unwrap();
+}
+
+#[test]
+fn video_to_video_needs_a_text_to_video_transformer() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-5b-i2v", "v2v-i2v");
+    edit_json(&s.root.join("model_index.json"), |v| {
+        v["_class_name"] = json!("CogVideoXVideoToVideoPipeline");
+    });
+    let err = load_transformer(&s.root).unwrap_err();
+    assert_bad(
+        &err,
+        "model_index.json",
+        &[
+            "does not match the transformer",
+            "CogVideoXImageToVideoPipeline",
+        ],
+    );
+}
+
 // Finding 5: every stored tensor is one the model reads.
 
 #[test]

@@ -373,13 +373,16 @@ impl CogVideoXTransformer3DModel {
             |vb, cfg: &Config| Self::load(vb, cfg),
         )?;
         let variant = Variant::detect(&cfg);
-        if ckpt.index.class_name != variant.pipeline_class() {
+        if !variant
+            .pipeline_classes()
+            .contains(&ckpt.index.class_name.as_str())
+        {
             return Err(crate::Error::bad_checkpoint(
                 ckpt.root().join("model_index.json"),
                 format!(
-                    "pipeline class `{}` does not match the transformer, which is {variant} (expects `{}`)",
+                    "pipeline class `{}` does not match the transformer, which is {variant}; accepted: {}",
                     ckpt.index.class_name,
-                    variant.pipeline_class()
+                    variant.pipeline_classes().join(", ")
                 ),
             ));
         }
