@@ -820,3 +820,46 @@ where
     let model = load_weights(dir, stem, dtype, device, |vb| load(vb, &cfg))?;
     Ok((cfg, model))
 }
+
+/// Checks a config field that sets sizes, counts or divisors against the
+/// range this library accepts, in the one-line form config errors take.
+pub(crate) fn check_field(
+    field: &str,
+    value: usize,
+    accepted: std::ops::RangeInclusive<usize>,
+) -> std::result::Result<(), String> {
+    let (lo, hi) = (*accepted.start(), *accepted.end());
+    if accepted.contains(&value) {
+        Ok(())
+    } else if lo == hi {
+        Err(format!("{field} {value} is not supported; accepted: {lo}"))
+    } else {
+        Err(format!(
+            "{field} {value} is out of range; accepted: {lo} to {hi}"
+        ))
+    }
+}
+
+/// Checks a float config field that must be finite, above zero and at most
+/// `max` (epsilons, scales that divide).
+pub(crate) fn check_positive(field: &str, value: f64, max: f64) -> std::result::Result<(), String> {
+    if value > 0.0 && value <= max {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {value} is out of range; accepted: above 0, at most {max}"
+        ))
+    }
+}
+
+/// Reads a component's `config.json` and checks it with `validate`, so a
+/// config fault names the file and the field before any weight is read.
+pub fn read_component_config<C: DeserializeOwned>(
+    dir: &Path,
+    validate: impl FnOnce(&C) -> std::result::Result<(), String>,
+) -> Result<C> {
+    let path = dir.join("config.json");
+    let cfg: C = read_config(&path)?;
+    validate(&cfg).map_err(|m| Error::bad_checkpoint(&path, m))?;
+    Ok(cfg)
+}

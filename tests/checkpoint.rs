@@ -10,8 +10,8 @@ use std::time::Duration;
 use candle_core::{DType, Device, Tensor};
 use cogvideo::Error;
 use cogvideo::checkpoint::Checkpoint;
-use cogvideo::models::autoencoders::AutoencoderKLCogVideoX;
-use cogvideo::models::transformers::CogVideoXTransformer3DModel;
+use cogvideo::models::autoencoders::{AutoencoderKLCogVideoX, VaeConfig};
+use cogvideo::models::transformers::{CogVideoXTransformer3DModel, TransformerConfig};
 use cogvideo::schedulers::SchedulerConfig;
 use cogvideo::text_encoder::T5Encoder;
 use common::ScratchCheckpoint;
@@ -681,4 +681,162 @@ fn tied_t5_embedding_copy_is_accepted() {
     raw.write(&path);
     let err = load_t5(&te).unwrap_err();
     assert_bad(&err, "model.safetensors", &["encoder.embed_tokens.weight"]);
+}
+
+// Finding 6: config fields that set sizes or divisors.
+
+#[test]
+fn transformer_config_fields_out_of_range_are_refused() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "cfg-ranges");
+    let path = s.root.join("transformer/config.json");
+    let original = std::fs::read(&path).unwrap();
+    let cases: Vec<(&str, Value)> = vec![
+        ("sample_height", json!(0)),
+        ("sample_height", json!(1u64 << 40)),
+        ("sample_width", json!(7)),
+        ("sample_frames", json!(0)),
+        ("sample_frames", json!(10)),
+        ("temporal_compression_ratio", json!(0)),
+        ("num_attention_heads", json!(0)),
+        ("attention_head_dim", json!(0)),
+        ("patch_size", json!(0)),
+        ("patch_size_t", json!(0)),
+        ("num_layers", json!(0)),
+        ("num_layers", json!(1_000_000)),
+        ("time_embed_dim", json!(0)),
+        ("text_embed_dim", json!(0)),
+        ("in_channels", json!(0)),
+        ("in_channels", json!(24)),
+        ("out_channels", json!(0)),
+        ("max_text_seq_length", json!(0)),
+        ("norm_eps", json!(0.0)),
+        ("freq_shift", json!(-1.0)),
+        ("spatial_interpolation_scale", json!(0.0)),
+        ("temporal_interpolation_scale", json!(-1.0)),
+    ];
+    for (field, value) in cases {
+        std::fs::write(&path, &original).unwrap();
+        edit_json(&path, |v| v[field] = value.clone());
+        let err = load_transformer(&s.root).unwrap_err();
+        assert_bad(&err, "transformer/config.json", &[field, "accepted"]);
+    }
+}
+
+#[test]
+fn vae_config_fields_out_of_range_are_refused() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-2b", "vae-ranges");
+    let dir = s.root.join("vae");
+    let path = dir.join("config.json");
+    let original = std::fs::read(&path).unwrap();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("block_out_channels", json!([]), "block_out_channels"),
+        ("block_out_channels", json!([4, 8, 8]), "block_types"),
+        (
+            "block_out_channels",
+            json!([4, 8, 8, 0]),
+            "block_out_channels",
+        ),
+        ("norm_num_groups", json!(3), "norm_num_groups"),
+        ("norm_num_groups", json!(0), "norm_num_groups"),
+        (
+            "temporal_compression_ratio",
+            json!(0),
+            "temporal_compression_ratio",
+        ),
+        (
+            "temporal_compression_ratio",
+            json!(3),
+            "temporal_compression_ratio",
+        ),
+        (
+            "temporal_compression_ratio",
+            json!(16),
+            "temporal_compression_ratio",
+        ),
+        ("layers_per_block", json!(0), "layers_per_block"),
+        ("layers_per_block", json!(1000), "layers_per_block"),
+        ("latent_channels", json!(0), "latent_channels"),
+        ("in_channels", json!(4), "in_channels"),
+        ("sample_height", json!(0), "sample_height"),
+        ("sample_height", json!(1u64 << 40), "sample_height"),
+        ("sample_width", json!(8), "sample_width"),
+        ("scaling_factor", json!(0.0), "scaling_factor"),
+        ("norm_eps", json!(-1e-6), "norm_eps"),
+    ];
+    for (field, value, named) in cases {
+        std::fs::write(&path, &original).unwrap();
+        edit_json(&path, |v| v[field] = value.clone());
+        let err = load_vae(&dir).unwrap_err();
+        assert_bad(&err, "vae/config.json", &[named, "accepted"]);
+    }
+}
+
+/// The published transformer configs (reference notes 1.3), which the
+/// ranges must keep accepting.
+fn published_transformer_configs() -> Vec<(&'static str, Value)> {
+    let base = json!({
+        "activation_fn": "gelu-approximate", "attention_bias": true, "attention_head_dim": 64,
+        "dropout": 0.0, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 16,
+        "max_text_seq_length": 226, "norm_elementwise_affine": true, "norm_eps": 1e-5,
+        "num_attention_heads": 48, "num_layers": 42, "out_channels": 16, "patch_size": 2,
+        "sample_frames": 49, "sample_height": 60, "sample_width": 90,
+        "spatial_interpolation_scale": 1.875, "temporal_compression_ratio": 4,
+        "temporal_interpolation_scale": 1.0, "text_embed_dim": 4096, "time_embed_dim": 512,
+        "timestep_activation_fn": "silu", "use_rotary_positional_embeddings": true
+    });
+    let with = |changes: Value| {
+        let mut v = base.clone();
+        for (k, x) in changes.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let v15 = json!({"patch_size_t": 2, "patch_bias": false, "sample_frames": 81,
+                     "sample_height": 96, "sample_width": 170});
+    let mut v15_i2v = v15.clone();
+    v15_i2v["in_channels"] = json!(32);
+    v15_i2v["ofs_embed_dim"] = json!(512);
+    let mut v15_old = v15.clone();
+    v15_old["sample_height"] = json!(300);
+    v15_old["sample_width"] = json!(300);
+    let mut v2b = with(json!({"num_attention_heads": 30, "num_layers": 30}));
+    v2b.as_object_mut()
+        .unwrap()
+        .remove("use_rotary_positional_embeddings");
+    vec![
+        ("CogVideoX-2b", v2b),
+        ("CogVideoX-5b", base.clone()),
+        (
+            "CogVideoX-5b-I2V",
+            with(json!({"in_channels": 32, "use_learned_positional_embeddings": true})),
+        ),
+        ("CogVideoX1.5-5B", with(v15)),
+        ("CogVideoX1.5-5B", with(v15_old)),
+        ("CogVideoX1.5-5B-I2V", with(v15_i2v)),
+    ]
+}
+
+#[test]
+fn published_configs_are_accepted() {
+    for (variant, v) in published_transformer_configs() {
+        let cfg: TransformerConfig = serde_json::from_value(v).unwrap();
+        cfg.validate()
+            .unwrap_or_else(|e| panic!("{variant} refused: {e}"));
+        assert_eq!(cogvideo::Variant::detect(&cfg).name(), variant);
+    }
+    for (scaling, invert) in [(1.15258426, false), (0.7, false), (0.7, true)] {
+        let (down, up) = (["CogVideoXDownBlock3D"; 4], ["CogVideoXUpBlock3D"; 4]);
+        let v = json!({
+            "act_fn": "silu", "block_out_channels": [128, 256, 256, 512],
+            "down_block_types": down, "up_block_types": up,
+            "force_upcast": true, "in_channels": 3, "out_channels": 3, "latent_channels": 16,
+            "layers_per_block": 3, "norm_eps": 1e-6, "norm_num_groups": 32,
+            "sample_height": 480, "sample_width": 720, "scaling_factor": scaling,
+            "invert_scale_latents": invert, "temporal_compression_ratio": 4,
+            "shift_factor": null, "latents_mean": null, "latents_std": null,
+            "use_quant_conv": false, "use_post_quant_conv": false
+        });
+        let cfg: VaeConfig = serde_json::from_value(v).unwrap();
+        cfg.validate().unwrap();
+    }
 }
