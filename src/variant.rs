@@ -51,12 +51,13 @@ impl Variant {
         matches!(self, Variant::CogVideoX5bI2V | Variant::CogVideoX15_5bI2V)
     }
 
-    /// The pipeline class `model_index.json` must name for this variant.
-    pub fn pipeline_class(self) -> &'static str {
+    /// The pipeline classes `model_index.json` may name for this variant:
+    /// video-to-video runs a text-to-video transformer.
+    pub fn pipeline_classes(self) -> &'static [&'static str] {
         if self.is_image_to_video() {
-            "CogVideoXImageToVideoPipeline"
+            &["CogVideoXImageToVideoPipeline"]
         } else {
-            "CogVideoXPipeline"
+            &["CogVideoXPipeline", "CogVideoXVideoToVideoPipeline"]
         }
     }
 

@@ -29,7 +29,7 @@ use super::downsampling::CogVideoXDownsample3D;
 use super::tiling::{Tiling, run_tiled};
 use super::upsampling::CogVideoXUpsample3D;
 use super::vae::DiagonalGaussian;
-use crate::checkpoint;
+use crate::checkpoint::{self, check_field, check_positive};
 use crate::error::{Error, Result};
 
 type CResult<T> = candle_core::Result<T>;
@@ -130,62 +130,96 @@ impl Config {
         self.temporal_compression_ratio.log2() as usize
     }
 
-    /// Checks what this port implements, so an unusual config fails at load
-    /// time with a message rather than computing something else.
+    /// Checks what this port implements, and that every field feeding a
+    /// size, count or division is in range, so an unusual or hostile config
+    /// fails at load time with a message rather than computing something
+    /// else later. The ranges hold every published config.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let n = self.block_out_channels.len();
-        if n == 0 {
-            return Err("block_out_channels is empty".into());
+        if !(1..=8).contains(&n) {
+            return Err(format!(
+                "block_out_channels has {n} entries; accepted: 1 to 8"
+            ));
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(format!(
-                "{} down and {} up block types for {n} block_out_channels",
+                "{} down_block_types and {} up_block_types for {n} block_out_channels; accepted: {n} of each",
                 self.down_block_types.len(),
                 self.up_block_types.len()
             ));
         }
         if let Some(t) = self.down_block_types.iter().find(|t| *t != DOWN_BLOCK) {
-            return Err(format!("down block type `{t}` is not supported"));
+            return Err(format!(
+                "down block type `{t}` is not supported; accepted: {DOWN_BLOCK}"
+            ));
         }
         if let Some(t) = self.up_block_types.iter().find(|t| *t != UP_BLOCK) {
-            return Err(format!("up block type `{t}` is not supported"));
+            return Err(format!(
+                "up block type `{t}` is not supported; accepted: {UP_BLOCK}"
+            ));
         }
         if self.act_fn != "silu" && self.act_fn != "swish" {
-            return Err(format!("act_fn `{}` is not supported", self.act_fn));
+            return Err(format!(
+                "act_fn `{}` is not supported; accepted: silu, swish",
+                self.act_fn
+            ));
         }
         if self.use_quant_conv || self.use_post_quant_conv {
             return Err(
-                "use_quant_conv / use_post_quant_conv are not supported (no CogVideoX VAE uses them)"
+                "use_quant_conv / use_post_quant_conv true is not supported (no CogVideoX VAE uses them); accepted: false"
                     .into(),
             );
         }
         let g = self.norm_num_groups;
-        if g == 0
-            || self
-                .block_out_channels
-                .iter()
-                .any(|&c| c == 0 || c % g != 0)
-        {
+        check_field("norm_num_groups", g, 1..=1024)?;
+        for &c in &self.block_out_channels {
+            if !(1..=4096).contains(&c) || !c.is_multiple_of(g) {
+                return Err(format!(
+                    "block_out_channels entry {c} is out of range; accepted: multiples of norm_num_groups {g} up to 4096"
+                ));
+            }
+        }
+        // Frames are RGB in and out.
+        check_field("in_channels", self.in_channels, 3..=3)?;
+        check_field("out_channels", self.out_channels, 3..=3)?;
+        check_field("latent_channels", self.latent_channels, 1..=1024)?;
+        check_field("layers_per_block", self.layers_per_block, 1..=16)?;
+        check_positive("norm_eps", self.norm_eps, 1.0)?;
+        check_positive("scaling_factor", self.scaling_factor, 100.0)?;
+        // diffusers halves time in the first log2(ratio) down blocks, and
+        // only the first n - 1 have a downsampler.
+        let r = self.temporal_compression_ratio;
+        let max_ratio = 1usize << (n - 1);
+        let power = (0..n).map(|k| (1usize << k) as f64).any(|p| p == r);
+        if !power {
             return Err(format!(
-                "block_out_channels {:?} must be positive multiples of norm_num_groups {g}",
-                self.block_out_channels
+                "temporal_compression_ratio {r} is out of range; accepted: a power of two from 1 to {max_ratio} ({n} blocks)"
             ));
         }
-        if self.in_channels == 0 || self.out_channels == 0 || self.latent_channels == 0 {
-            return Err("channel counts must be positive".into());
+        // The default tile is half the sample; it must span two latent
+        // pixels for the tiles' overlap to leave a stride.
+        let c = self.spatial_compression();
+        for (field, v) in [
+            ("sample_height", self.sample_height),
+            ("sample_width", self.sample_width),
+        ] {
+            check_field(field, v, 4 * c..=MAX_SAMPLE_SIDE)?;
         }
-        if self.layers_per_block == 0 {
-            return Err("layers_per_block must be at least 1".into());
-        }
-        if self.temporal_compression_ratio.is_nan() || self.temporal_compression_ratio < 1.0 {
-            return Err(format!(
-                "temporal_compression_ratio must be at least 1, got {}",
-                self.temporal_compression_ratio
-            ));
-        }
+        Tiling::from_sample_size(self.sample_height, self.sample_width)
+            .validate(c)
+            .map_err(|e| {
+                format!(
+                    "sample_height {} and sample_width {} set default tiles that do not work: {e}",
+                    self.sample_height, self.sample_width
+                )
+            })?;
         Ok(())
     }
 }
+
+/// Largest `sample_height` / `sample_width` accepted: twice the largest
+/// frame the pipelines take, as the default tile is half the sample.
+const MAX_SAMPLE_SIDE: usize = 8192;
 
 /// The latent chunk a decoder batch is conditioned on (the spatial norms'
 /// `zq`), with its resizes to each feature size memoised: every spatial norm
@@ -642,7 +676,7 @@ pub struct AutoencoderKLCogVideoX {
 impl AutoencoderKLCogVideoX {
     /// Builds the VAE from `vb` (the `vae/` weights); checks the config
     /// first. Returns candle's error type so it can be passed to
-    /// [`checkpoint::load_component`]; see [`Self::from_dir`].
+    /// [`checkpoint::load_weights`]; see [`Self::from_dir`].
     pub fn load(vb: VarBuilder, cfg: &Config) -> CResult<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         Ok(Self {
@@ -659,14 +693,11 @@ impl AutoencoderKLCogVideoX {
     /// Loads the VAE from a diffusers `vae/` folder (`config.json` and
     /// `diffusion_pytorch_model.safetensors`, possibly sharded).
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
-        let (_, vae) = checkpoint::load_component(
-            dir.as_ref(),
-            "diffusion_pytorch_model",
-            dtype,
-            device,
-            Self::load,
-        )?;
-        Ok(vae)
+        let dir = dir.as_ref();
+        let cfg: Config = checkpoint::read_component_config(dir, Config::validate)?;
+        checkpoint::load_weights(dir, "diffusion_pytorch_model", dtype, device, |vb| {
+            Self::load(vb, &cfg)
+        })
     }
 
     pub fn config(&self) -> &Config {

@@ -11,12 +11,15 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_b};
 use serde::Deserialize;
 
-use crate::checkpoint::{Checkpoint, load_component};
+use crate::checkpoint::{
+    Checkpoint, check_field, check_positive, load_weights, read_component_config,
+};
 use crate::models::attention::{Attention, FeedForward};
 use crate::models::embeddings::{
     RopeGrid, TimestepEmbedding, resize_crop_region_for_grid, rotary_pos_embed_3d,
     sincos_pos_embed_3d, timestep_embedding,
 };
+use crate::text_encoder::MAX_SEQUENCE_LENGTH;
 use crate::variant::Variant;
 
 fn default_true() -> bool {
@@ -113,38 +116,59 @@ impl Config {
         (self.sample_frames - 1) / self.temporal_compression_ratio + 1
     }
 
-    /// Checks what this port implements, so an unusual config fails at load
-    /// time with a message rather than computing something else.
+    /// Checks what this port implements, and that every field feeding a
+    /// size, count or division is in range, so an unusual or hostile config
+    /// fails at load time with a message rather than computing something
+    /// else (or dividing by zero) later. The ranges hold every published
+    /// config with room to spare.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.activation_fn != "gelu-approximate" {
             return Err(format!(
-                "activation_fn `{}` is not supported",
+                "activation_fn `{}` is not supported; accepted: gelu-approximate",
                 self.activation_fn
             ));
         }
         if self.timestep_activation_fn != "silu" {
             return Err(format!(
-                "timestep_activation_fn `{}` is not supported",
+                "timestep_activation_fn `{}` is not supported; accepted: silu",
                 self.timestep_activation_fn
             ));
         }
         if !self.norm_elementwise_affine {
-            return Err("norm_elementwise_affine = false is not supported".into());
+            return Err("norm_elementwise_affine false is not supported; accepted: true".into());
         }
         if self.use_learned_positional_embeddings && !self.use_rotary_positional_embeddings {
             return Err(
-                "learned positional embeddings without rotary embeddings do not exist".into(),
+                "use_learned_positional_embeddings true without use_rotary_positional_embeddings is not supported; accepted: learned positions only with RoPE (diffusers refuses the rest)"
+                    .into(),
             );
         }
+        check_field("num_attention_heads", self.num_attention_heads, 1..=256)?;
+        check_field("attention_head_dim", self.attention_head_dim, 1..=1024)?;
         let d = self.inner_dim();
-        if d == 0 || !d.is_multiple_of(16) || self.patch_size == 0 {
+        if !(16..=16384).contains(&d) || !d.is_multiple_of(16) {
             return Err(format!(
-                "inner dimension {d} must be a positive multiple of 16"
+                "num_attention_heads x attention_head_dim is {d}; accepted: a multiple of 16 from 16 to 16384"
             ));
         }
         if self.use_rotary_positional_embeddings && !self.attention_head_dim.is_multiple_of(16) {
-            return Err("attention_head_dim must be a multiple of 16 for 3D RoPE".into());
+            return Err(format!(
+                "attention_head_dim {} is out of range for 3D RoPE; accepted: multiples of 16",
+                self.attention_head_dim
+            ));
         }
+        check_field("in_channels", self.in_channels, 1..=1024)?;
+        if let Some(c) = self.out_channels {
+            check_field("out_channels", c, 1..=1024)?;
+        }
+        let out = self.out_channels();
+        if self.in_channels != out && self.in_channels != 2 * out {
+            return Err(format!(
+                "in_channels {} with out_channels {out}; accepted: in_channels equal to out_channels (text-to-video) or twice it (image-to-video)",
+                self.in_channels
+            ));
+        }
+        check_field("time_embed_dim", self.time_embed_dim, 1..=16384)?;
         if let Some(ofs) = self.ofs_embed_dim
             && ofs != self.time_embed_dim
         {
@@ -153,9 +177,68 @@ impl Config {
                 self.time_embed_dim
             ));
         }
+        check_field("text_embed_dim", self.text_embed_dim, 1..=65536)?;
+        check_field("num_layers", self.num_layers, 1..=256)?;
+        check_field("patch_size", self.patch_size, 1..=16)?;
+        if let Some(pt) = self.patch_size_t {
+            check_field("patch_size_t", pt, 1..=16)?;
+        }
+        // The pipelines turn 4k+1 pixel frames into k+1 latent frames, as
+        // every CogVideoX VAE does.
+        check_field(
+            "temporal_compression_ratio",
+            self.temporal_compression_ratio,
+            4..=4,
+        )?;
+        if self.sample_frames > MAX_SAMPLE_FRAMES || self.sample_frames % 4 != 1 {
+            return Err(format!(
+                "sample_frames {} is out of range; accepted: 4k+1 from 1 to {MAX_SAMPLE_FRAMES}",
+                self.sample_frames
+            ));
+        }
+        let p = self.patch_size;
+        for (field, v) in [
+            ("sample_height", self.sample_height),
+            ("sample_width", self.sample_width),
+        ] {
+            if !(p..=MAX_SAMPLE_SIDE).contains(&v) || !v.is_multiple_of(p) {
+                return Err(format!(
+                    "{field} {v} is out of range; accepted: a multiple of patch_size {p} from {p} to {MAX_SAMPLE_SIDE} (latent pixels)"
+                ));
+            }
+        }
+        if self.max_text_seq_length != MAX_SEQUENCE_LENGTH {
+            return Err(format!(
+                "max_text_seq_length {} is not supported; accepted: {MAX_SEQUENCE_LENGTH} (the text encoder's sequence length)",
+                self.max_text_seq_length
+            ));
+        }
+        check_positive("norm_eps", self.norm_eps, 1.0)?;
+        if !(0.0..=1.0).contains(&self.freq_shift) {
+            return Err(format!(
+                "freq_shift {} is out of range; accepted: 0 to 1",
+                self.freq_shift
+            ));
+        }
+        check_positive(
+            "spatial_interpolation_scale",
+            self.spatial_interpolation_scale,
+            1000.0,
+        )?;
+        check_positive(
+            "temporal_interpolation_scale",
+            self.temporal_interpolation_scale,
+            1000.0,
+        )?;
         Ok(())
     }
 }
+
+/// Largest default sample side in latent pixels: the pipelines generate at
+/// most 4096 pixels a side, 8 pixels per latent pixel.
+const MAX_SAMPLE_SIDE: usize = 512;
+/// Largest default frame count: the pipelines generate at most 1021 frames.
+const MAX_SAMPLE_FRAMES: usize = 1021;
 
 /// `CogVideoXLayerNormZero`: one LayerNorm shared by the video and text
 /// streams, modulated by six chunks (shift, scale, gate, enc_shift,
@@ -365,25 +448,24 @@ impl CogVideoXTransformer3DModel {
         device: &Device,
     ) -> crate::Result<Self> {
         let dir = ckpt.component_dir("transformer")?;
-        let (cfg, model) = load_component(
-            &dir,
-            "diffusion_pytorch_model",
-            dtype,
-            device,
-            |vb, cfg: &Config| Self::load(vb, cfg),
-        )?;
+        let cfg: Config = read_component_config(&dir, Config::validate)?;
         let variant = Variant::detect(&cfg);
-        if ckpt.index.class_name != variant.pipeline_class() {
+        if !variant
+            .pipeline_classes()
+            .contains(&ckpt.index.class_name.as_str())
+        {
             return Err(crate::Error::bad_checkpoint(
                 ckpt.root().join("model_index.json"),
                 format!(
-                    "pipeline class `{}` does not match the transformer, which is {variant} (expects `{}`)",
+                    "pipeline class `{}` does not match the transformer, which is {variant}; accepted: {}",
                     ckpt.index.class_name,
-                    variant.pipeline_class()
+                    variant.pipeline_classes().join(", ")
                 ),
             ));
         }
-        Ok(model)
+        load_weights(&dir, "diffusion_pytorch_model", dtype, device, |vb| {
+            Self::load(vb, &cfg)
+        })
     }
 
     pub fn variant(&self) -> Variant {
