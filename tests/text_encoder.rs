@@ -190,7 +190,7 @@ fn config_without_a_shape_field_is_a_bad_checkpoint() {
     std::fs::write(&path, cfg.to_string()).unwrap();
     let err = load_err(&ckpt.root);
     assert!(matches!(err, Error::BadCheckpoint { .. }), "{err}");
-    assert_names(&err, "gated-relu");
+    assert_names(&err, "feed_forward_proj = \"gated-relu\"");
 }
 
 #[test]
@@ -343,5 +343,54 @@ fn tokenizer_larger_than_the_embedding_is_rejected() {
     let err = load_err(&ckpt.root);
     assert!(matches!(err, Error::BadCheckpoint { .. }), "{err}");
     assert_names(&err, "config.json");
-    assert_names(&err, "612");
+    assert_names(
+        &err,
+        "vocab_size = 600: expected at least the tokenizer's 612 tokens",
+    );
+}
+
+#[test]
+fn config_sizes_that_are_zero_or_absurd_are_refused_naming_the_field() {
+    // Each of these feeds a size, a loop count or a divisor. They used to
+    // fail, if at all, on a tensor shape with a message naming neither the
+    // file nor the field (and with tensors to match, zero buckets underflow
+    // in candle's position bias).
+    let ckpt = ScratchCheckpoint::copy_of("cogvideox-2b", "te-sizes");
+    let path = ckpt.root.join("text_encoder/config.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        ("vocab_size", 0.into(), "1 to 1048576"),
+        ("vocab_size", 2_000_000.into(), "1 to 1048576"),
+        ("d_model", 0.into(), "1 to"),
+        ("d_model", 1_000_000_000_000u64.into(), "1 to"),
+        ("d_kv", 0.into(), "1 to"),
+        ("d_ff", 0.into(), "1 to"),
+        ("num_heads", 0.into(), "1 to"),
+        ("num_layers", 0.into(), "1 to 1024"),
+        ("num_layers", 1_000_000.into(), "1 to 1024"),
+        ("relative_attention_num_buckets", 0.into(), "4 to"),
+        ("relative_attention_num_buckets", 3.into(), "4 to"),
+        ("relative_attention_max_distance", 8.into(), "9 to"),
+        ("relative_attention_max_distance", 0.into(), "9 to"),
+        ("layer_norm_epsilon", 0.0.into(), "positive"),
+        ("layer_norm_epsilon", (-1e-6).into(), "positive"),
+    ];
+    for (field, value, range) in cases {
+        let mut cfg: serde_json::Value = serde_json::from_str(&original).unwrap();
+        cfg[*field] = value.clone();
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let err = load_err(&ckpt.root);
+        assert!(matches!(err, Error::BadCheckpoint { .. }), "{field}: {err}");
+        assert_names(&err, "text_encoder/config.json");
+        let shown = value.as_f64().unwrap();
+        assert_names(&err, &format!("{field} = {shown}"));
+        assert_names(&err, range);
+    }
+    // A product that no single bound catches.
+    let mut cfg: serde_json::Value = serde_json::from_str(&original).unwrap();
+    cfg["num_heads"] = 65536.into();
+    cfg["d_kv"] = 65536.into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let err = load_err(&ckpt.root);
+    assert_names(&err, "num_heads x d_kv = 4294967296");
 }

@@ -108,7 +108,6 @@ impl TextEncoder {
 
 fn vocab_mismatch(tokenizer: &T5Tokenizer, encoder: &T5Encoder) -> Option<String> {
     let (ids, rows) = (tokenizer.vocab_size(), encoder.config().vocab_size);
-    (ids > rows).then(|| {
-        format!("the tokenizer has {ids} tokens but the T5 encoder only {rows} embeddings")
-    })
+    (ids > rows)
+        .then(|| format!("vocab_size = {rows}: expected at least the tokenizer's {ids} tokens"))
 }

@@ -248,6 +248,71 @@ pub(crate) fn parse(bytes: &[u8]) -> ParseResult<SpmModel> {
     })
 }
 
+/// Checks a `precompiled_charsmap` (the normalization rules: a
+/// little-endian u32 trie size, a darts-clone double-array trie of u32
+/// units, then NUL-separated replacement strings) before `spm_precompiled`
+/// reads it. That reader reserves the trie before checking its size against
+/// the bytes present (a size of `FF FF FF FF` reserves 8 GiB and aborts) and
+/// indexes the trie and the strings unchecked while normalizing, so every
+/// trie path its lookup can take is walked here and each index it would read
+/// checked.
+pub(crate) fn check_charsmap(bytes: &[u8]) -> ParseResult<()> {
+    let (size, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or("shorter than its 4-byte trie size")?;
+    let size = u32::from_le_bytes(*size) as usize;
+    if size == 0 || !size.is_multiple_of(4) || size > rest.len() {
+        return Err(format!(
+            "trie size {size}: expected a non-zero multiple of 4 of at most the {} bytes that follow",
+            rest.len()
+        ));
+    }
+    let (trie, strings) = rest.split_at(size);
+    let strings = std::str::from_utf8(strings)
+        .map_err(|e| format!("replacement strings are not UTF-8: {e}"))?;
+    let units: Vec<usize> = trie
+        .chunks_exact(4)
+        .map(|u| u32::from_le_bytes([u[0], u[1], u[2], u[3]]) as usize)
+        .collect();
+    // The unit layout `spm_precompiled::DoubleArray` decodes.
+    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
+    let has_leaf = |u: usize| (u >> 8) & 1 == 1;
+    let label = |u: usize| u & ((1 << 31) | 0xff);
+    let value = |u: usize| u & ((1 << 31) - 1);
+    let unit = |i: usize| {
+        units
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("trie index {i} is outside its {} units", units.len()))
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![offset(units[0])];
+    while let Some(node) = todo.pop() {
+        if !seen.insert(node) {
+            continue;
+        }
+        // The lookup stops at a NUL byte, so labels are 1..=255.
+        for byte in 1..=255 {
+            let child = unit(node ^ byte)?;
+            if label(child) != byte {
+                continue;
+            }
+            let next = node ^ byte ^ offset(child);
+            if has_leaf(child) {
+                let at = value(unit(next)?);
+                if !strings.is_char_boundary(at) {
+                    return Err(format!(
+                        "replacement offset {at} is not a character boundary of the {} bytes of replacement strings",
+                        strings.len()
+                    ));
+                }
+            }
+            todo.push(next);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

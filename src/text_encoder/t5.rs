@@ -26,8 +26,14 @@ use candle_transformers::models::t5::{self, ActivationWithOptionalGating, T5Enco
 use parking_lot::Mutex;
 use serde::Deserialize;
 
-use crate::checkpoint::load_component;
+use crate::checkpoint::{load_component, read_config};
 use crate::error::{Error, Result};
+
+/// Largest value a size field may take: T5 v1.1 XXL has d_ff 10240 and
+/// 32128 embeddings, mT5 250112.
+const MAX_SIZE: usize = 1 << 20;
+/// Most blocks accepted (T5 v1.1 XXL has 24).
+const MAX_LAYERS: usize = 1024;
 
 fn default_num_buckets() -> usize {
     32
@@ -65,6 +71,51 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses values that would become a zero or absurd size, loop count or
+    /// divisor, naming the field and the accepted range.
+    fn check(&self) -> std::result::Result<(), String> {
+        let fields = [
+            ("vocab_size", self.vocab_size, 1, MAX_SIZE),
+            ("d_model", self.d_model, 1, MAX_SIZE),
+            ("d_kv", self.d_kv, 1, MAX_SIZE),
+            ("d_ff", self.d_ff, 1, MAX_SIZE),
+            ("num_heads", self.num_heads, 1, MAX_SIZE),
+            ("num_layers", self.num_layers, 1, MAX_LAYERS),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+                4,
+                MAX_SIZE,
+            ),
+            // candle halves the buckets per direction, then again for the
+            // exact ones, and spaces the rest by ln(max_distance / exact).
+            (
+                "relative_attention_max_distance",
+                self.relative_attention_max_distance,
+                self.relative_attention_num_buckets / 4 + 1,
+                MAX_SIZE,
+            ),
+        ];
+        for (field, value, min, max) in fields {
+            if !(min..=max).contains(&value) {
+                return Err(format!("{field} = {value}: expected {min} to {max}"));
+            }
+        }
+        let inner = self.num_heads * self.d_kv;
+        if inner > MAX_SIZE {
+            return Err(format!(
+                "num_heads x d_kv = {inner}: expected at most {MAX_SIZE}"
+            ));
+        }
+        let eps = self.layer_norm_epsilon;
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(format!(
+                "layer_norm_epsilon = {eps}: expected a positive number"
+            ));
+        }
+        self.activation().map(drop)
+    }
+
     /// The feed-forward variants candle implements as transformers does
     /// (candle's non-gated block is always ReLU).
     fn activation(&self) -> std::result::Result<ActivationWithOptionalGating, String> {
@@ -74,7 +125,7 @@ impl Config {
             "relu" => (false, candle_nn::Activation::Relu),
             other => {
                 return Err(format!(
-                    "feed_forward_proj `{other}` is not supported (gated-gelu, gated-silu, relu)"
+                    "feed_forward_proj = \"{other}\": expected gated-gelu, gated-silu or relu"
                 ));
             }
         };
@@ -134,10 +185,15 @@ impl T5Encoder {
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "the T5 encoder runs in f32 or bf16, not {other:?}"
+                    "the T5 encoder runs in f32 or bf16, not {}",
+                    other.as_str()
                 )));
             }
         }
+        // Checked before any weight is mapped.
+        let config = dir.as_ref().join("config.json");
+        let cfg: Config = read_config(&config)?;
+        cfg.check().map_err(|e| Error::bad_checkpoint(&config, e))?;
         let (cfg, model) =
             load_component(dir.as_ref(), "model", dtype, device, |vb, cfg: &Config| {
                 let candle_cfg = cfg.to_candle().map_err(candle_core::Error::msg)?;

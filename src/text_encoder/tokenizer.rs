@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokenizers::models::unigram::Unigram;
 use tokenizers::normalizers::NormalizerWrapper;
@@ -31,12 +32,38 @@ use tokenizers::normalizers::precompiled::Precompiled;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, NormalizedString, Normalizer, Tokenizer};
 
 use super::sentencepiece::{self, PieceType};
+use crate::checkpoint::{read_config, read_regular_file};
 use crate::error::{Error, Result};
 
+/// `extra_ids` when the config does not say: transformers' default, and what
+/// every T5 checkpoint uses.
 const DEFAULT_EXTRA_IDS: usize = 100;
+/// Most `extra_ids` accepted (each becomes a vocabulary entry).
+const MAX_EXTRA_IDS: u64 = 1000;
+
+/// Longest vocabulary piece accepted, in bytes. SentencePiece trains pieces
+/// of at most `max_sentencepiece_length` characters, 16 by default (at most
+/// 64 bytes), and never more than 512. tokenizers' unigram trie has one node
+/// per byte of a piece and frees them recursively, so a piece of tens of
+/// thousands of bytes overflows the stack when the tokenizer is dropped.
+const MAX_PIECE_BYTES: usize = 256;
+
+/// Largest tokenizer files read. T5's spiece.model is 0.8 MB and its
+/// tokenizer.json 2.4 MB; mT5's, with 250k pieces, 4.3 MB and 16 MB.
+const MAX_SPIECE_BYTES: u64 = 16 << 20;
+const MAX_TOKENIZER_JSON_BYTES: u64 = 64 << 20;
+
+/// Largest `max_len` [`T5Tokenizer::encode`] accepts (the pipelines use 226).
+pub const MAX_ENCODE_LEN: usize = 1 << 16;
+/// Prompt bytes read per id requested: prose takes 2 to 8 bytes per T5
+/// piece, so only text that yields almost nothing (whitespace, characters
+/// the normalizer drops) or a run without spaces that long is ever cut.
+const PROMPT_BYTES_PER_ID: usize = 256;
+/// Prompt bytes tokenized at a time (about a thousand pieces of prose).
+const CHUNK_BYTES: usize = 4096;
 
 /// A T5 tokenizer producing the ids `T5Tokenizer(prompt, padding="max_length",
 /// max_length=n, truncation=True)` produces.
@@ -46,6 +73,10 @@ pub struct T5Tokenizer {
     eos_id: u32,
     pad_id: u32,
     model_max_length: Option<usize>,
+    /// Whether the text on either side of a space may be tokenized apart
+    /// (see [`next_cut`]): the normalizer keeps a space whitespace and no
+    /// added token contains whitespace, so none can match across it.
+    cut_at_spaces: bool,
 }
 
 /// A token spelled either as a bare string or as an `AddedToken` object.
@@ -103,7 +134,8 @@ struct TokenizerConfig {
     /// transformers 5.x name for `additional_special_tokens`; a map form
     /// (model-specific named tokens) contributes its values.
     extra_special_tokens: Option<Value>,
-    extra_ids: Option<usize>,
+    /// Checked by [`extra_ids`].
+    extra_ids: Option<Value>,
     /// May be `1e30`-like ("no limit"), so read loosely.
     model_max_length: Option<Value>,
 }
@@ -118,17 +150,46 @@ struct JsonModel {
     vocab: Vec<(String, f64)>,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_checkpoint(path, e))
+/// Whether a file is there at all, so that a FIFO, a device or a dangling
+/// link is reported by the read rather than skipped as absent.
+fn present(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
 }
 
-fn read_json_if_present<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
-    if path.is_file() {
-        read_json(path)
+fn read_config_if_present<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    if present(path) {
+        read_config(path)
     } else {
         Ok(T::default())
     }
+}
+
+/// `extra_ids` of `tokenizer_config.json` (at `path`).
+fn extra_ids(cfg: &TokenizerConfig, path: &Path) -> Result<usize> {
+    let Some(v) = &cfg.extra_ids else {
+        return Ok(DEFAULT_EXTRA_IDS);
+    };
+    v.as_u64()
+        .filter(|&n| n <= MAX_EXTRA_IDS)
+        .map(|n| n as usize)
+        .ok_or_else(|| {
+            Error::bad_checkpoint(
+                path,
+                format!(
+                    "extra_ids = {v}: expected an integer from 0 to {MAX_EXTRA_IDS} (T5 uses 100)"
+                ),
+            )
+        })
+}
+
+/// An added token declared by a side file, with the file and the field
+/// (`field: ` for messages, empty for added_tokens.json's flat map) that
+/// declared it.
+struct Declared {
+    id: u32,
+    entry: AddedTokenEntry,
+    file: PathBuf,
+    field: &'static str,
 }
 
 /// What the two layouts contribute before the common assembly.
@@ -142,25 +203,28 @@ struct Parts {
     /// `added_tokens_decoder`, as transformers does).
     json_added: Vec<(u32, AddedTokenEntry)>,
     source: PathBuf,
+    /// The field of `source` holding the pieces, for messages.
+    vocab_field: &'static str,
 }
 
 fn parts_from_spiece(path: &Path, extra_ids: usize) -> Result<Parts> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_regular_file(path, MAX_SPIECE_BYTES)?;
     let model = sentencepiece::parse(&bytes)
         .map_err(|e| Error::bad_checkpoint(path, format!("unreadable SentencePiece model: {e}")))?;
     let unk_id = model
         .pieces
         .iter()
         .position(|p| p.kind == PieceType::Unknown)
-        .ok_or_else(|| Error::bad_checkpoint(path, "no piece of type UNKNOWN"))?;
-    let charsmap =
-        if model.precompiled_charsmap.is_empty() {
-            None
-        } else {
-            Some(Precompiled::from(&model.precompiled_charsmap).map_err(|e| {
-                Error::bad_checkpoint(path, format!("bad precompiled_charsmap: {e}"))
-            })?)
+        .ok_or_else(|| Error::bad_checkpoint(path, "pieces: none of type UNKNOWN"))?;
+    let charsmap = if model.precompiled_charsmap.is_empty() {
+        None
+    } else {
+        let bad = |e: String| {
+            Error::bad_checkpoint(path, format!("normalizer_spec.precompiled_charsmap: {e}"))
         };
+        sentencepiece::check_charsmap(&model.precompiled_charsmap).map_err(bad)?;
+        Some(Precompiled::from(&model.precompiled_charsmap).map_err(|e| bad(e.to_string()))?)
+    };
     let spm_added = model
         .pieces
         .iter()
@@ -185,6 +249,7 @@ fn parts_from_spiece(path: &Path, extra_ids: usize) -> Result<Parts> {
         spm_added,
         json_added: Vec::new(),
         source: path.to_path_buf(),
+        vocab_field: "pieces",
     })
 }
 
@@ -197,24 +262,84 @@ fn find_precompiled(n: NormalizerWrapper) -> Option<Precompiled> {
     }
 }
 
+/// Standard base64, padded or not, as the `base64` crate behind
+/// `spm_precompiled` decodes it.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let digits = text.trim_end_matches('=');
+    if text.len() - digits.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in digits.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Checks every `Precompiled` charsmap under a tokenizer.json `normalizer`
+/// before serde hands it to `spm_precompiled` (see
+/// [`sentencepiece::check_charsmap`]).
+fn check_json_charsmaps(v: &Value) -> std::result::Result<(), String> {
+    match v {
+        Value::Object(o) => {
+            if o.get("type").and_then(Value::as_str) == Some("Precompiled")
+                && let Some(Value::String(b64)) = o.get("precompiled_charsmap")
+            {
+                let bytes = decode_base64(b64).ok_or("precompiled_charsmap is not base64")?;
+                sentencepiece::check_charsmap(&bytes)
+                    .map_err(|e| format!("precompiled_charsmap: {e}"))?;
+            }
+            o.values().try_for_each(check_json_charsmaps)
+        }
+        Value::Array(a) => a.iter().try_for_each(check_json_charsmaps),
+        _ => Ok(()),
+    }
+}
+
 fn parts_from_tokenizer_json(path: &Path) -> Result<Parts> {
     let bad = |msg: String| Error::bad_checkpoint(path, msg);
-    let mut json: Value = read_json(path)?;
+    let bytes = read_regular_file(path, MAX_TOKENIZER_JSON_BYTES)?;
+    let mut json: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let model: JsonModel = serde_json::from_value(json["model"].take())
         .map_err(|e| bad(format!("unreadable `model`: {e}")))?;
-    if model.kind.as_deref() != Some("Unigram") || model.vocab.is_empty() {
-        return Err(bad(format!(
-            "model type {:?} with {} pieces: a T5 tokenizer needs a non-empty Unigram vocabulary",
-            model.kind,
-            model.vocab.len()
-        )));
+    match model.kind.as_deref() {
+        Some("Unigram") => {}
+        Some(kind) => {
+            return Err(bad(format!(
+                "model.type is \"{kind}\": a T5 tokenizer is a Unigram model"
+            )));
+        }
+        None => {
+            return Err(bad(
+                "model.type is missing: a T5 tokenizer is a Unigram model".into(),
+            ));
+        }
+    }
+    if model.vocab.is_empty() {
+        return Err(bad("model.vocab is empty".into()));
     }
     let unk_id = model
         .unk_id
-        .ok_or_else(|| bad("the Unigram model has no unk_id".into()))?;
+        .ok_or_else(|| bad("model.unk_id is missing".into()))?;
     let charsmap = match json["normalizer"].take() {
         Value::Null => None,
         n => {
+            check_json_charsmaps(&n).map_err(|e| bad(format!("normalizer: {e}")))?;
             let n: NormalizerWrapper = serde_json::from_value(n)
                 .map_err(|e| bad(format!("unreadable `normalizer`: {e}")))?;
             find_precompiled(n)
@@ -241,6 +366,7 @@ fn parts_from_tokenizer_json(path: &Path) -> Result<Parts> {
         spm_added: Vec::new(),
         json_added,
         source: path.to_path_buf(),
+        vocab_field: "model.vocab",
     })
 }
 
@@ -256,14 +382,15 @@ impl T5Tokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer folder not found"),
             ));
         }
-        let mut cfg: TokenizerConfig = read_json_if_present(&dir.join("tokenizer_config.json"))?;
-        let extra_ids = cfg.extra_ids.unwrap_or(DEFAULT_EXTRA_IDS);
+        let cfg_path = dir.join("tokenizer_config.json");
+        let mut cfg: TokenizerConfig = read_config_if_present(&cfg_path)?;
+        let extra_ids = extra_ids(&cfg, &cfg_path)?;
 
         let json_path = dir.join("tokenizer.json");
         let spm_path = dir.join("spiece.model");
-        let parts = if json_path.is_file() {
+        let parts = if present(&json_path) {
             parts_from_tokenizer_json(&json_path)?
-        } else if spm_path.is_file() {
+        } else if present(&spm_path) {
             parts_from_spiece(&spm_path, extra_ids)?
         } else {
             return Err(Error::io(
@@ -277,22 +404,27 @@ impl T5Tokenizer {
 
         // transformers reads the legacy files only when the config carries no
         // `added_tokens_decoder`; special_tokens_map.json then overrides it.
-        let mut declared: Vec<(u32, AddedTokenEntry)> = Vec::new();
+        let mut declared: Vec<Declared> = Vec::new();
         match cfg.added_tokens_decoder.take() {
             Some(decoder) => {
                 for (id, entry) in decoder {
                     let id = id.parse::<u32>().map_err(|_| {
                         Error::bad_checkpoint(
-                            dir.join("tokenizer_config.json"),
-                            format!("added_tokens_decoder key `{id}` is not a token id"),
+                            &cfg_path,
+                            format!("added_tokens_decoder key \"{id}\" is not a token id"),
                         )
                     })?;
-                    declared.push((id, entry));
+                    declared.push(Declared {
+                        id,
+                        entry,
+                        file: cfg_path.clone(),
+                        field: "added_tokens_decoder: ",
+                    });
                 }
             }
             None => {
                 let map: TokenizerConfig =
-                    read_json_if_present(&dir.join("special_tokens_map.json"))?;
+                    read_config_if_present(&dir.join("special_tokens_map.json"))?;
                 cfg.eos_token = map.eos_token.or(cfg.eos_token);
                 cfg.unk_token = map.unk_token.or(cfg.unk_token);
                 cfg.pad_token = map.pad_token.or(cfg.pad_token);
@@ -300,13 +432,13 @@ impl T5Tokenizer {
                     .additional_special_tokens
                     .or(cfg.additional_special_tokens);
                 let special = special_names(&cfg, extra_ids);
-                let added: BTreeMap<String, u32> =
-                    read_json_if_present(&dir.join("added_tokens.json"))?;
+                let added_path = dir.join("added_tokens.json");
+                let added: BTreeMap<String, u32> = read_config_if_present(&added_path)?;
                 for (content, id) in added {
                     let is_special = special.contains(&content);
-                    declared.push((
+                    declared.push(Declared {
                         id,
-                        AddedTokenEntry {
+                        entry: AddedTokenEntry {
                             content,
                             single_word: false,
                             lstrip: false,
@@ -314,12 +446,19 @@ impl T5Tokenizer {
                             normalized: Some(!is_special),
                             special: is_special,
                         },
-                    ));
+                        file: added_path.clone(),
+                        field: "",
+                    });
                 }
-                declared.extend(parts.json_added.iter().cloned());
+                declared.extend(parts.json_added.iter().map(|(id, entry)| Declared {
+                    id: *id,
+                    entry: entry.clone(),
+                    file: parts.source.clone(),
+                    field: "added_tokens: ",
+                }));
             }
         }
-        declared.sort_by_key(|(id, _)| *id);
+        declared.sort_by_key(|d| d.id);
         Self::assemble(parts, &cfg, extra_ids, &declared)
     }
 
@@ -327,15 +466,27 @@ impl T5Tokenizer {
         parts: Parts,
         cfg: &TokenizerConfig,
         extra_ids: usize,
-        declared: &[(u32, AddedTokenEntry)],
+        declared: &[Declared],
     ) -> Result<Self> {
         let source = parts.source;
         let bad = |msg: String| Error::bad_checkpoint(&source, msg);
         if parts.unk_id >= parts.vocab.len() {
             return Err(bad(format!(
-                "unk id {} is outside the vocabulary of {}",
+                "model.unk_id = {}: expected an index below the {} pieces of model.vocab",
                 parts.unk_id,
                 parts.vocab.len()
+            )));
+        }
+        if let Some((i, (piece, _))) = parts
+            .vocab
+            .iter()
+            .enumerate()
+            .find(|(_, (piece, _))| piece.len() > MAX_PIECE_BYTES)
+        {
+            return Err(bad(format!(
+                "{}[{i}] is a piece of {} bytes: pieces are at most {MAX_PIECE_BYTES} bytes",
+                parts.vocab_field,
+                piece.len()
             )));
         }
         let model = Unigram::from(parts.vocab, Some(parts.unk_id), false)
@@ -360,8 +511,8 @@ impl T5Tokenizer {
                 to_add.push(t);
             }
         };
-        for (_, entry) in declared {
-            push(entry.to_added_token());
+        for d in declared {
+            push(d.entry.to_added_token());
         }
         let named = [&cfg.eos_token, &cfg.unk_token, &cfg.pad_token];
         let defaults = ["</s>", "<unk>", "<pad>"];
@@ -379,17 +530,38 @@ impl T5Tokenizer {
         for name in extra_special(cfg, extra_ids) {
             push(AddedToken::from(name, true));
         }
+        let normalize = |text: &str| -> Result<String> {
+            let mut s = NormalizedString::from(text);
+            if let Some(n) = inner.get_normalizer() {
+                n.normalize(&mut s)
+                    .map_err(|e| bad(format!("cannot normalize \"{text}\": {e}")))?;
+            }
+            Ok(s.get().to_string())
+        };
+        let has_space = |text: &str| text.contains(char::is_whitespace);
+        let space = normalize(" ")?;
+        let mut cut_at_spaces = !space.is_empty() && space.chars().all(char::is_whitespace);
+        for t in &to_add {
+            let spaced =
+                has_space(&t.content) || t.normalized && has_space(&normalize(&t.content)?);
+            cut_at_spaces &= !spaced;
+        }
         inner
             .add_tokens(to_add)
             .map_err(|e| bad(format!("cannot add special tokens: {e}")))?;
 
-        for (id, entry) in declared {
-            let got = inner.token_to_id(&entry.content);
-            if got != Some(*id) {
-                return Err(bad(format!(
-                    "added token `{}` is declared with id {id} but the vocabulary gives it {got:?}",
-                    entry.content
-                )));
+        for d in declared {
+            let content = &d.entry.content;
+            let got = inner.token_to_id(content);
+            if got != Some(d.id) {
+                let got = got.map_or("none".to_string(), |g| format!("id {g}"));
+                return Err(Error::bad_checkpoint(
+                    &d.file,
+                    format!(
+                        "{}`{content}` is declared as id {} but the vocabulary gives it {got}",
+                        d.field, d.id
+                    ),
+                ));
             }
         }
         let id_of = |name: &str| {
@@ -411,6 +583,7 @@ impl T5Tokenizer {
             eos_id,
             pad_id,
             model_max_length,
+            cut_at_spaces,
         })
     }
 
@@ -418,20 +591,48 @@ impl T5Tokenizer {
     /// the pieces, cut to `max_len - 1`, then `</s>`, then `<pad>` up to
     /// exactly `max_len` ids (what `padding="max_length", truncation=True,
     /// add_special_tokens=True` gives with T5's `$A </s>` template).
+    ///
+    /// The prompt is tokenized a few KiB at a time, cut only where
+    /// tokenization splits anyway (see [`next_cut`]), until `max_len - 1`
+    /// pieces are known, so the ids are those of the whole prompt while
+    /// the work stays proportional to what is used. At most
+    /// `256 * max_len` bytes of a prompt are read (56 KiB for 226 ids, tens
+    /// of times what 225 pieces of prose take): the rest of a prompt that
+    /// has not yielded its pieces by then is ignored.
     pub fn encode(&self, prompt: &str, max_len: usize) -> Result<Vec<u32>> {
-        if max_len == 0 {
-            return Err(Error::invalid("max_len must leave room for </s>"));
+        if !(1..=MAX_ENCODE_LEN).contains(&max_len) {
+            return Err(Error::invalid(format!(
+                "max_len = {max_len}: expected 1 to {MAX_ENCODE_LEN} (ids including </s>)"
+            )));
         }
-        let enc = self
-            .inner
-            .encode(prompt, false)
-            .map_err(|e| Error::invalid(format!("cannot tokenize the prompt: {e}")))?;
-        let pieces = enc.get_ids();
+        let wanted = max_len - 1;
+        let text = &prompt[..prompt.floor_char_boundary(max_len * PROMPT_BYTES_PER_ID)];
         let mut ids = Vec::with_capacity(max_len);
-        ids.extend_from_slice(&pieces[..pieces.len().min(max_len - 1)]);
+        let mut start = 0;
+        while start < text.len() && ids.len() < wanted {
+            let end = if self.cut_at_spaces {
+                next_cut(text, start + CHUNK_BYTES)
+            } else {
+                text.len()
+            };
+            ids.extend(self.piece_ids(&text[start..end])?);
+            start = end;
+        }
+        ids.truncate(wanted);
         ids.push(self.eos_id);
         ids.resize(max_len, self.pad_id);
         Ok(ids)
+    }
+
+    /// Every piece id of `text` tokenized whole, without `</s>` or any
+    /// length bound: its cost grows with the text, which [`Self::encode`]
+    /// avoids.
+    pub fn piece_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Internal(format!("cannot tokenize the prompt: {e}")))?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// Vocabulary size including added tokens (the largest id plus one for T5).
@@ -491,4 +692,45 @@ fn special_names(cfg: &TokenizerConfig, extra_ids: usize) -> HashSet<String> {
         .collect();
     names.extend(extra_special(cfg, extra_ids));
     names
+}
+
+/// The first position at or after `from` where `text` can be cut without
+/// changing its pieces, or its end. A cut right after a space `' '` and
+/// before a character that starts a grapheme cluster qualifies when
+/// [`T5Tokenizer::cut_at_spaces`] holds:
+/// - no added token contains whitespace, so no match spans the space, and
+///   the `lstrip`/`rstrip`/`single_word` rules only see whitespace (which
+///   yields no piece) at the cut on either side;
+/// - the space is a grapheme cluster of its own (the character before it is
+///   not a Prepend one, the one after neither Extend, ZWJ nor SpacingMark),
+///   and the normalizer rewrites each cluster alone, so the normalized text
+///   is the two halves' normalized texts joined, the first one ending in
+///   whitespace;
+/// - the pre-tokenizer splits there, and Metaspace and the unigram model
+///   treat each word alone.
+fn next_cut(text: &str, from: usize) -> usize {
+    let bytes = text.as_bytes();
+    // A space byte is always a whole character in UTF-8.
+    (from.max(1)..bytes.len())
+        .find(|&i| {
+            bytes[i - 1] == b' '
+                && text[..i - 1].chars().next_back().is_none_or(never_prepends)
+                && text[i..].chars().next().is_some_and(starts_cluster)
+        })
+        .unwrap_or(text.len())
+}
+
+/// Characters outside the blocks holding the Prepend grapheme class
+/// (U+0600-U+0D4E and the supplementary Brahmic scripts), which could
+/// otherwise join the space that follows into one cluster.
+fn never_prepends(c: char) -> bool {
+    c < '\u{600}' || ('\u{e00}'..='\u{ffff}').contains(&c)
+}
+
+/// Characters that always start a grapheme cluster after a space: ASCII
+/// graphics, CJK ideographs and Hangul syllables.
+fn starts_cluster(c: char) -> bool {
+    c.is_ascii_graphic()
+        || ('\u{4e00}'..='\u{9fff}').contains(&c)
+        || ('\u{ac00}'..='\u{d7a3}').contains(&c)
 }
