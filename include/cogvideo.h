@@ -1,6 +1,6 @@
 /*
- * libcogvideo: CogVideoX video diffusion (text-to-video, image-to-video and
- * prompt editing by DDIM inversion) behind a C ABI.
+ * libcogvideo: CogVideoX video diffusion (text-to-video, image-to-video,
+ * video-to-video and prompt editing by DDIM inversion) behind a C ABI.
  *
  * Conventions: every function returns a cogvideo_status; on failure
  * cogvideo_last_error() gives a message for the calling thread. Handles are
@@ -18,6 +18,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+// Version of the C ABI this library implements: `major << 16 | minor`.
+// Minor versions only add functions and append fields to options structs
+// (a caller built against an older header keeps working: its smaller
+// `struct_size` is honoured); a new major version breaks compatibility.
+#define COGVIDEO_ABI_VERSION ((1 << 16) | 1)
 
 #define COGVIDEO_FORMAT_RGB8 0
 
@@ -57,6 +63,12 @@
 
 #define COGVIDEO_RESIZE_FIT 2
 
+#define COGVIDEO_TILING_AS_LOADED 0
+
+#define COGVIDEO_TILING_OFF 1
+
+#define COGVIDEO_TILING_ON 2
+
 // Result of every call. Zero is success.
 typedef enum cogvideo_status {
   COGVIDEO_OK = 0,
@@ -82,7 +94,8 @@ typedef enum cogvideo_status {
 typedef struct cogvideo_inversion cogvideo_inversion;
 
 // A loaded checkpoint. Calls on one pipeline from several threads are
-// safe; they run one after another.
+// safe; generating calls run one after another, while read-only queries
+// (sizes, frame counts, fps, noise plans) never wait for them.
 typedef struct cogvideo_pipeline cogvideo_pipeline;
 
 // How to load a pipeline.
@@ -135,6 +148,14 @@ typedef struct cogvideo_generate_options {
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;
+  // Since 1.1. Optional caller buffer for the final latents (f32,
+  // `[1, F, 16, h, w]` row-major, `latents_out_len` values as
+  // [`cogvideo_latent_shape`] reports), written before decoding starts,
+  // so they survive a failed or cancelled decode; decode them again with
+  // [`cogvideo_decode_latents`]. With `out == NULL` and `out_count == 0`
+  // the call samples only and does not decode.
+  float *latents_out;
+  uintptr_t latents_out_len;
 } cogvideo_generate_options;
 
 // A frame buffer owned by the caller. `data` points to the first byte of
@@ -174,6 +195,9 @@ typedef struct cogvideo_animate_options {
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;
+  // Since 1.1: final latents, as in [`cogvideo_generate_options`].
+  float *latents_out;
+  uintptr_t latents_out_len;
 } cogvideo_animate_options;
 
 // DDIM inversion options.
@@ -191,6 +215,9 @@ typedef struct cogvideo_invert_options {
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;
+  // Since 1.1: encode the clip to its VAE posterior's mean instead of a
+  // sample (deterministic; no noise is drawn).
+  bool posterior_mean;
 } cogvideo_invert_options;
 
 // Prompt-editing options.
@@ -210,7 +237,85 @@ typedef struct cogvideo_edit_options {
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;
+  // Since 1.1: how much of the schedule the edit re-runs, in (0, 1]
+  // (default 1, the full reconstruction). Below 1 the edit runs only the
+  // last `floor(steps * strength)` steps, starting from the inverted
+  // clip's latent at that noise level (with the reference attention as
+  // usual), so small strengths stay close to the source clip; when no
+  // step is left the result is the source clip's own latents, as
+  // [`cogvideo_inversion_decode`] shows them. `start_from_inverted` only
+  // matters at strength 1.
+  double strength;
+  // Since 1.1: final latents, as in [`cogvideo_generate_options`]; see
+  // [`cogvideo_inversion_latent_shape`].
+  float *latents_out;
+  uintptr_t latents_out_len;
 } cogvideo_edit_options;
+
+// Video-to-video options (since 1.1), as diffusers'
+// `CogVideoXVideoToVideoPipeline`: the clip is encoded, noised to
+// `strength` and denoised with the prompt.
+typedef struct cogvideo_video_to_video_options {
+  uint32_t struct_size;
+  const char *prompt;
+  const char *negative_prompt;
+  // Working size; 0 takes the variant's default.
+  int32_t width;
+  int32_t height;
+  int32_t steps;
+  float guidance_scale;
+  bool dynamic_cfg;
+  uint32_t scheduler;
+  // How far the clip is noised, in (0, 1] (default 0.8): the call runs the
+  // last `floor(steps * strength)` steps; at least one must run.
+  double strength;
+  uint64_t seed;
+  // Optional caller noise: the clip's VAE posterior sample, the noise
+  // added to its latents, then the DPM step noise.
+  const float *noise;
+  uintptr_t noise_len;
+  // How the input frames map to the working size and the result onto
+  // the output frames.
+  uint32_t resize_mode;
+  cogvideo_progress_fn progress;
+  void *progress_user;
+  // Final latents, as in [`cogvideo_generate_options`].
+  float *latents_out;
+  uintptr_t latents_out_len;
+} cogvideo_video_to_video_options;
+
+// Decoding options (since 1.1).
+typedef struct cogvideo_decode_options {
+  uint32_t struct_size;
+  // `COGVIDEO_TILING_AS_LOADED` (default: `cogvideo_load_options.vae_tiling`),
+  // `_OFF` or `_ON` (spatial tiles: less memory, slightly different
+  // numbers at the seams).
+  uint32_t tiling;
+  // Tile size in pixels with `COGVIDEO_TILING_ON`, multiples of 8; 0
+  // takes the VAE's default tile (half the model's sample size).
+  int32_t tile_width;
+  int32_t tile_height;
+  // How the working size maps onto the output frames.
+  uint32_t resize_mode;
+  // Reports `COGVIDEO_STAGE_DECODE_VIDEO` per frame batch and tile; may cancel.
+  cogvideo_progress_fn progress;
+  void *progress_user;
+} cogvideo_decode_options;
+
+// One random draw of a call, as [`cogvideo_generate_noise_plan`] and its
+// siblings report it: caller noise is these draws' values, f32 row-major
+// in `shape`, concatenated in order.
+typedef struct cogvideo_noise_draw {
+  // NUL-terminated, e.g. "initial latents", "VAE posterior sample",
+  // "DPM step 3".
+  char purpose[32];
+  int32_t ndim;
+  int64_t shape[5];
+  // Index of the draw's first value in the caller's noise array.
+  uint64_t offset;
+  // Values in the draw (the product of `shape`).
+  uint64_t count;
+} cogvideo_noise_draw;
 
 #ifdef __cplusplus
 extern "C" {
@@ -222,6 +327,10 @@ const char *cogvideo_last_error(void);
 
 // The library version, e.g. "0.1.0". Static; never free it.
 const char *cogvideo_version(void);
+
+// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
+// built from: compare `>> 16` with the header's to check compatibility.
+uint32_t cogvideo_abi_version(void);
 
 // Loads a checkpoint folder in the diffusers layout. `opts` may be NULL
 // for defaults. On success `*out` holds a pipeline to free with
@@ -241,6 +350,7 @@ enum cogvideo_status cogvideo_load_pipeline(const char *path,
 void cogvideo_pipeline_free(struct cogvideo_pipeline *p);
 
 // The default `(width, height, frames)` the loaded variant generates.
+// Never waits for a running call.
 //
 // # Safety
 // `p` must be a live pipeline; the out pointers must be writable or NULL.
@@ -250,14 +360,15 @@ enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeli
                                                     int32_t *frames);
 
 // Frames per second of the loaded variant's results (8 for CogVideoX 1.0
-// models, 16 for 1.5), for writing videos.
+// models, 16 for 1.5), for writing videos. Never waits for a running call.
 //
 // # Safety
 // `p` must be a live pipeline; `fps` writable.
 enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
 
-// The number of frames text- or image-to-video produces for `num_frames`
-// (0: the default), i.e. the length of the output array to pass.
+// The number of frames text-, image-to-video or video-to-video produces
+// for `num_frames` (0: the default), i.e. the length of the output array
+// to pass. Never waits for a running call.
 //
 // # Safety
 // `p` must be a live pipeline; `out` writable.
@@ -265,8 +376,30 @@ enum cogvideo_status cogvideo_output_frame_count(const struct cogvideo_pipeline 
                                                  int32_t num_frames,
                                                  int32_t *out);
 
+// The shape `[1, F, 16, height/8, width/8]` of the latents a sampling call
+// at this working size (0: the default) and frame count (0: the default)
+// returns through `latents_out`; their count is the product. Never waits
+// for a running call.
+//
+// # Safety
+// `p` must be a live pipeline; `shape` writable for 5 values.
+enum cogvideo_status cogvideo_latent_shape(const struct cogvideo_pipeline *p,
+                                           int32_t width,
+                                           int32_t height,
+                                           int32_t num_frames,
+                                           int64_t *shape);
+
+// The number of frames [`cogvideo_decode_latents`] produces from
+// `latent_frames` latent frames (an odd count F gives 4(F-1)+1 frames, an
+// even one 4F, as diffusers decodes).
+//
+// # Safety
+// `frames` must be writable.
+enum cogvideo_status cogvideo_decoded_frame_count(int32_t latent_frames, int32_t *frames);
+
 // Generates a clip from text into `out[0..out_count]` (`out_count` must
-// equal the frame count; `opts->num_frames`, or the default when 0).
+// equal [`cogvideo_output_frame_count`] for `opts->num_frames`), and/or
+// its latents into `opts->latents_out`.
 //
 // # Safety
 // Pointers as documented for [`cogvideo_frame`] and the options struct.
@@ -308,6 +441,14 @@ enum cogvideo_status cogvideo_invert_video(const struct cogvideo_pipeline *p,
 enum cogvideo_status cogvideo_inversion_frame_count(const struct cogvideo_inversion *inv,
                                                     int32_t *frames);
 
+// The shape `[1, F, 16, h, w]` of this inversion's latents: what an edit
+// returns through `latents_out`.
+//
+// # Safety
+// `inv` must be a live inversion; `shape` writable for 5 values.
+enum cogvideo_status cogvideo_inversion_latent_shape(const struct cogvideo_inversion *inv,
+                                                     int64_t *shape);
+
 // Frees an inversion. NULL is ignored.
 //
 // # Safety
@@ -315,7 +456,8 @@ enum cogvideo_status cogvideo_inversion_frame_count(const struct cogvideo_invers
 void cogvideo_inversion_free(struct cogvideo_inversion *inv);
 
 // Reconstructs an inverted clip under a new prompt into
-// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]).
+// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]) and/or its
+// latents into `opts->latents_out`.
 //
 // # Safety
 // Pointers as documented for [`cogvideo_frame`] and the options struct;
@@ -325,6 +467,107 @@ enum cogvideo_status cogvideo_edit_with_prompt(const struct cogvideo_pipeline *p
                                                const struct cogvideo_edit_options *opts,
                                                const struct cogvideo_frame *out,
                                                uintptr_t out_count);
+
+// Restyles a clip by a prompt, as diffusers' `CogVideoXVideoToVideoPipeline`
+// (text-to-video checkpoints): the clip is cut to its longest usable
+// length as for [`cogvideo_invert_video`], resized to the working size,
+// encoded, noised to `opts->strength` and denoised. `out_count` must equal
+// [`cogvideo_output_frame_count`] of the usable length.
+//
+// # Safety
+// Pointers as documented for [`cogvideo_frame`] and the options struct.
+enum cogvideo_status cogvideo_video_to_video(const struct cogvideo_pipeline *p,
+                                             const struct cogvideo_frame *frames,
+                                             uintptr_t frame_count,
+                                             const struct cogvideo_video_to_video_options *opts,
+                                             const struct cogvideo_frame *out,
+                                             uintptr_t out_count);
+
+// Decodes latents (as a sampling call returned them through `latents_out`,
+// f32 `[1, F, 16, h, w]` row-major, `shape` giving those five numbers) into
+// `out[0..out_count]`, `out_count` being [`cogvideo_decoded_frame_count`]
+// of F. `opts` (NULL for defaults) chooses tiling for this call only.
+//
+// # Safety
+// `latents` must hold the product of `shape` floats; frames as documented
+// for [`cogvideo_frame`].
+enum cogvideo_status cogvideo_decode_latents(const struct cogvideo_pipeline *p,
+                                             const float *latents,
+                                             const int64_t *shape,
+                                             const struct cogvideo_decode_options *opts,
+                                             const struct cogvideo_frame *out,
+                                             uintptr_t out_count);
+
+// Decodes an inversion's source latents (the clip as the model sees it,
+// after the VAE round trip, before any edit) into `out[0..out_count]`
+// ([`cogvideo_inversion_frame_count`] frames). `opts` may be NULL.
+//
+// # Safety
+// As [`cogvideo_decode_latents`]; `inv` must come from the same pipeline.
+enum cogvideo_status cogvideo_inversion_decode(const struct cogvideo_pipeline *p,
+                                               const struct cogvideo_inversion *inv,
+                                               const struct cogvideo_decode_options *opts,
+                                               const struct cogvideo_frame *out,
+                                               uintptr_t out_count);
+
+// The random draws [`cogvideo_generate_video`] makes with these options:
+// `*count` receives their number and the first `capacity` are written to
+// `draws` (NULL with capacity 0 asks for the count only). Caller noise is
+// these draws' values concatenated: all of them, or a prefix ending at a
+// draw boundary (the seed supplies the rest). Never waits for a running call.
+//
+// # Safety
+// `draws` writable for `capacity` entries or NULL; `count` writable.
+enum cogvideo_status cogvideo_generate_noise_plan(const struct cogvideo_pipeline *p,
+                                                  const struct cogvideo_generate_options *opts,
+                                                  struct cogvideo_noise_draw *draws,
+                                                  uintptr_t capacity,
+                                                  uintptr_t *count);
+
+// As [`cogvideo_generate_noise_plan`], for [`cogvideo_animate_image`].
+//
+// # Safety
+// As [`cogvideo_generate_noise_plan`].
+enum cogvideo_status cogvideo_animate_noise_plan(const struct cogvideo_pipeline *p,
+                                                 const struct cogvideo_animate_options *opts,
+                                                 struct cogvideo_noise_draw *draws,
+                                                 uintptr_t capacity,
+                                                 uintptr_t *count);
+
+// As [`cogvideo_generate_noise_plan`], for [`cogvideo_invert_video`] of a
+// clip of `frame_count` frames.
+//
+// # Safety
+// As [`cogvideo_generate_noise_plan`].
+enum cogvideo_status cogvideo_invert_noise_plan(const struct cogvideo_pipeline *p,
+                                                uintptr_t frame_count,
+                                                const struct cogvideo_invert_options *opts,
+                                                struct cogvideo_noise_draw *draws,
+                                                uintptr_t capacity,
+                                                uintptr_t *count);
+
+// As [`cogvideo_generate_noise_plan`], for [`cogvideo_edit_with_prompt`].
+//
+// # Safety
+// As [`cogvideo_generate_noise_plan`]; `inv` a live inversion.
+enum cogvideo_status cogvideo_edit_noise_plan(const struct cogvideo_pipeline *p,
+                                              const struct cogvideo_inversion *inv,
+                                              const struct cogvideo_edit_options *opts,
+                                              struct cogvideo_noise_draw *draws,
+                                              uintptr_t capacity,
+                                              uintptr_t *count);
+
+// As [`cogvideo_generate_noise_plan`], for [`cogvideo_video_to_video`] of
+// a clip of `frame_count` frames.
+//
+// # Safety
+// As [`cogvideo_generate_noise_plan`].
+enum cogvideo_status cogvideo_video_to_video_noise_plan(const struct cogvideo_pipeline *p,
+                                                        uintptr_t frame_count,
+                                                        const struct cogvideo_video_to_video_options *opts,
+                                                        struct cogvideo_noise_draw *draws,
+                                                        uintptr_t capacity,
+                                                        uintptr_t *count);
 
 // Fills `opts` with the defaults and sets its `struct_size`.
 //
@@ -355,6 +598,18 @@ void cogvideo_invert_options_init(struct cogvideo_invert_options *opts);
 // # Safety
 // `opts` must be NULL (ignored) or writable.
 void cogvideo_edit_options_init(struct cogvideo_edit_options *opts);
+
+// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_decode_options_init(struct cogvideo_decode_options *opts);
+
+// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
+//
+// # Safety
+// `opts` must be NULL (ignored) or writable.
+void cogvideo_video_to_video_options_init(struct cogvideo_video_to_video_options *opts);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -62,11 +62,27 @@ impl Error {
     pub fn invalid(msg: impl std::fmt::Display) -> Self {
         Error::InvalidArgument(msg.to_string())
     }
+
+    /// Prefixes the message with where the fault is ("input frame 3: ..."),
+    /// keeping the kind, so the kind's own prefix is not repeated.
+    pub fn context(self, what: &str) -> Self {
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
+            Error::UnsupportedVariant(m) => Error::UnsupportedVariant(format!("{what}: {m}")),
+            Error::OutOfMemory(m) => Error::OutOfMemory(format!("{what}: {m}")),
+            Error::Device(m) => Error::Device(format!("{what}: {m}")),
+            Error::Internal(m) => Error::Internal(format!("{what}: {m}")),
+            other => other,
+        }
+    }
 }
 
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        classify_candle_error(e.to_string())
+        // With RUST_BACKTRACE set candle appends a backtrace on further
+        // lines; messages are one line.
+        let msg = e.to_string();
+        classify_candle_error(msg.lines().next().unwrap_or_default().to_string())
     }
 }
 

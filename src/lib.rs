@@ -11,12 +11,14 @@
 //! - [`schedulers`]: DDIM, DDIM-inverse and DPM schedulers.
 //! - [`variant`]: which published model a checkpoint is.
 //! - [`noise`]: seeded or caller-supplied Gaussian noise.
+//! - [`memory`]: refusing work that cannot fit before allocating it.
 //! - [`pipelines`]: text-to-video, image-to-video, inversion and editing.
 
 pub mod checkpoint;
 pub mod error;
 pub mod ffi;
 pub mod frames;
+pub mod memory;
 pub mod models;
 pub mod noise;
 pub mod pipelines;

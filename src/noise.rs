@@ -66,14 +66,16 @@ impl NoiseSource for SeededNoise {
 /// just the initial latents, or every draw of a run to replay it against
 /// another implementation.
 #[derive(Debug, Clone)]
-pub struct SuppliedNoise {
-    data: Vec<f32>,
+pub struct SuppliedNoise<'a> {
+    data: &'a [f32],
     pos: usize,
     then: SeededNoise,
 }
 
-impl SuppliedNoise {
-    pub fn new(data: Vec<f32>, seed: u64) -> Self {
+impl<'a> SuppliedNoise<'a> {
+    /// Borrows the caller's values: a call may be handed gigabytes of noise,
+    /// which are read, never copied.
+    pub fn new(data: &'a [f32], seed: u64) -> Self {
         Self {
             data,
             pos: 0,
@@ -87,7 +89,7 @@ impl SuppliedNoise {
     }
 }
 
-impl NoiseSource for SuppliedNoise {
+impl NoiseSource for SuppliedNoise<'_> {
     fn randn(&mut self, shape: &[usize], device: &Device, purpose: &str) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         match self.remaining() {
@@ -143,7 +145,8 @@ mod tests {
     #[test]
     fn supplied_noise_comes_first_then_the_seed() {
         let dev = Device::Cpu;
-        let mut s = SuppliedNoise::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 7);
+        let values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut s = SuppliedNoise::new(&values, 7);
         let a = s.randn(&[2, 2], &dev, "a").unwrap();
         assert_eq!(
             a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),

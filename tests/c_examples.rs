@@ -232,6 +232,7 @@ fn c_examples_animate_and_edit_files_like_the_rust_api() {
     let inv_opts = InvertOptions {
         steps: 2,
         noise: NoiseOptions::seed(3),
+        ..Default::default()
     };
     let inversion = t2v
         .invert_video(&clip, &inv_opts, &mut Progress::none())

@@ -1,12 +1,20 @@
 //! The C API under misuse and concurrency: bad arguments of every kind give
-//! a status and a message (never a crash), cancelled calls leave handles
-//! usable, and calls from many threads on one pipeline serialise and give
-//! the same frames as the same calls made one after another.
+//! a status and a one-line message (never a crash), cancelled calls leave
+//! handles usable, and calls from many threads on one pipeline serialise
+//! and give the same frames as the same calls made one after another.
+//!
+//! And what C API 1.1 added or tightened: latents out and decoding,
+//! video-to-video and edit strength, noise plans and exact noise lengths,
+//! queries that never wait for a running call, refusals of sizes that
+//! cannot fit (instead of an abort), and callers built against the 1.0
+//! header.
 
 mod common;
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::ptr::{null, null_mut};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use cogvideo::ffi::cogvideo_status::*;
 use cogvideo::ffi::*;
@@ -30,6 +38,7 @@ fn last_error() -> String {
 fn expect(status: cogvideo_status, want: cogvideo_status, needle: &str) {
     let msg = last_error();
     assert_eq!(status, want, "message: {msg}");
+    assert!(!msg.contains('\n'), "messages are one line: {msg:?}");
     if want == COGVIDEO_OK {
         assert!(
             msg.is_empty(),
@@ -287,7 +296,7 @@ fn bad_call_arguments_are_errors() {
             height: i32::MAX,
             ..ok
         },
-        "between 1 and 10000",
+        "outside",
     );
     bad_generate(
         "huge but in range",
@@ -645,4 +654,436 @@ fn concurrent_calls_serialise_and_match_sequential_results() {
             h.join().unwrap();
         }
     });
+}
+
+fn latent_shape(p: &Handle) -> [i64; 5] {
+    let mut shape = [0i64; 5];
+    let st = unsafe { cogvideo_latent_shape(p.0, 0, 0, 0, shape.as_mut_ptr()) };
+    expect(st, COGVIDEO_OK, "");
+    shape
+}
+
+#[test]
+fn abi_version_is_1_1() {
+    assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
+    assert_eq!(cogvideo_abi_version() >> 16, 1);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 1);
+}
+
+#[test]
+fn latents_come_out_before_decoding_and_decode_to_the_same_frames() {
+    let p = Handle::load("cogvideox-5b");
+    let shape = latent_shape(&p);
+    assert_eq!(shape, [1, 3, 16, 8, 12]);
+    let n = shape.iter().product::<i64>() as usize;
+    let mut latents = vec![0f32; n];
+    let frames = Frames::rgb8(9);
+    let mut o = gen_opts(2, 0);
+    o.latents_out = latents.as_mut_ptr();
+    o.latents_out_len = n;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, frames.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+    assert!(latents.iter().any(|&v| v != 0.0));
+
+    // Latents only: no frames, same latents.
+    let mut only = vec![0f32; n];
+    o.latents_out = only.as_mut_ptr();
+    let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(only, latents);
+
+    // Decoding them again, tiled or not, gives the call's frames.
+    let mut count = 0;
+    expect(
+        unsafe { cogvideo_decoded_frame_count(3, &mut count) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert_eq!(count, 9);
+    let again = Frames::rgb8(9);
+    let st = unsafe {
+        cogvideo_decode_latents(
+            p.0,
+            latents.as_ptr(),
+            shape.as_ptr(),
+            null(),
+            again.descs.as_ptr(),
+            9,
+        )
+    };
+    expect(st, COGVIDEO_OK, "");
+    assert!(
+        again.buffers == frames.buffers,
+        "decode_latents reproduces the frames"
+    );
+    let mut d = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_decode_options_init(&mut d) };
+    d.tiling = COGVIDEO_TILING_OFF;
+    let st = unsafe {
+        cogvideo_decode_latents(
+            p.0,
+            latents.as_ptr(),
+            shape.as_ptr(),
+            &d,
+            again.descs.as_ptr(),
+            9,
+        )
+    };
+    expect(st, COGVIDEO_OK, "");
+    assert!(again.buffers == frames.buffers);
+
+    // Wrong buffers are refused before any work.
+    o.latents_out_len = n - 1;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
+    expect(
+        st,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        &format!("take {n} values"),
+    );
+    o.latents_out = null_mut();
+    o.latents_out_len = 0;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "nothing to return");
+    let bad_shape = [1i64, 3, 16, -8, 12];
+    let st = unsafe {
+        cogvideo_decode_latents(
+            p.0,
+            latents.as_ptr(),
+            bad_shape.as_ptr(),
+            null(),
+            again.descs.as_ptr(),
+            9,
+        )
+    };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "latent shape");
+    d.tiling = 9;
+    let st = unsafe {
+        cogvideo_decode_latents(
+            p.0,
+            latents.as_ptr(),
+            shape.as_ptr(),
+            &d,
+            again.descs.as_ptr(),
+            9,
+        )
+    };
+    expect(
+        st,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "COGVIDEO_TILING_AS_LOADED",
+    );
+}
+
+#[test]
+fn noise_plans_describe_the_draws_and_wrong_lengths_are_refused() {
+    let p = Handle::load("cogvideox-5b");
+    let o = gen_opts(4, 0);
+    let mut count = 0usize;
+    let st = unsafe { cogvideo_generate_noise_plan(p.0, &o, null_mut(), 0, &mut count) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(count, 4, "initial latents and 3 DPM re-noising steps");
+    let mut draws = vec![unsafe { std::mem::zeroed::<cogvideo_noise_draw>() }; count];
+    let st =
+        unsafe { cogvideo_generate_noise_plan(p.0, &o, draws.as_mut_ptr(), count, &mut count) };
+    expect(st, COGVIDEO_OK, "");
+    let purpose = |d: &cogvideo_noise_draw| {
+        unsafe { CStr::from_ptr(d.purpose.as_ptr()) }
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(purpose(&draws[0]), "initial latents");
+    assert_eq!(purpose(&draws[1]), "DPM step 0");
+    assert_eq!(draws[0].ndim, 5);
+    assert_eq!(draws[0].shape, [1, 3, 16, 8, 12]);
+    assert_eq!(draws[3].offset, 3 * 4608);
+    let total = (draws[3].offset + draws[3].count) as usize;
+
+    // The exact length, or a prefix of whole draws, is accepted; the rest is an error naming the total.
+    let noise = vec![0.25f32; total + 1];
+    let out = Frames::rgb8(9);
+    for (len, ok) in [
+        (total, true),
+        (4608, true),
+        (total + 1, false),
+        (4608 + 1, false),
+    ] {
+        let mut g = o;
+        g.steps = 4;
+        g.noise = noise.as_ptr();
+        g.noise_len = len;
+        let st = unsafe { cogvideo_generate_video(p.0, &g, out.descs.as_ptr(), 9) };
+        if ok {
+            expect(st, COGVIDEO_OK, "");
+        } else {
+            expect(
+                st,
+                COGVIDEO_ERR_INVALID_ARGUMENT,
+                &format!("{total} values"),
+            );
+        }
+    }
+    // 4 GiB of noise for a call that takes 4 draws: refused without reading a value.
+    let mut g = o;
+    g.noise = noise.as_ptr();
+    g.noise_len = 1 << 30;
+    let st = unsafe { cogvideo_generate_video(p.0, &g, out.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "noise_len 1073741824");
+
+    // Image-to-video and inversion plans start with the posterior sample.
+    let i2v = Handle::load("cogvideox-5b-i2v");
+    let mut a = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_animate_options_init(&mut a) };
+    a.num_frames = 9;
+    a.steps = 2;
+    let st = unsafe { cogvideo_animate_noise_plan(i2v.0, &a, draws.as_mut_ptr(), 4, &mut count) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(purpose(&draws[0]), "VAE posterior sample");
+    assert_eq!(draws[0].shape, [1, 16, 1, 8, 12]);
+    let mut io = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_invert_options_init(&mut io) };
+    let st = unsafe { cogvideo_invert_noise_plan(p.0, 11, &io, draws.as_mut_ptr(), 4, &mut count) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!((count, draws[0].shape), (1, [1, 16, 3, 8, 12]));
+    io.posterior_mean = true;
+    let st = unsafe { cogvideo_invert_noise_plan(p.0, 11, &io, draws.as_mut_ptr(), 4, &mut count) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(count, 0, "the posterior mean draws nothing");
+}
+
+#[test]
+fn frame_counts_are_checked_in_one_range() {
+    let p = Handle::load("cogvideox-5b");
+    let mut n = 0;
+    for bad in [2147483645, 1025, 10, -3] {
+        let st = unsafe { cogvideo_output_frame_count(p.0, bad, &mut n) };
+        assert_eq!(st, COGVIDEO_ERR_INVALID_ARGUMENT, "{bad}: {}", last_error());
+    }
+    let st = unsafe { cogvideo_output_frame_count(p.0, 2147483645, &mut n) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "between 1 and 1021");
+    let mut o = gen_opts(1, 0);
+    o.num_frames = 2147483645;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "between 1 and 1021");
+    o = gen_opts(1001, 0);
+    let out = Frames::rgb8(9);
+    let st = unsafe { cogvideo_generate_video(p.0, &o, out.descs.as_ptr(), 9) };
+    expect(
+        st,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "steps must be between 1 and 1000, got 1001",
+    );
+}
+
+#[test]
+fn sizes_that_cannot_fit_are_refused_before_allocating() {
+    let p = Handle::load("cogvideox-5b");
+    let mut o = gen_opts(1, 0);
+    o.width = 4096;
+    o.height = 4096;
+    o.num_frames = 1021;
+    let mut shape = [0i64; 5];
+    let st = unsafe { cogvideo_latent_shape(p.0, 4096, 4096, 1021, shape.as_mut_ptr()) };
+    expect(st, COGVIDEO_OK, "");
+    let n = shape.iter().product::<i64>() as usize;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
+    assert_eq!(st, COGVIDEO_ERR_INVALID_ARGUMENT, "{}", last_error());
+    let mut fake = [0f32; 1];
+    o.latents_out = fake.as_mut_ptr();
+    o.latents_out_len = n;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
+    expect(st, COGVIDEO_ERR_OUT_OF_MEMORY, "available");
+
+    let clip = Frames::rgb8(9);
+    let mut io = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_invert_options_init(&mut io) };
+    io.width = 4096;
+    io.height = 4096;
+    io.steps = 1;
+    let mut inv = null_mut();
+    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 9, &io, &mut inv) };
+    expect(st, COGVIDEO_ERR_OUT_OF_MEMORY, "4096x4096");
+    assert!(inv.is_null());
+}
+
+extern "C" fn query_own_pipeline(user: *mut c_void, _stage: i32, _done: i32, _total: i32) -> bool {
+    let p = user as *const cogvideo_pipeline;
+    let mut fps = 0;
+    let mut n = 0;
+    let ok = unsafe { cogvideo_pipeline_fps(p, &mut fps) } == COGVIDEO_OK
+        && unsafe { cogvideo_output_frame_count(p, 9, &mut n) } == COGVIDEO_OK;
+    ok && fps == 8 && n == 9
+}
+
+#[test]
+fn queries_never_wait_for_a_running_call() {
+    let p = Handle::load("cogvideox-5b");
+    // From the running call's own progress callback.
+    let mut o = gen_opts(2, 0);
+    o.progress = Some(query_own_pipeline);
+    o.progress_user = p.0 as *mut c_void;
+    let out = Frames::rgb8(9);
+    let st = unsafe { cogvideo_generate_video(p.0, &o, out.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+
+    // From another thread while a call holds the pipeline.
+    struct Chan {
+        started: mpsc::Sender<()>,
+        answered: mpsc::Receiver<()>,
+    }
+    extern "C" fn hold(user: *mut c_void, stage: i32, done: i32, _t: i32) -> bool {
+        let chan = unsafe { &*(user as *const Chan) };
+        if stage == COGVIDEO_STAGE_ENCODE_TEXT && done == 0 {
+            let _ = chan.started.send(());
+            return chan.answered.recv_timeout(Duration::from_secs(30)).is_ok();
+        }
+        true
+    }
+    let (started_tx, started_rx) = mpsc::channel();
+    let (answered_tx, answered_rx) = mpsc::channel();
+    let chan = Chan {
+        started: started_tx,
+        answered: answered_rx,
+    };
+    let handle = &p;
+    std::thread::scope(|s| {
+        let worker = s.spawn(move || {
+            let mut o = gen_opts(1, 0);
+            o.progress = Some(hold);
+            o.progress_user = &chan as *const Chan as *mut c_void;
+            let out = Frames::rgb8(9);
+            unsafe { cogvideo_generate_video(handle.0, &o, out.descs.as_ptr(), 9) }
+        });
+        started_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let mut fps = 0;
+        let mut shape = [0i64; 5];
+        assert_eq!(unsafe { cogvideo_pipeline_fps(p.0, &mut fps) }, COGVIDEO_OK);
+        assert_eq!(
+            unsafe { cogvideo_latent_shape(p.0, 0, 0, 0, shape.as_mut_ptr()) },
+            COGVIDEO_OK
+        );
+        answered_tx.send(()).unwrap();
+        assert_eq!(
+            worker.join().unwrap(),
+            COGVIDEO_OK,
+            "the held call was not cancelled by a timeout"
+        );
+    });
+}
+
+#[test]
+fn edit_strength_and_inversion_decode_through_the_c_api() {
+    let p = Handle::load("cogvideox-5b");
+    let clip = Frames::rgb8(9);
+    let mut io = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_invert_options_init(&mut io) };
+    io.steps = 4;
+    io.posterior_mean = true;
+    let mut inv = null_mut();
+    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 9, &io, &mut inv) };
+    expect(st, COGVIDEO_OK, "");
+    let source = Frames::rgb8(9);
+    let st = unsafe { cogvideo_inversion_decode(p.0, inv, null(), source.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+
+    let mut eo = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_edit_options_init(&mut eo) };
+    eo.prompt = c"snow".as_ptr();
+    eo.strength = 0.1;
+    let out = Frames::rgb8(9);
+    let st = unsafe { cogvideo_edit_with_prompt(p.0, inv, &eo, out.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+    assert!(
+        out.buffers == source.buffers,
+        "strength near 0 gives the inversion's decode"
+    );
+
+    // A caller built against the 1.0 header (no strength field) gets strength 1.
+    let mut old = eo;
+    old.struct_size = std::mem::offset_of!(cogvideo_edit_options, strength) as u32;
+    old.strength = 0.1;
+    let full = Frames::rgb8(9);
+    let st = unsafe { cogvideo_edit_with_prompt(p.0, inv, &old, full.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+    let mut one = eo;
+    one.strength = 1.0;
+    let want = Frames::rgb8(9);
+    let st = unsafe { cogvideo_edit_with_prompt(p.0, inv, &one, want.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+    assert!(full.buffers == want.buffers);
+    old.struct_size -= 8;
+    let st = unsafe { cogvideo_edit_with_prompt(p.0, inv, &old, full.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "struct_size");
+    eo.strength = 1.5;
+    let st = unsafe { cogvideo_edit_with_prompt(p.0, inv, &eo, out.descs.as_ptr(), 9) };
+    expect(
+        st,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "strength must be in (0, 1], got 1.5",
+    );
+    unsafe { cogvideo_inversion_free(inv) };
+}
+
+#[test]
+fn video_to_video_through_the_c_api() {
+    let p = Handle::load("cogvideox-5b");
+    let clip = Frames::rgb8(11);
+    let mut o = unsafe { std::mem::zeroed() };
+    unsafe { cogvideo_video_to_video_options_init(&mut o) };
+    assert_eq!(o.strength, 0.8);
+    o.prompt = c"watercolor".as_ptr();
+    o.steps = 4;
+    let out = Frames::rgb8(9);
+    let st =
+        unsafe { cogvideo_video_to_video(p.0, clip.descs.as_ptr(), 11, &o, out.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_OK, "");
+    let again = Frames::rgb8(9);
+    let st = unsafe {
+        cogvideo_video_to_video(p.0, clip.descs.as_ptr(), 9, &o, again.descs.as_ptr(), 9)
+    };
+    expect(st, COGVIDEO_OK, "");
+    assert!(
+        out.buffers == again.buffers,
+        "the clip is cut to 9 frames, same seed"
+    );
+    o.strength = 0.1;
+    let st =
+        unsafe { cogvideo_video_to_video(p.0, clip.descs.as_ptr(), 9, &o, out.descs.as_ptr(), 9) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "runs no step");
+    let i2v = Handle::load("cogvideox-5b-i2v");
+    o.strength = 0.8;
+    let st = unsafe {
+        cogvideo_video_to_video(i2v.0, clip.descs.as_ptr(), 9, &o, out.descs.as_ptr(), 9)
+    };
+    expect(st, COGVIDEO_ERR_UNSUPPORTED_VARIANT, "text-to-video");
+}
+
+#[test]
+fn messages_blame_the_right_party_once() {
+    let p = Handle::load("cogvideox-5b-i2v");
+    let clip = Frames::rgb8(9);
+    let mut inv = null_mut();
+    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 9, null(), &mut inv) };
+    expect(st, COGVIDEO_ERR_UNSUPPORTED_VARIANT, "cannot edit clips");
+    assert!(
+        !last_error().contains("needs an input image"),
+        "{}",
+        last_error()
+    );
+
+    let p = Handle::load("cogvideox-5b");
+    let mut bad = Frames::rgb8(9);
+    bad.descs[3].stride_bytes = 5;
+    let st = unsafe { cogvideo_invert_video(p.0, bad.descs.as_ptr(), 9, null(), &mut inv) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "input frame 3");
+    assert_eq!(
+        last_error().matches("invalid argument").count(),
+        1,
+        "{}",
+        last_error()
+    );
+    bad.descs[3].stride_bytes = (W * 3) as i64;
+    bad.descs[3].format = 9;
+    let st = unsafe { cogvideo_invert_video(p.0, bad.descs.as_ptr(), 9, null(), &mut inv) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "COGVIDEO_FORMAT_RGB8");
 }

@@ -17,8 +17,9 @@ use cogvideo::frames::{
     FrameMut, FrameRef, PixelFormat, ResizeMode, frames_to_video, video_to_frames,
 };
 use cogvideo::pipelines::{
-    AnimateOptions, EditOptions, GenerateOptions, InvertOptions, LoadOptions, NoiseOptions,
-    Pipeline, Progress, SamplingOptions, SchedulerKind, VideoOutput,
+    AnimateOptions, DecodeOptions, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
+    NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind, VideoOutput,
+    VideoToVideoOptions,
 };
 use common::{assert_close, load_json, load_tensors, tiny};
 
@@ -169,6 +170,7 @@ fn pipelines_match_the_reference() {
                 let inv_opts = InvertOptions {
                     steps,
                     noise: NoiseOptions::with_draws(0, &[g["posterior_noise"].clone()]).unwrap(),
+                    ..Default::default()
                 };
                 let inversion = p.invert_video(&video, &inv_opts, &mut progress).unwrap();
                 let want = &g["inverse_trajectory"];
@@ -191,6 +193,7 @@ fn pipelines_match_the_reference() {
                     guidance_scale,
                     start_from_inverted: from_inverted,
                     noise,
+                    ..Default::default()
                 };
                 let out = p
                     .edit_with_prompt(&inversion, &opts, &mut progress)
@@ -299,4 +302,190 @@ fn cancelling_stops_the_call_and_keeps_the_pipeline_usable() {
         0.0,
         "same seed, same video"
     );
+}
+
+/// diffusers' `CogVideoXVideoToVideoPipeline` on the tiny checkpoints
+/// (tests/data/golden/pipeline_v2v_cases.json): partial schedules by
+/// strength, DPM and DDIM, CogVideoX 1.0 and 1.5.
+#[test]
+fn video_to_video_matches_the_reference() {
+    let cases = load_json("pipeline_v2v_cases.json");
+    let cases = cases["cases"].as_array().unwrap();
+    assert!(cases.len() >= 4, "{} cases", cases.len());
+    let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let variant = case["variant"].as_str().unwrap();
+        let g = load_tensors(case["file"].as_str().unwrap());
+        let p = pipelines
+            .entry(variant.to_string())
+            .or_insert_with(|| Pipeline::load(tiny(variant), &LoadOptions::default()).unwrap());
+        let opts = VideoToVideoOptions {
+            sampling: SamplingOptions {
+                prompt: case["prompt"].as_str().unwrap().to_string(),
+                negative_prompt: case["negative_prompt"].as_str().unwrap().to_string(),
+                steps: usize_of(&case["steps"]),
+                guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+                dynamic_cfg: case["use_dynamic_cfg"].as_bool().unwrap(),
+                scheduler: scheduler(case),
+                noise: draws(&g, &["posterior_noise", "noise"]),
+            },
+            strength: case["strength"].as_f64().unwrap(),
+        };
+        let video = video_from_u8(&g["frames_u8"]);
+        let plan = p
+            .noise_plan_video_to_video(64, 96, usize_of(&case["num_frames"]), &opts)
+            .unwrap();
+        assert_eq!(
+            plan.total(),
+            opts.sampling.noise.supplied.len(),
+            "{name}: the plan names every draw the reference made"
+        );
+        let out = p
+            .video_to_video(&video, &opts, &mut Progress::none())
+            .unwrap();
+        check_output(name, &out, &g, 0);
+    }
+}
+
+fn tiny_generate(steps: usize) -> GenerateOptions {
+    GenerateOptions {
+        sampling: SamplingOptions {
+            prompt: "a fox".into(),
+            steps,
+            ..Default::default()
+        },
+        height: Some(64),
+        width: Some(96),
+        num_frames: Some(9),
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn latents_decode_to_the_same_video_and_noise_is_checked_against_the_plan() {
+    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let opts = tiny_generate(4);
+    let out = p.generate_video(&opts, &mut Progress::none()).unwrap();
+    let latents = p.generate_latents(&opts, &mut Progress::none()).unwrap();
+    assert_eq!(latents.dims(), p.latent_shape(64, 96, 9).unwrap());
+    assert_eq!(max_diff(&latents, &out.latents), 0.0);
+    let video = p
+        .decode_latents(&latents, &DecodeOptions::default(), &mut Progress::none())
+        .unwrap();
+    assert_eq!(max_diff(&video, &out.video), 0.0);
+
+    // DPM with 4 steps: initial latents and 3 re-noising steps.
+    let plan = p.noise_plan_generate(&opts).unwrap();
+    let one = 3 * 16 * 8 * 12;
+    assert_eq!(plan.draws.len(), 4, "{plan:?}");
+    assert_eq!(plan.total(), 4 * one);
+    for bad in [1, one - 1, one + 1, 5 * one] {
+        let mut o = opts.clone();
+        o.sampling.noise = NoiseOptions {
+            seed: 0,
+            supplied: vec![0.0; bad],
+        };
+        let err = p.generate_video(&o, &mut Progress::none()).unwrap_err();
+        assert!(matches!(err, cogvideo::Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains(&format!("{}", 4 * one)), "{err}");
+    }
+    for good in [one, 2 * one, 4 * one] {
+        let mut o = opts.clone();
+        o.sampling.noise = NoiseOptions {
+            seed: 0,
+            supplied: vec![0.5; good],
+        };
+        p.generate_latents(&o, &mut Progress::none()).unwrap();
+    }
+}
+
+#[test]
+fn edit_strength_spans_the_source_clip_to_the_full_edit() {
+    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let source = p
+        .generate_video(&tiny_generate(2), &mut Progress::none())
+        .unwrap()
+        .video;
+    let inv_opts = InvertOptions {
+        steps: 4,
+        posterior_mean: true,
+        ..Default::default()
+    };
+    let inversion = p
+        .invert_video(&source, &inv_opts, &mut Progress::none())
+        .unwrap();
+    let again = p
+        .invert_video(&source, &inv_opts, &mut Progress::none())
+        .unwrap();
+    assert_eq!(
+        max_diff(inversion.source_latents(), again.source_latents()),
+        0.0,
+        "the posterior mean is deterministic"
+    );
+    let edit = |strength: f64| EditOptions {
+        prompt: "a wolf".into(),
+        strength,
+        ..Default::default()
+    };
+    let decoded = p
+        .decode_inversion(&inversion, &DecodeOptions::default(), &mut Progress::none())
+        .unwrap();
+    // 4 steps x 0.2 runs no step: the source clip as the model sees it.
+    let tiny = p
+        .edit_with_prompt(&inversion, &edit(0.2), &mut Progress::none())
+        .unwrap();
+    assert_eq!(max_diff(&tiny.video, &decoded), 0.0);
+    let full = p
+        .edit_with_prompt(&inversion, &edit(1.0), &mut Progress::none())
+        .unwrap();
+    let default = p
+        .edit_with_prompt(
+            &inversion,
+            &EditOptions {
+                prompt: "a wolf".into(),
+                ..Default::default()
+            },
+            &mut Progress::none(),
+        )
+        .unwrap();
+    assert_eq!(
+        max_diff(&full.video, &default.video),
+        0.0,
+        "strength 1 is today's edit"
+    );
+    // Half the steps: closer to the source than the full edit, and not equal to it.
+    let mut seen = Vec::new();
+    let mut cb = |stage, done, total| {
+        if stage == cogvideo::pipelines::Stage::Denoise {
+            seen.push((done, total));
+        }
+        true
+    };
+    let half = p
+        .edit_with_prompt(&inversion, &edit(0.5), &mut Progress::new(&mut cb))
+        .unwrap();
+    assert_eq!(seen.last(), Some(&(2, 2)), "{seen:?}");
+    let d_half = max_diff(&half.latents, inversion.source_latents());
+    let d_full = max_diff(&full.latents, inversion.source_latents());
+    assert!(d_half > 0.0 && d_half < d_full, "{d_half} vs {d_full}");
+    for bad in [0.0, -0.5, 1.5, f64::NAN] {
+        let err = p
+            .edit_with_prompt(&inversion, &edit(bad), &mut Progress::none())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("strength must be in (0, 1]"),
+            "{err}"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
@@ -50,10 +50,21 @@ use cogvideo_status::*;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Set while this thread runs inside [`guard`]: panics there are caught
+    /// and reported through the status, so they must not print to the
+    /// host's stderr.
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Messages are one line: a caller shows them in a status bar or a log.
 fn set_last_error(msg: &str) {
-    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    let line = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let c = CString::new(line.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
@@ -70,9 +81,34 @@ fn status_of(err: &Error) -> cogvideo_status {
     }
 }
 
+/// Installs, once, a panic hook that stays silent for panics inside a C
+/// API call (they become `COGVIDEO_ERR_INTERNAL` with the message) and
+/// defers to the previous hook everywhere else, so the host's own panics
+/// are reported as before.
+fn quiet_panics_in_calls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CALL.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f` with panics caught and kept off the host's stderr.
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    quiet_panics_in_calls();
+    let outer = IN_CALL.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_CALL.with(|c| c.set(outer));
+    result
+}
+
 /// Runs `f`, turning errors and panics into a status and a message.
 fn guard(f: impl FnOnce() -> Result<()>) -> cogvideo_status {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match catch_quietly(f) {
         Ok(Ok(())) => {
             set_last_error("");
             COGVIDEO_OK
@@ -111,10 +147,26 @@ pub extern "C" fn cogvideo_version() -> *const c_char {
     VERSION.as_ptr()
 }
 
+/// Version of the C ABI this library implements: `major << 16 | minor`.
+/// Minor versions only add functions and append fields to options structs
+/// (a caller built against an older header keeps working: its smaller
+/// `struct_size` is honoured); a new major version breaks compatibility.
+pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 1;
+
+/// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
+/// built from: compare `>> 16` with the header's to check compatibility.
+#[unsafe(no_mangle)]
+pub extern "C" fn cogvideo_abi_version() -> u32 {
+    COGVIDEO_ABI_VERSION
+}
+
 /// A loaded checkpoint. Calls on one pipeline from several threads are
-/// safe; they run one after another.
+/// safe; generating calls run one after another, while read-only queries
+/// (sizes, frame counts, fps, noise plans) never wait for them.
 pub struct cogvideo_pipeline {
-    inner: Mutex<Pipeline>,
+    pipeline: Pipeline,
+    /// Held by the long calls: one at a time keeps the memory of one call.
+    busy: Mutex<()>,
 }
 
 // The C side shares handles across threads; make the compiler check that
@@ -158,7 +210,7 @@ fn layout_of(f: &cogvideo_frame, what: &str) -> Result<FrameLayout> {
         COGVIDEO_FORMAT_RGBA32F => PixelFormat::Rgba32F,
         other => {
             return Err(Error::invalid(format!(
-                "{what}: unknown pixel format {other}"
+                "{what}: pixel format {other} is not one of COGVIDEO_FORMAT_RGB8 (0), _RGBA8 (1), _RGBA16 (2) or _RGBA32F (3)"
             )));
         }
     };
@@ -171,10 +223,11 @@ fn layout_of(f: &cogvideo_frame, what: &str) -> Result<FrameLayout> {
             f.width, f.height
         )));
     }
-    let stride = isize::try_from(f.stride_bytes)
-        .map_err(|_| Error::invalid(format!("{what}: stride out of range")))?;
+    let stride = isize::try_from(f.stride_bytes).map_err(|_| {
+        Error::invalid(format!("{what}: stride {} is out of range", f.stride_bytes))
+    })?;
     FrameLayout::new(f.width as usize, f.height as usize, format, stride)
-        .map_err(|e| Error::invalid(format!("{what}: {e}")))
+        .map_err(|e| e.context(what))
 }
 
 /// Borrows a caller's frame.
@@ -189,7 +242,7 @@ unsafe fn frame_ref<'a>(f: &cogvideo_frame, what: &str) -> Result<FrameRef<'a>> 
     // lowest-addressed row starts `top` bytes before the top row.
     let slice =
         unsafe { std::slice::from_raw_parts((f.data as *const u8).sub(top), layout.span()) };
-    FrameRef::new(slice, top, layout)
+    FrameRef::new(slice, top, layout).map_err(|e| e.context(what))
 }
 
 /// Borrows a caller's output frame.
@@ -203,7 +256,7 @@ unsafe fn frame_mut<'a>(f: &cogvideo_frame, what: &str) -> Result<FrameMut<'a>> 
     // header documents as the caller's duty.
     let slice =
         unsafe { std::slice::from_raw_parts_mut((f.data as *mut u8).sub(top), layout.span()) };
-    FrameMut::new(slice, top, layout)
+    FrameMut::new(slice, top, layout).map_err(|e| e.context(what))
 }
 
 /// # Safety
@@ -243,7 +296,9 @@ fn resize_mode(mode: u32) -> Result<ResizeMode> {
         COGVIDEO_RESIZE_STRETCH => Ok(ResizeMode::Stretch),
         COGVIDEO_RESIZE_CROP => Ok(ResizeMode::Crop),
         COGVIDEO_RESIZE_FIT => Ok(ResizeMode::Fit),
-        other => Err(Error::invalid(format!("unknown resize mode {other}"))),
+        other => Err(Error::invalid(format!(
+            "resize mode {other} is not one of COGVIDEO_RESIZE_STRETCH (0), _CROP (1) or _FIT (2)"
+        ))),
     }
 }
 
@@ -282,6 +337,178 @@ unsafe fn output_frames<'a>(
         .collect()
 }
 
+/// Checks the caller's latents buffer against the shape a call produces.
+fn check_latents_out(ptr: *mut f32, len: usize, shape: &[usize]) -> Result<()> {
+    let need: usize = shape.iter().product();
+    if ptr.is_null() {
+        if len != 0 {
+            return Err(Error::invalid(format!(
+                "latents_out is NULL but latents_out_len is {len}"
+            )));
+        }
+    } else if len != need {
+        return Err(Error::invalid(format!(
+            "latents_out_len is {len} but the latents {shape:?} take {need} values"
+        )));
+    }
+    Ok(())
+}
+
+/// Copies latents into the caller's buffer (already checked).
+fn write_latents(latents: &Tensor, ptr: *mut f32, len: usize) -> Result<()> {
+    if ptr.is_null() {
+        return Ok(());
+    }
+    let values = latents
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if values.len() != len {
+        return Err(Error::Internal(format!(
+            "{} latent values for a buffer of {len}",
+            values.len()
+        )));
+    }
+    // SAFETY: the caller guarantees `len` writable floats at `ptr`.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }.copy_from_slice(&values);
+    Ok(())
+}
+
+/// What a sampling call hands back: frames, latents, or both.
+struct Outputs<'a> {
+    frames: Option<Vec<FrameMut<'a>>>,
+    latents: (*mut f32, usize),
+    mode: ResizeMode,
+}
+
+impl<'a> Outputs<'a> {
+    /// Checks every output before any work starts. `out == NULL` with
+    /// `out_count == 0` asks for latents only.
+    ///
+    /// # Safety
+    /// As [`output_frames`]; `latents` must be NULL or writable for its length.
+    unsafe fn new(
+        out: *const cogvideo_frame,
+        out_count: usize,
+        frames: usize,
+        latents: (*mut f32, usize),
+        latent_shape: &[usize],
+        mode: ResizeMode,
+    ) -> Result<Self> {
+        check_latents_out(latents.0, latents.1, latent_shape)?;
+        let frames = if out.is_null() && out_count == 0 {
+            if latents.0.is_null() {
+                return Err(Error::invalid(
+                    "nothing to return: pass output frames, latents_out, or both",
+                ));
+            }
+            None
+        } else {
+            Some(unsafe { output_frames(out, out_count, frames) }?)
+        };
+        Ok(Self {
+            frames,
+            latents,
+            mode,
+        })
+    }
+
+    /// Hands the latents over first, so that they survive a failed or
+    /// cancelled decode, then decodes into the frames if any were given.
+    fn deliver(
+        &mut self,
+        pipeline: &Pipeline,
+        latents: &Tensor,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        write_latents(latents, self.latents.0, self.latents.1)?;
+        if let Some(frames) = &mut self.frames {
+            let video =
+                pipeline.decode_latents(latents, &pipelines::DecodeOptions::default(), progress)?;
+            crate::frames::video_to_frames(&video, frames, self.mode)?;
+        }
+        Ok(())
+    }
+}
+
+fn pipeline_ref<'a>(p: *const cogvideo_pipeline) -> Result<&'a cogvideo_pipeline> {
+    // SAFETY: the caller passes NULL or a live pipeline.
+    unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))
+}
+
+fn inversion_ref<'a>(inv: *const cogvideo_inversion) -> Result<&'a cogvideo_inversion> {
+    // SAFETY: the caller passes NULL or a live inversion.
+    unsafe { inv.as_ref() }.ok_or_else(|| Error::invalid("inversion is NULL"))
+}
+
+fn shape_out(shape: &[usize], out: *mut i64) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::invalid("shape is NULL"));
+    }
+    for (i, &d) in shape.iter().enumerate() {
+        // SAFETY: the caller passes room for 5 values.
+        unsafe { *out.add(i) = d as i64 };
+    }
+    Ok(())
+}
+
+fn i32_out(out: *mut i32, value: usize, what: &str) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::invalid(format!("{what} is NULL")));
+    }
+    let v = i32::try_from(value)
+        .map_err(|_| Error::Internal(format!("{what} {value} does not fit in an int32")))?;
+    // SAFETY: checked non-null; the caller owns the slot.
+    unsafe { *out = v };
+    Ok(())
+}
+
+/// Writes a noise plan into the caller's array.
+///
+/// # Safety
+/// `draws` must be NULL or writable for `capacity` entries; `count` writable.
+unsafe fn plan_out(
+    plan: &pipelines::NoisePlan,
+    draws: *mut cogvideo_noise_draw,
+    capacity: usize,
+    count: *mut usize,
+) -> Result<()> {
+    if count.is_null() {
+        return Err(Error::invalid("count is NULL"));
+    }
+    if draws.is_null() && capacity != 0 {
+        return Err(Error::invalid(format!(
+            "draws is NULL but capacity is {capacity}"
+        )));
+    }
+    let mut offset = 0u64;
+    for (i, d) in plan.draws.iter().enumerate() {
+        if i < capacity {
+            let mut purpose = [0 as c_char; 32];
+            for (dst, &b) in purpose.iter_mut().zip(d.purpose.as_bytes().iter().take(31)) {
+                *dst = b as c_char;
+            }
+            let mut shape = [0i64; 5];
+            for (dst, &v) in shape.iter_mut().zip(&d.shape) {
+                *dst = v as i64;
+            }
+            let entry = cogvideo_noise_draw {
+                purpose,
+                ndim: d.shape.len() as i32,
+                shape,
+                offset,
+                count: d.len() as u64,
+            };
+            // SAFETY: i < capacity, and the caller gave that many entries.
+            unsafe { draws.add(i).write(entry) };
+        }
+        offset += d.len() as u64;
+    }
+    // SAFETY: checked non-null.
+    unsafe { *count = plan.draws.len() };
+    Ok(())
+}
+
 /// Loads a checkpoint folder in the diffusers layout. `opts` may be NULL
 /// for defaults. On success `*out` holds a pipeline to free with
 /// [`cogvideo_pipeline_free`].
@@ -308,7 +535,8 @@ pub unsafe extern "C" fn cogvideo_load_pipeline(
         let load = options::load_options(&opts)?;
         let pipeline = Pipeline::load(path, &load)?;
         let handle = Box::new(cogvideo_pipeline {
-            inner: Mutex::new(pipeline),
+            pipeline,
+            busy: Mutex::new(()),
         });
         unsafe { *out = Box::into_raw(handle) };
         Ok(())
@@ -323,12 +551,14 @@ pub unsafe extern "C" fn cogvideo_load_pipeline(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_pipeline_free(p: *mut cogvideo_pipeline) {
     if !p.is_null() {
-        // SAFETY: created by Box::into_raw in cogvideo_load_pipeline.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(p) })));
+        // SAFETY: created by Box::into_raw in cogvideo_load_pipeline. Freeing
+        // leaves the thread's last message alone.
+        let _ = catch_quietly(|| drop(unsafe { Box::from_raw(p) }));
     }
 }
 
 /// The default `(width, height, frames)` the loaded variant generates.
+/// Never waits for a running call.
 ///
 /// # Safety
 /// `p` must be a live pipeline; the out pointers must be writable or NULL.
@@ -340,11 +570,14 @@ pub unsafe extern "C" fn cogvideo_pipeline_default_size(
     frames: *mut i32,
 ) -> cogvideo_status {
     guard(|| {
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
-        let (h, w, t) = p.inner.lock().default_video_size();
-        for (ptr, v) in [(width, w), (height, h), (frames, t)] {
+        let (h, w, t) = pipeline_ref(p)?.pipeline.default_video_size();
+        for (ptr, v, what) in [
+            (width, w, "width"),
+            (height, h, "height"),
+            (frames, t, "frames"),
+        ] {
             if !ptr.is_null() {
-                unsafe { *ptr = v as i32 };
+                i32_out(ptr, v, what)?;
             }
         }
         Ok(())
@@ -352,7 +585,7 @@ pub unsafe extern "C" fn cogvideo_pipeline_default_size(
 }
 
 /// Frames per second of the loaded variant's results (8 for CogVideoX 1.0
-/// models, 16 for 1.5), for writing videos.
+/// models, 16 for 1.5), for writing videos. Never waits for a running call.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `fps` writable.
@@ -362,17 +595,14 @@ pub unsafe extern "C" fn cogvideo_pipeline_fps(
     fps: *mut i32,
 ) -> cogvideo_status {
     guard(|| {
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
-        if fps.is_null() {
-            return Err(Error::invalid("fps is NULL"));
-        }
-        unsafe { *fps = p.inner.lock().variant().fps() as i32 };
-        Ok(())
+        let fps_value = pipeline_ref(p)?.pipeline.variant().fps() as usize;
+        i32_out(fps, fps_value, "fps")
     })
 }
 
-/// The number of frames text- or image-to-video produces for `num_frames`
-/// (0: the default), i.e. the length of the output array to pass.
+/// The number of frames text-, image-to-video or video-to-video produces
+/// for `num_frames` (0: the default), i.e. the length of the output array
+/// to pass. Never waits for a running call.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `out` writable.
@@ -383,24 +613,80 @@ pub unsafe extern "C" fn cogvideo_output_frame_count(
     out: *mut i32,
 ) -> cogvideo_status {
     guard(|| {
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
-        if out.is_null() {
-            return Err(Error::invalid("out is NULL"));
-        }
-        let pipeline = p.inner.lock();
+        let pipeline = &pipeline_ref(p)?.pipeline;
         let n = match num_frames {
             0 => pipeline.default_video_size().2,
-            n if n < 0 => return Err(Error::invalid(format!("num_frames {n} is negative"))),
+            n if n < 0 => {
+                return Err(Error::invalid(format!(
+                    "num_frames must be 0 (the default) or positive, got {n}"
+                )));
+            }
             n => n as usize,
         };
-        let count = pipeline.output_frame_count(n)?;
-        unsafe { *out = count as i32 };
-        Ok(())
+        i32_out(out, pipeline.output_frame_count(n)?, "out")
+    })
+}
+
+/// The shape `[1, F, 16, height/8, width/8]` of the latents a sampling call
+/// at this working size (0: the default) and frame count (0: the default)
+/// returns through `latents_out`; their count is the product. Never waits
+/// for a running call.
+///
+/// # Safety
+/// `p` must be a live pipeline; `shape` writable for 5 values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_latent_shape(
+    p: *const cogvideo_pipeline,
+    width: i32,
+    height: i32,
+    num_frames: i32,
+    shape: *mut i64,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let (dh, dw, dt) = pipeline.default_video_size();
+        let (h, w) = working_size(height, width, (dh, dw))?;
+        let t = match num_frames {
+            0 => dt,
+            n if n < 0 => {
+                return Err(Error::invalid(format!(
+                    "num_frames must be 0 (the default) or positive, got {n}"
+                )));
+            }
+            n => n as usize,
+        };
+        shape_out(&pipeline.latent_shape(h, w, t)?, shape)
+    })
+}
+
+/// The number of frames [`cogvideo_decode_latents`] produces from
+/// `latent_frames` latent frames (an odd count F gives 4(F-1)+1 frames, an
+/// even one 4F, as diffusers decodes).
+///
+/// # Safety
+/// `frames` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_decoded_frame_count(
+    latent_frames: i32,
+    frames: *mut i32,
+) -> cogvideo_status {
+    guard(|| {
+        let max = (pipelines::MAX_FRAMES - 1) / 4 + 1;
+        let f = usize::try_from(latent_frames)
+            .ok()
+            .filter(|f| (1..=max).contains(f))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "latent_frames must be between 1 and {max}, got {latent_frames}"
+                ))
+            })?;
+        i32_out(frames, pipelines::decoded_frame_count(f), "frames")
     })
 }
 
 /// Generates a clip from text into `out[0..out_count]` (`out_count` must
-/// equal the frame count; `opts->num_frames`, or the default when 0).
+/// equal [`cogvideo_output_frame_count`] for `opts->num_frames`), and/or
+/// its latents into `opts->latents_out`.
 ///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct.
@@ -412,20 +698,34 @@ pub unsafe extern "C" fn cogvideo_generate_video(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
         let o = unsafe { options::read(opts, "generate options") }?;
-        let gen_opts = unsafe { options::generate_options(&o) }?;
+        let (mut gen_opts, noise) = unsafe { options::generate_options(&o) }?;
         let mode = resize_mode(o.resize_mode)?;
+        let plan = pipeline.noise_plan_generate(&gen_opts)?;
+        let (dh, dw, dt) = pipeline.default_video_size();
+        let (h, w, t) = (
+            gen_opts.height.unwrap_or(dh),
+            gen_opts.width.unwrap_or(dw),
+            gen_opts.num_frames.unwrap_or(dt),
+        );
+        let mut outputs = unsafe {
+            Outputs::new(
+                out,
+                out_count,
+                pipeline.output_frame_count(t)?,
+                (o.latents_out, o.latents_out_len),
+                &pipeline.latent_shape(h, w, t)?,
+                mode,
+            )
+        }?;
+        unsafe { noise.attach(&plan, &mut gen_opts.sampling.noise) }?;
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
-        let pipeline = p.inner.lock();
-        let frames = gen_opts
-            .num_frames
-            .unwrap_or(pipeline.default_video_size().2);
-        let expected = pipeline.output_frame_count(frames)?;
-        let mut out = unsafe { output_frames(out, out_count, expected) }?;
-        let video = pipeline.generate_video(&gen_opts, &mut progress)?.video;
-        crate::frames::video_to_frames(&video, &mut out, mode)
+        let _busy = handle.busy.lock();
+        let latents = pipeline.generate_latents(&gen_opts, &mut progress)?;
+        outputs.deliver(pipeline, &latents, &mut progress)
     })
 }
 
@@ -443,26 +743,53 @@ pub unsafe extern "C" fn cogvideo_animate_image(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
         let image = unsafe { image.as_ref() }.ok_or_else(|| Error::invalid("image is NULL"))?;
         let o = unsafe { options::read(opts, "animate options") }?;
-        let anim = unsafe { options::animate_options(&o) }?;
+        let (mut anim, noise) = unsafe { options::animate_options(&o) }?;
         let mode = resize_mode(o.resize_mode)?;
-        let pipeline = p.inner.lock();
-        pipeline.variant().ensure_image_to_video()?;
         let (h, w, _) = pipeline.default_video_size();
         let (h, w) = working_size(o.height, o.width, (h, w))?;
-        pipeline.check_size(h, w, anim.num_frames)?;
-        let expected = pipeline.output_frame_count(anim.num_frames)?;
-        let mut out = unsafe { output_frames(out, out_count, expected) }?;
+        let plan = pipeline.noise_plan_animate(h, w, &anim)?;
+        let mut outputs = unsafe {
+            Outputs::new(
+                out,
+                out_count,
+                pipeline.output_frame_count(anim.num_frames)?,
+                (o.latents_out, o.latents_out_len),
+                &pipeline.latent_shape(h, w, anim.num_frames)?,
+                mode,
+            )
+        }?;
+        pipeline.check_fits(
+            h,
+            w,
+            anim.num_frames,
+            anim.sampling.guidance_scale > 1.0,
+            false,
+        )?;
+        unsafe { noise.attach(&plan, &mut anim.sampling.noise) }?;
         let frame = unsafe { frame_ref(image, "image") }?;
-        let video = crate::frames::frames_to_video(&[frame], h, w, mode, pipeline.device())?;
-        let image = video.squeeze(2)?;
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
-        let video = pipeline.animate_image(&image, &anim, &mut progress)?.video;
-        crate::frames::video_to_frames(&video, &mut out, mode)
+        let _busy = handle.busy.lock();
+        let video = crate::frames::frames_to_video(&[frame], h, w, mode, pipeline.device())?;
+        let latents = pipeline.animate_latents(&video.squeeze(2)?, &anim, &mut progress)?;
+        outputs.deliver(pipeline, &latents, &mut progress)
     })
+}
+
+/// Borrows an input clip's first `usable` frames, checking each.
+///
+/// # Safety
+/// `descs` must describe readable frames.
+unsafe fn input_frames<'a>(descs: &[cogvideo_frame], usable: usize) -> Result<Vec<FrameRef<'a>>> {
+    descs[..usable]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| unsafe { frame_ref(d, &format!("input frame {i}")) })
+        .collect()
 }
 
 /// Inverts a clip for editing. Frames are resized to the working size
@@ -486,24 +813,23 @@ pub unsafe extern "C" fn cogvideo_invert_video(
             return Err(Error::invalid("out is NULL"));
         }
         unsafe { *out = std::ptr::null_mut() };
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
         let o = unsafe { options::read(opts, "invert options") }?;
-        let inv_opts = unsafe { options::invert_options(&o) }?;
+        let (mut inv_opts, noise) = options::invert_options(&o)?;
         let mode = resize_mode(o.resize_mode)?;
         let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
-        let pipeline = p.inner.lock();
         let usable = pipeline.usable_edit_frames(descs.len())?;
-        let inputs = descs[..usable]
-            .iter()
-            .enumerate()
-            .map(|(i, d)| unsafe { frame_ref(d, &format!("input frame {i}")) })
-            .collect::<Result<Vec<_>>>()?;
         let (h, w, _) = pipeline.default_video_size();
         let (h, w) = working_size(o.height, o.width, (h, w))?;
-        pipeline.check_size(h, w, usable)?;
-        let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
+        let plan = pipeline.noise_plan_invert(h, w, usable, &inv_opts)?;
+        pipeline.check_fits(h, w, usable, false, false)?;
+        let inputs = unsafe { input_frames(descs, usable) }?;
+        unsafe { noise.attach(&plan, &mut inv_opts.noise) }?;
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
         let inversion = pipeline.invert_video(&video, &inv_opts, &mut progress)?;
         unsafe { *out = Box::into_raw(Box::new(cogvideo_inversion { inner: inversion })) };
         Ok(())
@@ -521,13 +847,22 @@ pub unsafe extern "C" fn cogvideo_inversion_frame_count(
     frames: *mut i32,
 ) -> cogvideo_status {
     guard(|| {
-        let inv = unsafe { inv.as_ref() }.ok_or_else(|| Error::invalid("inversion is NULL"))?;
-        if frames.is_null() {
-            return Err(Error::invalid("frames is NULL"));
-        }
-        unsafe { *frames = pipelines::edited_frame_count(&inv.inner) as i32 };
-        Ok(())
+        let inv = inversion_ref(inv)?;
+        i32_out(frames, pipelines::edited_frame_count(&inv.inner), "frames")
     })
+}
+
+/// The shape `[1, F, 16, h, w]` of this inversion's latents: what an edit
+/// returns through `latents_out`.
+///
+/// # Safety
+/// `inv` must be a live inversion; `shape` writable for 5 values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_latent_shape(
+    inv: *const cogvideo_inversion,
+    shape: *mut i64,
+) -> cogvideo_status {
+    guard(|| shape_out(inversion_ref(inv)?.inner.inverted_latents().dims(), shape))
 }
 
 /// Frees an inversion. NULL is ignored.
@@ -538,12 +873,13 @@ pub unsafe extern "C" fn cogvideo_inversion_frame_count(
 pub unsafe extern "C" fn cogvideo_inversion_free(inv: *mut cogvideo_inversion) {
     if !inv.is_null() {
         // SAFETY: created by Box::into_raw in cogvideo_invert_video.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(inv) })));
+        let _ = catch_quietly(|| drop(unsafe { Box::from_raw(inv) }));
     }
 }
 
 /// Reconstructs an inverted clip under a new prompt into
-/// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]).
+/// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]) and/or its
+/// latents into `opts->latents_out`.
 ///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct;
@@ -557,20 +893,293 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let p = unsafe { p.as_ref() }.ok_or_else(|| Error::invalid("pipeline is NULL"))?;
-        let inv = unsafe { inv.as_ref() }.ok_or_else(|| Error::invalid("inversion is NULL"))?;
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let inv = &inversion_ref(inv)?.inner;
         let o = unsafe { options::read(opts, "edit options") }?;
-        let edit = unsafe { options::edit_options(&o) }?;
+        let (mut edit, noise) = unsafe { options::edit_options(&o) }?;
         let mode = resize_mode(o.resize_mode)?;
+        let plan = pipeline.noise_plan_edit(inv, &edit)?;
+        let mut outputs = unsafe {
+            Outputs::new(
+                out,
+                out_count,
+                pipelines::edited_frame_count(inv),
+                (o.latents_out, o.latents_out_len),
+                inv.inverted_latents().dims(),
+                mode,
+            )
+        }?;
+        unsafe { noise.attach(&plan, &mut edit.noise) }?;
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
-        let pipeline = p.inner.lock();
-        let expected = pipelines::edited_frame_count(&inv.inner);
-        let mut out = unsafe { output_frames(out, out_count, expected) }?;
-        let video = pipeline
-            .edit_with_prompt(&inv.inner, &edit, &mut progress)?
-            .video;
-        crate::frames::video_to_frames(&video, &mut out, mode)
+        let _busy = handle.busy.lock();
+        let latents = pipeline.edit_latents(inv, &edit, &mut progress)?;
+        outputs.deliver(pipeline, &latents, &mut progress)
+    })
+}
+
+/// Restyles a clip by a prompt, as diffusers' `CogVideoXVideoToVideoPipeline`
+/// (text-to-video checkpoints): the clip is cut to its longest usable
+/// length as for [`cogvideo_invert_video`], resized to the working size,
+/// encoded, noised to `opts->strength` and denoised. `out_count` must equal
+/// [`cogvideo_output_frame_count`] of the usable length.
+///
+/// # Safety
+/// Pointers as documented for [`cogvideo_frame`] and the options struct.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_video_to_video(
+    p: *const cogvideo_pipeline,
+    frames: *const cogvideo_frame,
+    frame_count: usize,
+    opts: *const cogvideo_video_to_video_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let o = unsafe { options::read(opts, "video-to-video options") }?;
+        let (mut v2v, noise) = unsafe { options::video_to_video_options(&o) }?;
+        let mode = resize_mode(o.resize_mode)?;
+        let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
+        let usable = pipeline.usable_edit_frames(descs.len())?;
+        let (h, w, _) = pipeline.default_video_size();
+        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v2v)?;
+        let mut outputs = unsafe {
+            Outputs::new(
+                out,
+                out_count,
+                pipeline.output_frame_count(usable)?,
+                (o.latents_out, o.latents_out_len),
+                &pipeline.latent_shape(h, w, usable)?,
+                mode,
+            )
+        }?;
+        pipeline.check_fits(h, w, usable, v2v.sampling.guidance_scale > 1.0, false)?;
+        let inputs = unsafe { input_frames(descs, usable) }?;
+        unsafe { noise.attach(&plan, &mut v2v.sampling.noise) }?;
+        let mut cb = progress_fn(o.progress, o.progress_user);
+        let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
+        let latents = pipeline.video_to_video_latents(&video, &v2v, &mut progress)?;
+        outputs.deliver(pipeline, &latents, &mut progress)
+    })
+}
+
+/// Decodes latents (as a sampling call returned them through `latents_out`,
+/// f32 `[1, F, 16, h, w]` row-major, `shape` giving those five numbers) into
+/// `out[0..out_count]`, `out_count` being [`cogvideo_decoded_frame_count`]
+/// of F. `opts` (NULL for defaults) chooses tiling for this call only.
+///
+/// # Safety
+/// `latents` must hold the product of `shape` floats; frames as documented
+/// for [`cogvideo_frame`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_decode_latents(
+    p: *const cogvideo_pipeline,
+    latents: *const f32,
+    shape: *const i64,
+    opts: *const cogvideo_decode_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        if latents.is_null() || shape.is_null() {
+            return Err(Error::invalid("latents or shape is NULL"));
+        }
+        // SAFETY: the caller passes 5 values.
+        let raw = unsafe { std::slice::from_raw_parts(shape, 5) };
+        let dims = raw
+            .iter()
+            .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0 && d <= 1 << 20))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "latent shape {raw:?} has a zero, negative or absurd size"
+                ))
+            })?;
+        let o = unsafe { options::read(opts, "decode options") }?;
+        let decode = options::decode_options(&o)?;
+        let mode = resize_mode(o.resize_mode)?;
+        let (f, h, w) = (dims[1], dims[3], dims[4]);
+        if dims[0] != 1 || (pipelines::decoded_frame_count(f) > pipelines::MAX_FRAMES + 3) {
+            return Err(Error::invalid(format!(
+                "latents must be [1, F, 16, h, w] with at most {} frames, got {dims:?}",
+                (pipelines::MAX_FRAMES - 1) / 4 + 1
+            )));
+        }
+        pipeline.check_decode_fits(8 * h, 8 * w, pipelines::decoded_frame_count(f), &decode)?;
+        let mut frames =
+            unsafe { output_frames(out, out_count, pipelines::decoded_frame_count(f)) }?;
+        let n: usize = dims.iter().product();
+        let mut values = crate::memory::try_zeroed::<f32>(n, "latents")?;
+        // SAFETY: the caller guarantees `n` readable floats.
+        values.copy_from_slice(unsafe { std::slice::from_raw_parts(latents, n) });
+        let tensor = Tensor::from_vec(values, dims, pipeline.device())?;
+        let mut cb = progress_fn(o.progress, o.progress_user);
+        let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = pipeline.decode_latents(&tensor, &decode, &mut progress)?;
+        crate::frames::video_to_frames(&video, &mut frames, mode)
+    })
+}
+
+/// Decodes an inversion's source latents (the clip as the model sees it,
+/// after the VAE round trip, before any edit) into `out[0..out_count]`
+/// ([`cogvideo_inversion_frame_count`] frames). `opts` may be NULL.
+///
+/// # Safety
+/// As [`cogvideo_decode_latents`]; `inv` must come from the same pipeline.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_decode(
+    p: *const cogvideo_pipeline,
+    inv: *const cogvideo_inversion,
+    opts: *const cogvideo_decode_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let inv = &inversion_ref(inv)?.inner;
+        let o = unsafe { options::read(opts, "decode options") }?;
+        let decode = options::decode_options(&o)?;
+        let mode = resize_mode(o.resize_mode)?;
+        let mut frames =
+            unsafe { output_frames(out, out_count, pipelines::edited_frame_count(inv)) }?;
+        let mut cb = progress_fn(o.progress, o.progress_user);
+        let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = pipeline.decode_inversion(inv, &decode, &mut progress)?;
+        crate::frames::video_to_frames(&video, &mut frames, mode)
+    })
+}
+
+/// The random draws [`cogvideo_generate_video`] makes with these options:
+/// `*count` receives their number and the first `capacity` are written to
+/// `draws` (NULL with capacity 0 asks for the count only). Caller noise is
+/// these draws' values concatenated: all of them, or a prefix ending at a
+/// draw boundary (the seed supplies the rest). Never waits for a running call.
+///
+/// # Safety
+/// `draws` writable for `capacity` entries or NULL; `count` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_generate_noise_plan(
+    p: *const cogvideo_pipeline,
+    opts: *const cogvideo_generate_options,
+    draws: *mut cogvideo_noise_draw,
+    capacity: usize,
+    count: *mut usize,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let o = unsafe { options::read(opts, "generate options") }?;
+        let (g, _) = unsafe { options::generate_options(&o) }?;
+        let plan = pipeline.noise_plan_generate(&g)?;
+        unsafe { plan_out(&plan, draws, capacity, count) }
+    })
+}
+
+/// As [`cogvideo_generate_noise_plan`], for [`cogvideo_animate_image`].
+///
+/// # Safety
+/// As [`cogvideo_generate_noise_plan`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_animate_noise_plan(
+    p: *const cogvideo_pipeline,
+    opts: *const cogvideo_animate_options,
+    draws: *mut cogvideo_noise_draw,
+    capacity: usize,
+    count: *mut usize,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let o = unsafe { options::read(opts, "animate options") }?;
+        let (a, _) = unsafe { options::animate_options(&o) }?;
+        let (h, w, _) = pipeline.default_video_size();
+        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let plan = pipeline.noise_plan_animate(h, w, &a)?;
+        unsafe { plan_out(&plan, draws, capacity, count) }
+    })
+}
+
+/// As [`cogvideo_generate_noise_plan`], for [`cogvideo_invert_video`] of a
+/// clip of `frame_count` frames.
+///
+/// # Safety
+/// As [`cogvideo_generate_noise_plan`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_invert_noise_plan(
+    p: *const cogvideo_pipeline,
+    frame_count: usize,
+    opts: *const cogvideo_invert_options,
+    draws: *mut cogvideo_noise_draw,
+    capacity: usize,
+    count: *mut usize,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let o = unsafe { options::read(opts, "invert options") }?;
+        let (i, _) = options::invert_options(&o)?;
+        let usable = pipeline.usable_edit_frames(frame_count)?;
+        let (h, w, _) = pipeline.default_video_size();
+        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let plan = pipeline.noise_plan_invert(h, w, usable, &i)?;
+        unsafe { plan_out(&plan, draws, capacity, count) }
+    })
+}
+
+/// As [`cogvideo_generate_noise_plan`], for [`cogvideo_edit_with_prompt`].
+///
+/// # Safety
+/// As [`cogvideo_generate_noise_plan`]; `inv` a live inversion.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_edit_noise_plan(
+    p: *const cogvideo_pipeline,
+    inv: *const cogvideo_inversion,
+    opts: *const cogvideo_edit_options,
+    draws: *mut cogvideo_noise_draw,
+    capacity: usize,
+    count: *mut usize,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let inv = &inversion_ref(inv)?.inner;
+        let o = unsafe { options::read(opts, "edit options") }?;
+        let (e, _) = unsafe { options::edit_options(&o) }?;
+        let plan = pipeline.noise_plan_edit(inv, &e)?;
+        unsafe { plan_out(&plan, draws, capacity, count) }
+    })
+}
+
+/// As [`cogvideo_generate_noise_plan`], for [`cogvideo_video_to_video`] of
+/// a clip of `frame_count` frames.
+///
+/// # Safety
+/// As [`cogvideo_generate_noise_plan`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_video_to_video_noise_plan(
+    p: *const cogvideo_pipeline,
+    frame_count: usize,
+    opts: *const cogvideo_video_to_video_options,
+    draws: *mut cogvideo_noise_draw,
+    capacity: usize,
+    count: *mut usize,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let o = unsafe { options::read(opts, "video-to-video options") }?;
+        let (v, _) = unsafe { options::video_to_video_options(&o) }?;
+        let usable = pipeline.usable_edit_frames(frame_count)?;
+        let (h, w, _) = pipeline.default_video_size();
+        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v)?;
+        unsafe { plan_out(&plan, draws, capacity, count) }
     })
 }
 
@@ -579,7 +1188,9 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
 fn working_size(height: i32, width: i32, default: (usize, usize)) -> Result<(usize, usize)> {
     let pick = |v: i32, d: usize, what: &str| match v {
         0 => Ok(d),
-        v if v < 0 => Err(Error::invalid(format!("{what} {v} is negative"))),
+        v if v < 0 => Err(Error::invalid(format!(
+            "{what} must be 0 (the default) or positive, got {v}"
+        ))),
         v => Ok(v as usize),
     };
     Ok((
@@ -594,6 +1205,8 @@ pub(crate) fn dtype_of(code: u32) -> Result<DType> {
         COGVIDEO_DTYPE_F32 => Ok(DType::F32),
         COGVIDEO_DTYPE_BF16 => Ok(DType::BF16),
         COGVIDEO_DTYPE_F16 => Ok(DType::F16),
-        other => Err(Error::invalid(format!("unknown dtype {other}"))),
+        other => Err(Error::invalid(format!(
+            "dtype {other} is not one of COGVIDEO_DTYPE_F32 (0), _BF16 (1) or _F16 (2)"
+        ))),
     }
 }

@@ -8,8 +8,9 @@ use std::ffi::{c_char, c_void};
 use super::{dtype_of, str_arg};
 use crate::error::{Error, Result};
 use crate::pipelines::{
-    AnimateOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
-    NoiseOptions, SamplingOptions, SchedulerKind,
+    AnimateOptions, DecodeOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions,
+    LoadOptions, NoiseOptions, NoisePlan, SamplingOptions, SchedulerKind, VaeTiling,
+    VideoToVideoOptions,
 };
 
 /// Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
@@ -87,6 +88,14 @@ pub struct cogvideo_generate_options {
     pub resize_mode: u32,
     pub progress: cogvideo_progress_fn,
     pub progress_user: *mut c_void,
+    /// Since 1.1. Optional caller buffer for the final latents (f32,
+    /// `[1, F, 16, h, w]` row-major, `latents_out_len` values as
+    /// [`cogvideo_latent_shape`] reports), written before decoding starts,
+    /// so they survive a failed or cancelled decode; decode them again with
+    /// [`cogvideo_decode_latents`]. With `out == NULL` and `out_count == 0`
+    /// the call samples only and does not decode.
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
 }
 
 /// Image-to-video options.
@@ -116,6 +125,9 @@ pub struct cogvideo_animate_options {
     pub resize_mode: u32,
     pub progress: cogvideo_progress_fn,
     pub progress_user: *mut c_void,
+    /// Since 1.1: final latents, as in [`cogvideo_generate_options`].
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
 }
 
 /// DDIM inversion options.
@@ -135,6 +147,9 @@ pub struct cogvideo_invert_options {
     pub resize_mode: u32,
     pub progress: cogvideo_progress_fn,
     pub progress_user: *mut c_void,
+    /// Since 1.1: encode the clip to its VAE posterior's mean instead of a
+    /// sample (deterministic; no noise is drawn).
+    pub posterior_mean: bool,
 }
 
 /// Prompt-editing options.
@@ -156,31 +171,131 @@ pub struct cogvideo_edit_options {
     pub resize_mode: u32,
     pub progress: cogvideo_progress_fn,
     pub progress_user: *mut c_void,
+    /// Since 1.1: how much of the schedule the edit re-runs, in (0, 1]
+    /// (default 1, the full reconstruction). Below 1 the edit runs only the
+    /// last `floor(steps * strength)` steps, starting from the inverted
+    /// clip's latent at that noise level (with the reference attention as
+    /// usual), so small strengths stay close to the source clip; when no
+    /// step is left the result is the source clip's own latents, as
+    /// [`cogvideo_inversion_decode`] shows them. `start_from_inverted` only
+    /// matters at strength 1.
+    pub strength: f64,
+    /// Since 1.1: final latents, as in [`cogvideo_generate_options`]; see
+    /// [`cogvideo_inversion_latent_shape`].
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
 }
 
-/// Reads an options struct, or its defaults when `p` is NULL.
+pub const COGVIDEO_TILING_AS_LOADED: u32 = 0;
+pub const COGVIDEO_TILING_OFF: u32 = 1;
+pub const COGVIDEO_TILING_ON: u32 = 2;
+
+/// Decoding options (since 1.1).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cogvideo_decode_options {
+    pub struct_size: u32,
+    /// `COGVIDEO_TILING_AS_LOADED` (default: `cogvideo_load_options.vae_tiling`),
+    /// `_OFF` or `_ON` (spatial tiles: less memory, slightly different
+    /// numbers at the seams).
+    pub tiling: u32,
+    /// Tile size in pixels with `COGVIDEO_TILING_ON`, multiples of 8; 0
+    /// takes the VAE's default tile (half the model's sample size).
+    pub tile_width: i32,
+    pub tile_height: i32,
+    /// How the working size maps onto the output frames.
+    pub resize_mode: u32,
+    /// Reports `COGVIDEO_STAGE_DECODE_VIDEO` per frame batch and tile; may cancel.
+    pub progress: cogvideo_progress_fn,
+    pub progress_user: *mut c_void,
+}
+
+/// Video-to-video options (since 1.1), as diffusers'
+/// `CogVideoXVideoToVideoPipeline`: the clip is encoded, noised to
+/// `strength` and denoised with the prompt.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cogvideo_video_to_video_options {
+    pub struct_size: u32,
+    pub prompt: *const c_char,
+    pub negative_prompt: *const c_char,
+    /// Working size; 0 takes the variant's default.
+    pub width: i32,
+    pub height: i32,
+    pub steps: i32,
+    pub guidance_scale: f32,
+    pub dynamic_cfg: bool,
+    pub scheduler: u32,
+    /// How far the clip is noised, in (0, 1] (default 0.8): the call runs the
+    /// last `floor(steps * strength)` steps; at least one must run.
+    pub strength: f64,
+    pub seed: u64,
+    /// Optional caller noise: the clip's VAE posterior sample, the noise
+    /// added to its latents, then the DPM step noise.
+    pub noise: *const f32,
+    pub noise_len: usize,
+    /// How the input frames map to the working size and the result onto
+    /// the output frames.
+    pub resize_mode: u32,
+    pub progress: cogvideo_progress_fn,
+    pub progress_user: *mut c_void,
+    /// Final latents, as in [`cogvideo_generate_options`].
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
+}
+
+/// One random draw of a call, as [`cogvideo_generate_noise_plan`] and its
+/// siblings report it: caller noise is these draws' values, f32 row-major
+/// in `shape`, concatenated in order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cogvideo_noise_draw {
+    /// NUL-terminated, e.g. "initial latents", "VAE posterior sample",
+    /// "DPM step 3".
+    pub purpose: [c_char; 32],
+    pub ndim: i32,
+    pub shape: [i64; 5],
+    /// Index of the draw's first value in the caller's noise array.
+    pub offset: u64,
+    /// Values in the draw (the product of `shape`).
+    pub count: u64,
+}
+
+/// Reads an options struct, or its defaults when `p` is NULL. A struct
+/// from a caller built against an older header (smaller `struct_size`, at
+/// least the 1.0 size) is read as far as it goes, with defaults for the
+/// fields added since.
 ///
 /// # Safety
 /// `p` must be NULL or point to a struct whose `struct_size` is readable and
 /// which is valid for `struct_size` bytes.
 pub(super) unsafe fn read<T: Copy + Defaults>(p: *const T, what: &str) -> Result<T> {
+    let mut out = T::defaults();
     if p.is_null() {
-        return Ok(T::defaults());
+        return Ok(out);
     }
     // SAFETY: every options struct starts with a u32 struct_size.
     let size = unsafe { *(p as *const u32) } as usize;
-    if size < std::mem::size_of::<T>() {
+    if size < T::MIN_SIZE {
         return Err(Error::invalid(format!(
-            "{what}: struct_size {size} is smaller than this library's {} bytes; initialise the struct with its _init function",
-            std::mem::size_of::<T>()
+            "{what}: struct_size {size} is smaller than the {} bytes of the oldest version; initialise the struct with its _init function",
+            T::MIN_SIZE
         )));
     }
-    // SAFETY: the caller's struct is at least as large as ours.
-    Ok(unsafe { *p })
+    let len = size.min(std::mem::size_of::<T>());
+    // SAFETY: the caller's struct is valid for `size` bytes and ours for
+    // `size_of::<T>()`; both are plain data (pointers, numbers, bools that
+    // the caller's own struct holds).
+    unsafe {
+        std::ptr::copy_nonoverlapping(p as *const u8, (&mut out as *mut T) as *mut u8, len);
+    }
+    Ok(out)
 }
 
 pub(super) trait Defaults {
     fn defaults() -> Self;
+    /// `struct_size` of the oldest layout still accepted.
+    const MIN_SIZE: usize;
 }
 
 /// Writes the defaults into a caller's struct (NULL is ignored).
@@ -199,6 +314,7 @@ fn size_of_u32<T>() -> u32 {
 }
 
 impl Defaults for cogvideo_load_options {
+    const MIN_SIZE: usize = std::mem::size_of::<Self>();
     fn defaults() -> Self {
         Self {
             struct_size: size_of_u32::<Self>(),
@@ -211,6 +327,7 @@ impl Defaults for cogvideo_load_options {
 }
 
 impl Defaults for cogvideo_generate_options {
+    const MIN_SIZE: usize = std::mem::offset_of!(Self, latents_out);
     fn defaults() -> Self {
         let d = SamplingOptions::default();
         Self {
@@ -230,11 +347,14 @@ impl Defaults for cogvideo_generate_options {
             resize_mode: COGVIDEO_RESIZE_STRETCH,
             progress: None,
             progress_user: std::ptr::null_mut(),
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
         }
     }
 }
 
 impl Defaults for cogvideo_animate_options {
+    const MIN_SIZE: usize = std::mem::offset_of!(Self, latents_out);
     fn defaults() -> Self {
         let a = AnimateOptions::default();
         let d = &a.sampling;
@@ -255,11 +375,14 @@ impl Defaults for cogvideo_animate_options {
             resize_mode: COGVIDEO_RESIZE_STRETCH,
             progress: None,
             progress_user: std::ptr::null_mut(),
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
         }
     }
 }
 
 impl Defaults for cogvideo_invert_options {
+    const MIN_SIZE: usize = std::mem::offset_of!(Self, posterior_mean);
     fn defaults() -> Self {
         let d = InvertOptions::default();
         Self {
@@ -273,11 +396,13 @@ impl Defaults for cogvideo_invert_options {
             resize_mode: COGVIDEO_RESIZE_STRETCH,
             progress: None,
             progress_user: std::ptr::null_mut(),
+            posterior_mean: d.posterior_mean,
         }
     }
 }
 
 impl Defaults for cogvideo_edit_options {
+    const MIN_SIZE: usize = std::mem::offset_of!(Self, strength);
     fn defaults() -> Self {
         let d = EditOptions::default();
         Self {
@@ -292,6 +417,52 @@ impl Defaults for cogvideo_edit_options {
             resize_mode: COGVIDEO_RESIZE_STRETCH,
             progress: None,
             progress_user: std::ptr::null_mut(),
+            strength: d.strength,
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
+        }
+    }
+}
+
+impl Defaults for cogvideo_decode_options {
+    const MIN_SIZE: usize = std::mem::size_of::<Self>();
+    fn defaults() -> Self {
+        Self {
+            struct_size: size_of_u32::<Self>(),
+            tiling: COGVIDEO_TILING_AS_LOADED,
+            tile_width: 0,
+            tile_height: 0,
+            resize_mode: COGVIDEO_RESIZE_STRETCH,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+        }
+    }
+}
+
+impl Defaults for cogvideo_video_to_video_options {
+    const MIN_SIZE: usize = std::mem::size_of::<Self>();
+    fn defaults() -> Self {
+        let v = VideoToVideoOptions::default();
+        let d = &v.sampling;
+        Self {
+            struct_size: size_of_u32::<Self>(),
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            width: 0,
+            height: 0,
+            steps: d.steps as i32,
+            guidance_scale: d.guidance_scale as f32,
+            dynamic_cfg: d.dynamic_cfg,
+            scheduler: COGVIDEO_SCHEDULER_DPM,
+            strength: v.strength,
+            seed: d.noise.seed,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            resize_mode: COGVIDEO_RESIZE_STRETCH,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
         }
     }
 }
@@ -344,12 +515,41 @@ pub unsafe extern "C" fn cogvideo_edit_options_init(opts: *mut cogvideo_edit_opt
     unsafe { write_defaults(opts) }
 }
 
+/// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
+///
+/// # Safety
+/// `opts` must be NULL (ignored) or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_decode_options_init(opts: *mut cogvideo_decode_options) {
+    unsafe { write_defaults(opts) }
+}
+
+/// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
+///
+/// # Safety
+/// `opts` must be NULL (ignored) or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_video_to_video_options_init(
+    opts: *mut cogvideo_video_to_video_options,
+) {
+    unsafe { write_defaults(opts) }
+}
+
 pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
     let device = match o.device {
         COGVIDEO_DEVICE_CPU => DeviceKind::Cpu,
         COGVIDEO_DEVICE_CUDA if o.device_index >= 0 => DeviceKind::Cuda(o.device_index as usize),
-        COGVIDEO_DEVICE_CUDA => return Err(Error::invalid("device_index must not be negative")),
-        other => return Err(Error::invalid(format!("unknown device {other}"))),
+        COGVIDEO_DEVICE_CUDA => {
+            return Err(Error::invalid(format!(
+                "device_index must be 0 or more, got {}",
+                o.device_index
+            )));
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "device {other} is not one of COGVIDEO_DEVICE_CPU (0) or COGVIDEO_DEVICE_CUDA (1)"
+            )));
+        }
     };
     Ok(LoadOptions {
         device,
@@ -358,21 +558,20 @@ pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
     })
 }
 
-fn positive(v: i32, what: &str) -> Result<usize> {
-    if v <= 0 || v > 10_000 {
-        Err(Error::invalid(format!(
-            "{what} must be between 1 and 10000, got {v}"
-        )))
-    } else {
-        Ok(v as usize)
-    }
+/// A count the pipeline checks against its own range; only the sign is
+/// checked here so that the range is stated in one place.
+fn count(v: i32, what: &str) -> Result<usize> {
+    usize::try_from(v).map_err(|_| Error::invalid(format!("{what} must be positive, got {v}")))
 }
 
+/// 0 takes the default; the pipeline checks positive values.
 fn optional(v: i32, what: &str) -> Result<Option<usize>> {
-    if v == 0 {
-        Ok(None)
-    } else {
-        positive(v, what).map(Some)
+    match v {
+        0 => Ok(None),
+        v if v < 0 => Err(Error::invalid(format!(
+            "{what} must be 0 (the default) or positive, got {v}"
+        ))),
+        v => Ok(Some(v as usize)),
     }
 }
 
@@ -380,7 +579,9 @@ fn scheduler(code: u32) -> Result<SchedulerKind> {
     match code {
         COGVIDEO_SCHEDULER_DPM => Ok(SchedulerKind::Dpm),
         COGVIDEO_SCHEDULER_DDIM => Ok(SchedulerKind::Ddim),
-        other => Err(Error::invalid(format!("unknown scheduler {other}"))),
+        other => Err(Error::invalid(format!(
+            "scheduler {other} is not one of COGVIDEO_SCHEDULER_DPM (0) or COGVIDEO_SCHEDULER_DDIM (1)"
+        ))),
     }
 }
 
@@ -394,31 +595,42 @@ fn guidance_scale(g: f32) -> Result<f64> {
     }
 }
 
-/// The caller's noise values; the pipeline splits them by the shapes of
-/// its draws.
-///
-/// # Safety
-/// `noise` must be NULL or point to `len` floats.
-unsafe fn noise_options(seed: u64, noise: *const f32, len: usize) -> Result<NoiseOptions> {
-    if len == 0 {
-        return Ok(NoiseOptions::seed(seed));
-    }
-    if noise.is_null() {
-        return Err(Error::invalid("noise is NULL but noise_len is not 0"));
-    }
-    if len > (1usize << 34) {
-        return Err(Error::invalid("noise_len is absurdly large"));
-    }
-    // SAFETY: caller guarantees `len` readable floats.
-    let supplied = unsafe { std::slice::from_raw_parts(noise, len) }.to_vec();
-    Ok(NoiseOptions { seed, supplied })
+/// Caller noise as passed: checked against the call's draws
+/// ([`RawNoise::attach`]) before a single value is copied.
+#[derive(Clone, Copy)]
+pub(super) struct RawNoise {
+    ptr: *const f32,
+    len: usize,
 }
 
-/// The prompt and sampler fields common to text- and image-to-video.
+impl RawNoise {
+    /// Checks the length against `plan` and copies the values into `noise`.
+    ///
+    /// # Safety
+    /// `ptr` must be NULL or point to `len` floats.
+    pub(super) unsafe fn attach(self, plan: &NoisePlan, noise: &mut NoiseOptions) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        if self.ptr.is_null() {
+            return Err(Error::invalid(format!(
+                "noise is NULL but noise_len is {}",
+                self.len
+            )));
+        }
+        plan.check_supplied(self.len)?;
+        let mut values = crate::memory::try_zeroed::<f32>(self.len, "caller noise")?;
+        // SAFETY: the caller guarantees `len` readable floats.
+        values.copy_from_slice(unsafe { std::slice::from_raw_parts(self.ptr, self.len) });
+        noise.supplied = values;
+        Ok(())
+    }
+}
+
+/// The prompt and sampler fields common to the sampling calls.
 ///
 /// # Safety
-/// The string and noise pointers must be valid as documented.
-#[allow(clippy::too_many_arguments)]
+/// The string pointers must be valid as documented.
 unsafe fn sampling_options(
     prompt: *const c_char,
     negative_prompt: *const c_char,
@@ -427,21 +639,22 @@ unsafe fn sampling_options(
     dynamic_cfg: bool,
     sched: u32,
     seed: u64,
-    (noise, noise_len): (*const f32, usize),
 ) -> Result<SamplingOptions> {
     Ok(SamplingOptions {
         prompt: unsafe { str_arg(prompt, "prompt") }?,
         negative_prompt: unsafe { str_arg(negative_prompt, "negative_prompt") }?,
-        steps: positive(steps, "steps")?,
+        steps: count(steps, "steps")?,
         guidance_scale: guidance_scale(guidance)?,
         dynamic_cfg,
         scheduler: scheduler(sched)?,
-        noise: unsafe { noise_options(seed, noise, noise_len) }?,
+        noise: NoiseOptions::seed(seed),
     })
 }
 
-pub(super) unsafe fn generate_options(o: &cogvideo_generate_options) -> Result<GenerateOptions> {
-    Ok(GenerateOptions {
+pub(super) unsafe fn generate_options(
+    o: &cogvideo_generate_options,
+) -> Result<(GenerateOptions, RawNoise)> {
+    let opts = GenerateOptions {
         sampling: unsafe {
             sampling_options(
                 o.prompt,
@@ -451,17 +664,25 @@ pub(super) unsafe fn generate_options(o: &cogvideo_generate_options) -> Result<G
                 o.dynamic_cfg,
                 o.scheduler,
                 o.seed,
-                (o.noise, o.noise_len),
             )
         }?,
         height: optional(o.height, "height")?,
         width: optional(o.width, "width")?,
         num_frames: optional(o.num_frames, "num_frames")?,
-    })
+    };
+    Ok((
+        opts,
+        RawNoise {
+            ptr: o.noise,
+            len: o.noise_len,
+        },
+    ))
 }
 
-pub(super) unsafe fn animate_options(o: &cogvideo_animate_options) -> Result<AnimateOptions> {
-    Ok(AnimateOptions {
+pub(super) unsafe fn animate_options(
+    o: &cogvideo_animate_options,
+) -> Result<(AnimateOptions, RawNoise)> {
+    let opts = AnimateOptions {
         sampling: unsafe {
             sampling_options(
                 o.prompt,
@@ -471,26 +692,92 @@ pub(super) unsafe fn animate_options(o: &cogvideo_animate_options) -> Result<Ani
                 o.dynamic_cfg,
                 o.scheduler,
                 o.seed,
-                (o.noise, o.noise_len),
             )
         }?,
-        num_frames: positive(o.num_frames, "num_frames")?,
-    })
+        num_frames: count(o.num_frames, "num_frames")?,
+    };
+    Ok((
+        opts,
+        RawNoise {
+            ptr: o.noise,
+            len: o.noise_len,
+        },
+    ))
 }
 
-pub(super) unsafe fn invert_options(o: &cogvideo_invert_options) -> Result<InvertOptions> {
-    Ok(InvertOptions {
-        steps: positive(o.steps, "steps")?,
-        noise: unsafe { noise_options(o.seed, o.noise, o.noise_len) }?,
-    })
+pub(super) fn invert_options(o: &cogvideo_invert_options) -> Result<(InvertOptions, RawNoise)> {
+    let opts = InvertOptions {
+        steps: count(o.steps, "steps")?,
+        posterior_mean: o.posterior_mean,
+        noise: NoiseOptions::seed(o.seed),
+    };
+    Ok((
+        opts,
+        RawNoise {
+            ptr: o.noise,
+            len: o.noise_len,
+        },
+    ))
 }
 
-pub(super) unsafe fn edit_options(o: &cogvideo_edit_options) -> Result<EditOptions> {
-    Ok(EditOptions {
+pub(super) unsafe fn edit_options(o: &cogvideo_edit_options) -> Result<(EditOptions, RawNoise)> {
+    let opts = EditOptions {
         prompt: unsafe { str_arg(o.prompt, "prompt") }?,
         negative_prompt: unsafe { str_arg(o.negative_prompt, "negative_prompt") }?,
         guidance_scale: guidance_scale(o.guidance_scale)?,
         start_from_inverted: o.start_from_inverted,
-        noise: unsafe { noise_options(o.seed, o.noise, o.noise_len) }?,
-    })
+        strength: o.strength,
+        noise: NoiseOptions::seed(o.seed),
+    };
+    Ok((
+        opts,
+        RawNoise {
+            ptr: o.noise,
+            len: o.noise_len,
+        },
+    ))
+}
+
+pub(super) unsafe fn video_to_video_options(
+    o: &cogvideo_video_to_video_options,
+) -> Result<(VideoToVideoOptions, RawNoise)> {
+    let opts = VideoToVideoOptions {
+        sampling: unsafe {
+            sampling_options(
+                o.prompt,
+                o.negative_prompt,
+                o.steps,
+                o.guidance_scale,
+                o.dynamic_cfg,
+                o.scheduler,
+                o.seed,
+            )
+        }?,
+        strength: o.strength,
+    };
+    Ok((
+        opts,
+        RawNoise {
+            ptr: o.noise,
+            len: o.noise_len,
+        },
+    ))
+}
+
+pub(super) fn decode_options(o: &cogvideo_decode_options) -> Result<DecodeOptions> {
+    let tiling = match o.tiling {
+        COGVIDEO_TILING_AS_LOADED => VaeTiling::AsLoaded,
+        COGVIDEO_TILING_OFF => VaeTiling::Off,
+        COGVIDEO_TILING_ON if o.tile_width == 0 && o.tile_height == 0 => VaeTiling::Default,
+        COGVIDEO_TILING_ON => VaeTiling::Pixels {
+            height: count(o.tile_height, "tile_height")?,
+            width: count(o.tile_width, "tile_width")?,
+        },
+        other => {
+            return Err(Error::invalid(format!(
+                "tiling {other} is not one of COGVIDEO_TILING_AS_LOADED (0), _OFF (1) or _ON (2)"
+            )));
+        }
+    };
+    Ok(DecodeOptions { tiling })
 }

@@ -121,7 +121,7 @@ pub fn frames_to_video(
     for (i, f) in frames.iter().enumerate() {
         if (f.width(), f.height(), f.format()) != (first.width(), first.height(), first.format()) {
             return Err(Error::invalid(format!(
-                "frame {i} is {}x{} {:?} but frame 0 is {}x{} {:?}: frames of a clip must share \
+                "frame {i} is {}x{} {} but frame 0 is {}x{} {}: frames of a clip must share \
                  size and format",
                 f.width(),
                 f.height(),

@@ -22,6 +22,18 @@ pub enum PixelFormat {
     Rgba32F,
 }
 
+/// The C API's names, which are what callers of either API see in messages.
+impl std::fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PixelFormat::Rgb8 => "COGVIDEO_FORMAT_RGB8",
+            PixelFormat::Rgba8 => "COGVIDEO_FORMAT_RGBA8",
+            PixelFormat::Rgba16 => "COGVIDEO_FORMAT_RGBA16",
+            PixelFormat::Rgba32F => "COGVIDEO_FORMAT_RGBA32F",
+        })
+    }
+}
+
 impl PixelFormat {
     /// Channels per pixel (3 or 4).
     pub const fn channels(self) -> usize {
@@ -157,7 +169,7 @@ impl FrameLayout {
         let end = lowest.checked_add(self.span());
         if end.is_none_or(|end| end > len) {
             return Err(Error::invalid(format!(
-                "frame buffer of {len} bytes is too short: a {}x{} {:?} frame with stride {} \
+                "frame buffer of {len} bytes is too short: a {}x{} {} frame with stride {} \
                  needs {} bytes from offset {lowest}",
                 self.width,
                 self.height,

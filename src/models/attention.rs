@@ -10,7 +10,7 @@ use crate::models::transformers::cogvideox_transformer_3d::RotaryEmbedding;
 /// Upper bound on one chunk of attention scores, in elements. Full scores
 /// for the 5b model at 480x720 would be `48 x 17776^2` floats per sample
 /// (about 60 GB); chunking the queries keeps the working set near 1 GiB.
-const MAX_SCORE_ELEMENTS: usize = 1 << 28;
+pub(crate) const MAX_SCORE_ELEMENTS: usize = 1 << 28;
 
 /// `softmax(q k^T * scale) v` over `[B, H, S, Dh]` tensors, computed in query
 /// chunks so memory stays bounded for long videos. Scores and softmax run in

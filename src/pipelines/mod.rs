@@ -1,5 +1,5 @@
-//! Pipelines: text-to-video, image-to-video, DDIM inversion and prompt
-//! editing over one loaded checkpoint, all running through the one sampling
+//! Pipelines: text-to-video, image-to-video, video-to-video, DDIM inversion
+//! and prompt editing over one loaded checkpoint, all running through the one sampling
 //! loop in [`sampling`].
 //!
 //! Video tensors at this level are `[1, 3, T, H, W]` in [-1, 1] at the
@@ -9,6 +9,7 @@
 pub mod ddim_inversion;
 pub mod pipeline_cogvideox;
 pub mod pipeline_cogvideox_image2video;
+pub mod pipeline_cogvideox_video2video;
 pub mod progress;
 pub(crate) mod sampling;
 
@@ -26,6 +27,7 @@ use crate::variant::Variant;
 pub use ddim_inversion::{EditOptions, Inversion, InvertOptions};
 pub use pipeline_cogvideox::{GenerateOptions, SamplingOptions};
 pub use pipeline_cogvideox_image2video::AnimateOptions;
+pub use pipeline_cogvideox_video2video::VideoToVideoOptions;
 pub use progress::{Progress, Stage};
 use sampling::Stepper;
 
@@ -108,9 +110,124 @@ impl NoiseOptions {
         Ok(Self { seed, supplied })
     }
 
-    fn source(&self) -> SuppliedNoise {
-        SuppliedNoise::new(self.supplied.clone(), self.seed)
+    fn source(&self) -> SuppliedNoise<'_> {
+        SuppliedNoise::new(&self.supplied, self.seed)
     }
+}
+
+/// One random draw of a call: what it is for and its shape (f32, row-major).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoiseDraw {
+    pub purpose: String,
+    pub shape: Vec<usize>,
+}
+
+impl NoiseDraw {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The draws a call makes, in the order supplied noise is consumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoisePlan {
+    pub draws: Vec<NoiseDraw>,
+}
+
+impl NoisePlan {
+    fn push(&mut self, purpose: impl Into<String>, shape: &[usize]) {
+        self.draws.push(NoiseDraw {
+            purpose: purpose.into(),
+            shape: shape.to_vec(),
+        });
+    }
+
+    /// Values the whole call takes.
+    pub fn total(&self) -> usize {
+        self.draws.iter().map(NoiseDraw::len).sum()
+    }
+
+    /// Supplied noise must cover whole draws: all of them, or a prefix that
+    /// ends at a draw boundary (the seed supplies the rest). Anything else is
+    /// a caller mistake that would otherwise go unnoticed.
+    pub fn check_supplied(&self, len: usize) -> Result<()> {
+        let mut end = 0;
+        if len == 0 {
+            return Ok(());
+        }
+        for d in &self.draws {
+            end += d.len();
+            if end == len {
+                return Ok(());
+            }
+        }
+        Err(Error::invalid(format!(
+            "noise_len {len} does not match this call's draws, which take {} values in all: {}; pass all of them or a prefix ending at a draw boundary",
+            self.total(),
+            self.summary()
+        )))
+    }
+
+    /// "initial latents [1, 3, 16, 8, 12] (4608 values), 3 DPM step draws of [..] (4608 each)".
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < self.draws.len() {
+            let d = &self.draws[i];
+            let is_step = |x: &NoiseDraw| x.purpose.starts_with("DPM step") && x.shape == d.shape;
+            let mut j = i + 1;
+            if is_step(d) {
+                while j < self.draws.len() && is_step(&self.draws[j]) {
+                    j += 1;
+                }
+            }
+            parts.push(if j - i > 1 {
+                format!(
+                    "{} DPM step draws of {:?} ({} each)",
+                    j - i,
+                    d.shape,
+                    d.len()
+                )
+            } else {
+                format!("{} {:?} ({} values)", d.purpose, d.shape, d.len())
+            });
+            i = j;
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Largest width or height, in pixels, any call accepts.
+pub const MAX_SIDE: usize = 4096;
+/// Largest frame count (4k+1) any call accepts.
+pub const MAX_FRAMES: usize = 1021;
+
+/// How the VAE decodes or encodes one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VaeTiling {
+    /// As chosen at load time ([`LoadOptions::vae_tiling`]).
+    #[default]
+    AsLoaded,
+    /// The whole frame at once.
+    Off,
+    /// Tiles of the VAE's default size (diffusers' `enable_tiling()`).
+    Default,
+    /// Tiles of this many pixels (multiples of 8), with the default overlap.
+    Pixels { height: usize, width: usize },
+}
+
+/// Options for [`Pipeline::decode_latents`] and [`Pipeline::decode_inversion`].
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    pub tiling: VaeTiling,
 }
 
 /// What a generating call returns.
@@ -121,6 +238,59 @@ pub struct VideoOutput {
     pub latents: Tensor,
     /// Decoded video `[1, 3, T, H, W]` in [-1, 1], f32.
     pub video: Tensor,
+}
+
+/// The pipeline joins its components with fixed factors (8x spatial and 4x
+/// temporal compression, the transformer working on the VAE's latents and
+/// the T5 width): components that each load but do not fit together are a
+/// bad checkpoint, refused here rather than failing mid-call.
+fn check_components(
+    ckpt: &Checkpoint,
+    transformer: &CogVideoXTransformer3DModel,
+    vae: &AutoencoderKLCogVideoX,
+    text: &TextEncoder,
+) -> Result<()> {
+    let t = transformer.config();
+    let v = vae.config();
+    let checks = [
+        (
+            "vae",
+            "latent_channels",
+            v.latent_channels,
+            t.out_channels(),
+            "the transformer's out_channels",
+        ),
+        (
+            "vae",
+            "block_out_channels (spatial compression)",
+            v.spatial_compression(),
+            8,
+            "8",
+        ),
+        (
+            "vae",
+            "temporal_compression_ratio",
+            v.temporal_compression_ratio as usize,
+            4,
+            "4",
+        ),
+        (
+            "transformer",
+            "text_embed_dim",
+            t.text_embed_dim,
+            text.encoder().config().d_model,
+            "the text encoder's d_model",
+        ),
+    ];
+    for (component, field, got, want, what) in checks {
+        if got != want {
+            return Err(Error::bad_checkpoint(
+                ckpt.root().join(component).join("config.json"),
+                format!("{field} is {got} but must equal {what} ({want})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Frames the VAE decodes from `latent_frames` latent frames. diffusers
@@ -182,6 +352,7 @@ impl Pipeline {
         let text_encoder = TextEncoder::from_checkpoint(&ckpt, text_dtype, &device)?;
         let mut vae =
             AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, opts.dtype, &device)?;
+        check_components(&ckpt, &transformer, &vae, &text_encoder)?;
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
@@ -217,16 +388,50 @@ impl Pipeline {
         (cfg.sample_height * 8, cfg.sample_width * 8, frames)
     }
 
-    /// Frames a text- or image-to-video call with `num_frames` produces.
-    pub fn output_frame_count(&self, num_frames: usize) -> Result<usize> {
-        if num_frames == 0 || !(num_frames - 1).is_multiple_of(4) {
+    /// Steps any sampling call accepts: 1..=the scheduler's training steps.
+    pub fn max_steps(&self) -> usize {
+        self.scheduler.max_steps()
+    }
+
+    pub(crate) fn check_steps(&self, steps: usize) -> Result<()> {
+        if steps == 0 || steps > self.max_steps() {
             return Err(Error::invalid(format!(
-                "{} needs 4k+1 frames, got {num_frames}",
+                "steps must be between 1 and {}, got {steps}",
+                self.max_steps()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a frame count: 4k+1 between 1 and [`MAX_FRAMES`].
+    pub fn check_frames(&self, frames: usize) -> Result<()> {
+        if frames == 0 || frames > MAX_FRAMES || !(frames - 1).is_multiple_of(4) {
+            return Err(Error::invalid(format!(
+                "{} needs 4k+1 frames between 1 and {MAX_FRAMES} (1, 5, 9, ..., 49, ..., 81), got {frames}",
                 self.variant
             )));
         }
+        Ok(())
+    }
+
+    /// Frames a text- or image-to-video call with `num_frames` produces.
+    pub fn output_frame_count(&self, num_frames: usize) -> Result<usize> {
+        self.check_frames(num_frames)?;
         let (f, pad) = self.latent_frames(num_frames);
         Ok(decoded_frame_count(f - pad))
+    }
+
+    /// Shape of the latents a call returns for a `height x width` clip of
+    /// `frames` frames: `[1, F, 16, height/8, width/8]` (without 1.5's
+    /// padding frame).
+    pub fn latent_shape(&self, height: usize, width: usize, frames: usize) -> Result<[usize; 5]> {
+        self.check_size(height, width, frames)?;
+        let (f, pad) = self.latent_frames(frames);
+        Ok([1, f - pad, self.latent_channels(), height / 8, width / 8])
+    }
+
+    fn latent_channels(&self) -> usize {
+        self.vae.config().latent_channels
     }
 
     /// How many leading frames of an `n`-frame clip an inversion uses: the
@@ -242,12 +447,11 @@ impl Pipeline {
                 self.variant
             )));
         }
-        Ok(n - (n - min) % unit)
+        Ok((n - (n - min) % unit).min(MAX_FRAMES - (MAX_FRAMES - min) % unit))
     }
 
     /// Checks a requested size against what the variant can generate.
-    pub(crate) fn check_size(&self, height: usize, width: usize, frames: usize) -> Result<()> {
-        const MAX_SIDE: usize = 4096;
+    pub fn check_size(&self, height: usize, width: usize, frames: usize) -> Result<()> {
         let cfg = self.transformer.config();
         let unit = 8 * cfg.patch_size;
         if height == 0 || width == 0 || height > MAX_SIDE || width > MAX_SIDE {
@@ -260,17 +464,12 @@ impl Pipeline {
                 "width and height must be multiples of {unit} pixels, got {width}x{height}"
             )));
         }
-        if frames == 0 || !(frames - 1).is_multiple_of(4) || frames > 1024 {
-            return Err(Error::invalid(format!(
-                "{} needs 4k+1 frames (1, 5, 9, ..., 49, ..., 81), got {frames}",
-                self.variant
-            )));
-        }
+        self.check_frames(frames)?;
         if cfg.use_learned_positional_embeddings
             && (height != cfg.sample_height * 8 || width != cfg.sample_width * 8)
         {
             return Err(Error::invalid(format!(
-                "{} only generates at {}x{} (its positional embeddings are learned for that size)",
+                "{} only generates at {}x{} (its positional embeddings are learned for that size), got {width}x{height}",
                 self.variant,
                 cfg.sample_width * 8,
                 cfg.sample_height * 8
@@ -280,13 +479,104 @@ impl Pipeline {
             && (height / unit > cfg.sample_height / 2 || width / unit > cfg.sample_width / 2)
         {
             return Err(Error::invalid(format!(
-                "{} generates at most {}x{} pixels",
+                "{} generates at most {}x{} pixels, got {width}x{height}",
                 self.variant,
                 cfg.sample_width * 8,
                 cfg.sample_height * 8
             )));
         }
         Ok(())
+    }
+
+    /// Estimated peak working memory (bytes, beyond the loaded weights) of
+    /// sampling a `height x width x frames` clip: the transformer's block
+    /// activations for every sample in the batch (two with classifier-free
+    /// guidance, twice that with editing's reference latents) and one chunk
+    /// of attention scores.
+    fn sampling_peak_bytes(&self, height: usize, width: usize, frames: usize, batch: u64) -> u64 {
+        let cfg = self.transformer.config();
+        let (f, _) = self.latent_frames(frames);
+        let p = cfg.patch_size as u64;
+        let tokens = (f as u64 / cfg.patch_size_t.unwrap_or(1) as u64)
+            * (height as u64 / 8 / p)
+            * (width as u64 / 8 / p)
+            + cfg.max_text_seq_length as u64;
+        let elem = if self.dtype == DType::F32 { 4 } else { 2 };
+        // Block input, norms, q/k/v, attention output and the 4x feed-forward
+        // hidden state with its GELU: about 16 hidden-sized tensors, some f32.
+        let activations = 16 * batch * tokens * cfg.inner_dim() as u64 * elem;
+        let scores = 2 * 4 * crate::models::attention::MAX_SCORE_ELEMENTS as u64;
+        // Latents, model inputs and outputs, scheduler temporaries (f32).
+        let latents =
+            10 * batch * (f * self.latent_channels() * (height / 8) * (width / 8)) as u64 * 4;
+        activations + scores + latents
+    }
+
+    /// Estimated peak working memory of a VAE encode or decode of a
+    /// `height x width x frames` clip: the full-resolution activations of one
+    /// frame batch at the widest full-resolution width, with the convolution
+    /// inputs and outputs alive together (measured: 4.1 GiB decoding 9 frames
+    /// at 240x360 with 0.8 GiB of weights).
+    fn vae_peak_bytes(&self, height: usize, width: usize, frames: usize, tiling: VaeTiling) -> u64 {
+        let cfg = self.vae.config();
+        let channels = cfg.block_out_channels.first().copied().unwrap_or(128) as u64;
+        let batch_frames = (frames as u64).min(12);
+        let elem = if self.dtype == DType::F32 { 4 } else { 2 };
+        let tile = match tiling {
+            VaeTiling::AsLoaded => self
+                .vae
+                .tiling()
+                .map(|t| (t.tile_sample_min_height, t.tile_sample_min_width)),
+            VaeTiling::Off => None,
+            VaeTiling::Default => {
+                let t = self.vae.default_tiling();
+                Some((t.tile_sample_min_height, t.tile_sample_min_width))
+            }
+            VaeTiling::Pixels { height, width } => Some((height, width)),
+        };
+        let (h, w) = match tile {
+            Some((th, tw)) => (height.min(th), width.min(tw)),
+            None => (height, width),
+        };
+        12 * channels * batch_frames * h as u64 * w as u64 * elem
+    }
+
+    /// Refuses a decode whose working memory cannot fit on the CPU.
+    pub(crate) fn check_decode_fits(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+        opts: &DecodeOptions,
+    ) -> Result<()> {
+        if !self.device.is_cpu() {
+            return Ok(());
+        }
+        let need = self.vae_peak_bytes(height, width, frames, opts.tiling);
+        crate::memory::ensure_fits(
+            need,
+            &format!("decoding a {width}x{height} clip of {frames} frames"),
+        )
+    }
+
+    /// Refuses, with [`Error::OutOfMemory`], a call whose working memory
+    /// cannot fit on the CPU (GPU allocation failures are errors already).
+    pub(crate) fn check_fits(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+        guidance: bool,
+        reference: bool,
+    ) -> Result<()> {
+        if !self.device.is_cpu() {
+            return Ok(());
+        }
+        let batch = (1 + guidance as u64) * (1 + reference as u64);
+        let need = self
+            .sampling_peak_bytes(height, width, frames, batch)
+            .max(self.vae_peak_bytes(height, width, frames, VaeTiling::AsLoaded));
+        crate::memory::ensure_fits(need, &format!("a {width}x{height} clip of {frames} frames"))
     }
 
     /// Latent frames for `frames` pixel frames, and how many padding latent
@@ -319,6 +609,7 @@ impl Pipeline {
     }
 
     fn stepper(&self, kind: SchedulerKind, steps: usize) -> Result<Stepper> {
+        self.check_steps(steps)?;
         Ok(match kind {
             SchedulerKind::Ddim => {
                 let mut s = CogVideoXDDIMScheduler::new(&self.scheduler)?;
@@ -333,6 +624,35 @@ impl Pipeline {
         })
     }
 
+    /// Adds the draws of the steps `stepper` runs from step `first` on (DPM
+    /// re-noises at every step but the last; DDIM draws nothing).
+    fn plan_step_draws(
+        &self,
+        stepper: &Stepper,
+        first: usize,
+        shape: &[usize],
+        plan: &mut NoisePlan,
+    ) {
+        if let Stepper::Dpm(s) = stepper {
+            for (j, &t) in s.timesteps()[first..].iter().enumerate() {
+                if s.needs_noise(t) {
+                    plan.push(format!("DPM step {j}"), shape);
+                }
+            }
+        }
+    }
+
+    /// The VAE posterior of `frames` pixel frames: `[1, 16, F, h, w]`.
+    fn posterior_shape(&self, height: usize, width: usize, frames: usize) -> [usize; 5] {
+        [
+            1,
+            self.latent_channels(),
+            (frames - 1) / 4 + 1,
+            height / 8,
+            width / 8,
+        ]
+    }
+
     fn rope(
         &self,
         h: usize,
@@ -344,33 +664,68 @@ impl Pipeline {
         Ok(self.transformer.prepare_rotary(tables.as_ref())?)
     }
 
-    /// Encodes `[1, 3, T, H, W]` pixels to the VAE posterior.
+    /// Encodes `[1, 3, T, H, W]` pixels to a latent of the VAE posterior:
+    /// its mean, or a sample (one draw).
     fn encode_video(
         &self,
         video: &Tensor,
+        posterior_mean: bool,
         noise: &mut dyn NoiseSource,
         progress: &mut Progress,
     ) -> Result<Tensor> {
         progress.report(Stage::EncodeVideo, 0, 1)?;
         let posterior = self.vae.encode(&video.to_dtype(self.dtype)?)?;
-        let eps = noise.randn(
-            posterior.mean().dims(),
-            &self.device,
-            "VAE posterior sample",
-        )?;
-        let z = posterior.sample(&eps)?;
+        let z = if posterior_mean {
+            posterior.mean().clone()
+        } else {
+            let eps = noise.randn(
+                posterior.mean().dims(),
+                &self.device,
+                "VAE posterior sample",
+            )?;
+            posterior.sample(&eps)?
+        };
         progress.report(Stage::EncodeVideo, 1, 1)?;
         Ok(z)
     }
 
-    /// Decodes diffusion latents `[1, F, 16, h, w]` to pixels `[1, 3, T, H,
-    /// W]` in [-1, 1] (f32), dividing by the VAE scaling factor first.
-    fn decode_latents(&self, latents: Tensor, progress: &mut Progress) -> Result<VideoOutput> {
+    /// Decodes diffusion latents `[1, F, 16, h, w]` (as the generating calls
+    /// return them) to pixels `[1, 3, T, H, W]` in [-1, 1], f32, with
+    /// T = [`decoded_frame_count`]`(F)`.
+    pub fn decode_latents(
+        &self,
+        latents: &Tensor,
+        opts: &DecodeOptions,
+        progress: &mut Progress,
+    ) -> Result<Tensor> {
+        let dims = latents.dims();
+        let c = self.latent_channels();
+        let ok = dims.len() == 5
+            && dims[0] == 1
+            && dims[1] >= 1
+            && dims[2] == c
+            && (1..=MAX_SIDE / 8).contains(&dims[3])
+            && (1..=MAX_SIDE / 8).contains(&dims[4])
+            && decoded_frame_count(dims[1]) <= MAX_FRAMES + 3;
+        if !ok {
+            return Err(Error::invalid(format!(
+                "latents must be [1, F, {c}, h, w] with h and w in 1..={} and at most {} frames, got {dims:?}",
+                MAX_SIDE / 8,
+                (MAX_FRAMES - 1) / 4 + 1
+            )));
+        }
+        let _ = opts;
         progress.report(Stage::DecodeVideo, 0, 1)?;
         let sf = self.vae.config().scaling_factor;
-        let z = (latents.permute((0, 2, 1, 3, 4))? * (1.0 / sf))?;
+        let z = (latents.to_dtype(self.dtype)?.permute((0, 2, 1, 3, 4))? * (1.0 / sf))?;
         let video = self.vae.decode(&z)?.to_dtype(DType::F32)?;
         progress.report(Stage::DecodeVideo, 1, 1)?;
+        Ok(video)
+    }
+
+    /// Decodes the latents a generating call produced into its output.
+    fn finish(&self, latents: Tensor, progress: &mut Progress) -> Result<VideoOutput> {
+        let video = self.decode_latents(&latents, &DecodeOptions::default(), progress)?;
         Ok(VideoOutput { latents, video })
     }
 }

@@ -6,7 +6,9 @@ use candle_core::Tensor;
 use crate::error::Result;
 use crate::noise::NoiseSource;
 use crate::pipelines::sampling::{Denoise, Guidance};
-use crate::pipelines::{NoiseOptions, Pipeline, Progress, SchedulerKind, Stage, VideoOutput};
+use crate::pipelines::{
+    NoiseOptions, NoisePlan, Pipeline, Progress, SchedulerKind, Stage, VideoOutput,
+};
 
 /// Prompt and sampler settings shared by text- and image-to-video.
 #[derive(Debug, Clone)]
@@ -58,18 +60,67 @@ impl Pipeline {
         opts: &GenerateOptions,
         progress: &mut Progress,
     ) -> Result<VideoOutput> {
+        let latents = self.generate_latents(opts, progress)?;
+        self.finish(latents, progress)
+    }
+
+    /// The sampling part of [`Self::generate_video`]: the final latents
+    /// `[1, F, 16, h, w]`, for [`Self::decode_latents`].
+    pub fn generate_latents(
+        &self,
+        opts: &GenerateOptions,
+        progress: &mut Progress,
+    ) -> Result<Tensor> {
+        let (height, width, frames) = self.generate_size(opts)?;
+        self.noise_plan_generate(opts)?
+            .check_supplied(opts.sampling.noise.supplied.len())?;
+        self.sample_latents(&opts.sampling, height, width, frames, None, progress)
+    }
+
+    fn generate_size(&self, opts: &GenerateOptions) -> Result<(usize, usize, usize)> {
         self.variant.ensure_text_to_video()?;
         let (dh, dw, dt) = self.default_video_size();
         let height = opts.height.unwrap_or(dh);
         let width = opts.width.unwrap_or(dw);
         let frames = opts.num_frames.unwrap_or(dt);
         self.check_size(height, width, frames)?;
-        self.sample_video(&opts.sampling, height, width, frames, None, progress)
+        Ok((height, width, frames))
     }
 
-    /// Samples and decodes a clip of `frames` pixel frames, conditioned on
-    /// `image` (`[1, 3, H, W]`) for image-to-video models.
-    pub(crate) fn sample_video(
+    /// The random draws [`Self::generate_video`] makes with these options.
+    pub fn noise_plan_generate(&self, opts: &GenerateOptions) -> Result<NoisePlan> {
+        let (height, width, frames) = self.generate_size(opts)?;
+        self.sampling_plan(&opts.sampling, height, width, frames, false)
+    }
+
+    /// Draws of [`Self::sample_latents`], in the order it makes them.
+    pub(crate) fn sampling_plan(
+        &self,
+        s: &SamplingOptions,
+        height: usize,
+        width: usize,
+        frames: usize,
+        image: bool,
+    ) -> Result<NoisePlan> {
+        let mut plan = NoisePlan::default();
+        if image {
+            plan.push(
+                "VAE posterior sample",
+                &self.posterior_shape(height, width, 1),
+            );
+        }
+        let (f, _) = self.latent_frames(frames);
+        let shape = [1, f, self.latent_channels(), height / 8, width / 8];
+        plan.push("initial latents", &shape);
+        let stepper = self.stepper(s.scheduler, s.steps)?;
+        self.plan_step_draws(&stepper, 0, &shape, &mut plan);
+        Ok(plan)
+    }
+
+    /// Samples a clip of `frames` pixel frames, conditioned on `image`
+    /// (`[1, 3, H, W]`) for image-to-video models: the final latents without
+    /// 1.5's padding frames.
+    pub(crate) fn sample_latents(
         &self,
         s: &SamplingOptions,
         height: usize,
@@ -77,7 +128,9 @@ impl Pipeline {
         frames: usize,
         image: Option<&Tensor>,
         progress: &mut Progress,
-    ) -> Result<VideoOutput> {
+    ) -> Result<Tensor> {
+        let stepper = self.stepper(s.scheduler, s.steps)?;
+        self.check_fits(height, width, frames, s.guidance_scale > 1.0, false)?;
         let (uncond, cond) = self.encode_text(&s.prompt, &s.negative_prompt, progress)?;
         let (f, pad) = self.latent_frames(frames);
         let (h, w) = (height / 8, width / 8);
@@ -87,25 +140,30 @@ impl Pipeline {
             None => None,
         };
         let latents = noise
-            .randn(&[1, f, 16, h, w], &self.device, "initial latents")?
+            .randn(
+                &[1, f, self.latent_channels(), h, w],
+                &self.device,
+                "initial latents",
+            )?
             .to_dtype(self.dtype)?;
         let ofs = image
             .and(self.transformer.config().ofs_embed_dim)
             .map(|_| 2.0);
         let out = Denoise {
             transformer: &self.transformer,
-            stepper: self.stepper(s.scheduler, s.steps)?,
+            stepper,
             guidance: guidance(uncond, cond, s.guidance_scale, s.dynamic_cfg),
             image_latents,
             ofs,
             rope: self.rope(h, w, f)?,
             reference: None,
             keep_trajectory: false,
+            first_step: 0,
             stage: Stage::Denoise,
         }
         .run(latents, &mut noise, progress)?;
         // 1.5 pads the noise at the end but drops the padding from the front.
-        self.decode_latents(out.latents.narrow(1, pad, f - pad)?, progress)
+        Ok(out.latents.narrow(1, pad, f - pad)?)
     }
 }
 

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
 use crate::pipelines::pipeline_cogvideox::SamplingOptions;
-use crate::pipelines::{Pipeline, Progress, VideoOutput};
+use crate::pipelines::{NoisePlan, Pipeline, Progress, VideoOutput};
 
 /// Options for [`Pipeline::animate_image`]. The image is given at the
 /// working size (see [`crate::frames`] for resizing caller images).
@@ -33,7 +33,18 @@ impl Pipeline {
         opts: &AnimateOptions,
         progress: &mut Progress,
     ) -> Result<VideoOutput> {
-        self.variant.ensure_image_to_video()?;
+        let latents = self.animate_latents(image, opts, progress)?;
+        self.finish(latents, progress)
+    }
+
+    /// The sampling part of [`Self::animate_image`]: the final latents
+    /// `[1, F, 16, h, w]`, for [`Self::decode_latents`].
+    pub fn animate_latents(
+        &self,
+        image: &Tensor,
+        opts: &AnimateOptions,
+        progress: &mut Progress,
+    ) -> Result<Tensor> {
         let (b, c, height, width) = image.dims4()?;
         if b != 1 || c != 3 {
             return Err(Error::invalid(format!(
@@ -41,8 +52,9 @@ impl Pipeline {
                 image.dims()
             )));
         }
-        self.check_size(height, width, opts.num_frames)?;
-        self.sample_video(
+        self.noise_plan_animate(height, width, opts)?
+            .check_supplied(opts.sampling.noise.supplied.len())?;
+        self.sample_latents(
             &opts.sampling,
             height,
             width,
@@ -50,6 +62,19 @@ impl Pipeline {
             Some(image),
             progress,
         )
+    }
+
+    /// The random draws [`Self::animate_image`] makes for a `height x width`
+    /// image with these options.
+    pub fn noise_plan_animate(
+        &self,
+        height: usize,
+        width: usize,
+        opts: &AnimateOptions,
+    ) -> Result<NoisePlan> {
+        self.variant.ensure_image_to_video()?;
+        self.check_size(height, width, opts.num_frames)?;
+        self.sampling_plan(&opts.sampling, height, width, opts.num_frames, true)
     }
 
     /// The conditioning latents `[1, F, 16, h, w]`: the image's VAE sample,
@@ -61,7 +86,7 @@ impl Pipeline {
         noise: &mut dyn NoiseSource,
         progress: &mut Progress,
     ) -> Result<Tensor> {
-        let z = self.encode_video(&image.unsqueeze(2)?, noise, progress)?;
+        let z = self.encode_video(&image.unsqueeze(2)?, false, noise, progress)?;
         let vae = self.vae.config();
         // 1.5 was trained with the image latent divided by the factor.
         let scale = if vae.invert_scale_latents {

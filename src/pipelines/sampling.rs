@@ -24,11 +24,22 @@ pub(crate) enum Stepper {
 }
 
 impl Stepper {
-    fn timesteps(&self) -> &[usize] {
+    pub(crate) fn timesteps(&self) -> &[usize] {
         match self {
             Stepper::Ddim(s) => s.timesteps(),
             Stepper::Dpm(s) => s.timesteps(),
             Stepper::Inverse(s) => s.timesteps(),
+        }
+    }
+
+    /// diffusers' `add_noise` of the forward schedulers (video-to-video).
+    pub(crate) fn add_noise(&self, x: &Tensor, noise: &Tensor, t: usize) -> Result<Tensor> {
+        match self {
+            Stepper::Ddim(s) => s.add_noise(x, noise, t),
+            Stepper::Dpm(s) => s.add_noise(x, noise, t),
+            Stepper::Inverse(_) => Err(Error::Internal(
+                "the inverse scheduler adds no noise".into(),
+            )),
         }
     }
 }
@@ -58,6 +69,11 @@ pub(crate) struct Denoise<'a> {
     pub reference: Option<&'a [Tensor]>,
     /// Keep the latent after every step (inversion needs the trajectory).
     pub keep_trajectory: bool,
+    /// Index of the first timestep to run: video-to-video and partial edits
+    /// start part-way down the schedule. Like diffusers there, the run counts
+    /// its own steps from there (DPM's first step has no previous one, and
+    /// dynamic guidance sees only the steps that run).
+    pub first_step: usize,
     pub stage: Stage,
 }
 
@@ -76,14 +92,23 @@ impl Denoise<'_> {
         noise: &mut dyn NoiseSource,
         progress: &mut Progress,
     ) -> Result<Denoised> {
-        let timesteps = self.stepper.timesteps().to_vec();
+        let all = self.stepper.timesteps();
+        if self.first_step > all.len() {
+            return Err(Error::Internal(format!(
+                "first step {} of a {}-step schedule",
+                self.first_step,
+                all.len()
+            )));
+        }
+        let timesteps = all[self.first_step..].to_vec();
         let n = timesteps.len();
         if let Some(r) = self.reference
-            && r.len() != n
+            && r.len() != all.len()
         {
             return Err(Error::Internal(format!(
-                "{} reference latents for {n} steps",
-                r.len()
+                "{} reference latents for {} steps",
+                r.len(),
+                all.len()
             )));
         }
         let dtype = self.transformer.dtype();
@@ -110,7 +135,7 @@ impl Denoise<'_> {
             }
             let v = match self.reference {
                 Some(refs) => {
-                    let r = refs[i].to_dtype(dtype)?;
+                    let r = refs[self.first_step + i].to_dtype(dtype)?;
                     let input = Tensor::cat(&[input, Tensor::cat(&vec![&r; copies], 0)?], 0)?;
                     let ts = vec![t as f32; input.dim(0)?];
                     self.transformer.forward_with_reference(

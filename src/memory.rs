@@ -1,0 +1,61 @@
+//! Memory checks made before large allocations. On the CPU an allocation
+//! failure aborts the process (Rust's allocator, and candle through it, has
+//! no way to report it), which would take the host application and its
+//! unsaved work down; so sizes that cannot fit are refused beforehand with
+//! [`Error::OutOfMemory`], and the buffers the library fills itself are
+//! reserved fallibly.
+
+use crate::error::{Error, Result};
+
+/// Bytes that can be allocated now without swapping (Linux `MemAvailable`),
+/// or `None` where the system does not say.
+pub fn available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Refuses work estimated to need `need` bytes when less is available.
+pub fn ensure_fits(need: u64, what: &str) -> Result<()> {
+    match available_bytes() {
+        Some(available) if need > available => Err(Error::OutOfMemory(format!(
+            "{what} needs about {} but only {} is available",
+            gib(need),
+            gib(available)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A zero-filled vector, or `OutOfMemory` instead of an abort.
+pub fn try_zeroed<T: Default + Clone>(len: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::OutOfMemory(format!(
+            "{what}: cannot allocate {}",
+            gib((len as u64).saturating_mul(std::mem::size_of::<T>() as u64))
+        ))
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_sizes_are_refused_not_aborted() {
+        let err = ensure_fits(u64::MAX, "this call").unwrap_err();
+        assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
+        assert!(err.to_string().contains("this call needs about"), "{err}");
+        assert!(try_zeroed::<f32>(usize::MAX / 2, "buffer").is_err());
+        assert_eq!(try_zeroed::<f32>(3, "buffer").unwrap(), [0.0; 3]);
+        ensure_fits(1, "a byte").unwrap();
+    }
+}
