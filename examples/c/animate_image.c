@@ -56,6 +56,7 @@ int main(int argc, char **argv) {
     cogvideo_pipeline *pipeline = NULL;
     clip image = {0}, out = {0};
     cogvideo_frame *out_frames = NULL;
+    latents animated = {0};
 
     if ((st = cogvideo_load_pipeline(checkpoint, NULL, &pipeline)) != COGVIDEO_OK) {
         rc = report_failure("loading the checkpoint", st);
@@ -74,15 +75,33 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (!(out_frames = clip_frames(&out))) goto done;
+    int64_t shape[5];
+    st = cogvideo_latent_shape(pipeline, opts.width, opts.height, opts.num_frames, shape);
+    if (st != COGVIDEO_OK) {
+        rc = report_failure("querying the latents", st);
+        goto done;
+    }
+    if (latents_alloc(&animated, shape) != 0) {
+        fprintf(stderr, "out of memory for the latents\n");
+        goto done;
+    }
+    /* Sample only (no output frames), then decode: the latents survive a decode failure. */
+    opts.latents_out = animated.values;
+    opts.latents_out_len = animated.count;
     cogvideo_frame still = clip_frame(&image, 0);
-    st = cogvideo_animate_image(pipeline, &still, &opts, out_frames, (size_t)n_out);
+    st = cogvideo_animate_image(pipeline, &still, &opts, NULL, 0);
     if (st != COGVIDEO_OK) {
         rc = report_failure("animating the image", st);
+        goto done;
+    }
+    if ((st = decode_or_retry_tiled(pipeline, &animated, out_frames, (size_t)n_out)) != COGVIDEO_OK) {
+        rc = report_failure("decoding", st);
         goto done;
     }
 
     if (clip_save(&out, outdir, "animated.mp4", fps) == 0) rc = 0;
 done:
+    latents_free(&animated);
     free(out_frames);
     clip_free(&out);
     clip_free(&image);

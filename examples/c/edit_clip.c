@@ -5,9 +5,14 @@
  *
  * usage: edit_clip CHECKPOINT INPUT PROMPT OUTDIR [--steps N] [--seed S]
  *                  [--guidance G] [--max-frames N] [--from-inverted]
+ *                  [--strength S]
  *   INPUT   a video file, or an image sequence pattern such as in/%04d.png
  *   OUTDIR  receives frame_0000.png, ... and edited.mp4
- * Ctrl-C cancels cleanly between steps.
+ *   --strength  how much of the schedule the edit re-runs, in (0, 1]
+ *               (default 1); small values stay close to the source clip
+ * The edit's latents are kept, so a decode that runs out of memory is
+ * retried in tiles without sampling again. Ctrl-C cancels cleanly between
+ * steps.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +24,7 @@
 static int usage(const char *argv0) {
     fprintf(stderr,
             "usage: %s CHECKPOINT INPUT PROMPT OUTDIR [--steps N] [--seed S] [--guidance G] "
-            "[--max-frames N] [--from-inverted]\n",
+            "[--max-frames N] [--from-inverted] [--strength S]\n",
             argv0);
     return 2;
 }
@@ -45,6 +50,8 @@ int main(int argc, char **argv) {
             inv_opts.seed = edit_opts.seed = strtoull(value, NULL, 10), i++;
         } else if (strcmp(argv[i], "--guidance") == 0) {
             edit_opts.guidance_scale = strtof(value, NULL), i++;
+        } else if (strcmp(argv[i], "--strength") == 0) {
+            edit_opts.strength = strtod(value, NULL), i++;
         } else if (strcmp(argv[i], "--max-frames") == 0) {
             max_frames = atoi(value), i++;
         } else {
@@ -63,6 +70,7 @@ int main(int argc, char **argv) {
     cogvideo_inversion *inversion = NULL;
     clip in = {0}, out = {0};
     cogvideo_frame *in_frames = NULL, *out_frames = NULL;
+    latents edited = {0};
 
     if ((st = cogvideo_load_pipeline(checkpoint, NULL, &pipeline)) != COGVIDEO_OK) {
         rc = report_failure("loading the checkpoint", st);
@@ -95,14 +103,31 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (!(out_frames = clip_frames(&out))) goto done;
-    st = cogvideo_edit_with_prompt(pipeline, inversion, &edit_opts, out_frames, (size_t)n_out);
+    int64_t shape[5];
+    if ((st = cogvideo_inversion_latent_shape(inversion, shape)) != COGVIDEO_OK) {
+        rc = report_failure("querying the latents", st);
+        goto done;
+    }
+    if (latents_alloc(&edited, shape) != 0) {
+        fprintf(stderr, "out of memory for the latents\n");
+        goto done;
+    }
+    /* Sample only (no output frames), then decode: the latents survive a decode failure. */
+    edit_opts.latents_out = edited.values;
+    edit_opts.latents_out_len = edited.count;
+    st = cogvideo_edit_with_prompt(pipeline, inversion, &edit_opts, NULL, 0);
     if (st != COGVIDEO_OK) {
         rc = report_failure("editing", st);
+        goto done;
+    }
+    if ((st = decode_or_retry_tiled(pipeline, &edited, out_frames, (size_t)n_out)) != COGVIDEO_OK) {
+        rc = report_failure("decoding", st);
         goto done;
     }
 
     if (clip_save(&out, outdir, "edited.mp4", fps) == 0) rc = 0;
 done:
+    latents_free(&edited);
     free(out_frames);
     free(in_frames);
     clip_free(&out);

@@ -401,3 +401,36 @@ int report_failure(const char *what, cogvideo_status status) {
     fprintf(stderr, "%s failed (status %d): %s\n", what, (int)status, cogvideo_last_error());
     return 1;
 }
+
+int latents_alloc(latents *l, const int64_t shape[5]) {
+    size_t n = 1;
+    for (int i = 0; i < 5; i++) {
+        l->shape[i] = shape[i];
+        n *= (size_t)shape[i];
+    }
+    l->values = calloc(n, sizeof(float));
+    l->count = n;
+    return l->values ? 0 : -1;
+}
+
+void latents_free(latents *l) {
+    free(l->values);
+    l->values = NULL;
+    l->count = 0;
+}
+
+cogvideo_status decode_or_retry_tiled(const cogvideo_pipeline *p, const latents *l,
+                                      const cogvideo_frame *out, size_t count) {
+    cogvideo_decode_options opts;
+    cogvideo_decode_options_init(&opts);
+    opts.progress = progress_print;
+    opts.progress_user = "decode";
+    cogvideo_status st = cogvideo_decode_latents(p, l->values, l->shape, &opts, out, count);
+    if (st == COGVIDEO_ERR_OUT_OF_MEMORY) {
+        fprintf(stderr, "decoding whole frames does not fit (%s); decoding in tiles\n",
+                cogvideo_last_error());
+        opts.tiling = COGVIDEO_TILING_ON;
+        st = cogvideo_decode_latents(p, l->values, l->shape, &opts, out, count);
+    }
+    return st;
+}

@@ -57,6 +57,27 @@ int clip_save(const clip *c, const char *dir, const char *mp4_name, int fps);
 bool progress_print(void *user, int32_t stage, int32_t done, int32_t total);
 void progress_install_sigint(void);
 
+/*
+ * Latents of a sampling call, kept by the caller: sample once with
+ * latents_out set and no output frames, then decode as often as needed.
+ */
+typedef struct {
+    float *values;
+    size_t count;
+    int64_t shape[5];
+} latents;
+
+/* Allocates room for latents of `shape`. Returns 0 on success. */
+int latents_alloc(latents *l, const int64_t shape[5]);
+void latents_free(latents *l);
+
+/*
+ * Decodes latents into `out`; when that runs out of memory, decodes again in
+ * spatial tiles instead of losing the sampling. Returns the last status.
+ */
+cogvideo_status decode_or_retry_tiled(const cogvideo_pipeline *p, const latents *l,
+                                      const cogvideo_frame *out, size_t count);
+
 /* Prints "what: <cogvideo_last_error()>" to stderr and returns 1. */
 int report_failure(const char *what, cogvideo_status status);
 
