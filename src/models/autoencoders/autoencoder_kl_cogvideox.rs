@@ -276,7 +276,7 @@ impl SpatialNorm3D {
     }
 
     /// CPU f32: the GroupNorm affine and the modulation, for [`Fill::NormSilu`].
-    fn norm_silu(&self, f: &Tensor, cond: &Condition) -> CResult<NormSilu> {
+    fn norm_silu(&self, f: &Tensor, cond: &Condition) -> Result<NormSilu> {
         let (_, _, t, h, w) = f.dims5()?;
         let mut n = self.norm.norm_silu(f)?;
         n.modulation = Some(cond.modulation(&self.conv_yb, (t, h, w))?);
@@ -309,11 +309,13 @@ impl Norm {
     }
 
     /// CPU f32: this norm of `x` for [`Fill::NormSilu`].
-    fn norm_silu(&self, x: &Tensor, cond: Option<&Condition>) -> CResult<NormSilu> {
+    fn norm_silu(&self, x: &Tensor, cond: Option<&Condition>) -> Result<NormSilu> {
         match (self, cond) {
             (Norm::Group(n), _) => n.norm_silu(x),
             (Norm::Spatial(n), Some(c)) => n.norm_silu(x, c),
-            (Norm::Spatial(_), None) => candle_core::bail!("spatial norm without a latent"),
+            (Norm::Spatial(_), None) => {
+                Err(Error::Internal("spatial norm without a latent".into()))
+            }
         }
     }
 }
@@ -372,7 +374,7 @@ impl ResnetBlock3D {
         x: &Tensor,
         cache: &mut ConvCache,
         mut cond: Option<&mut Condition>,
-    ) -> CResult<Tensor> {
+    ) -> Result<Tensor> {
         if cpu::applies(x) {
             let n1 = self.norm1.norm_silu(x, cond.as_deref())?;
             let h =
@@ -391,10 +393,10 @@ impl ResnetBlock3D {
         h = self.conv1.forward(&h, cache)?;
         h = self.norm2.forward(&h, cond)?.silu()?;
         h = self.conv2.forward(&h, cache)?;
-        match &self.shortcut {
-            Some(s) => h + s.forward(x)?,
-            None => h + x,
-        }
+        Ok(match &self.shortcut {
+            Some(s) => (h + s.forward(x)?)?,
+            None => (h + x)?,
+        })
     }
 }
 
@@ -433,7 +435,7 @@ impl Block {
         x: &Tensor,
         cache: &mut ConvCache,
         mut cond: Option<&mut Condition>,
-    ) -> CResult<Tensor> {
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         for r in &self.resnets {
             h = r.forward(&h, cache, cond.as_deref_mut())?;
@@ -511,7 +513,7 @@ impl Encoder3D {
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
+    fn forward(&self, x: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
         let mut h = self.conv_in.forward(x, cache)?;
         for b in &self.blocks {
             h = b.forward(&h, cache, None)?;
@@ -584,7 +586,7 @@ impl Decoder3D {
         })
     }
 
-    fn forward(&self, z: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
+    fn forward(&self, z: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
         let mut cond = Condition::new(z.clone());
         let mut h = self.conv_in.forward(z, cache)?;
         for b in &self.blocks {
@@ -603,17 +605,50 @@ impl Decoder3D {
     }
 }
 
+/// Frame batches of a `frames`-frame clip in batches of `size` (at least one).
+fn frame_batches(frames: usize, size: usize) -> usize {
+    (frames / size).max(1)
+}
+
+/// The progress of one encode or decode call, in units of one frame batch of
+/// one tile of one sample run: counts the units done and reports
+/// `(done, total)` to the caller's callback, whose error stops the call.
+struct Tally<'a> {
+    done: usize,
+    total: usize,
+    report: &'a mut dyn FnMut(usize, usize) -> Result<()>,
+}
+
+impl<'a> Tally<'a> {
+    /// Reports `(0, total)`.
+    fn start(total: usize, report: &'a mut dyn FnMut(usize, usize) -> Result<()>) -> Result<Self> {
+        report(0, total)?;
+        Ok(Self {
+            done: 0,
+            total,
+            report,
+        })
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.done += 1;
+        (self.report)(self.done, self.total)
+    }
+}
+
 /// Runs `f` over frame batches of `size` frames along axis 2, the remainder
 /// joining the first batch (diffusers `_encode` / `_decode`), with one conv
-/// cache flowing through, and concatenates the outputs in time.
+/// cache flowing through, and concatenates the outputs in time. Each batch
+/// is one unit of `tally`.
 fn in_frame_batches(
     x: &Tensor,
     size: usize,
     slots: usize,
-    mut f: impl FnMut(&Tensor, &mut ConvCache) -> CResult<Tensor>,
-) -> CResult<Tensor> {
+    tally: &mut Tally,
+    mut f: impl FnMut(&Tensor, &mut ConvCache) -> Result<Tensor>,
+) -> Result<Tensor> {
     let frames = x.dim(2)?;
-    let batches = (frames / size).max(1);
+    let batches = frame_batches(frames, size);
     let first = frames - (batches - 1) * size;
     let mut cache: ConvCache = vec![None; slots];
     let mut outs = Vec::with_capacity(batches);
@@ -622,9 +657,51 @@ fn in_frame_batches(
         let len = if k == 0 { first } else { size };
         outs.push(f(&x.narrow(2, start, len)?, &mut cache)?);
         start += len;
+        tally.step()?;
     }
     drop(cache);
-    Tensor::cat(&outs, 2)
+    Ok(Tensor::cat(&outs, 2)?)
+}
+
+/// Per-call tiling for [`AutoencoderKLCogVideoX::encode_with`] and
+/// [`AutoencoderKLCogVideoX::decode_with`]. Tiles apply only to inputs larger
+/// than one tile; tiled results differ slightly from untiled ones (as in
+/// diffusers) and take less memory.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum VaeTiling {
+    /// What [`AutoencoderKLCogVideoX::set_tiling`] chose (off unless set).
+    #[default]
+    Model,
+    /// No tiling.
+    Off,
+    /// diffusers' `enable_tiling()` for this VAE's config: tiles of half the
+    /// config's sample size, overlaps 1/6 (height) and 1/5 (width).
+    Default,
+    /// The default overlaps with the largest tiles of at most this many
+    /// pixels that line up ([`Tiling::at_most`]; for the CogVideoX VAEs,
+    /// multiples of 48 rows and 40 columns).
+    Pixels { height: usize, width: usize },
+    /// As `Pixels`, in latent pixels (pixels / the spatial compression, 8):
+    /// multiples of 6 rows and 5 columns for the CogVideoX VAEs.
+    Latents { height: usize, width: usize },
+    /// These settings, which must line up ([`Tiling`]).
+    Custom(Tiling),
+}
+
+/// Per-call settings of [`AutoencoderKLCogVideoX::encode_with`] and
+/// [`AutoencoderKLCogVideoX::decode_with`]; the default follows the model's
+/// own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VaeRunOptions {
+    pub tiling: VaeTiling,
+}
+
+/// The two directions of the VAE, for
+/// [`AutoencoderKLCogVideoX::estimate_peak_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaeOp {
+    Encode,
+    Decode,
 }
 
 /// The CogVideoX VAE.
@@ -711,10 +788,60 @@ impl AutoencoderKLCogVideoX {
         self.slicing
     }
 
+    /// The tiling `choice` stands for with this VAE, checked
+    /// (`InvalidArgument` naming the size and the accepted range); `None` for
+    /// no tiling.
+    pub fn resolve_tiling(&self, choice: &VaeTiling) -> Result<Option<Tiling>> {
+        let s = self.cfg.spatial_compression();
+        let tiling = match *choice {
+            VaeTiling::Model => return Ok(self.tiling),
+            VaeTiling::Off => return Ok(None),
+            VaeTiling::Default => {
+                let t = self.default_tiling();
+                t.validate(s).map_err(|e| {
+                    Error::invalid(format!(
+                        "the default tiles of this VAE (half of sample_height x sample_width in vae/config.json) are unusable: {e}"
+                    ))
+                })?;
+                return Ok(Some(t));
+            }
+            VaeTiling::Pixels { height, width } => {
+                Tiling::at_most(height, width, s).map_err(Error::InvalidArgument)?
+            }
+            VaeTiling::Latents { height, width } => {
+                let bad = |e: String| {
+                    Error::invalid(format!(
+                        "tiles of {height}x{width} latent pixels ({s} pixels each): {e}"
+                    ))
+                };
+                let px = |n: usize| n.saturating_mul(s);
+                Tiling::at_most(px(height), px(width), s).map_err(bad)?
+            }
+            VaeTiling::Custom(t) => t,
+        };
+        tiling.validate(s).map_err(Error::InvalidArgument)?;
+        Ok(Some(tiling))
+    }
+
     /// Encodes a video `[B, in_channels, T, H, W]` (values in `[-1, 1]`, `H`
     /// and `W` multiples of the spatial compression, 8) into the posterior
-    /// over latents `[B, latent_channels, F, H/8, W/8]`.
+    /// over latents `[B, latent_channels, F, H/8, W/8]`, with the model's
+    /// settings; see [`Self::encode_with`].
     pub fn encode(&self, video: &Tensor) -> Result<DiagonalGaussian> {
+        self.encode_with(video, &VaeRunOptions::default(), &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::encode`] with per-call options and progress: `progress` is
+    /// called with `(0, total)` before any work and with `(done, total)`
+    /// after each unit, one frame batch (8 frames, the remainder joining the
+    /// first) of one tile of one sample run; `total` is known up front. An
+    /// error from `progress` stops the call at once and is returned as is.
+    pub fn encode_with(
+        &self,
+        video: &Tensor,
+        opts: &VaeRunOptions,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<DiagonalGaussian> {
         let (b, c, t, h, w) = dims5(video, "video")?;
         let s = self.cfg.spatial_compression();
         if c != self.cfg.in_channels {
@@ -733,15 +860,37 @@ impl AutoencoderKLCogVideoX {
                 "video frames are {h}x{w}; height and width must be positive multiples of {s}"
             )));
         }
+        let grid = self
+            .resolve_tiling(&opts.tiling)?
+            .filter(|t| h > t.tile_sample_min_height || w > t.tile_sample_min_width)
+            .map(|t| t.encode_grid(s));
+        let units = grid.map_or(1, |g| g.count(h, w)) * frame_batches(t, SAMPLE_FRAMES_PER_BATCH);
+        let mut tally = Tally::start(self.runs(b) * units, progress)?;
         let x = video.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let moments = self.per_sample(&x, |x| self.encode_one(x))?;
+        let moments = self.per_sample(&x, |x| match &grid {
+            Some(g) => run_tiled(x, g, |tile| self.encode_frames(tile, &mut tally)),
+            None => self.encode_frames(x, &mut tally),
+        })?;
         Ok(DiagonalGaussian::from_moments(&moments)?)
     }
 
     /// Decodes latents `[B, latent_channels, F, h, w]` (unscaled: divide
     /// diffusion latents by `scaling_factor` first) into a video
-    /// `[B, out_channels, T, 8h, 8w]`, roughly in `[-1, 1]`.
+    /// `[B, out_channels, T, 8h, 8w]`, roughly in `[-1, 1]`, with the model's
+    /// settings; see [`Self::decode_with`].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.decode_with(z, &VaeRunOptions::default(), &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::decode`] with per-call options and progress, as
+    /// [`Self::encode_with`]; a unit is one frame batch (2 latent frames, the
+    /// remainder joining the first) of one tile of one sample run.
+    pub fn decode_with(
+        &self,
+        z: &Tensor,
+        opts: &VaeRunOptions,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Tensor> {
         let (b, c, f, h, w) = dims5(z, "latents")?;
         if c != self.cfg.latent_channels {
             return Err(Error::invalid(format!(
@@ -755,65 +904,61 @@ impl AutoencoderKLCogVideoX {
                 z.dims()
             )));
         }
+        let s = self.cfg.spatial_compression();
+        let grid = self
+            .resolve_tiling(&opts.tiling)?
+            .filter(|t| {
+                let (th, tw) = t.latent_tile(s);
+                h > th || w > tw
+            })
+            .map(|t| t.decode_grid(s));
+        let units = grid.map_or(1, |g| g.count(h, w)) * frame_batches(f, LATENT_FRAMES_PER_BATCH);
+        let mut tally = Tally::start(self.runs(b) * units, progress)?;
         let z = z.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok(self.per_sample(&z, |z| self.decode_one(z))?)
+        self.per_sample(&z, |z| match &grid {
+            Some(g) => run_tiled(z, g, |tile| self.decode_frames(tile, &mut tally)),
+            None => self.decode_frames(z, &mut tally),
+        })
+    }
+
+    /// How many times a batch of `b` samples runs through the network.
+    fn runs(&self, b: usize) -> usize {
+        if self.slicing { b } else { 1 }
     }
 
     /// Runs `f` on the whole batch, or per sample when slicing.
-    fn per_sample(&self, x: &Tensor, f: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
+    fn per_sample(
+        &self,
+        x: &Tensor,
+        mut f: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let b = x.dim(0)?;
         if self.slicing && b > 1 {
             let outs = (0..b)
                 .map(|i| f(&x.narrow(0, i, 1)?))
-                .collect::<CResult<Vec<_>>>()?;
-            Tensor::cat(&outs, 0)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&outs, 0)?)
         } else {
             f(x)
         }
     }
 
-    /// diffusers `_encode`: tiled when enabled and the frames exceed a tile.
-    fn encode_one(&self, x: &Tensor) -> CResult<Tensor> {
-        let (_, _, _, h, w) = x.dims5()?;
-        match self.tiling {
-            Some(t) if h > t.tile_sample_min_height || w > t.tile_sample_min_width => {
-                let grid = t.encode_grid(self.cfg.spatial_compression());
-                run_tiled(x, &grid, |tile| self.encode_frames(tile))
-            }
-            _ => self.encode_frames(x),
-        }
-    }
-
-    /// diffusers `_decode`: tiled when enabled and the latents exceed a tile.
-    fn decode_one(&self, z: &Tensor) -> CResult<Tensor> {
-        let (_, _, _, h, w) = z.dims5()?;
-        match self.tiling {
-            Some(t) => {
-                let s = self.cfg.spatial_compression();
-                let (th, tw) = t.latent_tile(s);
-                if h > th || w > tw {
-                    return run_tiled(z, &t.decode_grid(s), |tile| self.decode_frames(tile));
-                }
-                self.decode_frames(z)
-            }
-            None => self.decode_frames(z),
-        }
-    }
-
-    fn encode_frames(&self, x: &Tensor) -> CResult<Tensor> {
+    fn encode_frames(&self, x: &Tensor, tally: &mut Tally) -> Result<Tensor> {
         in_frame_batches(
             x,
             SAMPLE_FRAMES_PER_BATCH,
             self.encoder.cache_slots,
+            tally,
             |x, cache| self.encoder.forward(x, cache),
         )
     }
 
-    fn decode_frames(&self, z: &Tensor) -> CResult<Tensor> {
+    fn decode_frames(&self, z: &Tensor, tally: &mut Tally) -> Result<Tensor> {
         in_frame_batches(
             z,
             LATENT_FRAMES_PER_BATCH,
             self.decoder.cache_slots,
+            tally,
             |z, cache| self.decoder.forward(z, cache),
         )
     }
@@ -855,15 +1000,22 @@ mod tests {
     }
 
     #[test]
-    fn frame_batches_put_the_remainder_first() -> CResult<()> {
+    fn frame_batches_put_the_remainder_first() -> Result<()> {
         let dev = Device::Cpu;
-        let spans = |frames: usize, size: usize| -> CResult<Vec<usize>> {
+        let spans = |frames: usize, size: usize| -> Result<Vec<usize>> {
             let x = Tensor::zeros((1, 1, frames, 1, 1), DType::F32, &dev)?;
             let mut lens = Vec::new();
-            in_frame_batches(&x, size, 0, |x, _| {
+            let mut steps = 0;
+            let mut count = |_, _| {
+                steps += 1;
+                Ok(())
+            };
+            let mut tally = Tally::start(frame_batches(frames, size), &mut count)?;
+            in_frame_batches(&x, size, 0, &mut tally, |x, _| {
                 lens.push(x.dim(2)?);
                 Ok(x.clone())
             })?;
+            assert_eq!(steps, lens.len() + 1, "one report per batch and one before");
             Ok(lens)
         };
         assert_eq!(spans(49, 8)?, vec![9, 8, 8, 8, 8, 8]);
