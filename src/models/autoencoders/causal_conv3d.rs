@@ -39,8 +39,8 @@ type CResult<T> = candle_core::Result<T>;
 
 /// Upper bound for one im2col band, in bytes. Small on CPU, where bigger
 /// bands buy nothing; larger on GPUs, where fewer launches matter.
-const IM2COL_BUDGET_CPU: usize = 64 << 20;
-const IM2COL_BUDGET_GPU: usize = 1 << 30;
+pub(crate) const IM2COL_BUDGET_CPU: usize = 64 << 20;
+pub(crate) const IM2COL_BUDGET_GPU: usize = 1 << 30;
 
 /// The causal convolutions' carried frames, one slot per convolution, kept
 /// from one frame batch to the next (diffusers' nested `conv_cache` dicts).
