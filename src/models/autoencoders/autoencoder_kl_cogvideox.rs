@@ -27,7 +27,7 @@ use super::causal_conv3d::{
 };
 use super::cpu::{self, Fill, Modulation, NormSilu};
 use super::downsampling::CogVideoXDownsample3D;
-use super::tiling::{Tiling, run_tiled};
+use super::tiling::{TileGrid, Tiling, run_tiled};
 use super::upsampling::CogVideoXUpsample3D;
 use super::vae::DiagonalGaussian;
 use crate::checkpoint;
@@ -861,10 +861,8 @@ impl AutoencoderKLCogVideoX {
                 "video frames are {h}x{w}; height and width must be positive multiples of {s}"
             )));
         }
-        let grid = self
-            .resolve_tiling(&opts.tiling)?
-            .filter(|t| h > t.tile_sample_min_height || w > t.tile_sample_min_width)
-            .map(|t| t.encode_grid(s));
+        let tiling = self.resolve_tiling(&opts.tiling)?;
+        let grid = self.tile_grid(VaeOp::Encode, (h, w), tiling.as_ref());
         let units = grid.map_or(1, |g| g.count(h, w)) * frame_batches(t, SAMPLE_FRAMES_PER_BATCH);
         let mut tally = Tally::start(self.runs(b) * units, progress)?;
         let x = video.to_device(&self.device)?.to_dtype(self.dtype)?;
@@ -905,14 +903,8 @@ impl AutoencoderKLCogVideoX {
                 z.dims()
             )));
         }
-        let s = self.cfg.spatial_compression();
-        let grid = self
-            .resolve_tiling(&opts.tiling)?
-            .filter(|t| {
-                let (th, tw) = t.latent_tile(s);
-                h > th || w > tw
-            })
-            .map(|t| t.decode_grid(s));
+        let tiling = self.resolve_tiling(&opts.tiling)?;
+        let grid = self.tile_grid(VaeOp::Decode, (h, w), tiling.as_ref());
         let units = grid.map_or(1, |g| g.count(h, w)) * frame_batches(f, LATENT_FRAMES_PER_BATCH);
         let mut tally = Tally::start(self.runs(b) * units, progress)?;
         let z = z.to_device(&self.device)?.to_dtype(self.dtype)?;
@@ -920,6 +912,27 @@ impl AutoencoderKLCogVideoX {
             Some(g) => run_tiled(z, g, |tile| self.decode_frames(tile, &mut tally)),
             None => self.decode_frames(z, &mut tally),
         })
+    }
+
+    /// The tiles of an `h x w` input (pixels to encode, latents to decode),
+    /// if tiled: as in diffusers' `_encode` and `_decode`, only inputs larger
+    /// than one tile are.
+    fn tile_grid(
+        &self,
+        op: VaeOp,
+        (h, w): (usize, usize),
+        tiling: Option<&Tiling>,
+    ) -> Option<TileGrid> {
+        let s = self.cfg.spatial_compression();
+        let t = tiling?;
+        match op {
+            VaeOp::Encode => (h > t.tile_sample_min_height || w > t.tile_sample_min_width)
+                .then(|| t.encode_grid(s)),
+            VaeOp::Decode => {
+                let (th, tw) = t.latent_tile(s);
+                (h > th || w > tw).then(|| t.decode_grid(s))
+            }
+        }
     }
 
     /// How many times a batch of `b` samples runs through the network.
@@ -989,26 +1002,11 @@ impl AutoencoderKLCogVideoX {
         width: usize,
         tiling: Option<&Tiling>,
     ) -> u64 {
-        let s = self.cfg.spatial_compression();
-        let (size, grid) = match op {
-            VaeOp::Encode => (
-                SAMPLE_FRAMES_PER_BATCH,
-                tiling
-                    .filter(|t| {
-                        height > t.tile_sample_min_height || width > t.tile_sample_min_width
-                    })
-                    .map(|t| t.encode_grid(s)),
-            ),
-            VaeOp::Decode => (
-                LATENT_FRAMES_PER_BATCH,
-                tiling
-                    .filter(|t| {
-                        let (th, tw) = t.latent_tile(s);
-                        height > th || width > tw
-                    })
-                    .map(|t| t.decode_grid(s)),
-            ),
+        let size = match op {
+            VaeOp::Encode => SAMPLE_FRAMES_PER_BATCH,
+            VaeOp::Decode => LATENT_FRAMES_PER_BATCH,
         };
+        let grid = self.tile_grid(op, (height, width), tiling);
         let (th, tw) = grid.map_or((height, width), |g| {
             (g.tile.0.min(height), g.tile.1.min(width))
         });

@@ -515,3 +515,27 @@ pub(crate) fn conv(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_allocations_are_errors() {
+        // Beyond `isize::MAX` bytes, and beyond any address space.
+        for n in [usize::MAX, 1 << 58] {
+            match zeros(n, "a test buffer") {
+                Err(Error::OutOfMemory(msg)) => {
+                    let bytes = n as u128 * 4;
+                    assert_eq!(
+                        msg,
+                        format!("cannot allocate {bytes} bytes for a test buffer")
+                    );
+                }
+                other => panic!("{n} values: {:?}", other.map(|v| v.len())),
+            }
+        }
+        assert_eq!(zeros(3, "a test buffer").unwrap(), vec![0.0; 3]);
+        assert!(zeros(0, "a test buffer").unwrap().is_empty());
+    }
+}
