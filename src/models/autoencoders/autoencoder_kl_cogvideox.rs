@@ -22,11 +22,12 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::causal_conv3d::{
-    CausalConv3d, ConvCache, GroupNorm, Pointwise, Residual, SlotCounter, gather, nearest_indices,
+    CausalConv3d, ConvCache, GroupNorm, IM2COL_BUDGET_CPU, IM2COL_BUDGET_GPU, Pointwise, Residual,
+    SlotCounter, gather, nearest_indices,
 };
 use super::cpu::{self, Fill, Modulation, NormSilu};
 use super::downsampling::CogVideoXDownsample3D;
-use super::tiling::{Tiling, run_tiled};
+use super::tiling::{TileGrid, Tiling, run_tiled};
 use super::upsampling::CogVideoXUpsample3D;
 use super::vae::DiagonalGaussian;
 use crate::checkpoint::{self, check_field, check_positive};
@@ -310,7 +311,7 @@ impl SpatialNorm3D {
     }
 
     /// CPU f32: the GroupNorm affine and the modulation, for [`Fill::NormSilu`].
-    fn norm_silu(&self, f: &Tensor, cond: &Condition) -> CResult<NormSilu> {
+    fn norm_silu(&self, f: &Tensor, cond: &Condition) -> Result<NormSilu> {
         let (_, _, t, h, w) = f.dims5()?;
         let mut n = self.norm.norm_silu(f)?;
         n.modulation = Some(cond.modulation(&self.conv_yb, (t, h, w))?);
@@ -343,11 +344,13 @@ impl Norm {
     }
 
     /// CPU f32: this norm of `x` for [`Fill::NormSilu`].
-    fn norm_silu(&self, x: &Tensor, cond: Option<&Condition>) -> CResult<NormSilu> {
+    fn norm_silu(&self, x: &Tensor, cond: Option<&Condition>) -> Result<NormSilu> {
         match (self, cond) {
             (Norm::Group(n), _) => n.norm_silu(x),
             (Norm::Spatial(n), Some(c)) => n.norm_silu(x, c),
-            (Norm::Spatial(_), None) => candle_core::bail!("spatial norm without a latent"),
+            (Norm::Spatial(_), None) => {
+                Err(Error::Internal("spatial norm without a latent".into()))
+            }
         }
     }
 }
@@ -406,7 +409,7 @@ impl ResnetBlock3D {
         x: &Tensor,
         cache: &mut ConvCache,
         mut cond: Option<&mut Condition>,
-    ) -> CResult<Tensor> {
+    ) -> Result<Tensor> {
         if cpu::applies(x) {
             let n1 = self.norm1.norm_silu(x, cond.as_deref())?;
             let h =
@@ -425,10 +428,10 @@ impl ResnetBlock3D {
         h = self.conv1.forward(&h, cache)?;
         h = self.norm2.forward(&h, cond)?.silu()?;
         h = self.conv2.forward(&h, cache)?;
-        match &self.shortcut {
-            Some(s) => h + s.forward(x)?,
-            None => h + x,
-        }
+        Ok(match &self.shortcut {
+            Some(s) => (h + s.forward(x)?)?,
+            None => (h + x)?,
+        })
     }
 }
 
@@ -467,7 +470,7 @@ impl Block {
         x: &Tensor,
         cache: &mut ConvCache,
         mut cond: Option<&mut Condition>,
-    ) -> CResult<Tensor> {
+    ) -> Result<Tensor> {
         let mut h = x.clone();
         for r in &self.resnets {
             h = r.forward(&h, cache, cond.as_deref_mut())?;
@@ -545,7 +548,7 @@ impl Encoder3D {
         })
     }
 
-    fn forward(&self, x: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
+    fn forward(&self, x: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
         let mut h = self.conv_in.forward(x, cache)?;
         for b in &self.blocks {
             h = b.forward(&h, cache, None)?;
@@ -618,7 +621,7 @@ impl Decoder3D {
         })
     }
 
-    fn forward(&self, z: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
+    fn forward(&self, z: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
         let mut cond = Condition::new(z.clone());
         let mut h = self.conv_in.forward(z, cache)?;
         for b in &self.blocks {
@@ -637,17 +640,50 @@ impl Decoder3D {
     }
 }
 
+/// Frame batches of a `frames`-frame clip in batches of `size` (at least one).
+fn frame_batches(frames: usize, size: usize) -> usize {
+    (frames / size).max(1)
+}
+
+/// The progress of one encode or decode call, in units of one frame batch of
+/// one tile of one sample run: counts the units done and reports
+/// `(done, total)` to the caller's callback, whose error stops the call.
+struct Tally<'a> {
+    done: usize,
+    total: usize,
+    report: &'a mut dyn FnMut(usize, usize) -> Result<()>,
+}
+
+impl<'a> Tally<'a> {
+    /// Reports `(0, total)`.
+    fn start(total: usize, report: &'a mut dyn FnMut(usize, usize) -> Result<()>) -> Result<Self> {
+        report(0, total)?;
+        Ok(Self {
+            done: 0,
+            total,
+            report,
+        })
+    }
+
+    fn step(&mut self) -> Result<()> {
+        self.done += 1;
+        (self.report)(self.done, self.total)
+    }
+}
+
 /// Runs `f` over frame batches of `size` frames along axis 2, the remainder
 /// joining the first batch (diffusers `_encode` / `_decode`), with one conv
-/// cache flowing through, and concatenates the outputs in time.
+/// cache flowing through, and concatenates the outputs in time. Each batch
+/// is one unit of `tally`.
 fn in_frame_batches(
     x: &Tensor,
     size: usize,
     slots: usize,
-    mut f: impl FnMut(&Tensor, &mut ConvCache) -> CResult<Tensor>,
-) -> CResult<Tensor> {
+    tally: &mut Tally,
+    mut f: impl FnMut(&Tensor, &mut ConvCache) -> Result<Tensor>,
+) -> Result<Tensor> {
     let frames = x.dim(2)?;
-    let batches = (frames / size).max(1);
+    let batches = frame_batches(frames, size);
     let first = frames - (batches - 1) * size;
     let mut cache: ConvCache = vec![None; slots];
     let mut outs = Vec::with_capacity(batches);
@@ -656,9 +692,51 @@ fn in_frame_batches(
         let len = if k == 0 { first } else { size };
         outs.push(f(&x.narrow(2, start, len)?, &mut cache)?);
         start += len;
+        tally.step()?;
     }
     drop(cache);
-    Tensor::cat(&outs, 2)
+    Ok(Tensor::cat(&outs, 2)?)
+}
+
+/// Per-call tiling for [`AutoencoderKLCogVideoX::encode_with`] and
+/// [`AutoencoderKLCogVideoX::decode_with`]. Tiles apply only to inputs larger
+/// than one tile; tiled results differ slightly from untiled ones (as in
+/// diffusers) and take less memory.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum VaeTiling {
+    /// What [`AutoencoderKLCogVideoX::set_tiling`] chose (off unless set).
+    #[default]
+    Model,
+    /// No tiling.
+    Off,
+    /// diffusers' `enable_tiling()` for this VAE's config: tiles of half the
+    /// config's sample size, overlaps 1/6 (height) and 1/5 (width).
+    Default,
+    /// The default overlaps with the largest tiles of at most this many
+    /// pixels that line up ([`Tiling::at_most`]; for the CogVideoX VAEs,
+    /// multiples of 48 rows and 40 columns).
+    Pixels { height: usize, width: usize },
+    /// As `Pixels`, in latent pixels (pixels / the spatial compression, 8):
+    /// multiples of 6 rows and 5 columns for the CogVideoX VAEs.
+    Latents { height: usize, width: usize },
+    /// These settings, which must line up ([`Tiling`]).
+    Custom(Tiling),
+}
+
+/// Per-call settings of [`AutoencoderKLCogVideoX::encode_with`] and
+/// [`AutoencoderKLCogVideoX::decode_with`]; the default follows the model's
+/// own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct VaeRunOptions {
+    pub tiling: VaeTiling,
+}
+
+/// The two directions of the VAE, for
+/// [`AutoencoderKLCogVideoX::estimate_peak_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaeOp {
+    Encode,
+    Decode,
 }
 
 /// The CogVideoX VAE.
@@ -742,10 +820,60 @@ impl AutoencoderKLCogVideoX {
         self.slicing
     }
 
+    /// The tiling `choice` stands for with this VAE, checked
+    /// (`InvalidArgument` naming the size and the accepted range); `None` for
+    /// no tiling.
+    pub fn resolve_tiling(&self, choice: &VaeTiling) -> Result<Option<Tiling>> {
+        let s = self.cfg.spatial_compression();
+        let tiling = match *choice {
+            VaeTiling::Model => return Ok(self.tiling),
+            VaeTiling::Off => return Ok(None),
+            VaeTiling::Default => {
+                let t = self.default_tiling();
+                t.validate(s).map_err(|e| {
+                    Error::invalid(format!(
+                        "the default tiles of this VAE (half of sample_height x sample_width in vae/config.json) are unusable: {e}"
+                    ))
+                })?;
+                return Ok(Some(t));
+            }
+            VaeTiling::Pixels { height, width } => {
+                Tiling::at_most(height, width, s).map_err(Error::InvalidArgument)?
+            }
+            VaeTiling::Latents { height, width } => {
+                let bad = |e: String| {
+                    Error::invalid(format!(
+                        "tiles of {height}x{width} latent pixels ({s} pixels each): {e}"
+                    ))
+                };
+                let px = |n: usize| n.saturating_mul(s);
+                Tiling::at_most(px(height), px(width), s).map_err(bad)?
+            }
+            VaeTiling::Custom(t) => t,
+        };
+        tiling.validate(s).map_err(Error::InvalidArgument)?;
+        Ok(Some(tiling))
+    }
+
     /// Encodes a video `[B, in_channels, T, H, W]` (values in `[-1, 1]`, `H`
     /// and `W` multiples of the spatial compression, 8) into the posterior
-    /// over latents `[B, latent_channels, F, H/8, W/8]`.
+    /// over latents `[B, latent_channels, F, H/8, W/8]`, with the model's
+    /// settings; see [`Self::encode_with`].
     pub fn encode(&self, video: &Tensor) -> Result<DiagonalGaussian> {
+        self.encode_with(video, &VaeRunOptions::default(), &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::encode`] with per-call options and progress: `progress` is
+    /// called with `(0, total)` before any work and with `(done, total)`
+    /// after each unit, one frame batch (8 frames, the remainder joining the
+    /// first) of one tile of one sample run; `total` is known up front. An
+    /// error from `progress` stops the call at once and is returned as is.
+    pub fn encode_with(
+        &self,
+        video: &Tensor,
+        opts: &VaeRunOptions,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<DiagonalGaussian> {
         let (b, c, t, h, w) = dims5(video, "video")?;
         let s = self.cfg.spatial_compression();
         if c != self.cfg.in_channels {
@@ -764,15 +892,35 @@ impl AutoencoderKLCogVideoX {
                 "video frames are {h}x{w}; height and width must be positive multiples of {s}"
             )));
         }
+        let tiling = self.resolve_tiling(&opts.tiling)?;
+        let grid = self.tile_grid(VaeOp::Encode, (h, w), tiling.as_ref());
+        let units = grid.map_or(1, |g| g.count(h, w)) * frame_batches(t, SAMPLE_FRAMES_PER_BATCH);
+        let mut tally = Tally::start(self.runs(b) * units, progress)?;
         let x = video.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let moments = self.per_sample(&x, |x| self.encode_one(x))?;
+        let moments = self.per_sample(&x, |x| match &grid {
+            Some(g) => run_tiled(x, g, |tile| self.encode_frames(tile, &mut tally)),
+            None => self.encode_frames(x, &mut tally),
+        })?;
         Ok(DiagonalGaussian::from_moments(&moments)?)
     }
 
     /// Decodes latents `[B, latent_channels, F, h, w]` (unscaled: divide
     /// diffusion latents by `scaling_factor` first) into a video
-    /// `[B, out_channels, T, 8h, 8w]`, roughly in `[-1, 1]`.
+    /// `[B, out_channels, T, 8h, 8w]`, roughly in `[-1, 1]`, with the model's
+    /// settings; see [`Self::decode_with`].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.decode_with(z, &VaeRunOptions::default(), &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::decode`] with per-call options and progress, as
+    /// [`Self::encode_with`]; a unit is one frame batch (2 latent frames, the
+    /// remainder joining the first) of one tile of one sample run.
+    pub fn decode_with(
+        &self,
+        z: &Tensor,
+        opts: &VaeRunOptions,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Tensor> {
         let (b, c, f, h, w) = dims5(z, "latents")?;
         if c != self.cfg.latent_channels {
             return Err(Error::invalid(format!(
@@ -786,67 +934,335 @@ impl AutoencoderKLCogVideoX {
                 z.dims()
             )));
         }
+        let tiling = self.resolve_tiling(&opts.tiling)?;
+        let grid = self.tile_grid(VaeOp::Decode, (h, w), tiling.as_ref());
+        let units = grid.map_or(1, |g| g.count(h, w)) * frame_batches(f, LATENT_FRAMES_PER_BATCH);
+        let mut tally = Tally::start(self.runs(b) * units, progress)?;
         let z = z.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok(self.per_sample(&z, |z| self.decode_one(z))?)
+        self.per_sample(&z, |z| match &grid {
+            Some(g) => run_tiled(z, g, |tile| self.decode_frames(tile, &mut tally)),
+            None => self.decode_frames(z, &mut tally),
+        })
+    }
+
+    /// The tiles of an `h x w` input (pixels to encode, latents to decode),
+    /// if tiled: as in diffusers' `_encode` and `_decode`, only inputs larger
+    /// than one tile are.
+    fn tile_grid(
+        &self,
+        op: VaeOp,
+        (h, w): (usize, usize),
+        tiling: Option<&Tiling>,
+    ) -> Option<TileGrid> {
+        let s = self.cfg.spatial_compression();
+        let t = tiling?;
+        match op {
+            VaeOp::Encode => (h > t.tile_sample_min_height || w > t.tile_sample_min_width)
+                .then(|| t.encode_grid(s)),
+            VaeOp::Decode => {
+                let (th, tw) = t.latent_tile(s);
+                (h > th || w > tw).then(|| t.decode_grid(s))
+            }
+        }
+    }
+
+    /// How many times a batch of `b` samples runs through the network.
+    fn runs(&self, b: usize) -> usize {
+        if self.slicing { b } else { 1 }
     }
 
     /// Runs `f` on the whole batch, or per sample when slicing.
-    fn per_sample(&self, x: &Tensor, f: impl Fn(&Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
+    fn per_sample(
+        &self,
+        x: &Tensor,
+        mut f: impl FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let b = x.dim(0)?;
         if self.slicing && b > 1 {
             let outs = (0..b)
                 .map(|i| f(&x.narrow(0, i, 1)?))
-                .collect::<CResult<Vec<_>>>()?;
-            Tensor::cat(&outs, 0)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&outs, 0)?)
         } else {
             f(x)
         }
     }
 
-    /// diffusers `_encode`: tiled when enabled and the frames exceed a tile.
-    fn encode_one(&self, x: &Tensor) -> CResult<Tensor> {
-        let (_, _, _, h, w) = x.dims5()?;
-        match self.tiling {
-            Some(t) if h > t.tile_sample_min_height || w > t.tile_sample_min_width => {
-                let grid = t.encode_grid(self.cfg.spatial_compression());
-                run_tiled(x, &grid, |tile| self.encode_frames(tile))
-            }
-            _ => self.encode_frames(x),
-        }
-    }
-
-    /// diffusers `_decode`: tiled when enabled and the latents exceed a tile.
-    fn decode_one(&self, z: &Tensor) -> CResult<Tensor> {
-        let (_, _, _, h, w) = z.dims5()?;
-        match self.tiling {
-            Some(t) => {
-                let s = self.cfg.spatial_compression();
-                let (th, tw) = t.latent_tile(s);
-                if h > th || w > tw {
-                    return run_tiled(z, &t.decode_grid(s), |tile| self.decode_frames(tile));
-                }
-                self.decode_frames(z)
-            }
-            None => self.decode_frames(z),
-        }
-    }
-
-    fn encode_frames(&self, x: &Tensor) -> CResult<Tensor> {
+    fn encode_frames(&self, x: &Tensor, tally: &mut Tally) -> Result<Tensor> {
         in_frame_batches(
             x,
             SAMPLE_FRAMES_PER_BATCH,
             self.encoder.cache_slots,
+            tally,
             |x, cache| self.encoder.forward(x, cache),
         )
     }
 
-    fn decode_frames(&self, z: &Tensor) -> CResult<Tensor> {
+    fn decode_frames(&self, z: &Tensor, tally: &mut Tally) -> Result<Tensor> {
         in_frame_batches(
             z,
             LATENT_FRAMES_PER_BATCH,
             self.decoder.cache_slots,
+            tally,
             |z, cache| self.decoder.forward(z, cache),
         )
+    }
+}
+
+impl AutoencoderKLCogVideoX {
+    /// Estimated peak of the memory one sample's [`Self::encode_with`]
+    /// (`Encode`: `frames x height x width` pixels) or [`Self::decode_with`]
+    /// (`Decode`: latent frames, height and width) allocates on the VAE's
+    /// device, weights and the caller's input excluded, with `tiling` as
+    /// [`Self::resolve_tiling`] gives it. Computed from the shapes alone
+    /// (saturating, allocating nothing) by following the network's buffers,
+    /// so that a caller can refuse a call that cannot fit before starting it.
+    ///
+    /// It grows with height and width, and with the frames except where a
+    /// longer clip is cut into more, smaller frame batches, as the real peak
+    /// does (16 pixel frames run as two batches of 8 and need less than 15).
+    /// Measured in f32 on the CPU it was 0.9x to 1.1x of the peak, full-size
+    /// VAE included; the candle-op path (other dtypes, GPUs) is modelled with
+    /// its extra temporaries and came out 1.3x to 1.4x of the peak in f64 on
+    /// the CPU (unmeasured on GPUs). Leave some margin.
+    pub fn estimate_peak_bytes(
+        &self,
+        op: VaeOp,
+        frames: usize,
+        height: usize,
+        width: usize,
+        tiling: Option<&Tiling>,
+    ) -> u64 {
+        let size = match op {
+            VaeOp::Encode => SAMPLE_FRAMES_PER_BATCH,
+            VaeOp::Decode => LATENT_FRAMES_PER_BATCH,
+        };
+        let grid = self.tile_grid(op, (height, width), tiling);
+        let (th, tw) = grid.map_or((height, width), |g| {
+            (g.tile.0.min(height), g.tile.1.min(width))
+        });
+        let batches = frame_batches(frames, size);
+        let first = frames.saturating_sub((batches - 1) * size);
+        let mut m = PeakModel::new(self);
+        let first_out = m.batch(self, op, (first, th, tw));
+        let mut peak = m.peak;
+        let mut tile_out = first_out;
+        if batches > 1 {
+            // A later batch runs with every convolution's carried frames
+            // and the earlier batches' outputs held.
+            m.peak = 0;
+            let out = m.batch(self, op, (size, th, tw));
+            tile_out = first_out.saturating_add(out.saturating_mul(batches as u64 - 1));
+            peak = peak.max(m.peak.saturating_add(tile_out - out));
+            // The batches' outputs and their concatenation.
+            peak = peak.max(tile_out.saturating_mul(2));
+        }
+        if let Some(g) = grid {
+            // The assembled output so far, the row of tiles above and the
+            // current row; then the rows and their concatenation.
+            let area = |h: usize, w: usize| (h as u64).saturating_mul(w as u64).max(1);
+            let whole = tile_out.saturating_mul(area(height, width)) / area(th, tw);
+            let row = tile_out.saturating_mul(width.div_ceil(g.stride.1) as u64);
+            peak = peak
+                .saturating_add(whole)
+                .saturating_add(row.saturating_mul(2))
+                .max(whole.saturating_mul(3));
+        }
+        // The posterior's mean and log-variance beside the moments.
+        peak.max(tile_out.saturating_mul(2))
+    }
+}
+
+/// A tensor shape `(channels, frames, height, width)` of one sample.
+type Shape = (usize, usize, usize, usize);
+
+/// The buffers of one frame batch, followed through the network for
+/// [`AutoencoderKLCogVideoX::estimate_peak_bytes`]: at every convolution
+/// what is held around it (block inputs, residuals), its padded input, its
+/// im2col band and its output, plus the frames every causal convolution
+/// carries to the next batch.
+struct PeakModel {
+    elem: u64,
+    /// The candle-op path (GPU, or not f32), with more temporaries than the
+    /// CPU kernels: the norm and SiLU outputs, the padding copies, the band
+    /// products and their concatenations.
+    generic: bool,
+    im2col_budget: u64,
+    /// Carried frames per causal convolution, in call order.
+    carried: Vec<u64>,
+    slot: usize,
+    peak: u64,
+}
+
+impl PeakModel {
+    fn new(vae: &AutoencoderKLCogVideoX) -> Self {
+        let cpu = vae.device.is_cpu();
+        Self {
+            elem: vae.dtype.size_in_bytes() as u64,
+            generic: !(cpu && vae.dtype == DType::F32),
+            im2col_budget: if cpu {
+                IM2COL_BUDGET_CPU
+            } else {
+                IM2COL_BUDGET_GPU
+            } as u64,
+            carried: Vec::new(),
+            slot: 0,
+            peak: 0,
+        }
+    }
+
+    fn bytes(&self, (c, t, h, w): Shape) -> u64 {
+        [c, t, h, w]
+            .iter()
+            .fold(self.elem, |a, &d| a.saturating_mul(d as u64))
+    }
+
+    fn note(&mut self, live: u64) {
+        let carried = self.carried.iter().fold(0u64, |a, &b| a.saturating_add(b));
+        self.peak = self.peak.max(live.saturating_add(carried));
+    }
+
+    /// A 3x3 convolution of `x` to `out_c` channels with `taps` temporal taps
+    /// (3: causal, carrying two frames) and spatial `stride`, with `held`
+    /// bytes live around it; returns the output's shape.
+    fn conv(&mut self, held: u64, x: Shape, out_c: usize, taps: usize, stride: usize) -> Shape {
+        let (c, t, h, w) = x;
+        let tp = t.saturating_add(taps - 1);
+        let padded = self.bytes((c, tp, h.saturating_add(2), w.saturating_add(2)));
+        let out_shape = (out_c, t, h.div_ceil(stride), w.div_ceil(stride));
+        let out = self.bytes(out_shape);
+        let row = self.bytes((9usize.saturating_mul(c), tp, 1, out_shape.3));
+        let cols = row
+            .saturating_mul(out_shape.2 as u64)
+            .min(self.im2col_budget.max(row));
+        let context = if taps > 1 {
+            self.bytes((c, taps - 1, h, w))
+        } else {
+            0
+        };
+        let live = if self.generic {
+            let input = self.bytes(x);
+            held.saturating_add(input).saturating_add(
+                (padded.saturating_mul(3)).max(
+                    padded
+                        .saturating_add(cols.saturating_mul(2))
+                        .saturating_add(out.saturating_mul(3)),
+                ),
+            )
+        } else {
+            held.saturating_add(padded)
+                .saturating_add(cols)
+                .saturating_add(out)
+        };
+        self.note(live.saturating_add(context));
+        if taps > 1 {
+            if self.slot == self.carried.len() {
+                self.carried.push(0);
+            }
+            self.carried[self.slot] = context;
+            self.slot += 1;
+        }
+        out_shape
+    }
+
+    /// A resnet of `x` to `out_c` channels, `held` bytes live around it;
+    /// `spatial` for the decoder's latent-conditioned norms.
+    fn resnet(&mut self, held: u64, x: Shape, out_c: usize, spatial: bool) -> Shape {
+        let input = self.bytes(x);
+        // The generic spatial norm makes `conv_y` and `conv_b` of the latent
+        // at the feature size, then scales and shifts.
+        let norm = |m: &Self, s: Shape| {
+            if m.generic && spatial {
+                m.bytes(s).saturating_mul(3)
+            } else {
+                0
+            }
+        };
+        let held = held.saturating_add(input);
+        let h = self.conv(held.saturating_add(norm(self, x)), x, out_c, 3, 1);
+        let extra = if self.generic { self.bytes(h) } else { 0 };
+        let held = held.saturating_add(extra).saturating_add(norm(self, h));
+        self.conv(held, h, out_c, 3, 1)
+    }
+
+    /// The resnets of a block, its input held throughout.
+    fn resnets(&mut self, x: Shape, out_c: usize, layers: usize, spatial: bool) -> Shape {
+        let input = self.bytes(x);
+        let mut h = self.resnet(0, x, out_c, spatial);
+        for _ in 1..layers {
+            h = self.resnet(input, h, out_c, spatial);
+        }
+        h
+    }
+
+    /// One encoder frame batch of `(frames, height, width)` pixels; returns
+    /// the bytes of its output.
+    fn encode_batch(&mut self, cfg: &Config, (t, h, w): (usize, usize, usize)) -> u64 {
+        let ch = &cfg.block_out_channels;
+        let mut x = self.conv(0, (cfg.in_channels, t, h, w), ch[0], 3, 1);
+        for (i, &c) in ch.iter().enumerate() {
+            let input = self.bytes(x);
+            let y = self.resnets(x, c, cfg.layers_per_block, false);
+            x = if i + 1 < ch.len() {
+                let held = input.saturating_add(self.bytes(y));
+                let (c, mut t, h, w) = y;
+                if i < cfg.temporal_levels() && t > 1 {
+                    // Frame halving: a contiguous copy of the frame pairs,
+                    // their average and the result.
+                    self.note(held.saturating_add(self.bytes(y).saturating_mul(2)));
+                    t = t.div_ceil(2);
+                }
+                let halved = (c, t, h, w);
+                self.conv(held.saturating_add(self.bytes(halved)), halved, c, 1, 2)
+            } else {
+                y
+            };
+        }
+        let c = x.0;
+        x = self.resnets(x, c, 2, false);
+        let moments = cfg.latent_channels.saturating_mul(2);
+        let out = self.conv(self.bytes(x), x, moments, 3, 1);
+        self.bytes(out)
+    }
+
+    /// One decoder frame batch of `(frames, height, width)` latents; returns
+    /// the bytes of its output.
+    fn decode_batch(&mut self, cfg: &Config, (t, h, w): (usize, usize, usize)) -> u64 {
+        let ch: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
+        let mut x = self.conv(0, (cfg.latent_channels, t, h, w), ch[0], 3, 1);
+        x = self.resnets(x, ch[0], 2, true);
+        for (i, &c) in ch.iter().enumerate() {
+            let input = self.bytes(x);
+            let y = self.resnets(x, c, cfg.layers_per_block + 1, true);
+            x = if i + 1 < ch.len() {
+                let (c, t, h, w) = y;
+                let t = if i < cfg.temporal_levels() && t > 1 {
+                    t.saturating_mul(2) - t % 2
+                } else {
+                    t
+                };
+                let held = input.saturating_add(self.bytes(y));
+                let (h, w) = (h.saturating_mul(2), w.saturating_mul(2));
+                self.conv(held, (c, t, h, w), c, 1, 1)
+            } else {
+                y
+            };
+        }
+        let out = self.conv(self.bytes(x), x, cfg.out_channels, 3, 1);
+        self.bytes(out)
+    }
+
+    fn batch(
+        &mut self,
+        vae: &AutoencoderKLCogVideoX,
+        op: VaeOp,
+        dims: (usize, usize, usize),
+    ) -> u64 {
+        self.slot = 0;
+        match op {
+            VaeOp::Encode => self.encode_batch(&vae.cfg, dims),
+            VaeOp::Decode => self.decode_batch(&vae.cfg, dims),
+        }
     }
 }
 
@@ -886,15 +1302,22 @@ mod tests {
     }
 
     #[test]
-    fn frame_batches_put_the_remainder_first() -> CResult<()> {
+    fn frame_batches_put_the_remainder_first() -> Result<()> {
         let dev = Device::Cpu;
-        let spans = |frames: usize, size: usize| -> CResult<Vec<usize>> {
+        let spans = |frames: usize, size: usize| -> Result<Vec<usize>> {
             let x = Tensor::zeros((1, 1, frames, 1, 1), DType::F32, &dev)?;
             let mut lens = Vec::new();
-            in_frame_batches(&x, size, 0, |x, _| {
+            let mut steps = 0;
+            let mut count = |_, _| {
+                steps += 1;
+                Ok(())
+            };
+            let mut tally = Tally::start(frame_batches(frames, size), &mut count)?;
+            in_frame_batches(&x, size, 0, &mut tally, |x, _| {
                 lens.push(x.dim(2)?);
                 Ok(x.clone())
             })?;
+            assert_eq!(steps, lens.len() + 1, "one report per batch and one before");
             Ok(lens)
         };
         assert_eq!(spans(49, 8)?, vec![9, 8, 8, 8, 8, 8]);

@@ -28,15 +28,19 @@
 //! module): the padded input is written in one pass together with the norm
 //! and SiLU before it, and the GEMMs accumulate into the output directly.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::cpu::{self, ConvShape, Fill, NormSilu, Pad};
+use crate::error::{Error, Result};
+
+/// candle's result: loading and the generic path's ops.
+type CResult<T> = candle_core::Result<T>;
 
 /// Upper bound for one im2col band, in bytes. Small on CPU, where bigger
 /// bands buy nothing; larger on GPUs, where fewer launches matter.
-const IM2COL_BUDGET_CPU: usize = 64 << 20;
-const IM2COL_BUDGET_GPU: usize = 1 << 30;
+pub(crate) const IM2COL_BUDGET_CPU: usize = 64 << 20;
+pub(crate) const IM2COL_BUDGET_GPU: usize = 1 << 30;
 
 /// The causal convolutions' carried frames, one slot per convolution, kept
 /// from one frame batch to the next (diffusers' nested `conv_cache` dicts).
@@ -79,7 +83,7 @@ pub(crate) enum Residual<'a> {
 
 impl Kernel {
     /// From a `[O, C, kt, kh, kw]` weight and `[O]` bias.
-    fn new(weight: &Tensor, bias: &Tensor) -> Result<Self> {
+    fn new(weight: &Tensor, bias: &Tensor) -> CResult<Self> {
         let (o, c, kt, kh, kw) = weight.dims5()?;
         let weight = weight
             .permute((2, 0, 3, 4, 1))?
@@ -101,7 +105,7 @@ impl Kernel {
     /// given spatial stride (1 or 2), giving `[B, O, T, Ho, Wo]`. For stride 2
     /// `Hp` and `Wp` must be even and hold one row/column pair beyond the last
     /// one read, which callers pad with zeros that no tap uses.
-    fn conv(&self, xp: &Tensor, stride: usize) -> Result<Tensor> {
+    fn conv(&self, xp: &Tensor, stride: usize) -> CResult<Tensor> {
         let budget = if xp.device().is_cpu() {
             IM2COL_BUDGET_CPU
         } else {
@@ -130,15 +134,18 @@ impl Kernel {
         if let Some(p) = prev
             && p.dims() != [b, c, pad.context, hi, wi]
         {
-            candle_core::bail!("context frames {:?} for an input of {dims:?}", p.dims());
+            return Err(Error::Internal(format!(
+                "context frames {:?} for an input of {dims:?}",
+                p.dims()
+            )));
         }
         let (xp, padded) = cpu::with_data(&x, |xs| match prev {
-            Some(p) => cpu::with_data(p, |ps| Ok(cpu::fill_padded(xs, dims, fill, Some(ps), pad))),
-            None => Ok(cpu::fill_padded(xs, dims, fill, None, pad)),
+            Some(p) => cpu::with_data(p, |ps| cpu::fill_padded(xs, dims, fill, Some(ps), pad)),
+            None => cpu::fill_padded(xs, dims, fill, None, pad),
         })?;
         drop(x);
         let context = if pad.context > 0 {
-            let frames = cpu::context_frames(&xp, padded, pad);
+            let frames = cpu::context_frames(&xp, padded, pad)?;
             Some(cpu::tensor(frames, &[b, c, pad.context, hi, wi])?)
         } else {
             None
@@ -154,36 +161,35 @@ impl Kernel {
         let sizes = (b, o, t * ho * wo);
         let mut out = match residual {
             Residual::None => {
-                cpu::with_data(&self.bias, |bias| Ok(cpu::init_output(sizes, bias, None)))?
+                cpu::with_data(&self.bias, |bias| cpu::init_output(sizes, bias, None))?
             }
             Residual::Identity(r) => {
                 if r.dims() != out_dims {
-                    candle_core::bail!("residual {:?} for an output of {out_dims:?}", r.dims());
+                    return Err(Error::Internal(format!(
+                        "residual {:?} for an output of {out_dims:?}",
+                        r.dims()
+                    )));
                 }
                 cpu::with_data(&self.bias, |bias| {
-                    cpu::with_data(r, |rs| Ok(cpu::init_output(sizes, bias, Some(rs))))
+                    cpu::with_data(r, |rs| cpu::init_output(sizes, bias, Some(rs)))
                 })?
             }
             Residual::Pointwise(p, r) => {
                 let bias = (&self.bias + &p.bias)?;
-                let mut out =
-                    cpu::with_data(&bias, |bias| Ok(cpu::init_output(sizes, bias, None)))?;
+                let mut out = cpu::with_data(&bias, |bias| cpu::init_output(sizes, bias, None))?;
                 p.add_to_cpu(&mut out, r, out_dims)?;
                 out
             }
         };
         let budget = IM2COL_BUDGET_CPU / std::mem::size_of::<f32>();
-        cpu::with_data(&self.weight, |w| {
-            cpu::conv(&xp, shape, w, &mut out, budget);
-            Ok(())
-        })?;
+        cpu::with_data(&self.weight, |w| cpu::conv(&xp, shape, w, &mut out, budget))?;
         drop(xp);
         Ok((cpu::tensor(out, &out_dims)?, context))
     }
 
     /// [`Self::conv`] with im2col bands of at most `budget` elements (or one
     /// output row, if a row alone is larger).
-    fn conv_in_bands(&self, xp: &Tensor, stride: usize, budget: usize) -> Result<Tensor> {
+    fn conv_in_bands(&self, xp: &Tensor, stride: usize, budget: usize) -> CResult<Tensor> {
         let (b, c, tp, hp, wp) = xp.dims5()?;
         let o = self.bias.dim(0)?;
         let kt = self.taps();
@@ -241,7 +247,7 @@ fn im2col(
     r0: usize,
     n: usize,
     wo: usize,
-) -> Result<Tensor> {
+) -> CResult<Tensor> {
     let (c, t, hp, wp) = x.dims4()?;
     let mut views = Vec::with_capacity(kh * kw);
     if stride == 1 {
@@ -286,7 +292,7 @@ impl CausalConv3d {
         in_c: usize,
         out_c: usize,
         slots: &mut SlotCounter,
-    ) -> Result<Self> {
+    ) -> CResult<Self> {
         let vb = vb.pp("conv");
         let weight = vb.get((out_c, in_c, 3, 3, 3), "weight")?;
         let bias = vb.get(out_c, "bias")?;
@@ -302,7 +308,7 @@ impl CausalConv3d {
         if cpu::applies(x) {
             return self.forward_cpu(x.clone(), &Fill::Copy, Residual::None, cache);
         }
-        self.forward_generic(x, cache)
+        Ok(self.forward_generic(x, cache)?)
     }
 
     /// The CPU f32 path of `forward(fill(x)) + residual` ([`Kernel::forward_cpu`]).
@@ -322,7 +328,7 @@ impl CausalConv3d {
         Ok(y)
     }
 
-    fn forward_generic(&self, x: &Tensor, cache: &mut ConvCache) -> Result<Tensor> {
+    fn forward_generic(&self, x: &Tensor, cache: &mut ConvCache) -> CResult<Tensor> {
         let context = self.kernel.taps() - 1;
         let frames = x.dim(2)?;
         let xt = match cache[self.slot].take() {
@@ -351,7 +357,7 @@ pub(crate) struct FrameConv2d {
 
 impl FrameConv2d {
     /// Loads `<vb>.weight` `[out, in, 3, 3]` and `<vb>.bias`.
-    pub(crate) fn load(vb: VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, in_c: usize, out_c: usize) -> CResult<Self> {
         let weight = vb.get((out_c, in_c, 3, 3), "weight")?.unsqueeze(2)?;
         let bias = vb.get(out_c, "bias")?;
         Ok(Self {
@@ -361,7 +367,7 @@ impl FrameConv2d {
 
     /// Convolution of an already padded `[B, C, T, Hp, Wp]` clip; see
     /// [`Kernel::conv`] for what stride 2 expects of the padding.
-    pub(crate) fn forward(&self, xp: &Tensor, stride: usize) -> Result<Tensor> {
+    pub(crate) fn forward(&self, xp: &Tensor, stride: usize) -> CResult<Tensor> {
         self.kernel.conv(xp, stride)
     }
 
@@ -390,14 +396,14 @@ pub(crate) struct Pointwise {
 
 impl Pointwise {
     /// Loads `<vb>.weight` `[out, in, 1, 1, 1]` and `<vb>.bias`.
-    pub(crate) fn load(vb: VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, in_c: usize, out_c: usize) -> CResult<Self> {
         let weight = vb.get((out_c, in_c, 1, 1, 1), "weight")?;
         let bias = vb.get(out_c, "bias")?;
         Self::new(weight.reshape((out_c, in_c))?, bias)
     }
 
     /// From a `[O, C]` weight and `[O]` bias.
-    pub(crate) fn new(weight: Tensor, bias: Tensor) -> Result<Self> {
+    pub(crate) fn new(weight: Tensor, bias: Tensor) -> CResult<Self> {
         let o = weight.dim(0)?;
         Ok(Self {
             weight,
@@ -414,7 +420,10 @@ impl Pointwise {
             || out_dims[1] != self.weight.dim(0)?
             || out_dims[2..].iter().product::<usize>() != s
         {
-            candle_core::bail!("shortcut of {:?} into an output of {out_dims:?}", x.dims());
+            return Err(Error::Internal(format!(
+                "shortcut of {:?} into an output of {out_dims:?}",
+                x.dims()
+            )));
         }
         cpu::with_data(&self.weight, |w| {
             cpu::with_data(x, |xs| {
@@ -426,7 +435,7 @@ impl Pointwise {
 
     /// Stacks two convolutions over the same input into one (outputs of
     /// `self` first).
-    pub(crate) fn concat(&self, other: &Self) -> Result<Self> {
+    pub(crate) fn concat(&self, other: &Self) -> CResult<Self> {
         Ok(Self {
             weight: Tensor::cat(&[&self.weight, &other.weight], 0)?,
             bias: Tensor::cat(&[&self.bias, &other.bias], 0)?,
@@ -436,7 +445,7 @@ impl Pointwise {
 
 impl Module for Pointwise {
     /// `[B, C, T, H, W]` -> `[B, O, T, H, W]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let (b, c, t, h, w) = x.dims5()?;
         let o = self.weight.dim(0)?;
         let samples = (0..b)
@@ -446,7 +455,7 @@ impl Module for Pointwise {
                     .broadcast_add(&self.bias)?
                     .reshape((o, t, h, w))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<CResult<Vec<_>>>()?;
         Tensor::stack(&samples, 0)
     }
 }
@@ -464,7 +473,7 @@ pub(crate) struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub(crate) fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> CResult<Self> {
         Ok(Self {
             weight: vb.get(channels, "weight")?,
             bias: vb.get(channels, "bias")?,
@@ -498,7 +507,7 @@ impl GroupNorm {
         })
     }
 
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let g = self.groups;
@@ -544,7 +553,7 @@ pub(crate) fn nearest_indices(in_size: usize, out_size: usize) -> Vec<u32> {
 }
 
 /// Gathers `indices` along `dim` (a no-op for the identity).
-pub(crate) fn gather(x: &Tensor, dim: usize, indices: &[u32], device: &Device) -> Result<Tensor> {
+pub(crate) fn gather(x: &Tensor, dim: usize, indices: &[u32], device: &Device) -> CResult<Tensor> {
     let identity =
         indices.len() == x.dim(dim)? && indices.iter().enumerate().all(|(i, &s)| i == s as usize);
     if identity {

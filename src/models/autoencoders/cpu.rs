@@ -18,9 +18,17 @@
 //! The spatial norm's `conv_y(zq)` and `conv_b(zq)` are pointwise, so they
 //! commute with the nearest resize of `zq`: they are computed at the
 //! latent's own size and looked up per pixel ([`Modulation`]).
+//!
+//! The full-size buffers are allocated with [`zeros`], which reports a failed
+//! allocation as [`Error::OutOfMemory`]: the library runs inside its host's
+//! process, and Rust's default is to abort it.
+
+use std::alloc::{Layout, alloc_zeroed};
 
 use candle_core::utils::{barrier_pool, get_num_threads};
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{DType, Storage, Tensor};
+
+use crate::error::{Error, Result};
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -32,14 +40,42 @@ pub(crate) fn with_data<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> R
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("the CPU path got a tensor on {:?}", x.device());
+        return Err(Error::Internal(format!(
+            "the VAE's CPU path got a tensor on {:?}",
+            x.device()
+        )));
     };
     f(&cpu.as_slice::<f32>()?[layout.start_offset()..][..x.elem_count()])
 }
 
 /// `Tensor` from row-major values, on the CPU.
 pub(crate) fn tensor(data: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
-    Tensor::from_vec(data, dims, &candle_core::Device::Cpu)
+    Ok(Tensor::from_vec(data, dims, &candle_core::Device::Cpu)?)
+}
+
+/// `vec![0f32; n]`, but a failed allocation is an [`Error::OutOfMemory`]
+/// naming `what` and the byte count instead of an abort. Zeroed memory from
+/// the allocator, as `vec!` uses, so fresh pages are not written twice.
+pub(crate) fn zeros(n: usize, what: &str) -> Result<Vec<f32>> {
+    let oom = || {
+        Error::OutOfMemory(format!(
+            "cannot allocate {} bytes for {what}",
+            (n as u128) * std::mem::size_of::<f32>() as u128
+        ))
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = Layout::array::<f32>(n).map_err(|_| oom())?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(oom());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `n` f32s (the size and alignment a `Vec<f32>` of capacity `n` uses),
+    // and all `n` values are initialised: zero bits are 0.0.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
 /// Runs `f(i, piece)` for every `len`-sized piece of `out` on candle's CPU
@@ -214,11 +250,11 @@ pub(crate) fn fill_padded(
     fill: &Fill,
     prev: Option<&[f32]>,
     pad: Pad,
-) -> (Vec<f32>, [usize; 5]) {
+) -> Result<(Vec<f32>, [usize; 5])> {
     let (to, ho, wo) = fill.output_size((t, h, w));
     let tp = pad.context + to;
     let (hp, wp) = (pad.top + ho + pad.bottom, pad.left + wo + pad.right);
-    let mut out = vec![0f32; b * c * tp * hp * wp];
+    let mut out = zeros(b * c * tp * hp * wp, "a convolution's padded input")?;
     par_pieces(&mut out, hp * wp, |i, plane| {
         let (bc, f) = (i / tp, i % tp);
         let rows = plane[pad.top * wp..].chunks_mut(wp).take(ho);
@@ -268,16 +304,20 @@ pub(crate) fn fill_padded(
             }
         }
     });
-    (out, [b, c, tp, hp, wp])
+    Ok((out, [b, c, tp, hp, wp]))
 }
 
 /// The last `pad.context` frames of a padded input from [`fill_padded`],
 /// without the zero border: `[B, C, context, H', W']`, what the next frame
 /// batch puts in front.
-pub(crate) fn context_frames(xp: &[f32], [b, c, tp, hp, wp]: [usize; 5], pad: Pad) -> Vec<f32> {
+pub(crate) fn context_frames(
+    xp: &[f32],
+    [b, c, tp, hp, wp]: [usize; 5],
+    pad: Pad,
+) -> Result<Vec<f32>> {
     let (ho, wo) = (hp - pad.top - pad.bottom, wp - pad.left - pad.right);
     let k = pad.context;
-    let mut out = vec![0f32; b * c * k * ho * wo];
+    let mut out = zeros(b * c * k * ho * wo, "a convolution's carried frames")?;
     par_pieces(&mut out, ho * wo, |i, plane| {
         let (bc, f) = (i / k, i % k);
         let src = &xp[(bc * tp + tp - k + f) * hp * wp..][..hp * wp];
@@ -285,7 +325,7 @@ pub(crate) fn context_frames(xp: &[f32], [b, c, tp, hp, wp]: [usize; 5], pad: Pa
             dst.copy_from_slice(&row[pad.left..][..wo]);
         }
     });
-    out
+    Ok(out)
 }
 
 /// A convolution output `[B, O, S]` (`S` values per channel) holding `bias`
@@ -294,8 +334,8 @@ pub(crate) fn init_output(
     (b, o, spatial): (usize, usize, usize),
     bias: &[f32],
     residual: Option<&[f32]>,
-) -> Vec<f32> {
-    let mut out = vec![0f32; b * o * spatial];
+) -> Result<Vec<f32>> {
+    let mut out = zeros(b * o * spatial, "a convolution's output")?;
     par_pieces(&mut out, spatial, |i, plane| match residual {
         Some(r) => {
             for (d, &v) in plane.iter_mut().zip(&r[i * spatial..][..spatial]) {
@@ -304,7 +344,7 @@ pub(crate) fn init_output(
         }
         None => plane.fill(bias[i % o]),
     });
-    out
+    Ok(out)
 }
 
 /// `dst[m x n] += lhs[m x k] * rhs[k x n]`, all row-major with the given row
@@ -411,7 +451,13 @@ impl ConvShape {
 /// is built for bands of output rows of at most `budget` values (at least one
 /// row) and reused from band to band; each output frame and temporal tap is
 /// one GEMM into the output's rows.
-pub(crate) fn conv(xp: &[f32], shape: ConvShape, weight: &[f32], out: &mut [f32], budget: usize) {
+pub(crate) fn conv(
+    xp: &[f32],
+    shape: ConvShape,
+    weight: &[f32],
+    out: &mut [f32],
+    budget: usize,
+) -> Result<()> {
     let [b, c, tp, hp, wp] = shape.input;
     let (kt, kh, kw) = shape.kernel;
     let (t, ho, wo) = shape.output();
@@ -421,7 +467,7 @@ pub(crate) fn conv(xp: &[f32], shape: ConvShape, weight: &[f32], out: &mut [f32]
     assert!(xp.len() == b * c * tp * hp * wp && weight.len() == kt * o * k);
     assert!(out.len() == b * o * t * ho * wo && (ho - 1) * s + kh <= hp && (wo - 1) * s + kw <= wp);
     let band = (budget / (k * tp * wo).max(1)).clamp(1, ho);
-    let mut cols = vec![0f32; k * tp * band * wo];
+    let mut cols = zeros(k * tp * band * wo, "a convolution's im2col matrix")?;
     for i in 0..b {
         let x = &xp[i * c * tp * hp * wp..][..c * tp * hp * wp];
         let y = &mut out[i * o * t * ho * wo..][..o * t * ho * wo];
@@ -466,5 +512,30 @@ pub(crate) fn conv(xp: &[f32], shape: ConvShape, weight: &[f32], out: &mut [f32]
                 }
             }
         }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_allocations_are_errors() {
+        // Beyond `isize::MAX` bytes, and beyond any address space.
+        for n in [usize::MAX, 1 << 58] {
+            match zeros(n, "a test buffer") {
+                Err(Error::OutOfMemory(msg)) => {
+                    let bytes = n as u128 * 4;
+                    assert_eq!(
+                        msg,
+                        format!("cannot allocate {bytes} bytes for a test buffer")
+                    );
+                }
+                other => panic!("{n} values: {:?}", other.map(|v| v.len())),
+            }
+        }
+        assert_eq!(zeros(3, "a test buffer").unwrap(), vec![0.0; 3]);
+        assert!(zeros(0, "a test buffer").unwrap().is_empty());
     }
 }

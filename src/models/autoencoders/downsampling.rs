@@ -1,10 +1,13 @@
 //! `CogVideoXDownsample3D` (diffusers `models/downsampling.py`).
 
-use candle_core::{Result, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::causal_conv3d::FrameConv2d;
 use super::cpu::{self, Fill, Pad};
+use crate::error::{Error, Result};
+
+type CResult<T> = candle_core::Result<T>;
 
 /// Optional temporal halving (first frame kept when the count is odd), then
 /// zero padding on the right and bottom and a 3x3 stride-2 convolution of
@@ -17,7 +20,7 @@ pub(crate) struct CogVideoXDownsample3D {
 
 impl CogVideoXDownsample3D {
     /// Loads `<vb>.conv.weight` `[C, C, 3, 3]` and its bias.
-    pub(crate) fn load(vb: VarBuilder, channels: usize, compress_time: bool) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, channels: usize, compress_time: bool) -> CResult<Self> {
         Ok(Self {
             conv: FrameConv2d::load(vb.pp("conv"), channels, channels)?,
             compress_time,
@@ -35,7 +38,9 @@ impl CogVideoXDownsample3D {
         // giving ho = (h + 1 - 3) / 2 + 1. The stride-2 im2col reads row
         // pairs, so pad up to 2 * (ho + 1); the extra zeros are never used.
         if h < 2 || w < 2 {
-            candle_core::bail!("cannot downsample a {h}x{w} frame (at least 2x2 needed)");
+            return Err(Error::Internal(format!(
+                "cannot downsample a {h}x{w} frame (at least 2x2 needed)"
+            )));
         }
         if cpu::applies(&x) {
             // diffusers' own padding: the CPU path reads rows by index, not in pairs.
@@ -52,13 +57,13 @@ impl CogVideoXDownsample3D {
         let x = x
             .pad_with_zeros(3, 0, 2 * (ho + 1) - h)?
             .pad_with_zeros(4, 0, 2 * (wo + 1) - w)?;
-        self.conv.forward(&x, 2)
+        Ok(self.conv.forward(&x, 2)?)
     }
 }
 
 /// Averages frame pairs (`avg_pool1d(2, 2)` over time); with an odd count
 /// the first frame is kept as is and the rest are paired.
-fn halve_frames(x: &Tensor) -> Result<Tensor> {
+fn halve_frames(x: &Tensor) -> CResult<Tensor> {
     let (b, c, t, h, w) = x.dims5()?;
     let keep = t % 2;
     if t == keep {
@@ -82,10 +87,10 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn frame_halving_keeps_the_first_frame_of_odd_counts() -> Result<()> {
+    fn frame_halving_keeps_the_first_frame_of_odd_counts() -> CResult<()> {
         let dev = Device::Cpu;
         let frames = |v: &[f32]| Tensor::from_slice(v, (1, 1, v.len(), 1, 1), &dev);
-        let got = |x: Tensor| -> Result<Vec<f32>> { halve_frames(&x)?.flatten_all()?.to_vec1() };
+        let got = |x: Tensor| -> CResult<Vec<f32>> { halve_frames(&x)?.flatten_all()?.to_vec1() };
         assert_eq!(
             got(frames(&[1.0, 2.0, 4.0, 6.0, 10.0])?)?,
             vec![1.0, 3.0, 8.0]

@@ -8,6 +8,8 @@ mod tiling;
 mod upsampling;
 mod vae;
 
-pub use autoencoder_kl_cogvideox::{AutoencoderKLCogVideoX, Config as VaeConfig};
-pub use tiling::Tiling;
+pub use autoencoder_kl_cogvideox::{
+    AutoencoderKLCogVideoX, Config as VaeConfig, VaeOp, VaeRunOptions, VaeTiling,
+};
+pub use tiling::{MAX_TILE_PIXELS, Tiling};
 pub use vae::DiagonalGaussian;

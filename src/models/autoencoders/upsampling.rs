@@ -1,10 +1,13 @@
 //! `CogVideoXUpsample3D` (diffusers `models/upsampling.py`).
 
-use candle_core::{Result, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::causal_conv3d::{FrameConv2d, gather};
 use super::cpu::{self, Fill, Pad};
+use crate::error::Result;
+
+type CResult<T> = candle_core::Result<T>;
 
 /// Nearest 2x upsampling of every frame (and, with `compress_time`, of the
 /// frame axis except a lone first frame), then a padded 3x3 convolution of
@@ -17,7 +20,7 @@ pub(crate) struct CogVideoXUpsample3D {
 
 impl CogVideoXUpsample3D {
     /// Loads `<vb>.conv.weight` `[C, C, 3, 3]` and its bias.
-    pub(crate) fn load(vb: VarBuilder, channels: usize, compress_time: bool) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, channels: usize, compress_time: bool) -> CResult<Self> {
         Ok(Self {
             conv: FrameConv2d::load(vb.pp("conv"), channels, channels)?,
             compress_time,
@@ -48,7 +51,7 @@ impl CogVideoXUpsample3D {
         let x = gather(&x, 3, &narrow(double(h)), dev)?;
         let x = gather(&x, 2, &narrow(frames), dev)?;
         let x = x.pad_with_zeros(3, 1, 1)?.pad_with_zeros(4, 1, 1)?;
-        self.conv.forward(&x, 1)
+        Ok(self.conv.forward(&x, 1)?)
     }
 }
 
