@@ -291,8 +291,10 @@ typedef struct cogvideo_decode_options {
   // `_OFF` or `_ON` (spatial tiles: less memory, slightly different
   // numbers at the seams).
   uint32_t tiling;
-  // Tile size in pixels with `COGVIDEO_TILING_ON`, multiples of 8; 0
-  // takes the VAE's default tile (half the model's sample size).
+  // Largest tile size in pixels with `COGVIDEO_TILING_ON` (rounded down to
+  // tiles that line up with the default overlaps: multiples of 48 rows
+  // and 40 columns for the CogVideoX VAEs); 0 and 0 take the VAE's
+  // default tile (half the model's sample size).
   int32_t tile_width;
   int32_t tile_height;
   // How the working size maps onto the output frames.

@@ -220,7 +220,10 @@ fn c_examples_animate_and_edit_files_like_the_rust_api() {
     );
     let log = assert_ok("edit_clip on PNG frames", &out);
     assert!(log.contains("read 9 frames of 80x60"), "{log}");
-    assert!(log.contains("denoising 1/1"), "strength 0.5 of 2 steps runs 1: {log}");
+    assert!(
+        log.contains("denoising 1/1"),
+        "strength 0.5 of 2 steps runs 1: {log}"
+    );
     let c_frames = read_frames(&edited);
     assert!(is_mp4(&edited.join("edited.mp4")));
 

@@ -894,14 +894,15 @@ fn sizes_that_cannot_fit_are_refused_before_allocating() {
     let st = unsafe { cogvideo_generate_video(p.0, &o, null(), 0) };
     expect(st, COGVIDEO_ERR_OUT_OF_MEMORY, "available");
 
-    let clip = Frames::rgb8(9);
+    // Small input frames: the working size is what counts.
+    let clip = Frames::rgb8(1021);
     let mut io = unsafe { std::mem::zeroed() };
     unsafe { cogvideo_invert_options_init(&mut io) };
     io.width = 4096;
     io.height = 4096;
     io.steps = 1;
     let mut inv = null_mut();
-    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 9, &io, &mut inv) };
+    let st = unsafe { cogvideo_invert_video(p.0, clip.descs.as_ptr(), 1021, &io, &mut inv) };
     expect(st, COGVIDEO_ERR_OUT_OF_MEMORY, "4096x4096");
     assert!(inv.is_null());
 }
@@ -1086,4 +1087,70 @@ fn messages_blame_the_right_party_once() {
     bad.descs[3].format = 9;
     let st = unsafe { cogvideo_invert_video(p.0, bad.descs.as_ptr(), 9, null(), &mut inv) };
     expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "COGVIDEO_FORMAT_RGB8");
+}
+
+extern "C" fn cancel_in_decode(user: *mut c_void, stage: i32, done: i32, total: i32) -> bool {
+    let seen = unsafe { &mut *(user as *mut Vec<(i32, i32, i32)>) };
+    seen.push((stage, done, total));
+    !(stage == COGVIDEO_STAGE_DECODE_VIDEO && done == 1)
+}
+
+#[test]
+fn a_cancelled_decode_keeps_the_latents() {
+    let p = Handle::load("cogvideox-5b");
+    // 17 frames: 5 latent frames, decoded in more than one frame batch.
+    let mut shape = [0i64; 5];
+    let st = unsafe { cogvideo_latent_shape(p.0, 0, 0, 17, shape.as_mut_ptr()) };
+    expect(st, COGVIDEO_OK, "");
+    let n = shape.iter().product::<i64>() as usize;
+    let mut latents = vec![0f32; n];
+    let mut seen: Vec<(i32, i32, i32)> = Vec::new();
+    let mut o = gen_opts(2, 0);
+    o.num_frames = 17;
+    o.latents_out = latents.as_mut_ptr();
+    o.latents_out_len = n;
+    o.progress = Some(cancel_in_decode);
+    o.progress_user = &mut seen as *mut _ as *mut c_void;
+    let out = Frames::rgb8(17);
+    let st = unsafe { cogvideo_generate_video(p.0, &o, out.descs.as_ptr(), 17) };
+    expect(st, COGVIDEO_ERR_CANCELLED, "cancel");
+    let decode: Vec<_> = seen
+        .iter()
+        .filter(|s| s.0 == COGVIDEO_STAGE_DECODE_VIDEO)
+        .collect();
+    // 3 latent frames decode in 2 batches; the call stops after the first.
+    assert_eq!(
+        decode,
+        [
+            &(COGVIDEO_STAGE_DECODE_VIDEO, 0, 2),
+            &(COGVIDEO_STAGE_DECODE_VIDEO, 1, 2)
+        ]
+    );
+    assert!(
+        latents.iter().any(|&v| v != 0.0),
+        "the latents were delivered"
+    );
+
+    let want = Frames::rgb8(17);
+    o.latents_out = null_mut();
+    o.latents_out_len = 0;
+    o.progress = None;
+    let st = unsafe { cogvideo_generate_video(p.0, &o, want.descs.as_ptr(), 17) };
+    expect(st, COGVIDEO_OK, "");
+    let again = Frames::rgb8(17);
+    let st = unsafe {
+        cogvideo_decode_latents(
+            p.0,
+            latents.as_ptr(),
+            shape.as_ptr(),
+            null(),
+            again.descs.as_ptr(),
+            17,
+        )
+    };
+    expect(st, COGVIDEO_OK, "");
+    assert!(
+        again.buffers == want.buffers,
+        "decoding the kept latents finishes the call's work"
+    );
 }

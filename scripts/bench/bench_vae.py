@@ -35,10 +35,13 @@ FRAMES, HEIGHT, WIDTH = 9, 240, 360
 # 9 frames -> 3 latent frames of 30 x 45.
 LATENT = (1, 16, (FRAMES - 1) // 4 + 1, HEIGHT // 8, WIDTH // 8)
 # Tiles smaller than the clip in both directions: 2 x 2 tiles when encoding
-# (160 x 240 px, stride 133 x 192) and when decoding (20 x 30 latent, stride
-# 16 x 24), with diffusers' default overlaps.
+# (144 x 240 px, stride 120 x 192) and when decoding (18 x 30 latent, stride
+# 15 x 24), with diffusers' default overlaps. The strides in pixels and in
+# latents must agree (8x); with 160-pixel tiles they do not (133 vs 16 x 8),
+# and diffusers then assembles a wrongly sized output, which libcogvideo
+# refuses.
 TILE = dict(
-    tile_sample_min_height=160,
+    tile_sample_min_height=144,
     tile_sample_min_width=240,
     tile_overlap_factor_height=1 / 6,
     tile_overlap_factor_width=1 / 5,

@@ -199,8 +199,10 @@ pub struct cogvideo_decode_options {
     /// `_OFF` or `_ON` (spatial tiles: less memory, slightly different
     /// numbers at the seams).
     pub tiling: u32,
-    /// Tile size in pixels with `COGVIDEO_TILING_ON`, multiples of 8; 0
-    /// takes the VAE's default tile (half the model's sample size).
+    /// Largest tile size in pixels with `COGVIDEO_TILING_ON` (rounded down to
+    /// tiles that line up with the default overlaps: multiples of 48 rows
+    /// and 40 columns for the CogVideoX VAEs); 0 and 0 take the VAE's
+    /// default tile (half the model's sample size).
     pub tile_width: i32,
     pub tile_height: i32,
     /// How the working size maps onto the output frames.
@@ -766,7 +768,7 @@ pub(super) unsafe fn video_to_video_options(
 
 pub(super) fn decode_options(o: &cogvideo_decode_options) -> Result<DecodeOptions> {
     let tiling = match o.tiling {
-        COGVIDEO_TILING_AS_LOADED => VaeTiling::AsLoaded,
+        COGVIDEO_TILING_AS_LOADED => VaeTiling::Model,
         COGVIDEO_TILING_OFF => VaeTiling::Off,
         COGVIDEO_TILING_ON if o.tile_width == 0 && o.tile_height == 0 => VaeTiling::Default,
         COGVIDEO_TILING_ON => VaeTiling::Pixels {

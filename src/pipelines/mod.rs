@@ -17,7 +17,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::models::autoencoders::AutoencoderKLCogVideoX;
+pub use crate::models::autoencoders::VaeTiling;
+use crate::models::autoencoders::{AutoencoderKLCogVideoX, VaeOp, VaeRunOptions};
 use crate::models::transformers::CogVideoXTransformer3DModel;
 use crate::noise::{NoiseSource, SuppliedNoise};
 use crate::schedulers::{CogVideoXDDIMScheduler, CogVideoXDPMScheduler, SchedulerConfig};
@@ -210,23 +211,11 @@ pub const MAX_SIDE: usize = 4096;
 /// Largest frame count (4k+1) any call accepts.
 pub const MAX_FRAMES: usize = 1021;
 
-/// How the VAE decodes or encodes one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VaeTiling {
-    /// As chosen at load time ([`LoadOptions::vae_tiling`]).
-    #[default]
-    AsLoaded,
-    /// The whole frame at once.
-    Off,
-    /// Tiles of the VAE's default size (diffusers' `enable_tiling()`).
-    Default,
-    /// Tiles of this many pixels (multiples of 8), with the default overlap.
-    Pixels { height: usize, width: usize },
-}
-
 /// Options for [`Pipeline::decode_latents`] and [`Pipeline::decode_inversion`].
 #[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
+    /// Spatial tiling for this call; the default follows
+    /// [`LoadOptions::vae_tiling`].
     pub tiling: VaeTiling,
 }
 
@@ -513,32 +502,29 @@ impl Pipeline {
     }
 
     /// Estimated peak working memory of a VAE encode or decode of a
-    /// `height x width x frames` clip: the full-resolution activations of one
-    /// frame batch at the widest full-resolution width, with the convolution
-    /// inputs and outputs alive together (measured: 4.1 GiB decoding 9 frames
-    /// at 240x360 with 0.8 GiB of weights).
-    fn vae_peak_bytes(&self, height: usize, width: usize, frames: usize, tiling: VaeTiling) -> u64 {
-        let cfg = self.vae.config();
-        let channels = cfg.block_out_channels.first().copied().unwrap_or(128) as u64;
-        let batch_frames = (frames as u64).min(12);
+    /// `height x width x frames` clip (pixels): the VAE's own model of its
+    /// buffers, with a quarter more for what it leaves out (measured within
+    /// 10% of the real peak) and the input's copy in the model dtype.
+    fn vae_peak_bytes(
+        &self,
+        op: VaeOp,
+        height: usize,
+        width: usize,
+        frames: usize,
+        tiling: &VaeTiling,
+    ) -> Result<u64> {
+        let tiles = self.vae.resolve_tiling(tiling)?;
         let elem = if self.dtype == DType::F32 { 4 } else { 2 };
-        let tile = match tiling {
-            VaeTiling::AsLoaded => self
-                .vae
-                .tiling()
-                .map(|t| (t.tile_sample_min_height, t.tile_sample_min_width)),
-            VaeTiling::Off => None,
-            VaeTiling::Default => {
-                let t = self.vae.default_tiling();
-                Some((t.tile_sample_min_height, t.tile_sample_min_width))
+        let (f, h, w, input) = match op {
+            VaeOp::Encode => (frames, height, width, 3 * frames * height * width),
+            VaeOp::Decode => {
+                let f = (frames - 1) / 4 + 1;
+                let (h, w) = (height / 8, width / 8);
+                (f, h, w, f * self.latent_channels() * h * w)
             }
-            VaeTiling::Pixels { height, width } => Some((height, width)),
         };
-        let (h, w) = match tile {
-            Some((th, tw)) => (height.min(th), width.min(tw)),
-            None => (height, width),
-        };
-        12 * channels * batch_frames * h as u64 * w as u64 * elem
+        let estimate = self.vae.estimate_peak_bytes(op, f, h, w, tiles.as_ref());
+        Ok(estimate + estimate / 4 + (input as u64) * elem)
     }
 
     /// Refuses a decode whose working memory cannot fit on the CPU.
@@ -552,7 +538,7 @@ impl Pipeline {
         if !self.device.is_cpu() {
             return Ok(());
         }
-        let need = self.vae_peak_bytes(height, width, frames, opts.tiling);
+        let need = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &opts.tiling)?;
         crate::memory::ensure_fits(
             need,
             &format!("decoding a {width}x{height} clip of {frames} frames"),
@@ -573,9 +559,14 @@ impl Pipeline {
             return Ok(());
         }
         let batch = (1 + guidance as u64) * (1 + reference as u64);
-        let need = self
-            .sampling_peak_bytes(height, width, frames, batch)
-            .max(self.vae_peak_bytes(height, width, frames, VaeTiling::AsLoaded));
+        let loaded = VaeTiling::Model;
+        // The clip itself, in and out, as f32 pixels.
+        let pixels = 3 * (frames * height * width) as u64 * 4;
+        let need = pixels
+            + self
+                .sampling_peak_bytes(height, width, frames, batch)
+                .max(self.vae_peak_bytes(VaeOp::Encode, height, width, frames, &loaded)?)
+                .max(self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &loaded)?);
         crate::memory::ensure_fits(need, &format!("a {width}x{height} clip of {frames} frames"))
     }
 
@@ -673,8 +664,11 @@ impl Pipeline {
         noise: &mut dyn NoiseSource,
         progress: &mut Progress,
     ) -> Result<Tensor> {
-        progress.report(Stage::EncodeVideo, 0, 1)?;
-        let posterior = self.vae.encode(&video.to_dtype(self.dtype)?)?;
+        let posterior = self.vae.encode_with(
+            &video.to_dtype(self.dtype)?,
+            &VaeRunOptions::default(),
+            &mut |done, total| progress.report(Stage::EncodeVideo, done, total),
+        )?;
         let z = if posterior_mean {
             posterior.mean().clone()
         } else {
@@ -685,7 +679,6 @@ impl Pipeline {
             )?;
             posterior.sample(&eps)?
         };
-        progress.report(Stage::EncodeVideo, 1, 1)?;
         Ok(z)
     }
 
@@ -714,13 +707,15 @@ impl Pipeline {
                 (MAX_FRAMES - 1) / 4 + 1
             )));
         }
-        let _ = opts;
-        progress.report(Stage::DecodeVideo, 0, 1)?;
         let sf = self.vae.config().scaling_factor;
         let z = (latents.to_dtype(self.dtype)?.permute((0, 2, 1, 3, 4))? * (1.0 / sf))?;
-        let video = self.vae.decode(&z)?.to_dtype(DType::F32)?;
-        progress.report(Stage::DecodeVideo, 1, 1)?;
-        Ok(video)
+        let run = VaeRunOptions {
+            tiling: opts.tiling,
+        };
+        let video = self.vae.decode_with(&z, &run, &mut |done, total| {
+            progress.report(Stage::DecodeVideo, done, total)
+        })?;
+        Ok(video.to_dtype(DType::F32)?)
     }
 
     /// Decodes the latents a generating call produced into its output.
