@@ -413,6 +413,23 @@ impl<'a> Outputs<'a> {
         })
     }
 
+    /// [`Self::new`] for a sampling call making a `height x width` clip of
+    /// `frames` frames.
+    ///
+    /// # Safety
+    /// As [`Self::new`].
+    unsafe fn for_clip(
+        pipeline: &Pipeline,
+        (out, out_count): (*const cogvideo_frame, usize),
+        latents: (*mut f32, usize),
+        (height, width, frames): (usize, usize, usize),
+        mode: ResizeMode,
+    ) -> Result<Self> {
+        let shape = pipeline.latent_shape(height, width, frames)?;
+        let count = pipeline.output_frame_count(frames)?;
+        unsafe { Self::new(out, out_count, count, latents, &shape, mode) }
+    }
+
     /// Hands the latents over first, so that they survive a failed or
     /// cancelled decode, then decodes into the frames if any were given.
     fn deliver(
@@ -429,6 +446,22 @@ impl<'a> Outputs<'a> {
         }
         Ok(())
     }
+}
+
+/// The common end of the sampling calls: with the caller's progress
+/// callback and the pipeline to itself, samples with `sample` and delivers
+/// the latents (then the frames) to `outputs`.
+fn sample_and_deliver(
+    handle: &cogvideo_pipeline,
+    (callback, user): (cogvideo_progress_fn, *mut c_void),
+    mut outputs: Outputs,
+    sample: impl FnOnce(&Pipeline, &mut Progress) -> Result<Tensor>,
+) -> Result<()> {
+    let mut cb = progress_fn(callback, user);
+    let mut progress = Progress::new(&mut cb);
+    let _busy = handle.busy.lock();
+    let latents = sample(&handle.pipeline, &mut progress)?;
+    outputs.deliver(&handle.pipeline, &latents, &mut progress)
 }
 
 fn pipeline_ref<'a>(p: *const cogvideo_pipeline) -> Result<&'a cogvideo_pipeline> {
@@ -710,22 +743,22 @@ pub unsafe extern "C" fn cogvideo_generate_video(
             gen_opts.width.unwrap_or(dw),
             gen_opts.num_frames.unwrap_or(dt),
         );
-        let mut outputs = unsafe {
-            Outputs::new(
-                out,
-                out_count,
-                pipeline.output_frame_count(t)?,
+        let outputs = unsafe {
+            Outputs::for_clip(
+                pipeline,
+                (out, out_count),
                 (o.latents_out, o.latents_out_len),
-                &pipeline.latent_shape(h, w, t)?,
+                (h, w, t),
                 mode,
             )
         }?;
         unsafe { noise.attach(&plan, &mut gen_opts.sampling.noise) }?;
-        let mut cb = progress_fn(o.progress, o.progress_user);
-        let mut progress = Progress::new(&mut cb);
-        let _busy = handle.busy.lock();
-        let latents = pipeline.generate_latents(&gen_opts, &mut progress)?;
-        outputs.deliver(pipeline, &latents, &mut progress)
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| p.generate_latents(&gen_opts, progress),
+        )
     })
 }
 
@@ -749,16 +782,14 @@ pub unsafe extern "C" fn cogvideo_animate_image(
         let o = unsafe { options::read(opts, "animate options") }?;
         let (mut anim, noise) = unsafe { options::animate_options(&o) }?;
         let mode = resize_mode(o.resize_mode)?;
-        let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
         let plan = pipeline.noise_plan_animate(h, w, &anim)?;
-        let mut outputs = unsafe {
-            Outputs::new(
-                out,
-                out_count,
-                pipeline.output_frame_count(anim.num_frames)?,
+        let outputs = unsafe {
+            Outputs::for_clip(
+                pipeline,
+                (out, out_count),
                 (o.latents_out, o.latents_out_len),
-                &pipeline.latent_shape(h, w, anim.num_frames)?,
+                (h, w, anim.num_frames),
                 mode,
             )
         }?;
@@ -771,12 +802,15 @@ pub unsafe extern "C" fn cogvideo_animate_image(
         )?;
         unsafe { noise.attach(&plan, &mut anim.sampling.noise) }?;
         let frame = unsafe { frame_ref(image, "image") }?;
-        let mut cb = progress_fn(o.progress, o.progress_user);
-        let mut progress = Progress::new(&mut cb);
-        let _busy = handle.busy.lock();
-        let video = crate::frames::frames_to_video(&[frame], h, w, mode, pipeline.device())?;
-        let latents = pipeline.animate_latents(&video.squeeze(2)?, &anim, &mut progress)?;
-        outputs.deliver(pipeline, &latents, &mut progress)
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| {
+                let video = crate::frames::frames_to_video(&[frame], h, w, mode, p.device())?;
+                p.animate_latents(&video.squeeze(2)?, &anim, progress)
+            },
+        )
     })
 }
 
@@ -820,8 +854,7 @@ pub unsafe extern "C" fn cogvideo_invert_video(
         let mode = resize_mode(o.resize_mode)?;
         let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
         let usable = pipeline.usable_edit_frames(descs.len())?;
-        let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
         let plan = pipeline.noise_plan_invert(h, w, usable, &inv_opts)?;
         pipeline.check_fits(h, w, usable, false, false)?;
         let inputs = unsafe { input_frames(descs, usable) }?;
@@ -900,7 +933,7 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
         let (mut edit, noise) = unsafe { options::edit_options(&o) }?;
         let mode = resize_mode(o.resize_mode)?;
         let plan = pipeline.noise_plan_edit(inv, &edit)?;
-        let mut outputs = unsafe {
+        let outputs = unsafe {
             Outputs::new(
                 out,
                 out_count,
@@ -911,11 +944,12 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
             )
         }?;
         unsafe { noise.attach(&plan, &mut edit.noise) }?;
-        let mut cb = progress_fn(o.progress, o.progress_user);
-        let mut progress = Progress::new(&mut cb);
-        let _busy = handle.busy.lock();
-        let latents = pipeline.edit_latents(inv, &edit, &mut progress)?;
-        outputs.deliver(pipeline, &latents, &mut progress)
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| p.edit_latents(inv, &edit, progress),
+        )
     })
 }
 
@@ -944,28 +978,29 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
         let mode = resize_mode(o.resize_mode)?;
         let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
         let usable = pipeline.usable_edit_frames(descs.len())?;
-        let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
         let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v2v)?;
-        let mut outputs = unsafe {
-            Outputs::new(
-                out,
-                out_count,
-                pipeline.output_frame_count(usable)?,
+        let outputs = unsafe {
+            Outputs::for_clip(
+                pipeline,
+                (out, out_count),
                 (o.latents_out, o.latents_out_len),
-                &pipeline.latent_shape(h, w, usable)?,
+                (h, w, usable),
                 mode,
             )
         }?;
         pipeline.check_fits(h, w, usable, v2v.sampling.guidance_scale > 1.0, false)?;
         let inputs = unsafe { input_frames(descs, usable) }?;
         unsafe { noise.attach(&plan, &mut v2v.sampling.noise) }?;
-        let mut cb = progress_fn(o.progress, o.progress_user);
-        let mut progress = Progress::new(&mut cb);
-        let _busy = handle.busy.lock();
-        let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
-        let latents = pipeline.video_to_video_latents(&video, &v2v, &mut progress)?;
-        outputs.deliver(pipeline, &latents, &mut progress)
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| {
+                let video = crate::frames::frames_to_video(&inputs, h, w, mode, p.device())?;
+                p.video_to_video_latents(&video, &v2v, progress)
+            },
+        )
     })
 }
 
@@ -1101,8 +1136,7 @@ pub unsafe extern "C" fn cogvideo_animate_noise_plan(
         let pipeline = &pipeline_ref(p)?.pipeline;
         let o = unsafe { options::read(opts, "animate options") }?;
         let (a, _) = unsafe { options::animate_options(&o) }?;
-        let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
         let plan = pipeline.noise_plan_animate(h, w, &a)?;
         unsafe { plan_out(&plan, draws, capacity, count) }
     })
@@ -1127,8 +1161,7 @@ pub unsafe extern "C" fn cogvideo_invert_noise_plan(
         let o = unsafe { options::read(opts, "invert options") }?;
         let (i, _) = options::invert_options(&o)?;
         let usable = pipeline.usable_edit_frames(frame_count)?;
-        let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
         let plan = pipeline.noise_plan_invert(h, w, usable, &i)?;
         unsafe { plan_out(&plan, draws, capacity, count) }
     })
@@ -1176,8 +1209,7 @@ pub unsafe extern "C" fn cogvideo_video_to_video_noise_plan(
         let o = unsafe { options::read(opts, "video-to-video options") }?;
         let (v, _) = unsafe { options::video_to_video_options(&o) }?;
         let usable = pipeline.usable_edit_frames(frame_count)?;
-        let (h, w, _) = pipeline.default_video_size();
-        let (h, w) = working_size(o.height, o.width, (h, w))?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
         let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v)?;
         unsafe { plan_out(&plan, draws, capacity, count) }
     })
@@ -1197,6 +1229,12 @@ fn working_size(height: i32, width: i32, default: (usize, usize)) -> Result<(usi
         pick(height, default.0, "height")?,
         pick(width, default.1, "width")?,
     ))
+}
+
+/// [`working_size`] with the pipeline's default size.
+fn pipeline_working_size(p: &Pipeline, height: i32, width: i32) -> Result<(usize, usize)> {
+    let (h, w, _) = p.default_video_size();
+    working_size(height, width, (h, w))
 }
 
 /// The compute precision named by `cogvideo_load_options.dtype`.
