@@ -57,13 +57,15 @@ thread_local! {
 }
 
 /// Messages are one line: a caller shows them in a status bar or a log.
+/// The library's own messages are; anything after a first line comes from
+/// elsewhere (a backtrace that `RUST_BACKTRACE` adds to a dependency's error)
+/// and is dropped.
 fn set_last_error(msg: &str) {
     let line = msg
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     let c = CString::new(line.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
@@ -1246,5 +1248,52 @@ pub(crate) fn dtype_of(code: u32) -> Result<DType> {
         other => Err(Error::invalid(format!(
             "dtype {other} is not one of COGVIDEO_DTYPE_F32 (0), _BF16 (1) or _F16 (2)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: the library's own NUL-terminated message.
+        unsafe { CStr::from_ptr(cogvideo_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        set_last_error("shape mismatch in matmul\nstack backtrace:\n   0: candle_core::error");
+        assert_eq!(last_error(), "shape mismatch in matmul");
+    }
+
+    /// Runs itself in a child process (stderr is the point) where a call
+    /// panics: the caller gets an internal error with the panic's message,
+    /// and nothing reaches the host's stderr.
+    #[test]
+    fn panics_in_calls_are_errors_and_stay_off_stderr() {
+        const CHILD: &str = "COGVIDEO_TEST_PANIC_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let st = guard(|| panic!("boom in a call"));
+            assert_eq!(st, COGVIDEO_ERR_INTERNAL);
+            assert_eq!(last_error(), "internal error (panic): boom in a call");
+            eprintln!("child done");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "ffi::tests::panics_in_calls_are_errors_and_stay_off_stderr",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("child done"), "the child ran: {stderr}");
+        assert!(!stderr.contains("boom"), "the panic was printed: {stderr}");
     }
 }
