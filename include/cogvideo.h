@@ -63,6 +63,12 @@
 
 #define COGVIDEO_RESIZE_FIT 2
 
+#define COGVIDEO_RESIDENCY_AUTO 0
+
+#define COGVIDEO_RESIDENCY_RESIDENT 1
+
+#define COGVIDEO_RESIDENCY_PER_COMPONENT 2
+
 #define COGVIDEO_TILING_AS_LOADED 0
 
 #define COGVIDEO_TILING_OFF 1
@@ -109,6 +115,15 @@ typedef struct cogvideo_load_options {
   uint32_t dtype;
   // Encode and decode the VAE in spatial tiles (less memory).
   bool vae_tiling;
+  // Since 1.1: what stays loaded between calls, a `COGVIDEO_RESIDENCY_*`
+  // value. `_AUTO` (default) keeps everything loaded when the weights and
+  // a default-size call fit in the memory budget, else loads the T5
+  // encoder and the transformer for each use (`_PER_COMPONENT`, the peak
+  // holding the larger of the two instead of both; the VAE stays).
+  uint32_t residency;
+  // Since 1.1: the memory `_AUTO` may plan for, in bytes; 0 takes what the
+  // system has available at load time.
+  uint64_t memory_budget;
 } cogvideo_load_options;
 
 // Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
@@ -367,6 +382,19 @@ enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeli
 // # Safety
 // `p` must be a live pipeline; `fps` writable.
 enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
+
+// What stays loaded (`COGVIDEO_RESIDENCY_RESIDENT` or `_PER_COMPONENT`, the
+// choice `_AUTO` made), the bytes of all models' weights in the compute
+// dtype, and the process's peak resident memory so far (bytes; 0 where
+// the system does not say). Any pointer may be NULL. Never waits for a
+// running call.
+//
+// # Safety
+// `p` must be a live pipeline; the out pointers writable or NULL.
+enum cogvideo_status cogvideo_pipeline_memory(const struct cogvideo_pipeline *p,
+                                              uint32_t *residency,
+                                              uint64_t *weight_bytes,
+                                              uint64_t *peak_rss_bytes);
 
 // The number of frames text-, image-to-video or video-to-video produces
 // for `num_frames` (0: the default), i.e. the length of the output array

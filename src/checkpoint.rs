@@ -804,6 +804,18 @@ pub fn load_weights<M>(
     }
 }
 
+/// Values stored in a component's weights (`<stem>.safetensors` or its
+/// shards), read from the headers alone: what the model takes in memory,
+/// times the compute dtype's size.
+pub fn weight_count(dir: &Path, stem: &str) -> Result<u64> {
+    let weights = Weights::open(dir, stem)?;
+    Ok(weights
+        .tensors
+        .values()
+        .map(|t| t.shape.iter().product::<usize>() as u64)
+        .sum())
+}
+
 /// Loads one model component from its folder: reads `config.json`, then the
 /// weights as [`load_weights`] does.
 pub fn load_component<C, M>(

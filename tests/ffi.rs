@@ -1154,3 +1154,54 @@ fn a_cancelled_decode_keeps_the_latents() {
         "decoding the kept latents finishes the call's work"
     );
 }
+
+#[test]
+fn residency_is_chosen_at_load_and_reported() {
+    let path = path("cogvideox-5b");
+    let mut o = unsafe { std::mem::zeroed::<cogvideo_load_options>() };
+    unsafe { cogvideo_load_options_init(&mut o) };
+    assert_eq!(o.residency, COGVIDEO_RESIDENCY_AUTO);
+    o.residency = COGVIDEO_RESIDENCY_PER_COMPONENT;
+    let mut p = null_mut();
+    expect(
+        unsafe { cogvideo_load_pipeline(path.as_ptr(), &o, &mut p) },
+        COGVIDEO_OK,
+        "",
+    );
+    let per_component = Handle(p);
+    let (mut mode, mut weights, mut peak) = (9u32, 0u64, 0u64);
+    let st =
+        unsafe { cogvideo_pipeline_memory(per_component.0, &mut mode, &mut weights, &mut peak) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(mode, COGVIDEO_RESIDENCY_PER_COMPONENT);
+    assert!(weights > 0 && peak > weights, "{weights} {peak}");
+
+    // A budget of one byte: Auto cannot keep everything.
+    o.residency = COGVIDEO_RESIDENCY_AUTO;
+    o.memory_budget = 1;
+    expect(
+        unsafe { cogvideo_load_pipeline(path.as_ptr(), &o, &mut p) },
+        COGVIDEO_OK,
+        "",
+    );
+    let auto = Handle(p);
+    let st = unsafe { cogvideo_pipeline_memory(auto.0, &mut mode, null_mut(), null_mut()) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(mode, COGVIDEO_RESIDENCY_PER_COMPONENT);
+
+    // Both give the frames a resident pipeline gives.
+    let resident = Handle::load("cogvideox-5b");
+    let frames = |h: &Handle| {
+        let out = Frames::rgb8(9);
+        let st = unsafe { cogvideo_generate_video(h.0, &gen_opts(2, 5), out.descs.as_ptr(), 9) };
+        expect(st, COGVIDEO_OK, "");
+        out.buffers
+    };
+    let want = frames(&resident);
+    assert!(frames(&per_component) == want);
+    assert!(frames(&auto) == want);
+
+    o.residency = 7;
+    let st = unsafe { cogvideo_load_pipeline(path.as_ptr(), &o, &mut p) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "COGVIDEO_RESIDENCY_AUTO");
+}

@@ -635,6 +635,43 @@ pub unsafe extern "C" fn cogvideo_pipeline_fps(
     })
 }
 
+/// What stays loaded (`COGVIDEO_RESIDENCY_RESIDENT` or `_PER_COMPONENT`, the
+/// choice `_AUTO` made), the bytes of all models' weights in the compute
+/// dtype, and the process's peak resident memory so far (bytes; 0 where
+/// the system does not say). Any pointer may be NULL. Never waits for a
+/// running call.
+///
+/// # Safety
+/// `p` must be a live pipeline; the out pointers writable or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_pipeline_memory(
+    p: *const cogvideo_pipeline,
+    residency: *mut u32,
+    weight_bytes: *mut u64,
+    peak_rss_bytes: *mut u64,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let mode = match pipeline.residency() {
+            pipelines::Residency::PerComponent => COGVIDEO_RESIDENCY_PER_COMPONENT,
+            _ => COGVIDEO_RESIDENCY_RESIDENT,
+        };
+        // SAFETY: each pointer is NULL or a writable slot of its type.
+        unsafe {
+            if let Some(r) = residency.as_mut() {
+                *r = mode;
+            }
+            if let Some(w) = weight_bytes.as_mut() {
+                *w = pipeline.weight_bytes();
+            }
+            if let Some(peak) = peak_rss_bytes.as_mut() {
+                *peak = crate::memory::peak_rss_bytes().unwrap_or(0);
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The number of frames text-, image-to-video or video-to-video produces
 /// for `num_frames` (0: the default), i.e. the length of the output array
 /// to pass. Never waits for a running call.

@@ -9,7 +9,7 @@ use super::{dtype_of, str_arg};
 use crate::error::{Error, Result};
 use crate::pipelines::{
     AnimateOptions, DecodeOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions,
-    LoadOptions, NoiseOptions, NoisePlan, SamplingOptions, SchedulerKind, VaeTiling,
+    LoadOptions, NoiseOptions, NoisePlan, Residency, SamplingOptions, SchedulerKind, VaeTiling,
     VideoToVideoOptions,
 };
 
@@ -54,7 +54,20 @@ pub struct cogvideo_load_options {
     pub dtype: u32,
     /// Encode and decode the VAE in spatial tiles (less memory).
     pub vae_tiling: bool,
+    /// Since 1.1: what stays loaded between calls, a `COGVIDEO_RESIDENCY_*`
+    /// value. `_AUTO` (default) keeps everything loaded when the weights and
+    /// a default-size call fit in the memory budget, else loads the T5
+    /// encoder and the transformer for each use (`_PER_COMPONENT`, the peak
+    /// holding the larger of the two instead of both; the VAE stays).
+    pub residency: u32,
+    /// Since 1.1: the memory `_AUTO` may plan for, in bytes; 0 takes what the
+    /// system has available at load time.
+    pub memory_budget: u64,
 }
+
+pub const COGVIDEO_RESIDENCY_AUTO: u32 = 0;
+pub const COGVIDEO_RESIDENCY_RESIDENT: u32 = 1;
+pub const COGVIDEO_RESIDENCY_PER_COMPONENT: u32 = 2;
 
 /// Text-to-video options.
 #[repr(C)]
@@ -316,7 +329,7 @@ fn size_of_u32<T>() -> u32 {
 }
 
 impl Defaults for cogvideo_load_options {
-    const MIN_SIZE: usize = std::mem::size_of::<Self>();
+    const MIN_SIZE: usize = std::mem::offset_of!(Self, residency);
     fn defaults() -> Self {
         Self {
             struct_size: size_of_u32::<Self>(),
@@ -324,6 +337,8 @@ impl Defaults for cogvideo_load_options {
             device_index: 0,
             dtype: COGVIDEO_DTYPE_F32,
             vae_tiling: false,
+            residency: COGVIDEO_RESIDENCY_AUTO,
+            memory_budget: 0,
         }
     }
 }
@@ -553,10 +568,22 @@ pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
             )));
         }
     };
+    let residency = match o.residency {
+        COGVIDEO_RESIDENCY_AUTO => Residency::Auto,
+        COGVIDEO_RESIDENCY_RESIDENT => Residency::Resident,
+        COGVIDEO_RESIDENCY_PER_COMPONENT => Residency::PerComponent,
+        other => {
+            return Err(Error::invalid(format!(
+                "residency {other} is not one of COGVIDEO_RESIDENCY_AUTO (0), _RESIDENT (1) or _PER_COMPONENT (2)"
+            )));
+        }
+    };
     Ok(LoadOptions {
         device,
         dtype: dtype_of(o.dtype)?,
         vae_tiling: o.vae_tiling,
+        residency,
+        memory_budget: (o.memory_budget != 0).then_some(o.memory_budget),
     })
 }
 

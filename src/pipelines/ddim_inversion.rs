@@ -137,7 +137,7 @@ impl Pipeline {
                 self.variant
             )));
         }
-        if !self.transformer.config().use_rotary_positional_embeddings {
+        if !self.transformer_cfg.use_rotary_positional_embeddings {
             return Err(Error::UnsupportedVariant(format!(
                 "{} cannot edit by DDIM inversion: it needs a model with rotary embeddings (CogVideoX-5b or 1.5-5B), as the reference script requires",
                 self.variant
@@ -173,9 +173,10 @@ impl Pipeline {
 
         let mut inverse = DDIMInverseScheduler::new(&self.scheduler)?;
         inverse.set_timesteps(opts.steps)?;
-        let empty = self.text_encoder.empty_prompt_embedding()?;
+        let empty = self.text_encoder.get()?.empty_prompt_embedding()?;
+        let transformer = self.transformer.get()?;
         let out = Denoise {
-            transformer: &self.transformer,
+            transformer: &transformer,
             stepper: Stepper::Inverse(inverse),
             guidance: Guidance {
                 cond: empty,
@@ -185,7 +186,7 @@ impl Pipeline {
             },
             image_latents: None,
             ofs: None,
-            rope: self.rope(h, w, f)?,
+            rope: Self::rope(&transformer, h, w, f)?,
             reference: None,
             keep_trajectory: true,
             first_step: 0,
@@ -307,13 +308,14 @@ impl Pipeline {
         // Step i of the reconstruction sits at the noise level of inversion
         // step n-1-i.
         let reference: Vec<Tensor> = inversion.trajectory.iter().rev().cloned().collect();
+        let transformer = self.transformer.get()?;
         let out = Denoise {
-            transformer: &self.transformer,
+            transformer: &transformer,
             stepper: Stepper::Ddim(ddim),
             guidance: guidance(uncond, cond, opts.guidance_scale, false),
             image_latents: None,
             ofs: None,
-            rope: self.rope(h, w, f)?,
+            rope: Self::rope(&transformer, h, w, f)?,
             reference: Some(&reference),
             keep_trajectory: false,
             first_step: n - run,

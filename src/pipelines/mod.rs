@@ -11,15 +11,18 @@ pub mod pipeline_cogvideox;
 pub mod pipeline_cogvideox_image2video;
 pub mod pipeline_cogvideox_video2video;
 pub mod progress;
+pub mod residency;
 pub(crate) mod sampling;
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{self, Checkpoint};
 use crate::error::{Error, Result};
 pub use crate::models::autoencoders::VaeTiling;
 use crate::models::autoencoders::{AutoencoderKLCogVideoX, VaeOp, VaeRunOptions};
-use crate::models::transformers::CogVideoXTransformer3DModel;
+use crate::models::transformers::{CogVideoXTransformer3DModel, TransformerConfig};
 use crate::noise::{NoiseSource, SuppliedNoise};
 use crate::schedulers::{CogVideoXDDIMScheduler, CogVideoXDPMScheduler, SchedulerConfig};
 use crate::text_encoder::TextEncoder;
@@ -30,6 +33,8 @@ pub use pipeline_cogvideox::{GenerateOptions, SamplingOptions};
 pub use pipeline_cogvideox_image2video::AnimateOptions;
 pub use pipeline_cogvideox_video2video::VideoToVideoOptions;
 pub use progress::{Progress, Stage};
+use residency::Component;
+pub use residency::Residency;
 use sampling::Stepper;
 
 /// Where the models run.
@@ -64,6 +69,11 @@ pub struct LoadOptions {
     /// memory, slightly different numbers at tile seams, as diffusers'
     /// `enable_tiling()`).
     pub vae_tiling: bool,
+    /// What stays loaded between calls (see [`Residency`]).
+    pub residency: Residency,
+    /// Memory `Residency::Auto` may plan for, in bytes; `None` takes what
+    /// the system has available at load time.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -72,6 +82,8 @@ impl Default for LoadOptions {
             device: DeviceKind::Cpu,
             dtype: DType::F32,
             vae_tiling: false,
+            residency: Residency::Auto,
+            memory_budget: None,
         }
     }
 }
@@ -306,9 +318,14 @@ pub struct Pipeline {
     /// Distinguishes pipelines so an inversion is only edited by its maker.
     id: u64,
     variant: Variant,
-    text_encoder: TextEncoder,
-    transformer: CogVideoXTransformer3DModel,
+    text_encoder: Component<TextEncoder>,
+    transformer: Component<CogVideoXTransformer3DModel>,
+    transformer_cfg: TransformerConfig,
+    /// The VAE stays loaded in every residency: it is about 2% of the weights.
     vae: AutoencoderKLCogVideoX,
+    residency: Residency,
+    /// Bytes of all models' weights in the compute dtype.
+    weight_bytes: u64,
     scheduler: SchedulerConfig,
     device: Device,
     dtype: DType,
@@ -345,17 +362,79 @@ impl Pipeline {
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
+        let elem = |d: DType| d.size_in_bytes() as u64;
+        let count = |component: &str, stem: &str| -> Result<u64> {
+            checkpoint::weight_count(&ckpt.component_dir(component)?, stem)
+        };
+        let weight_bytes = elem(text_dtype) * count("text_encoder", "model")?
+            + elem(opts.dtype)
+                * (count("transformer", "diffusion_pytorch_model")?
+                    + count("vae", "diffusion_pytorch_model")?);
+        let transformer_cfg = transformer.config().clone();
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ok(Self {
+        let mut pipeline = Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             variant,
-            text_encoder,
-            transformer,
+            text_encoder: Component::Kept(Arc::new(text_encoder)),
+            transformer: Component::Kept(Arc::new(transformer)),
+            transformer_cfg,
             vae,
+            residency: Residency::Resident,
+            weight_bytes,
             scheduler,
             device,
             dtype: opts.dtype,
-        })
+        };
+        let residency = pipeline.choose_residency(opts);
+        if residency == Residency::PerComponent {
+            // Loaded once above to check the checkpoint; from now on per use.
+            let (dtype, device) = (opts.dtype, pipeline.device.clone());
+            let (c1, d1) = (ckpt.clone(), device.clone());
+            pipeline.transformer = Component::PerUse(Box::new(move || {
+                CogVideoXTransformer3DModel::from_checkpoint(&c1, dtype, &d1)
+            }));
+            pipeline.text_encoder = Component::PerUse(Box::new(move || {
+                TextEncoder::from_checkpoint(&ckpt, text_dtype, &device)
+            }));
+        }
+        pipeline.residency = residency;
+        Ok(pipeline)
+    }
+
+    /// The residency in effect (never `Auto`).
+    pub fn residency(&self) -> Residency {
+        self.residency
+    }
+
+    /// Bytes of all models' weights in the compute dtype.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    /// `Auto`: resident when every model plus a default-size call fits in
+    /// nine tenths of the budget, else the T5 encoder and the transformer
+    /// are loaded per use. On a GPU the budget is not known yet
+    /// (issue 10), so `Auto` keeps everything resident there.
+    fn choose_residency(&self, opts: &LoadOptions) -> Residency {
+        match opts.residency {
+            Residency::Auto => {}
+            chosen => return chosen,
+        }
+        let budget = match opts.memory_budget {
+            Some(b) => b,
+            None if self.device.is_cpu() => match crate::memory::available_bytes() {
+                Some(b) => b,
+                None => return Residency::Resident,
+            },
+            None => return Residency::Resident,
+        };
+        let (h, w, t) = self.default_video_size();
+        let call = self.sampling_peak_bytes(h, w, t, 2);
+        if self.weight_bytes.saturating_add(call) <= budget / 10 * 9 {
+            Residency::Resident
+        } else {
+            Residency::PerComponent
+        }
     }
 
     pub fn variant(&self) -> Variant {
@@ -368,7 +447,7 @@ impl Pipeline {
 
     /// The default output size `(height, width)` in pixels and frame count.
     pub fn default_video_size(&self) -> (usize, usize, usize) {
-        let cfg = self.transformer.config();
+        let cfg = &self.transformer_cfg;
         let frames = if self.variant.is_image_to_video() {
             49
         } else {
@@ -426,7 +505,7 @@ impl Pipeline {
     /// How many leading frames of an `n`-frame clip an inversion uses: the
     /// largest 4k+1, and for 1.5 models (pairs of latent frames) 8k+5.
     pub fn usable_edit_frames(&self, n: usize) -> Result<usize> {
-        let (unit, min) = match self.transformer.config().patch_size_t {
+        let (unit, min) = match self.transformer_cfg.patch_size_t {
             Some(_) => (8, 5),
             None => (4, 1),
         };
@@ -441,7 +520,7 @@ impl Pipeline {
 
     /// Checks a requested size against what the variant can generate.
     pub fn check_size(&self, height: usize, width: usize, frames: usize) -> Result<()> {
-        let cfg = self.transformer.config();
+        let cfg = &self.transformer_cfg;
         let unit = 8 * cfg.patch_size;
         if height == 0 || width == 0 || height > MAX_SIDE || width > MAX_SIDE {
             return Err(Error::invalid(format!(
@@ -483,7 +562,7 @@ impl Pipeline {
     /// guidance, twice that with editing's reference latents) and one chunk
     /// of attention scores.
     fn sampling_peak_bytes(&self, height: usize, width: usize, frames: usize, batch: u64) -> u64 {
-        let cfg = self.transformer.config();
+        let cfg = &self.transformer_cfg;
         let (f, _) = self.latent_frames(frames);
         let p = cfg.patch_size as u64;
         let tokens = (f as u64 / cfg.patch_size_t.unwrap_or(1) as u64)
@@ -575,7 +654,7 @@ impl Pipeline {
     /// of the noise and drops that many from the front before decoding).
     fn latent_frames(&self, frames: usize) -> (usize, usize) {
         let f = (frames - 1) / 4 + 1;
-        match self.transformer.config().patch_size_t {
+        match self.transformer_cfg.patch_size_t {
             Some(pt) if !f.is_multiple_of(pt) => (f + pt - f % pt, pt - f % pt),
             _ => (f, 0),
         }
@@ -589,11 +668,12 @@ impl Pipeline {
         progress: &mut Progress,
     ) -> Result<(Tensor, Tensor)> {
         progress.report(Stage::EncodeText, 0, 1)?;
-        let cond = self.text_encoder.encode_prompts(&[prompt])?;
+        let text_encoder = self.text_encoder.get()?;
+        let cond = text_encoder.encode_prompts(&[prompt])?;
         let uncond = if negative.is_empty() {
-            self.text_encoder.empty_prompt_embedding()?
+            text_encoder.empty_prompt_embedding()?
         } else {
-            self.text_encoder.encode_prompts(&[negative])?
+            text_encoder.encode_prompts(&[negative])?
         };
         progress.report(Stage::EncodeText, 1, 1)?;
         Ok((uncond, cond))
@@ -645,14 +725,14 @@ impl Pipeline {
     }
 
     fn rope(
-        &self,
+        transformer: &CogVideoXTransformer3DModel,
         h: usize,
         w: usize,
         f: usize,
     ) -> Result<Option<crate::models::transformers::cogvideox_transformer_3d::RotaryEmbedding>>
     {
-        let tables = self.transformer.rotary_tables(h, w, f)?;
-        Ok(self.transformer.prepare_rotary(tables.as_ref())?)
+        let tables = transformer.rotary_tables(h, w, f)?;
+        Ok(transformer.prepare_rotary(tables.as_ref())?)
     }
 
     /// Encodes `[1, 3, T, H, W]` pixels to a latent of the VAE posterior:

@@ -146,16 +146,15 @@ impl Pipeline {
                 "initial latents",
             )?
             .to_dtype(self.dtype)?;
-        let ofs = image
-            .and(self.transformer.config().ofs_embed_dim)
-            .map(|_| 2.0);
+        let ofs = image.and(self.transformer_cfg.ofs_embed_dim).map(|_| 2.0);
+        let transformer = self.transformer.get()?;
         let out = Denoise {
-            transformer: &self.transformer,
+            transformer: &transformer,
             stepper,
             guidance: guidance(uncond, cond, s.guidance_scale, s.dynamic_cfg),
             image_latents,
             ofs,
-            rope: self.rope(h, w, f)?,
+            rope: Self::rope(&transformer, h, w, f)?,
             reference: None,
             keep_trajectory: false,
             first_step: 0,

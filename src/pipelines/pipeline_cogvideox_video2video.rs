@@ -78,13 +78,14 @@ impl Pipeline {
             .to_dtype(self.dtype)?;
         let t = stepper.timesteps()[first];
         let latents = stepper.add_noise(&clip, &added, t)?.to_dtype(self.dtype)?;
+        let transformer = self.transformer.get()?;
         let out = Denoise {
-            transformer: &self.transformer,
+            transformer: &transformer,
             stepper,
             guidance: guidance(uncond, cond, s.guidance_scale, s.dynamic_cfg),
             image_latents: None,
             ofs: None,
-            rope: self.rope(h, w, f)?,
+            rope: Self::rope(&transformer, h, w, f)?,
             reference: None,
             keep_trajectory: false,
             first_step: first,
