@@ -247,12 +247,10 @@ pub struct VideoOutput {
 /// bad checkpoint, refused here rather than failing mid-call.
 fn check_components(
     ckpt: &Checkpoint,
-    transformer: &CogVideoXTransformer3DModel,
-    vae: &AutoencoderKLCogVideoX,
-    text: &TextEncoder,
+    t: &TransformerConfig,
+    v: &crate::models::autoencoders::VaeConfig,
+    text_width: usize,
 ) -> Result<()> {
-    let t = transformer.config();
-    let v = vae.config();
     let checks = [
         (
             "vae",
@@ -279,7 +277,7 @@ fn check_components(
             "transformer",
             "text_embed_dim",
             t.text_embed_dim,
-            text.encoder().config().d_model,
+            text_width,
             "the text encoder's d_model",
         ),
     ];
@@ -355,10 +353,8 @@ impl Pipeline {
         } else {
             opts.dtype
         };
-        let text_encoder = TextEncoder::from_checkpoint(&ckpt, text_dtype, &device)?;
         let mut vae =
             AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, opts.dtype, &device)?;
-        check_components(&ckpt, &transformer, &vae, &text_encoder)?;
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
@@ -371,11 +367,14 @@ impl Pipeline {
                 * (count("transformer", "diffusion_pytorch_model")?
                     + count("vae", "diffusion_pytorch_model")?);
         let transformer_cfg = transformer.config().clone();
+        let (c1, d1) = (ckpt.clone(), device.clone());
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut pipeline = Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             variant,
-            text_encoder: Component::Kept(Arc::new(text_encoder)),
+            text_encoder: Component::PerUse(Box::new(move || {
+                TextEncoder::from_checkpoint(&c1, text_dtype, &d1)
+            })),
             transformer: Component::Kept(Arc::new(transformer)),
             transformer_cfg,
             vae,
@@ -385,19 +384,28 @@ impl Pipeline {
             device,
             dtype: opts.dtype,
         };
-        let residency = pipeline.choose_residency(opts);
-        if residency == Residency::PerComponent {
-            // Loaded once above to check the checkpoint; from now on per use.
+        pipeline.residency = pipeline.choose_residency(opts);
+        if pipeline.residency == Residency::PerComponent {
+            // Dropped before the text encoder is loaded, so that loading too
+            // holds one large model at a time.
             let (dtype, device) = (opts.dtype, pipeline.device.clone());
-            let (c1, d1) = (ckpt.clone(), device.clone());
+            let c2 = ckpt.clone();
             pipeline.transformer = Component::PerUse(Box::new(move || {
-                CogVideoXTransformer3DModel::from_checkpoint(&c1, dtype, &d1)
-            }));
-            pipeline.text_encoder = Component::PerUse(Box::new(move || {
-                TextEncoder::from_checkpoint(&ckpt, text_dtype, &device)
+                CogVideoXTransformer3DModel::from_checkpoint(&c2, dtype, &device)
             }));
         }
-        pipeline.residency = residency;
+        // Loaded once in every mode: it checks the files and that the
+        // encoder fits the transformer.
+        let text_encoder = pipeline.text_encoder.get()?;
+        check_components(
+            &ckpt,
+            &pipeline.transformer_cfg,
+            pipeline.vae.config(),
+            text_encoder.encoder().config().d_model,
+        )?;
+        if pipeline.residency == Residency::Resident {
+            pipeline.text_encoder = Component::Kept(text_encoder);
+        }
         Ok(pipeline)
     }
 
