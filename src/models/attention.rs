@@ -1,44 +1,65 @@
 //! Joint text-video attention (`Attention` with `CogVideoXAttnProcessor2_0`)
 //! and the feed-forward (`FeedForward`, tanh GELU) of diffusers.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_b};
 
-use crate::models::embeddings::apply_rotary_emb;
-use crate::models::transformers::cogvideox_transformer_3d::RotaryEmbedding;
+use crate::models::embeddings::{RotaryEmbedding, apply_rotary_emb};
 
-/// Upper bound on one chunk of attention scores, in elements. Full scores
-/// for the 5b model at 480x720 would be `48 x 17776^2` floats per sample
-/// (about 60 GB); chunking the queries keeps the working set near 1 GiB.
+mod chunked;
+mod flash;
+pub(crate) mod kernels;
+
+/// Upper bound on one chunk of attention scores in the generic path, in
+/// elements. Full scores for the 5b model at 480x720 would be
+/// `48 x 17776^2` floats per sample (about 60 GB); chunking the queries
+/// keeps the working set near 1 GiB.
 pub(crate) const MAX_SCORE_ELEMENTS: usize = 1 << 28;
 
-/// `softmax(q k^T * scale) v` over `[B, H, S, Dh]` tensors, computed in query
-/// chunks so memory stays bounded for long videos. Scores and softmax run in
+/// `softmax(q k^T * scale) v` on token-major tensors: `q` is
+/// `[B, Sq, H, Dh]` and the keys and values come as segments
+/// `[B, Sk_i, H, Dh]` that together form the key sequence (the reference
+/// attention of editing appends the reference tokens without a copy).
+/// Returns `[B, Sq, H, Dh]` in the dtype of `q`. Scores and softmax run in
 /// f32 whatever the activation dtype, as the fused attention kernels of
 /// PyTorch accumulate.
+///
+/// f32 on the CPU runs the fused, tiled kernel of [`flash`]; everything else
+/// the query-chunked candle ops of [`chunked`].
 pub fn scaled_dot_product_attention(
     q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    kv: &[(&Tensor, &Tensor)],
     scale: f64,
 ) -> Result<Tensor> {
-    let (b, h, sq, _) = q.dims4()?;
-    let sk = k.dim(2)?;
-    let dtype = q.dtype();
-    let kt = k.to_dtype(DType::F32)?.transpose(2, 3)?.contiguous()?;
-    let vf = v.to_dtype(DType::F32)?.contiguous()?;
-    let rows = (MAX_SCORE_ELEMENTS / (b * h * sk).max(1)).clamp(1, sq);
-    let mut outs = Vec::with_capacity(sq.div_ceil(rows));
-    let mut start = 0;
-    while start < sq {
-        let len = rows.min(sq - start);
-        let qc = (q.narrow(2, start, len)?.to_dtype(DType::F32)? * scale)?.contiguous()?;
-        let probs = candle_nn::ops::softmax_last_dim(&qc.matmul(&kt)?)?;
-        outs.push(probs.matmul(&vf)?);
-        start += len;
+    if kv.is_empty() {
+        candle_core::bail!("attention needs at least one key segment");
     }
-    Tensor::cat(&outs, 2)?.to_dtype(dtype)
+    if flash::applies(q, kv) {
+        return flash::attention(q, kv, scale as f32);
+    }
+    generic_attention(q, kv, scale)
 }
+
+/// [`scaled_dot_product_attention`] by the chunked path.
+fn generic_attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f64) -> Result<Tensor> {
+    let heads_first = |t: &Tensor| t.transpose(1, 2);
+    let (k, v) = if let [(k, v)] = kv {
+        (heads_first(k)?, heads_first(v)?)
+    } else {
+        let ks: Vec<&Tensor> = kv.iter().map(|(k, _)| *k).collect();
+        let vs: Vec<&Tensor> = kv.iter().map(|(_, v)| *v).collect();
+        (
+            heads_first(&Tensor::cat(&ks, 1)?)?,
+            heads_first(&Tensor::cat(&vs, 1)?)?,
+        )
+    };
+    chunked::attention(&heads_first(q)?, &k, &v, scale)?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// The epsilon of the query and key LayerNorms (`qk_norm="layer_norm"`).
+const QK_NORM_EPS: f64 = 1e-6;
 
 /// Self-attention over the concatenated `[text | video]` tokens with q/k
 /// LayerNorm (eps 1e-6) and RoPE on the video tokens.
@@ -68,30 +89,55 @@ impl Attention {
             to_k: linear_b(dim, inner, bias, vb.pp("to_k"))?,
             to_v: linear_b(dim, inner, bias, vb.pp("to_v"))?,
             to_out: linear(inner, dim, vb.pp("to_out.0"))?,
-            norm_q: layer_norm(head_dim, 1e-6, vb.pp("norm_q"))?,
-            norm_k: layer_norm(head_dim, 1e-6, vb.pp("norm_k"))?,
+            norm_q: layer_norm(head_dim, QK_NORM_EPS, vb.pp("norm_q"))?,
+            norm_k: layer_norm(head_dim, QK_NORM_EPS, vb.pp("norm_k"))?,
             heads,
             head_dim,
         })
     }
 
-    /// `[B, S, D]` -> `[B, H, S, Dh]`.
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+    /// A `[B, S, H * Dh]` query or key projection as `[B, S, H, Dh]`,
+    /// LayerNorm-ed per head and, from token `text_len` on, rotated.
+    fn prepare_qk(
+        &self,
+        x: &Tensor,
+        norm: &LayerNorm,
+        text_len: usize,
+        rope: Option<&RotaryEmbedding>,
+    ) -> Result<Tensor> {
+        if let (true, Some(bias)) = (kernels::applies(x), norm.bias()) {
+            return kernels::qk_norm_rope(
+                x,
+                self.heads,
+                (norm.weight(), bias, QK_NORM_EPS as f32),
+                text_len,
+                rope.map(|r| (&r.cos, &r.sin)),
+            );
+        }
+        self.prepare_qk_generic(x, norm, text_len, rope)
+    }
+
+    /// [`Self::prepare_qk`] by candle ops, for every dtype and device.
+    fn prepare_qk_generic(
+        &self,
+        x: &Tensor,
+        norm: &LayerNorm,
+        text_len: usize,
+        rope: Option<&RotaryEmbedding>,
+    ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        x.reshape((b, s, self.heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()
+        let x = norm.forward(&x.reshape((b, s, self.heads, self.head_dim))?)?;
+        let Some(rope) = rope else {
+            return Ok(x);
+        };
+        let text = x.narrow(1, 0, text_len)?;
+        let vid = x.narrow(1, text_len, s - text_len)?.transpose(1, 2)?;
+        let vid = apply_rotary_emb(&vid, &rope.cos, &rope.sin)?.transpose(1, 2)?;
+        Tensor::cat(&[&text, &vid], 1)
     }
 
-    /// Applies RoPE to the video part (tokens from `text_len` on).
-    fn rotate_video(x: &Tensor, text_len: usize, rope: &RotaryEmbedding) -> Result<Tensor> {
-        let s = x.dim(2)?;
-        let text = x.narrow(2, 0, text_len)?;
-        let vid = apply_rotary_emb(&x.narrow(2, text_len, s - text_len)?, &rope.cos, &rope.sin)?;
-        Tensor::cat(&[&text, &vid], 2)
-    }
-
-    /// Returns `(video, text)` outputs.
+    /// Attention over the joint `[B, T + N, D]` tokens, the first `text_len`
+    /// of each sample text (not rotated); returns the same layout.
     ///
     /// With `reference` set, the batch is `[main..., reference...]` (two
     /// equal halves) and each main row also attends to the tokens of the
@@ -101,28 +147,18 @@ impl Attention {
     /// with the same table in both roles, so they are computed once.
     pub fn forward(
         &self,
-        vid: &Tensor,
-        enc: &Tensor,
+        x: &Tensor,
+        text_len: usize,
         rope: Option<&RotaryEmbedding>,
         reference: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        let text_len = enc.dim(1)?;
-        let x = Tensor::cat(&[enc, vid], 1)?;
+    ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let q = self
-            .norm_q
-            .forward(&self.split_heads(&self.to_q.forward(&x)?)?)?;
-        let k = self
-            .norm_k
-            .forward(&self.split_heads(&self.to_k.forward(&x)?)?)?;
-        let v = self.split_heads(&self.to_v.forward(&x)?)?;
-        let (q, k) = match rope {
-            Some(rope) => (
-                Self::rotate_video(&q, text_len, rope)?,
-                Self::rotate_video(&k, text_len, rope)?,
-            ),
-            None => (q, k),
-        };
+        let q = self.prepare_qk(&self.to_q.forward(x)?, &self.norm_q, text_len, rope)?;
+        let k = self.prepare_qk(&self.to_k.forward(x)?, &self.norm_k, text_len, rope)?;
+        let v = self
+            .to_v
+            .forward(x)?
+            .reshape((b, s, self.heads, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = if reference {
             if b % 2 != 0 {
@@ -132,23 +168,17 @@ impl Attention {
             let (k_ref, v_ref) = (k.narrow(0, h, h)?, v.narrow(0, h, h)?);
             let main = scaled_dot_product_attention(
                 &q.narrow(0, 0, h)?,
-                &Tensor::cat(&[&k.narrow(0, 0, h)?, &k_ref], 2)?,
-                &Tensor::cat(&[&v.narrow(0, 0, h)?, &v_ref], 2)?,
+                &[(&k.narrow(0, 0, h)?, &v.narrow(0, 0, h)?), (&k_ref, &v_ref)],
                 scale,
             )?;
-            let refs = scaled_dot_product_attention(&q.narrow(0, h, h)?, &k_ref, &v_ref, scale)?;
+            let refs =
+                scaled_dot_product_attention(&q.narrow(0, h, h)?, &[(&k_ref, &v_ref)], scale)?;
             Tensor::cat(&[main, refs], 0)?
         } else {
-            scaled_dot_product_attention(&q, &k, &v, scale)?
+            scaled_dot_product_attention(&q, &[(&k, &v)], scale)?
         };
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, s, self.heads * self.head_dim))?;
-        let out = self.to_out.forward(&out)?;
-        Ok((
-            out.narrow(1, text_len, s - text_len)?,
-            out.narrow(1, 0, text_len)?,
-        ))
+        self.to_out
+            .forward(&out.reshape((b, s, self.heads * self.head_dim))?)
     }
 }
 
@@ -170,6 +200,119 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.proj_out.forward(&self.proj_in.forward(x)?.gelu()?)
+        let h = self.proj_in.forward(x)?;
+        let h = if kernels::applies(&h) {
+            kernels::gelu(&h)?
+        } else {
+            h.gelu()?
+        };
+        self.proj_out.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Module, Tensor};
+    use candle_nn::VarBuilder;
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The fused kernel and the chunked path agree within f32 rounding, with
+    /// sequence lengths that leave partial query and key blocks, two key
+    /// segments, and scores spread widely enough that the online softmax
+    /// rescales rows many times.
+    #[test]
+    fn flash_matches_chunked() {
+        let dev = Device::Cpu;
+        let (b, h, d) = (2, 3, 64);
+        let q = (Tensor::randn(0f32, 1.0, (b, 200, h, d), &dev).unwrap() * 3.0).unwrap();
+        let k1 = Tensor::randn(0f32, 1.0, (b, 700, h, d), &dev).unwrap();
+        let v1 = Tensor::randn(0f32, 1.0, (b, 700, h, d), &dev).unwrap();
+        let k2 = (Tensor::randn(0f32, 1.0, (b, 37, h, d), &dev).unwrap() * 2.0).unwrap();
+        let v2 = Tensor::randn(0f32, 1.0, (b, 37, h, d), &dev).unwrap();
+        let scale = 0.125;
+        for kv in [vec![(&k1, &v1)], vec![(&k1, &v1), (&k2, &v2)]] {
+            assert!(flash::applies(&q, &kv));
+            let fast = scaled_dot_product_attention(&q, &kv, scale).unwrap();
+            let generic = generic_attention(&q, &kv, scale).unwrap();
+            assert_eq!(fast.dims(), &[b, 200, h, d]);
+            let diff = max_diff(&fast, &generic);
+            assert!(diff < 1e-5, "flash vs chunked: {diff}");
+        }
+        // Other dtypes take the chunked path, and agree with f32.
+        let kv = [(&k1, &v1)];
+        let f32_out = scaled_dot_product_attention(&q, &kv, scale).unwrap();
+        let to64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        let (q64, k64, v64) = (to64(&q), to64(&k1), to64(&v1));
+        assert!(!flash::applies(&q64, &[(&k64, &v64)]));
+        let out64 = scaled_dot_product_attention(&q64, &[(&k64, &v64)], scale).unwrap();
+        assert!(max_diff(&out64.to_dtype(DType::F32).unwrap(), &f32_out) < 1e-5);
+    }
+
+    /// Random weights for an [`Attention`] of `heads x d`, in `dtype`.
+    fn random_attention(heads: usize, d: usize, dtype: DType) -> Attention {
+        let dev = Device::Cpu;
+        let dim = heads * d;
+        let mut ws = std::collections::HashMap::new();
+        let mut put = |name: &str, shape: &[usize], std: f64| {
+            let seed = name.bytes().map(|b| b as f64).sum::<f64>();
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i as f64 * 0.618 + seed).sin() * std) as f32)
+                .collect();
+            let t = Tensor::from_vec(v, shape, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            ws.insert(name.to_string(), t);
+        };
+        for p in ["to_q", "to_k", "to_v", "to_out.0"] {
+            put(&format!("{p}.weight"), &[dim, dim], 0.1);
+            put(&format!("{p}.bias"), &[dim], 0.1);
+        }
+        for p in ["norm_q", "norm_k"] {
+            put(&format!("{p}.weight"), &[d], 1.0);
+            put(&format!("{p}.bias"), &[d], 0.5);
+        }
+        let vb = VarBuilder::from_tensors(ws, dtype, &dev);
+        Attention::load(vb, dim, heads, d, true).unwrap()
+    }
+
+    /// The query/key preparation in one pass (norm and RoPE) agrees with
+    /// the candle ops of the generic path.
+    #[test]
+    fn prepare_qk_matches_generic() {
+        let dev = Device::Cpu;
+        let (heads, d, text, vid) = (3, 32, 7, 40);
+        let attn = random_attention(heads, d, DType::F32);
+        let x = Tensor::randn(0f32, 1.0, (2, text + vid, heads * d), &dev).unwrap();
+        let angles = Tensor::randn(0f32, 3.0, (vid, d / 2), &dev).unwrap();
+        let rope = RotaryEmbedding {
+            cos: angles.cos().unwrap(),
+            sin: angles.sin().unwrap(),
+        };
+        let q = attn.to_q.forward(&x).unwrap();
+        for rope in [None, Some(&rope)] {
+            let a = attn.prepare_qk(&q, &attn.norm_q, text, rope).unwrap();
+            let b = attn
+                .prepare_qk_generic(&q, &attn.norm_q, text, rope)
+                .unwrap();
+            assert_eq!(a.dims(), &[2, text + vid, heads, d]);
+            let diff = max_diff(&a, &b);
+            assert!(diff < 1e-5, "rope {}: {diff}", rope.is_some());
+        }
     }
 }

@@ -248,6 +248,14 @@ pub fn rotary_pos_embed_3d(
     ))
 }
 
+/// Precomputed 3D rotary tables for one latent size, in the half-width form
+/// the fused kernel takes (see [`rope_half_tables`]).
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
 /// Applies interleaved rotary embeddings to `x` `[B, H, S, D]` given the
 /// duplicated `(cos, sin)` tables `[S, D]`: the math runs in f32 and the
 /// result is cast back, as diffusers' `apply_rotary_emb` does.

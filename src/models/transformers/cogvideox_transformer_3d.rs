@@ -11,13 +11,16 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_b};
 use serde::Deserialize;
 
+use super::cpu::{self, Chunk};
 use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
 use crate::models::attention::{Attention, FeedForward};
+// Re-exported at its former path, where the pipelines still name it.
+pub use crate::models::embeddings::RotaryEmbedding;
 use crate::models::embeddings::{
-    RopeGrid, TimestepEmbedding, resize_crop_region_for_grid, rotary_pos_embed_3d,
-    sincos_pos_embed_3d, timestep_embedding,
+    RopeGrid, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
+    rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
 use crate::text_encoder::MAX_SEQUENCE_LENGTH;
 use crate::variant::Variant;
@@ -247,13 +250,7 @@ const MAX_SAMPLE_FRAMES: usize = 1021;
 struct LayerNormZero {
     linear: Linear,
     norm: LayerNorm,
-}
-
-struct Modulated {
-    vid: Tensor,
-    enc: Tensor,
-    gate: Tensor,
-    enc_gate: Tensor,
+    eps: f64,
 }
 
 impl LayerNormZero {
@@ -261,28 +258,81 @@ impl LayerNormZero {
         Ok(Self {
             linear: linear(temb_dim, 6 * dim, vb.pp("linear"))?,
             norm: layer_norm(dim, eps, vb.pp("norm"))?,
+            eps,
         })
     }
 
-    fn forward(&self, vid: &Tensor, enc: &Tensor, temb_silu: &Tensor) -> Result<Modulated> {
-        let m = self
-            .linear
-            .forward(temb_silu)?
-            .unsqueeze(1)?
-            .chunk(6, D::Minus1)?;
-        let modulate = |x: &Tensor, shift: &Tensor, scale: &Tensor| -> Result<Tensor> {
+    /// The six chunks, `[B, 6 D]`.
+    fn mods(&self, temb_silu: &Tensor) -> Result<Tensor> {
+        self.linear.forward(temb_silu)
+    }
+
+    /// The modulated norm of the joint `[B, T + N, D]` tokens (text first).
+    fn forward(&self, x: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
+        if let (true, Some(bias)) = (cpu_path(&[x, mods]), self.norm.bias()) {
+            return cpu::modulated_norm(x, text_len, (self.norm.weight(), bias, self.eps), mods);
+        }
+        self.forward_generic(x, text_len, mods)
+    }
+
+    /// [`Self::forward`] by candle ops, for every dtype and device.
+    fn forward_generic(&self, x: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
+        let s = x.dim(1)?;
+        let modulate = |x: &Tensor, shift: Chunk, scale: Chunk| -> Result<Tensor> {
             self.norm
                 .forward(x)?
-                .broadcast_mul(&(scale + 1.0)?)?
-                .broadcast_add(shift)
+                .broadcast_mul(&(mod_chunk(mods, scale)? + 1.0)?)?
+                .broadcast_add(&mod_chunk(mods, shift)?)
         };
-        Ok(Modulated {
-            vid: modulate(vid, &m[0], &m[1])?,
-            enc: modulate(enc, &m[3], &m[4])?,
-            gate: m[2].clone(),
-            enc_gate: m[5].clone(),
-        })
+        Tensor::cat(
+            &[
+                modulate(&x.narrow(1, 0, text_len)?, Chunk::EncShift, Chunk::EncScale)?,
+                modulate(
+                    &x.narrow(1, text_len, s - text_len)?,
+                    Chunk::Shift,
+                    Chunk::Scale,
+                )?,
+            ],
+            1,
+        )
     }
+}
+
+/// Whether the block's f32 CPU kernels apply to these tensors.
+fn cpu_path(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// One chunk of `[B, 6 D]` modulations as `[B, 1, D]`.
+fn mod_chunk(mods: &Tensor, c: Chunk) -> Result<Tensor> {
+    let d = mods.dim(1)? / 6;
+    mods.narrow(1, c as usize * d, d)?.unsqueeze(1)
+}
+
+/// `x + y * gate` over the joint tokens, text rows gated by `EncGate`.
+fn gated_add(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
+    if cpu_path(&[x, y, mods]) {
+        return cpu::gated_add(x, y, text_len, mods);
+    }
+    gated_add_generic(x, y, text_len, mods)
+}
+
+/// [`gated_add`] by candle ops, for every dtype and device.
+fn gated_add_generic(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
+    let s = x.dim(1)?;
+    let part = |start: usize, len: usize, gate: Chunk| -> Result<Tensor> {
+        x.narrow(1, start, len)?
+            + y.narrow(1, start, len)?
+                .broadcast_mul(&mod_chunk(mods, gate)?)?
+    };
+    Tensor::cat(
+        &[
+            part(0, text_len, Chunk::EncGate)?,
+            part(text_len, s - text_len, Chunk::Gate)?,
+        ],
+        1,
+    )
 }
 
 /// `CogVideoXBlock`.
@@ -311,39 +361,29 @@ impl CogVideoXBlock {
         })
     }
 
-    /// `temb_silu` is `silu(temb)`, shared by every block's modulations;
-    /// `reference` selects the reference attention of DDIM-inversion editing.
+    /// One block over the joint `[B, T + N, D]` tokens, the first
+    /// `text_len` of each sample text (diffusers keeps the two streams apart
+    /// and concatenates them for attention and the feed-forward; the sums are
+    /// the same). `temb_silu` is `silu(temb)`, shared by every block's
+    /// modulations; `reference` selects the reference attention of
+    /// DDIM-inversion editing.
     pub fn forward(
         &self,
-        vid: &Tensor,
-        enc: &Tensor,
+        x: &Tensor,
+        text_len: usize,
         temb_silu: &Tensor,
         rope: Option<&RotaryEmbedding>,
         reference: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        let text_len = enc.dim(1)?;
-        let n = self.norm1.forward(vid, enc, temb_silu)?;
-        let (a_vid, a_enc) = self.attn1.forward(&n.vid, &n.enc, rope, reference)?;
-        let vid = (vid + a_vid.broadcast_mul(&n.gate)?)?;
-        let enc = (enc + a_enc.broadcast_mul(&n.enc_gate)?)?;
+    ) -> Result<Tensor> {
+        let mods = self.norm1.mods(temb_silu)?;
+        let h = self.norm1.forward(x, text_len, &mods)?;
+        let a = self.attn1.forward(&h, text_len, rope, reference)?;
+        let x = gated_add(x, &a, text_len, &mods)?;
 
-        let n = self.norm2.forward(&vid, &enc, temb_silu)?;
-        let ff = self.ff.forward(&Tensor::cat(&[&n.enc, &n.vid], 1)?)?;
-        let total = ff.dim(1)?;
-        let vid = (vid
-            + ff.narrow(1, text_len, total - text_len)?
-                .broadcast_mul(&n.gate)?)?;
-        let enc = (enc + ff.narrow(1, 0, text_len)?.broadcast_mul(&n.enc_gate)?)?;
-        Ok((vid, enc))
+        let mods = self.norm2.mods(temb_silu)?;
+        let h = self.norm2.forward(&x, text_len, &mods)?;
+        gated_add(&x, &self.ff.forward(&h)?, text_len, &mods)
     }
-}
-
-/// Precomputed 3D rotary tables for one latent size, in the half-width form
-/// the fused kernel takes (see [`crate::models::embeddings::rope_half_tables`]).
-#[derive(Debug, Clone)]
-pub struct RotaryEmbedding {
-    pub cos: Tensor,
-    pub sin: Tensor,
 }
 
 /// How the latent patches are turned into tokens.
@@ -535,7 +575,7 @@ impl CogVideoXTransformer3DModel {
         match tables {
             None => Ok(None),
             Some((cos, sin)) => {
-                let (cos, sin) = crate::models::embeddings::rope_half_tables(cos, sin)?;
+                let (cos, sin) = rope_half_tables(cos, sin)?;
                 Ok(Some(RotaryEmbedding { cos, sin }))
             }
         }
@@ -741,7 +781,7 @@ impl CogVideoXTransformer3DModel {
 
         let enc = self.patch_embed.text_proj.forward(&text)?;
         let vid = self.patchify(&hidden)?;
-        let (mut enc, mut vid) = match self.positional_table(f, h, w, text_len)? {
+        let (enc, vid) = match self.positional_table(f, h, w, text_len)? {
             Some(pos) => {
                 let n = vid.dim(1)?;
                 (
@@ -752,11 +792,16 @@ impl CogVideoXTransformer3DModel {
             None => (enc, vid),
         };
 
+        let mut x = Tensor::cat(&[&enc, &vid], 1)?;
+        drop((enc, vid));
         for block in &self.blocks {
-            (vid, enc) = block.forward(&vid, &enc, &emb_silu, rope, reference)?;
+            x = block.forward(&x, text_len, &emb_silu, rope, reference)?;
         }
 
-        let vid = self.norm_final.forward(&vid)?;
+        let s = x.dim(1)?;
+        let vid = self
+            .norm_final
+            .forward(&x.narrow(1, text_len, s - text_len)?)?;
         let mods = self
             .norm_out_linear
             .forward(&emb_silu)?
@@ -780,6 +825,80 @@ impl CogVideoXTransformer3DModel {
                 .reshape(vec![b, f / pt, gh, gw, co, pt, p, p])?
                 .permute([0, 1, 5, 4, 2, 6, 3, 7])?
                 .reshape((b, f, co, h, w)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The block's f32 CPU kernels (modulated norm, gated residual) agree
+    /// with the candle ops of the generic path.
+    #[test]
+    fn block_kernels_match_generic() {
+        let dev = Device::Cpu;
+        let (temb, d, text, vid) = (8, 48, 5, 19);
+        let wave = |n: usize, k: f64, std: f64| -> Tensor {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i as f64 * k).sin() * std) as f32)
+                .collect();
+            Tensor::from_vec(v, n, &dev).unwrap()
+        };
+        let ws: HashMap<String, Tensor> = [
+            (
+                "linear.weight",
+                wave(6 * d * temb, 0.37, 0.3)
+                    .reshape((6 * d, temb))
+                    .unwrap(),
+            ),
+            ("linear.bias", wave(6 * d, 0.11, 0.2)),
+            ("norm.weight", (wave(d, 0.7, 0.5) + 1.0).unwrap()),
+            ("norm.bias", wave(d, 0.9, 0.5)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let vb = VarBuilder::from_tensors(ws, DType::F32, &dev);
+        let norm = LayerNormZero::load(vb, temb, d, 1e-5).unwrap();
+        for b in [1, 2] {
+            let x = Tensor::randn(0f32, 2.0, (b, text + vid, d), &dev).unwrap();
+            let y = Tensor::randn(0f32, 1.0, (b, text + vid, d), &dev).unwrap();
+            let t = Tensor::randn(0f32, 1.0, (b, temb), &dev).unwrap();
+            let mods = norm.mods(&t).unwrap();
+            let (fast, generic) = (
+                norm.forward(&x, text, &mods).unwrap(),
+                norm.forward_generic(&x, text, &mods).unwrap(),
+            );
+            assert!(
+                max_diff(&fast, &generic) < 1e-5,
+                "modulated norm: {}",
+                max_diff(&fast, &generic)
+            );
+            let (fast, generic) = (
+                gated_add(&x, &y, text, &mods).unwrap(),
+                gated_add_generic(&x, &y, text, &mods).unwrap(),
+            );
+            assert!(
+                max_diff(&fast, &generic) < 1e-6,
+                "gated add: {}",
+                max_diff(&fast, &generic)
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Diffusion transformers.
 
 pub mod cogvideox_transformer_3d;
+mod cpu;
 
 pub use cogvideox_transformer_3d::{CogVideoXTransformer3DModel, Config as TransformerConfig};

@@ -1,0 +1,318 @@
+//! Fused, tiled attention for f32 on the CPU (flash-style).
+//!
+//! Each task takes a block of [`BLOCK_Q`] queries of one head and walks the
+//! keys in blocks of [`BLOCK_K`]: one GEMM gives the block's scores, an
+//! online softmax (running row maximum and sum) turns them into weights
+//! against the maximum seen so far, rescaling what was accumulated, and a
+//! second GEMM adds the weighted values. Only one block of scores per thread
+//! ever exists, so memory does not grow with the square of the sequence, and
+//! the scores stay in the cache between the two products instead of making a
+//! round trip through memory as the chunked path's do.
+//!
+//! Tensors are token-major (`[B, S, H, Dh]`, the layout of the projections),
+//! read in place through strides, and the output is written in the same
+//! layout, so no head transposes are needed on either side.
+
+use candle_core::{DType, Result, Tensor};
+
+use super::kernels::{LANES, Shared, exp, try_zeros, with_slices};
+
+/// Queries per task: with [`BLOCK_K`] the score block is 256 KiB, which stays
+/// in a core's L2 cache between the two products.
+const BLOCK_Q: usize = 128;
+/// Keys per step.
+const BLOCK_K: usize = 512;
+
+/// Whether the inputs take this path: f32 on the CPU.
+pub(super) fn applies(q: &Tensor, kv: &[(&Tensor, &Tensor)]) -> bool {
+    let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    fits(q) && kv.iter().all(|(k, v)| fits(k) && fits(v))
+}
+
+/// `softmax(q k^T * scale) v` with the keys and values of all `kv` segments
+/// taken as one sequence; `q` `[B, Sq, H, Dh]`, each segment `[B, Sk, H, Dh]`.
+/// Returns `[B, Sq, H, Dh]`.
+pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Result<Tensor> {
+    let (b, sq, h, d) = q.dims4()?;
+    let mut ts = vec![q.contiguous()?];
+    let mut lens = Vec::with_capacity(kv.len());
+    for (k, v) in kv {
+        let (kb, sk, kh, kd) = k.dims4()?;
+        if (kb, kh, kd) != (b, h, d) || v.dims() != k.dims() {
+            candle_core::bail!(
+                "attention keys {:?} and values {:?} do not match queries {:?}",
+                k.dims(),
+                v.dims(),
+                q.dims()
+            );
+        }
+        lens.push(sk);
+        ts.push(k.contiguous()?);
+        ts.push(v.contiguous()?);
+    }
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let tasks = b * h * sq.div_ceil(BLOCK_Q);
+    let workers = threads.min(tasks).max(1);
+    // Per worker: a block of scores, the output accumulator, the running
+    // maxima, sums and rescale factors of its rows.
+    let per_worker = BLOCK_Q * BLOCK_K + BLOCK_Q * d + 3 * BLOCK_Q;
+    let mut scratch = try_zeros(workers * per_worker, "attention scratch")?;
+    let mut out = try_zeros(b * sq * h * d, "attention output")?;
+    with_slices(&ts, |s| {
+        let (qs, segs) = (s[0], &s[1..]);
+        let segments: Vec<Segment> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Segment {
+                k: segs[2 * i],
+                v: segs[2 * i + 1],
+                len,
+            })
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let out_ptr = Shared(out.as_mut_ptr());
+        let job = |scratch: &mut [f32]| loop {
+            let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if t >= tasks {
+                break;
+            }
+            let blocks = sq.div_ceil(BLOCK_Q);
+            let (bh, qb) = (t / blocks, t % blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let q0 = qb * BLOCK_Q;
+            let rows = BLOCK_Q.min(sq - q0);
+            let q_off = ((bi * sq + q0) * h + hi) * d;
+            // SAFETY: this task's output rows (tokens q0..q0+rows of head hi
+            // in sample bi) are written by no other task, and lie in `out`.
+            let out_rows = unsafe { out_ptr.get().add(q_off) };
+            query_block(
+                &qs[q_off..],
+                &segments,
+                (bi, hi, rows),
+                (h, d),
+                scale,
+                scratch,
+                out_rows,
+            );
+        };
+        if workers == 1 {
+            job(&mut scratch);
+        } else {
+            std::thread::scope(|scope| {
+                let mut pieces = scratch.chunks_mut(per_worker);
+                let first = pieces.next();
+                for piece in pieces {
+                    scope.spawn(|| job(piece));
+                }
+                if let Some(first) = first {
+                    job(first);
+                }
+            });
+        }
+        Ok(())
+    })?;
+    drop(scratch);
+    Tensor::from_vec(out, (b, sq, h, d), q.device())
+}
+
+/// The keys and values of one segment of the key sequence.
+struct Segment<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    len: usize,
+}
+
+/// One block of `rows` queries (starting at `q`, row stride `h * d`) against
+/// every key; writes the normalised outputs at `out` with the same strides.
+fn query_block(
+    q: &[f32],
+    segments: &[Segment],
+    (bi, hi, rows): (usize, usize, usize),
+    (h, d): (usize, usize),
+    scale: f32,
+    scratch: &mut [f32],
+    out: *mut f32,
+) {
+    let stride = h * d;
+    let (scores, rest) = scratch.split_at_mut(BLOCK_Q * BLOCK_K);
+    let (acc, rest) = rest.split_at_mut(BLOCK_Q * d);
+    let (max, rest) = rest.split_at_mut(BLOCK_Q);
+    let (sum, corr) = rest.split_at_mut(BLOCK_Q);
+    acc[..rows * d].fill(0.0);
+    max[..rows].fill(f32::NEG_INFINITY);
+    sum[..rows].fill(0.0);
+    debug_assert!(q.len() >= (rows - 1) * stride + d);
+    for seg in segments {
+        let base = (bi * seg.len * h + hi) * d;
+        let mut k0 = 0;
+        while k0 < seg.len {
+            let cols = BLOCK_K.min(seg.len - k0);
+            let off = base + k0 * stride;
+            // SAFETY: the query rows lie in `q` (checked above), key and value
+            // rows k0..k0+cols of head hi lie in their segment, and the
+            // scratch blocks are disjoint slices of this worker's own buffer.
+            unsafe {
+                // scores[rows x cols] = scale * q[rows x d] k[cols x d]^T
+                gemm::gemm(
+                    rows,
+                    cols,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    BLOCK_K as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    stride as isize,
+                    seg.k.as_ptr().add(off),
+                    stride as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            softmax_step(scores, cols, &mut max[..rows], &mut sum[..rows], corr);
+            for (r, &c) in corr[..rows].iter().enumerate() {
+                if c != 1.0 {
+                    acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= c);
+                }
+            }
+            // SAFETY: as above.
+            unsafe {
+                // acc[rows x d] += weights[rows x cols] v[cols x d]
+                gemm::gemm(
+                    rows,
+                    d,
+                    cols,
+                    acc.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    true,
+                    scores.as_ptr(),
+                    1,
+                    BLOCK_K as isize,
+                    seg.v.as_ptr().add(off),
+                    1,
+                    stride as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            k0 += cols;
+        }
+    }
+    for r in 0..rows {
+        let inv = 1.0 / sum[r];
+        // SAFETY: row r of this task's output block (see `attention`).
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.add(r * stride), d) };
+        for (o, a) in dst.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// The online softmax over one block of scores (`max.len()` rows of `cols`
+/// values, row stride [`BLOCK_K`]): replaces the scores by
+/// `exp(score - new_max)`, updates each row's running maximum and sum, and
+/// leaves in `corr` the factor `exp(old_max - new_max)` by which what was
+/// accumulated for the row must be rescaled.
+fn softmax_step(
+    scores: &mut [f32],
+    cols: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { softmax_step_avx512(scores, cols, max, sum, corr) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { softmax_step_avx2(scores, cols, max, sum, corr) };
+        }
+    }
+    softmax_step_generic(scores, cols, max, sum, corr)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn softmax_step_avx512(
+    scores: &mut [f32],
+    cols: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    softmax_step_generic(scores, cols, max, sum, corr)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn softmax_step_avx2(
+    scores: &mut [f32],
+    cols: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    softmax_step_generic(scores, cols, max, sum, corr)
+}
+
+#[inline(always)]
+fn softmax_step_generic(
+    scores: &mut [f32],
+    cols: usize,
+    max: &mut [f32],
+    sum: &mut [f32],
+    corr: &mut [f32],
+) {
+    for (r, row) in scores.chunks_mut(BLOCK_K).take(max.len()).enumerate() {
+        let row = &mut row[..cols];
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+            }
+        }
+        let block_max = chunks
+            .remainder()
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        let new_max = if block_max > max[r] {
+            block_max
+        } else {
+            max[r]
+        };
+        corr[r] = exp(max[r] - new_max);
+        max[r] = new_max;
+        let mut acc = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                let e = exp(c[i] - new_max);
+                c[i] = e;
+                acc[i] += e;
+            }
+        }
+        let mut block_sum = 0f32;
+        for v in chunks.into_remainder() {
+            *v = exp(*v - new_max);
+            block_sum += *v;
+        }
+        sum[r] = sum[r] * corr[r] + block_sum + acc.iter().sum::<f32>();
+    }
+}

@@ -1,0 +1,286 @@
+//! Vectorised f32 helpers of the CPU paths: a polynomial `exp` the compiler
+//! can vectorise (libm's is scalar), the tanh GELU built on it, and the
+//! plumbing to run them on raw slices across candle's threads.
+
+use std::alloc::{Layout, alloc_zeroed};
+
+use candle_core::utils::barrier_pool;
+use candle_core::{DType, Result, Storage, Tensor};
+
+/// Lanes of the vectorised loops: written as fixed-size arrays so that the
+/// compiler keeps each in vector registers of the enabled width.
+pub(super) const LANES: usize = 16;
+
+/// Whether `x` takes the f32 CPU paths.
+pub(super) fn applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// A pointer that may be shared by worker threads, each of which only
+/// touches its own disjoint part.
+pub(super) struct Shared(pub(super) *mut f32);
+// SAFETY: see the users; every task writes a part no other task writes.
+unsafe impl Sync for Shared {}
+impl Shared {
+    // A method, so that closures capture the `Sync` wrapper, not the pointer.
+    pub(super) fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `vec![0f32; n]`, but a failed allocation is an error naming `what` and
+/// the byte count instead of an abort of the host process. Zeroed memory
+/// from the allocator, as `vec!` uses, so fresh pages are not written twice.
+pub(crate) fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>> {
+    let oom = || {
+        candle_core::Error::msg(format!(
+            "out of memory: cannot allocate {} bytes for {what}",
+            n as u128 * 4
+        ))
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = Layout::array::<f32>(n).map_err(|_| oom())?;
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(oom());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `n`
+    // f32s (the size and alignment a `Vec<f32>` of capacity `n` uses), and
+    // all `n` values are initialised: zero bits are 0.0.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// Calls `f` with the row-major f32 values of each of `ts` (which must be
+/// contiguous f32 CPU tensors).
+pub(crate) fn with_slices<R>(ts: &[Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(ts.len());
+    for (t, (storage, layout)) in ts.iter().zip(&guards) {
+        let Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("a CPU kernel got a tensor on {:?}", t.device());
+        };
+        if !layout.is_contiguous() {
+            candle_core::bail!("a CPU kernel got a non-contiguous tensor {:?}", t.dims());
+        }
+        slices.push(&cpu.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()]);
+    }
+    f(&slices)
+}
+
+/// Runs `f(i, piece)` for every `len`-sized piece of `out` on candle's CPU
+/// thread pool.
+pub(crate) fn par_pieces(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if len == 0 {
+        return;
+    }
+    let base = Shared(out.as_mut_ptr());
+    barrier_pool().execute_chunked(out.len() / len, |range| {
+        for i in range {
+            // SAFETY: `i < out.len() / len` and the pool hands out every index
+            // once, so the pieces lie inside `out` and never overlap.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * len), len) };
+            f(i, piece);
+        }
+    });
+}
+
+/// `exp(x)` to about 1 ulp (Cephes' `expf`: `2^n` times a polynomial of the
+/// remainder), in plain arithmetic so that it vectorises. Below -87 it
+/// gives 0 (the normal range ends there; `-inf` included), above 88 `inf`.
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MIN: f32 = -87.0;
+    const MAX: f32 = 88.0;
+    let (zero, inf) = (x < MIN, x > MAX);
+    let x = if zero {
+        MIN
+    } else if inf {
+        MAX
+    } else {
+        x
+    };
+    let n = x * LOG2E + ROUND;
+    let nf = n - ROUND;
+    let r = x - nf * LN2_HI - nf * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let k = n.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let pow2 = f32::from_bits(((k + 127) as u32) << 23);
+    if zero {
+        0.0
+    } else if inf {
+        f32::INFINITY
+    } else {
+        y * pow2
+    }
+}
+
+/// Tanh GELU, `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`,
+/// written as `x / (1 + exp(-2u))`, the same function.
+#[inline(always)]
+fn gelu_one(x: f32) -> f32 {
+    const K: f32 = 0.797_884_6; // sqrt(2 / pi)
+    let u = K * (x + 0.044_715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
+}
+
+#[inline(always)]
+fn gelu_slice_generic(src: &[f32], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = gelu_one(*s);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gelu_slice_avx512(src: &[f32], dst: &mut [f32]) {
+    gelu_slice_generic(src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
+    gelu_slice_generic(src, dst)
+}
+
+fn gelu_slice(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { gelu_slice_avx512(src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { gelu_slice_avx2(src, dst) };
+        }
+    }
+    gelu_slice_generic(src, dst)
+}
+
+/// Tanh GELU of an f32 CPU tensor in one vectorised, threaded pass (candle's
+/// `gelu` is scalar and single-threaded).
+pub(super) fn gelu(x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let n = x.elem_count();
+    let mut out = try_zeros(n, "GELU output")?;
+    const PIECE: usize = 1 << 14;
+    with_slices(std::slice::from_ref(&x), |s| {
+        let src = s[0];
+        let (body, tail) = out.split_at_mut(n - n % PIECE);
+        par_pieces(body, PIECE, |i, piece| {
+            gelu_slice(&src[i * PIECE..(i + 1) * PIECE], piece)
+        });
+        gelu_slice(&src[n - tail.len()..], tail);
+        Ok(())
+    })?;
+    Tensor::from_vec(out, x.dims(), x.device())
+}
+
+/// The query or key projection `x` `[B, S, H * Dh]` as `[B, S, H, Dh]`,
+/// LayerNorm-ed per head (`weight`, `bias` `[Dh]`) and, from token
+/// `text_len` on, rotated by the half-width tables `cos`, `sin`
+/// `[S - text_len, Dh / 2]` (interleaved pairs, as `rope_i`), in one pass.
+pub(super) fn qk_norm_rope(
+    x: &Tensor,
+    heads: usize,
+    (weight, bias, eps): (&Tensor, &Tensor, f32),
+    text_len: usize,
+    rope: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
+    let (b, s, hd) = x.dims3()?;
+    let d = hd / heads;
+    let mut ts = vec![x.contiguous()?, weight.contiguous()?, bias.contiguous()?];
+    if let Some((cos, sin)) = rope {
+        if cos.dims() != [s - text_len, d / 2] || sin.dims() != cos.dims() {
+            candle_core::bail!(
+                "rotary tables {:?} do not fit {} video tokens of head size {d}",
+                cos.dims(),
+                s - text_len
+            );
+        }
+        ts.push(cos.contiguous()?);
+        ts.push(sin.contiguous()?);
+    }
+    let mut out = try_zeros(b * s * hd, "query/key projection")?;
+    with_slices(&ts, |v| {
+        let (xs, w, bi) = (v[0], v[1], v[2]);
+        let tables = (v.len() == 5).then(|| (v[3], v[4]));
+        par_pieces(&mut out, d, |row, dst| {
+            let tok = (row / heads) % s;
+            let src = &xs[row * d..][..d];
+            let mean = src.iter().sum::<f32>() / d as f32;
+            let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for i in 0..d {
+                dst[i] = (src[i] - mean) * rstd * w[i] + bi[i];
+            }
+            if let (Some((cos, sin)), true) = (tables, tok >= text_len) {
+                let half = d / 2;
+                let (cos, sin) = (
+                    &cos[(tok - text_len) * half..][..half],
+                    &sin[(tok - text_len) * half..][..half],
+                );
+                for j in 0..half {
+                    let (x0, x1) = (dst[2 * j], dst[2 * j + 1]);
+                    dst[2 * j] = x0 * cos[j] - x1 * sin[j];
+                    dst[2 * j + 1] = x0 * sin[j] + x1 * cos[j];
+                }
+            }
+        });
+        Ok(())
+    })?;
+    Tensor::from_vec(out, (b, s, heads, d), x.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_within_rounding() {
+        let mut x = -90.0f32;
+        while x <= 88.0 {
+            let (got, want) = (exp(x), x.exp());
+            let tol = 4.0 * f32::EPSILON * want + f32::MIN_POSITIVE * 2f32.powi(24);
+            assert!((got - want).abs() <= tol, "exp({x}) = {got}, std {want}");
+            x += 0.001_7;
+        }
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+    }
+
+    /// The fast GELU and candle's agree within f32 rounding, over a range
+    /// that covers both tails, on a length that is not a multiple of a piece.
+    #[test]
+    fn gelu_matches_candle() {
+        let n = 3 * (1 << 14) + 5;
+        let xs: Vec<f32> = (0..n).map(|i| (i as f32 / n as f32 - 0.5) * 40.0).collect();
+        let x = Tensor::from_vec(xs, n, &Device::Cpu).unwrap();
+        let fast = gelu(&x).unwrap().to_vec1::<f32>().unwrap();
+        let generic = x.gelu().unwrap().to_vec1::<f32>().unwrap();
+        for (i, (a, b)) in fast.iter().zip(&generic).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "gelu at {i}: {a} vs {b}"
+            );
+        }
+    }
+}
