@@ -737,8 +737,7 @@ impl Pipeline {
         h: usize,
         w: usize,
         f: usize,
-    ) -> Result<Option<crate::models::transformers::cogvideox_transformer_3d::RotaryEmbedding>>
-    {
+    ) -> Result<Option<crate::models::embeddings::RotaryEmbedding>> {
         let tables = transformer.rotary_tables(h, w, f)?;
         Ok(transformer.prepare_rotary(tables.as_ref())?)
     }

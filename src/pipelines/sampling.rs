@@ -7,8 +7,8 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::models::embeddings::RotaryEmbedding;
 use crate::models::transformers::CogVideoXTransformer3DModel;
-use crate::models::transformers::cogvideox_transformer_3d::RotaryEmbedding;
 use crate::noise::NoiseSource;
 use crate::pipelines::progress::{Progress, Stage};
 use crate::schedulers::{
