@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::capi::{self, InversionHandle, PipelineHandle};
 use crate::image::Frame;
@@ -102,6 +103,8 @@ const MAX_SEGMENTS: usize = 8;
 
 static PIPELINES: Mutex<Vec<(LoadKey, Arc<PipelineHandle>)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
+/// Signalled whenever a segment's processing ends.
+static DONE: Condvar = Condvar::new();
 static RETRY: AtomicU64 = AtomicU64::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(0);
 
@@ -192,7 +195,10 @@ pub enum Served {
 
 /// Abort polling and progress for one library call.
 pub struct Progress<'a> {
+    /// Reports the fraction done; true to cancel.
     pub cancel: &'a dyn Fn(f64) -> bool,
+    /// Whether the host wants the render stopped.
+    pub aborted: &'a dyn Fn() -> bool,
 }
 
 unsafe extern "C" fn on_progress(user: *mut c_void, stage: i32, done: i32, total: i32) -> bool {
@@ -213,13 +219,15 @@ const STAGES: f64 = 5.0;
 
 /// Collects `source` (the host frame at `place`) into its segment and
 /// returns what to show, processing the segment synchronously once it is
-/// complete.
+/// complete. With `wait` (final renders) a request for a segment another
+/// thread is processing waits for its result instead of showing the source.
 pub fn render(
     s: &EditSettings,
     pipe: &Arc<PipelineHandle>,
     place: &Placement,
     source: &Frame,
     progress: &Progress,
+    wait: bool,
 ) -> Served {
     let key = SegmentKey {
         load: s.load.clone(),
@@ -248,8 +256,8 @@ pub fn render(
         strength_bits: s.strength.to_bits(),
     };
     let retry = RETRY.load(Ordering::SeqCst);
-    let job = {
-        let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let job = loop {
         let map = all.get_or_insert_with(HashMap::new);
         if !map.contains_key(&key) && map.len() >= MAX_SEGMENTS {
             let oldest = map
@@ -278,6 +286,18 @@ pub fn render(
         }
         match seg.results.get(&edit) {
             Some(Outcome::Ready(frames)) => return serve(frames, place, source),
+            Some(Outcome::Running) if wait => {
+                // A final render waits for the thread that processes the
+                // segment (polling the host's abort flag).
+                if (progress.aborted)() {
+                    return Served::Source("CogVideoX: aborted".into());
+                }
+                all = DONE
+                    .wait_timeout(all, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
             Some(Outcome::Running) => {
                 return Served::Source("CogVideoX: processing the segment".into());
             }
@@ -308,12 +328,14 @@ pub fn render(
             .as_ref()
             .filter(|(k, _)| *k == invert)
             .map(|(_, i)| i.clone());
-        (frames, inv)
+        break (frames, inv);
     };
+    drop(all);
     let (frames, inv) = job;
     crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
     let outcome = process(s, pipe, frames, inv, progress);
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    DONE.notify_all();
     let Some(seg) = all.get_or_insert_with(HashMap::new).get_mut(&key) else {
         return Served::Source("CogVideoX: the segment was dropped while processing".into());
     };

@@ -363,12 +363,18 @@ fn render(
                 Some(place) => {
                     let started = Cell::new(false);
                     let cancel = |frac: f64| progress(s, handle, &started, frac);
+                    let aborted = || aborted(s, handle);
+                    let interactive = args.get_int(kOfxPropIsInteractive, 0).unwrap_or(0) != 0;
                     let served = edit::render(
                         &settings,
                         &pipe,
                         &place,
                         &source,
-                        &edit::Progress { cancel: &cancel },
+                        &edit::Progress {
+                            cancel: &cancel,
+                            aborted: &aborted,
+                        },
+                        !interactive,
                     );
                     if started.get() {
                         end_progress(s, handle);
@@ -431,11 +437,14 @@ fn progress(s: &Suites, handle: OfxImageEffectHandle, started: &Cell<bool>, frac
             }
         }
     }
-    if let Some(abort) = s.effect.abort {
-        // SAFETY: valid instance handle.
-        cancel |= unsafe { abort(handle) } != 0;
-    }
-    cancel
+    cancel || aborted(s, handle)
+}
+
+fn aborted(s: &Suites, handle: OfxImageEffectHandle) -> bool {
+    // SAFETY: valid instance handle.
+    s.effect
+        .abort
+        .is_some_and(|abort| unsafe { abort(handle) } != 0)
 }
 
 fn end_progress(s: &Suites, handle: OfxImageEffectHandle) {
