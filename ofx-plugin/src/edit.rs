@@ -101,7 +101,10 @@ struct Segment {
 /// Segments kept per process, least recently used dropped first.
 const MAX_SEGMENTS: usize = 8;
 
-static PIPELINES: Mutex<Vec<(LoadKey, Arc<PipelineHandle>)>> = Mutex::new(Vec::new());
+/// Loaded pipelines, and loads that failed with the retry generation they
+/// failed in (a broken checkpoint is not reloaded on every frame).
+type Loaded = Result<Arc<PipelineHandle>, (String, u64)>;
+static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
 /// Signalled whenever a segment's processing ends.
 static DONE: Condvar = Condvar::new();
@@ -122,9 +125,23 @@ pub fn purge() {
 /// The process's pipeline for `key`, loaded on first use.
 pub fn pipeline(key: &LoadKey) -> Result<Arc<PipelineHandle>, String> {
     let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = pipes.iter().find(|(k, _)| k == key) {
-        return Ok(p.clone());
+    let retry = RETRY.load(Ordering::SeqCst);
+    match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
+        Some(Ok(p)) => return Ok(p.clone()),
+        Some(Err((msg, generation))) if *generation == retry => return Err(msg.clone()),
+        _ => {}
     }
+    pipes.retain(|(k, _)| k != key);
+    let loaded = load(key);
+    if let Err(e) = &loaded {
+        crate::log::line(&format!("loading failed: {e}"));
+    }
+    let loaded = loaded.map(Arc::new).map_err(|e| (e, retry));
+    pipes.push((key.clone(), loaded.clone()));
+    loaded.map_err(|(e, _)| e)
+}
+
+fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
     if key.checkpoint.is_empty() {
         return Err("no checkpoint folder is set".into());
     }
@@ -137,9 +154,7 @@ pub fn pipeline(key: &LoadKey) -> Result<Arc<PipelineHandle>, String> {
     opts.dtype = key.dtype;
     opts.vae_tiling = key.vae_tiling;
     crate::log::line(&format!("loading {key:?}"));
-    let p = Arc::new(PipelineHandle::load(api, &key.checkpoint, &opts)?);
-    pipes.push((key.clone(), p.clone()));
-    Ok(p)
+    PipelineHandle::load(api, &key.checkpoint, &opts)
 }
 
 /// Where a host frame falls in the segment.

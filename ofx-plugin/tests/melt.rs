@@ -449,3 +449,48 @@ fn edit_with_two_render_threads() {
         real_time: "-2",
     });
 }
+
+#[test]
+fn edit_with_a_broken_checkpoint_passes_the_source_through_and_loads_once() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case {
+        name: "broken-checkpoint",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
+    write_clip(&clip);
+    write_profile(&profile);
+    // A folder without model_index.json.
+    let checkpoint = dir("empty-checkpoint");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    let base = vec!["-profile".to_string(), profile.display().to_string()];
+    let mut args = base.clone();
+    args.push(clip.display().to_string());
+    let source = melt_frames(&case, &dir("source.raw"), &log, &args, FRAMES);
+    let mut args = base;
+    args.push(clip.display().to_string());
+    args.push("-attach-clip".to_string());
+    args.push(FILTER.to_string());
+    args.push(format!("checkpoint={}", checkpoint.display()));
+    args.push("frame_step=1".to_string());
+    let out = melt_frames(&case, &dir("out.raw"), &log, &args, FRAMES);
+    assert!(out == source, "the source must pass through");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("loading LoadKey").count(), 1, "{text}");
+    assert!(text.contains("cannot load the checkpoint"), "{text}");
+    assert!(
+        text.contains(&format!("(log: {})", log.display())),
+        "{text}"
+    );
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+}
