@@ -331,6 +331,14 @@ pub fn render(
                 place.length
             ));
         }
+        let hashes: Vec<u64> = seg.sources.iter().flatten().map(|(h, _)| *h).collect();
+        let entry = crate::disk::entry(&s.load.checkpoint, &(&key, &edit), &hashes);
+        if let Some(frames) = crate::disk::read(&entry) {
+            crate::log::line(&format!("segment read from {}", entry.display()));
+            let frames = Arc::new(frames);
+            seg.results.insert(edit, Outcome::Ready(frames.clone()));
+            return serve(&frames, place, source);
+        }
         seg.results.insert(edit.clone(), Outcome::Running);
         let frames: Vec<Frame> = seg
             .sources
@@ -343,12 +351,17 @@ pub fn render(
             .as_ref()
             .filter(|(k, _)| *k == invert)
             .map(|(_, i)| i.clone());
-        break (frames, inv);
+        break (frames, inv, entry);
     };
     drop(all);
-    let (frames, inv) = job;
+    let (frames, inv, entry) = job;
     crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
     let outcome = process(s, pipe, frames, inv, progress);
+    if let Ok((_, frames)) = &outcome
+        && let Err(e) = crate::disk::write(&entry, frames)
+    {
+        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
+    }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
     DONE.notify_all();
     let Some(seg) = all.get_or_insert_with(HashMap::new).get_mut(&key) else {

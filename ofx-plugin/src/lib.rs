@@ -6,6 +6,7 @@
 //! per frame.
 
 pub mod capi;
+mod disk;
 mod edit;
 mod image;
 pub mod log;

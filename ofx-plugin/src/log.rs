@@ -12,11 +12,15 @@ pub fn path() -> PathBuf {
     if let Some(p) = std::env::var_os("COGVIDEOX_OFX_LOG") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    cache_home().join("cogvideox-ofx").join("plugin.log")
+}
+
+/// The user's cache folder: `$XDG_CACHE_HOME`, else `~/.cache`.
+pub fn cache_home() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("cogvideox-ofx").join("plugin.log")
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// Appends one line; logging never fails the caller.

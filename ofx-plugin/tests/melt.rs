@@ -180,6 +180,8 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
         let mut cmd = Command::new(melt);
         cmd.env("OFX_PLUGIN_PATH", bundle_dir)
             .env("COGVIDEOX_OFX_LOG", log)
+            // Each case has its own disk cache, which starts empty.
+            .env("COGVIDEOX_OFX_CACHE", log.parent().unwrap().join("cache"))
             .args(args)
             .arg("-consumer")
             .arg(format!("avformat:{}", out.display()))
@@ -490,6 +492,77 @@ fn edit_with_a_broken_checkpoint_passes_the_source_through_and_loads_once() {
         text.contains(&format!("(log: {})", log.display())),
         "{text}"
     );
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+}
+
+#[test]
+fn edit_results_are_read_back_from_disk_in_a_new_process() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case {
+        name: "disk-cache",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let (clip, profile) = (dir("clip.y4m"), dir("profile"));
+    let (log_a, log_b) = (dir("a.log"), dir("b.log"));
+    write_clip(&clip);
+    write_profile(&profile);
+    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let base = vec!["-profile".to_string(), profile.display().to_string()];
+    let mut args = base.clone();
+    args.push(clip.display().to_string());
+    let source = melt_frames(&case, &dir("source.raw"), &log_a, &args, FRAMES);
+    let mut args = base;
+    args.push(clip.display().to_string());
+    args.push("-attach-clip".to_string());
+    args.extend([
+        FILTER.to_string(),
+        format!("checkpoint={}", checkpoint.display()),
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS}"),
+        "frame_step=1".to_string(),
+    ]);
+    // Process A collects and processes; process B, after it, finds the
+    // result on disk once it has seen the same source frames.
+    let out_a = melt_frames(&case, &dir("a.raw"), &log_a, &args, FRAMES);
+    let out_b = melt_frames(&case, &dir("b.raw"), &log_b, &args, FRAMES);
+    let text_a = std::fs::read_to_string(&log_a).unwrap();
+    let text_b = std::fs::read_to_string(&log_b).unwrap();
+    assert_eq!(text_a.matches("processing segment").count(), 1, "{text_a}");
+    assert_eq!(text_b.matches("processing segment").count(), 0, "{text_b}");
+    assert!(text_b.contains("segment read from"), "{text_b}");
+    assert!(
+        out_a == out_b,
+        "the result read back differs from the one computed"
+    );
+    let n = case.frame_bytes();
+    let last = |b: &[u8]| b[(FRAMES - 1) * n..].to_vec();
+    assert!(
+        last(&out_b) != last(&source),
+        "the last frame is still the source"
+    );
+
+    // A source differing in one frame is another segment: computed again.
+    let mut bytes = std::fs::read(&clip).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x40;
+    std::fs::write(&clip, bytes).unwrap();
+    let log_c = dir("c.log");
+    melt_frames(&case, &dir("c.raw"), &log_c, &args, FRAMES);
+    let text_c = std::fs::read_to_string(&log_c).unwrap();
+    assert_eq!(text_c.matches("processing segment").count(), 1, "{text_c}");
+    assert!(!text_c.contains("segment read from"), "{text_c}");
     let case_dir = dir("");
     let _ = std::fs::remove_dir_all(&case_dir);
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
