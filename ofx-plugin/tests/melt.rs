@@ -94,9 +94,9 @@ fn tempfile(name: &str) -> PathBuf {
 
 /// A 96x64 8 fps clip of moving gradients, 4:4:4 YUV (read exactly by
 /// FFmpeg).
-fn write_clip(path: &Path) {
+fn write_clip(path: &Path, frames: usize) {
     let mut v = b"YUV4MPEG2 W96 H64 F8:1 Ip A1:1 C444\n".to_vec();
-    for k in 0..FRAMES {
+    for k in 0..frames {
         v.extend_from_slice(b"FRAME\n");
         for plane in 0..3 {
             for y in 0..H {
@@ -315,7 +315,7 @@ fn run_case(case: Case) {
     }
     let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
-    write_clip(&clip);
+    write_clip(&clip, FRAMES);
     write_profile(&profile);
     let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
     let base = vec!["-profile".to_string(), profile.display().to_string()];
@@ -468,7 +468,7 @@ fn edit_with_a_broken_checkpoint_passes_the_source_through_and_loads_once() {
     };
     let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
-    write_clip(&clip);
+    write_clip(&clip, FRAMES);
     write_profile(&profile);
     // A folder without model_index.json.
     let checkpoint = dir("empty-checkpoint");
@@ -514,7 +514,7 @@ fn edit_results_are_read_back_from_disk_in_a_new_process() {
     let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
     let (clip, profile) = (dir("clip.y4m"), dir("profile"));
     let (log_a, log_b) = (dir("a.log"), dir("b.log"));
-    write_clip(&clip);
+    write_clip(&clip, FRAMES);
     write_profile(&profile);
     let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
     let base = vec!["-profile".to_string(), profile.display().to_string()];
@@ -563,6 +563,78 @@ fn edit_results_are_read_back_from_disk_in_a_new_process() {
     let text_c = std::fs::read_to_string(&log_c).unwrap();
     assert_eq!(text_c.matches("processing segment").count(), 1, "{text_c}");
     assert!(!text_c.contains("segment read from"), "{text_c}");
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+}
+
+#[test]
+fn edit_with_frame_step_two_blends_between_model_frames() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case {
+        name: "frame-step",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    // Model frame k is host frame 2k: 17 host frames for 9 model frames.
+    let host_frames = 2 * FRAMES - 1;
+    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
+    write_clip(&clip, host_frames);
+    write_profile(&profile);
+    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let base = vec!["-profile".to_string(), profile.display().to_string()];
+    let mut args = base.clone();
+    args.push(clip.display().to_string());
+    let source = melt_frames(&case, &dir("source.raw"), &log, &args, host_frames);
+    let mut args = base;
+    for _ in 0..2 {
+        args.push(clip.display().to_string());
+        args.push("-attach-clip".to_string());
+        args.extend([
+            FILTER.to_string(),
+            format!("checkpoint={}", checkpoint.display()),
+            format!("prompt={PROMPT}"),
+            format!("seed={SEED}"),
+            format!("guidance={GUIDANCE}"),
+            format!("steps={STEPS}"),
+            "frame_step=2".to_string(),
+        ]);
+    }
+    let out = melt_frames(&case, &dir("out.raw"), &log, &args, 2 * host_frames);
+    let n = case.frame_bytes();
+    let frame = |buf: &[u8], k: usize| buf[k * n..(k + 1) * n].to_vec();
+    let model_source: Vec<u8> = (0..FRAMES).flat_map(|k| frame(&source, 2 * k)).collect();
+    let lib = setup()
+        .unwrap()
+        .1
+        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
+    let expected = c_api_edit(&case, &lib, &checkpoint, &model_source);
+    for j in 0..host_frames - 1 {
+        assert!(
+            frame(&out, j) == frame(&source, j),
+            "first pass, frame {j}: not the source"
+        );
+    }
+    for j in 0..host_frames {
+        let got = frame(&out, host_frames + j);
+        let want = if j % 2 == 0 {
+            frame(&expected, j / 2)
+        } else {
+            let (a, b) = (frame(&expected, j / 2), frame(&expected, j / 2 + 1));
+            a.iter()
+                .zip(&b)
+                .map(|(&x, &y)| ((x as f32 + y as f32) / 2.0).round() as u8)
+                .collect()
+        };
+        assert_same(&case, &got, &want, &format!("second pass, host frame {j}"));
+    }
     let case_dir = dir("");
     let _ = std::fs::remove_dir_all(&case_dir);
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
