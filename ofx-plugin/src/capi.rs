@@ -85,6 +85,54 @@ pub struct EditOptions {
     pub latents_out_len: usize,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AnimateOptions {
+    pub struct_size: u32,
+    pub prompt: *const c_char,
+    pub negative_prompt: *const c_char,
+    pub width: i32,
+    pub height: i32,
+    pub num_frames: i32,
+    pub steps: i32,
+    pub guidance_scale: f32,
+    pub dynamic_cfg: bool,
+    pub scheduler: u32,
+    pub seed: u64,
+    pub noise: *const f32,
+    pub noise_len: usize,
+    pub resize_mode: u32,
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
+}
+
+impl Default for AnimateOptions {
+    fn default() -> Self {
+        AnimateOptions {
+            struct_size: 0,
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            width: 0,
+            height: 0,
+            num_frames: 0,
+            steps: 0,
+            guidance_scale: 0.0,
+            dynamic_cfg: false,
+            scheduler: 0,
+            seed: 0,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            resize_mode: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
+        }
+    }
+}
+
 impl Default for InvertOptions {
     fn default() -> Self {
         InvertOptions {
@@ -151,7 +199,16 @@ pub struct Api {
         *const Frame,
         usize,
     ) -> Status,
+    pub output_frame_count: unsafe extern "C" fn(*const Pipeline, i32, *mut i32) -> Status,
+    pub animate_image: unsafe extern "C" fn(
+        *const Pipeline,
+        *const Frame,
+        *const AnimateOptions,
+        *const Frame,
+        usize,
+    ) -> Status,
     pub load_options_init: unsafe extern "C" fn(*mut LoadOptions),
+    pub animate_options_init: unsafe extern "C" fn(*mut AnimateOptions),
     pub invert_options_init: unsafe extern "C" fn(*mut InvertOptions),
     pub edit_options_init: unsafe extern "C" fn(*mut EditOptions),
     // Keeps the functions above valid.
@@ -197,7 +254,10 @@ impl Api {
             inversion_frame_count: sym!("cogvideo_inversion_frame_count"),
             inversion_free: sym!("cogvideo_inversion_free"),
             edit_with_prompt: sym!("cogvideo_edit_with_prompt"),
+            output_frame_count: sym!("cogvideo_output_frame_count"),
+            animate_image: sym!("cogvideo_animate_image"),
             load_options_init: sym!("cogvideo_load_options_init"),
+            animate_options_init: sym!("cogvideo_animate_options_init"),
             invert_options_init: sym!("cogvideo_invert_options_init"),
             edit_options_init: sym!("cogvideo_edit_options_init"),
             _lib: lib,

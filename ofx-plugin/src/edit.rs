@@ -26,6 +26,16 @@ pub struct LoadKey {
     pub vae_tiling: bool,
 }
 
+/// Which host frames form the segment: `start` (host frame), `length`
+/// (model frames, 0: the model's default) and `step` (host frames per model
+/// frame, 0: automatic).
+#[derive(Clone, Debug)]
+pub struct SegmentParams {
+    pub start: i32,
+    pub length: i32,
+    pub step: i32,
+}
+
 /// Everything the Edit effect's result depends on, read from parameters.
 #[derive(Clone, Debug)]
 pub struct EditSettings {
@@ -41,8 +51,6 @@ pub struct EditSettings {
     pub height: i32,
     pub resize_mode: u32,
     pub segment_start: i32,
-    pub segment_length: i32,
-    pub frame_step: i32,
     pub cache_version: i32,
 }
 
@@ -81,7 +89,7 @@ struct SegmentKey {
     format: u32,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Running,
     Ready(Arc<Vec<Frame>>),
     /// The message and the retry generation it failed in: a failed segment
@@ -107,8 +115,8 @@ type Loaded = Result<Arc<PipelineHandle>, (String, u64)>;
 static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
 /// Signalled whenever a segment's processing ends.
-static DONE: Condvar = Condvar::new();
-static RETRY: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DONE: Condvar = Condvar::new();
+pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(0);
 
 /// Lets segments that failed be processed again ("Process" button).
@@ -170,24 +178,24 @@ pub struct Placement {
 /// Maps host time `t` into the segment, or `None` outside it. `host_fps`
 /// and the model's fps choose the automatic frame step.
 pub fn place(
-    s: &EditSettings,
+    seg: &SegmentParams,
     pipe: &PipelineHandle,
     t: f64,
     host_fps: f64,
 ) -> Result<Option<Placement>, String> {
     let (_, _, default_frames) = pipe.default_size()?;
-    let length = if s.segment_length > 0 {
-        s.segment_length
+    let length = if seg.length > 0 {
+        seg.length
     } else {
         default_frames
     } as usize;
-    let step = if s.frame_step > 0 {
-        s.frame_step
+    let step = if seg.step > 0 {
+        seg.step
     } else {
         let model_fps = pipe.fps()? as f64;
         ((host_fps / model_fps).round() as i32).max(1)
     };
-    let rel = (t - s.segment_start as f64) / step as f64;
+    let rel = (t - seg.start as f64) / step as f64;
     if rel < 0.0 || rel > (length - 1) as f64 {
         return Ok(None);
     }
@@ -216,7 +224,12 @@ pub struct Progress<'a> {
     pub aborted: &'a dyn Fn() -> bool,
 }
 
-unsafe extern "C" fn on_progress(user: *mut c_void, stage: i32, done: i32, total: i32) -> bool {
+pub(crate) unsafe extern "C" fn on_progress(
+    user: *mut c_void,
+    stage: i32,
+    done: i32,
+    total: i32,
+) -> bool {
     // SAFETY: `user` is the `Progress` passed with this call.
     let p = unsafe { &*(user as *const Progress) };
     let frac = if total > 0 {
@@ -392,7 +405,7 @@ pub fn render(
     }
 }
 
-fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Served {
+pub(crate) fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Served {
     let Some(a) = frames.get(place.index) else {
         return Served::Source(format!(
             "CogVideoX: the model produced {} frames; frame {} is past them",
@@ -409,7 +422,7 @@ fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Served {
     }
 }
 
-type Failure = (String, bool);
+pub(crate) type Failure = (String, bool);
 
 /// Inverts (unless `inv` already holds this inversion) and edits.
 fn process(

@@ -5,6 +5,7 @@
 //! is shared by all instances, because hosts such as MLT create an instance
 //! per frame.
 
+mod animate;
 pub mod capi;
 mod disk;
 mod edit;
@@ -174,6 +175,7 @@ fn dispatch(
         }
     } else if action == kOfxActionPurgeCaches {
         edit::purge();
+        animate::purge();
     } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
         // Without this a host may render one frame and reuse it.
         Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
@@ -281,15 +283,23 @@ fn clip(
     Ok(c)
 }
 
-fn read_edit(r: &params::Reader) -> Result<edit::EditSettings, String> {
+fn read_load(r: &params::Reader) -> Result<edit::LoadKey, String> {
+    Ok(edit::LoadKey {
+        checkpoint: r.string(c"checkpoint")?,
+        device: r.int(c"device")? as u32,
+        device_index: r.int(c"device_index")?,
+        dtype: r.int(c"dtype")? as u32,
+        vae_tiling: r.bool(c"vae_tiling")?,
+    })
+}
+
+fn read_edit(
+    r: &params::Reader,
+    load: edit::LoadKey,
+    segment_start: i32,
+) -> Result<edit::EditSettings, String> {
     Ok(edit::EditSettings {
-        load: edit::LoadKey {
-            checkpoint: r.string(c"checkpoint")?,
-            device: r.int(c"device")? as u32,
-            device_index: r.int(c"device_index")?,
-            dtype: r.int(c"dtype")? as u32,
-            vae_tiling: r.bool(c"vae_tiling")?,
-        },
+        load,
         prompt: r.string(c"prompt")?,
         negative_prompt: r.string(c"negative_prompt")?,
         steps: r.int(c"steps")?,
@@ -300,9 +310,28 @@ fn read_edit(r: &params::Reader) -> Result<edit::EditSettings, String> {
         width: r.int(c"width")?,
         height: r.int(c"height")?,
         resize_mode: r.int(c"resize_mode")? as u32,
-        segment_start: r.int(c"segment_start")?,
-        segment_length: r.int(c"segment_length")?,
-        frame_step: r.int(c"frame_step")?,
+        segment_start,
+        cache_version: r.int(c"cache_version")?,
+    })
+}
+
+fn read_animate(
+    r: &params::Reader,
+    load: edit::LoadKey,
+    segment_start: i32,
+) -> Result<animate::AnimateSettings, String> {
+    Ok(animate::AnimateSettings {
+        load,
+        prompt: r.string(c"prompt")?,
+        negative_prompt: r.string(c"negative_prompt")?,
+        steps: r.int(c"steps")?,
+        guidance: r.double(c"guidance")? as f32,
+        seed: r.int(c"seed")? as u64,
+        width: r.int(c"width")?,
+        height: r.int(c"height")?,
+        resize_mode: r.int(c"resize_mode")? as u32,
+        source_frame: r.int(c"source_frame")?,
+        segment_start,
         cache_version: r.int(c"cache_version")?,
     })
 }
@@ -334,57 +363,83 @@ fn render(
         image::HostImage::fetch(*s, src_clip, time)?.ok_or("the host gave no source image")?;
     let source = src.to_frame();
     drop(src);
-    if effect == Effect::Animate {
-        out.write(&source, window)?;
-        ofx::persistent_message(
-            s,
-            handle,
-            kOfxMessageWarning,
-            "CogVideoX Animate is not implemented yet",
-        );
-        return Ok(());
-    }
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
     // SAFETY: valid instance handle and out pointer.
     check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
-    let settings = read_edit(&params::Reader { s: *s, set, time })?;
-    let served = match edit::pipeline(&settings.load) {
-        Err(e) => edit::Served::Source(format!(
-            "CogVideoX cannot load the checkpoint: {e} (log: {})",
-            log::path().display()
-        )),
-        Ok(pipe) => {
-            let host_fps = host_fps(s, handle, &[out_clip, src_clip]).unwrap_or(DEFAULT_HOST_FPS);
-            match edit::place(&settings, &pipe, time, host_fps)? {
-                None => {
-                    ofx::persistent_message(s, handle, kOfxMessageMessage, "");
-                    return out.write(&source, window);
-                }
-                Some(place) => {
-                    let started = Cell::new(false);
-                    let cancel = |frac: f64| progress(s, handle, &started, frac);
-                    let aborted = || aborted(s, handle);
-                    let interactive = args.get_int(kOfxPropIsInteractive, 0).unwrap_or(0) != 0;
-                    let served = edit::render(
-                        &settings,
-                        &pipe,
-                        &place,
-                        &source,
-                        &edit::Progress {
-                            cancel: &cancel,
-                            aborted: &aborted,
-                        },
-                        !interactive,
-                    );
-                    if started.get() {
-                        end_progress(s, handle);
-                    }
-                    served
-                }
-            }
+    let reader = params::Reader { s: *s, set, time };
+    let load = read_load(&reader)?;
+    let seg = edit::SegmentParams {
+        start: reader.int(c"segment_start")?,
+        length: reader.int(c"segment_length")?,
+        step: reader.int(c"frame_step")?,
+    };
+    let pipe = match edit::pipeline(&load) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            let status = format!(
+                "CogVideoX cannot load the checkpoint: {e} (log: {})",
+                log::path().display()
+            );
+            return show(
+                s,
+                handle,
+                time,
+                &mut out,
+                window,
+                &source,
+                edit::Served::Source(status),
+            );
         }
     };
+    let host_fps = host_fps(s, handle, &[out_clip, src_clip]).unwrap_or(DEFAULT_HOST_FPS);
+    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let started = Cell::new(false);
+    let cancel = |frac: f64| progress(s, handle, &started, frac);
+    let aborted = || aborted(s, handle);
+    let progress = edit::Progress {
+        cancel: &cancel,
+        aborted: &aborted,
+    };
+    // Final renders may process (or wait for) a segment; interactive ones
+    // show the source meanwhile.
+    let wait = args.get_int(kOfxPropIsInteractive, 0).unwrap_or(0) == 0;
+    let served = if effect == Effect::Animate {
+        let settings = read_animate(&reader, load, seg.start)?;
+        animate::render(
+            &settings,
+            &pipe,
+            time,
+            place.as_ref(),
+            &source,
+            &progress,
+            wait,
+        )
+    } else {
+        let settings = read_edit(&reader, load, seg.start)?;
+        place.map(|place| edit::render(&settings, &pipe, &place, &source, &progress, wait))
+    };
+    if started.get() {
+        end_progress(s, handle);
+    }
+    let Some(served) = served else {
+        // Outside the segment.
+        ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+        return out.write(&source, window);
+    };
+    show(s, handle, time, &mut out, window, &source, served)
+}
+
+/// Writes what a render serves, and its status.
+fn show(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    time: f64,
+    out: &mut image::HostImage,
+    window: [i32; 4],
+    source: &image::Frame,
+    served: edit::Served,
+) -> Result<(), String> {
     match served {
         edit::Served::Result(f) => {
             ofx::persistent_message(s, handle, kOfxMessageMessage, "");
@@ -398,7 +453,7 @@ fn render(
                 kOfxMessageMessage
             };
             ofx::persistent_message(s, handle, kind, &status);
-            out.write(&source, window)
+            out.write(source, window)
         }
     }
 }

@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
-use cogvideox_ofx::capi::{EditOptions, Frame, InvertOptions, LoadOptions};
+use cogvideox_ofx::capi::{AnimateOptions, EditOptions, Frame, InvertOptions, LoadOptions};
 
 /// The C types of the functions as src/capi.rs declares them (`Status` is
 /// the 4-byte `cogvideo_status`); the compiler checks each against the
@@ -43,8 +43,20 @@ const PROTOTYPES: &[(&str, &str)] = &[
         "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_inversion *, const cogvideo_edit_options *, const cogvideo_frame *, uintptr_t)",
     ),
     (
+        "cogvideo_output_frame_count",
+        "cogvideo_status (*)(const cogvideo_pipeline *, int32_t, int32_t *)",
+    ),
+    (
+        "cogvideo_animate_image",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_frame *, const cogvideo_animate_options *, const cogvideo_frame *, uintptr_t)",
+    ),
+    (
         "cogvideo_load_options_init",
         "void (*)(cogvideo_load_options *)",
+    ),
+    (
+        "cogvideo_animate_options_init",
+        "void (*)(cogvideo_animate_options *)",
     ),
     (
         "cogvideo_invert_options_init",
@@ -89,6 +101,29 @@ const STRUCTS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cogvideo_animate_options",
+        &[
+            "struct_size",
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "num_frames",
+            "steps",
+            "guidance_scale",
+            "dynamic_cfg",
+            "scheduler",
+            "seed",
+            "noise",
+            "noise_len",
+            "resize_mode",
+            "progress",
+            "progress_user",
+            "latents_out",
+            "latents_out_len",
+        ],
+    ),
+    (
         "cogvideo_edit_options",
         &[
             "struct_size",
@@ -123,6 +158,9 @@ fn rust_layouts() -> Vec<Vec<usize>> {
         layout!(Frame; data, width, height, stride_bytes, format),
         layout!(InvertOptions; struct_size, width, height, steps, seed, noise, noise_len,
             resize_mode, progress, progress_user, posterior_mean),
+        layout!(AnimateOptions; struct_size, prompt, negative_prompt, width, height, num_frames,
+            steps, guidance_scale, dynamic_cfg, scheduler, seed, noise, noise_len, resize_mode,
+            progress, progress_user, latents_out, latents_out_len),
         layout!(EditOptions; struct_size, prompt, negative_prompt, guidance_scale,
             start_from_inverted, seed, noise, noise_len, resize_mode, progress,
             progress_user, strength, latents_out, latents_out_len),

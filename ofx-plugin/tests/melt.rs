@@ -639,3 +639,107 @@ fn edit_with_frame_step_two_blends_between_model_frames() {
     let _ = std::fs::remove_dir_all(&case_dir);
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
+
+/// What the C API's image-to-video returns for `image` and the options the
+/// test gives the Animate effect.
+fn c_api_animate(case: &Case, lib: &Path, checkpoint: &Path, image: &[u8]) -> Vec<u8> {
+    let api: &'static Api = Box::leak(Box::new(Api::open(lib.to_str().unwrap()).unwrap()));
+    let mut lo = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.load_options_init)(&mut lo) };
+    let pipe = PipelineHandle::load(api, checkpoint.to_str().unwrap(), &lo).unwrap();
+    let (w, h) = case.size();
+    let n = case.frame_bytes();
+    let frame = |data: *mut u8| capi::Frame {
+        data: data.cast(),
+        width: w as i32,
+        height: h as i32,
+        stride_bytes: (w * case.pixel_bytes) as i64,
+        format: case.format,
+    };
+    let mut img = image.to_vec();
+    let img = frame(img.as_mut_ptr());
+    let mut out = vec![0u8; FRAMES * n];
+    let outs: Vec<capi::Frame> = (0..FRAMES)
+        .map(|k| frame(out[k * n..].as_mut_ptr()))
+        .collect();
+    let prompt = CString::new(PROMPT).unwrap();
+    let mut o = capi::AnimateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.animate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.num_frames = FRAMES as i32;
+    o.steps = STEPS;
+    o.guidance_scale = GUIDANCE;
+    o.seed = SEED;
+    // SAFETY: valid image, options and outputs.
+    let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, outs.as_ptr(), FRAMES) };
+    api.check(st).unwrap();
+    out
+}
+
+#[test]
+fn animate_in_melt_equals_the_c_api() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case {
+        name: "animate",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
+    write_clip(&clip, FRAMES);
+    write_profile(&profile);
+    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    let base = vec!["-profile".to_string(), profile.display().to_string()];
+    let mut args = base.clone();
+    args.push(clip.display().to_string());
+    let source = melt_frames(&case, &dir("source.raw"), &log, &args, FRAMES);
+    let mut args = base;
+    args.push(clip.display().to_string());
+    args.push("-attach-clip".to_string());
+    args.extend([
+        "openfx.org.cogvideo.CogVideoXAnimate".to_string(),
+        format!("checkpoint={}", checkpoint.display()),
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS}"),
+        "frame_step=1".to_string(),
+        // The image-to-video default is 49 frames.
+        format!("segment_length={FRAMES}"),
+        "source_frame=0".to_string(),
+    ]);
+    let out = melt_frames(&case, &dir("out.raw"), &log, &args, FRAMES);
+    let n = case.frame_bytes();
+    let lib = setup()
+        .unwrap()
+        .1
+        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
+    // The first frame is the image: the clip is computed on the first pass.
+    let expected = c_api_animate(&case, &lib, &checkpoint, &source[..n]);
+    for k in 0..FRAMES {
+        let got = &out[k * n..(k + 1) * n];
+        assert!(
+            got != &source[k * n..(k + 1) * n],
+            "frame {k}: still the source"
+        );
+        assert_same(
+            &case,
+            got,
+            &expected[k * n..(k + 1) * n],
+            &format!("frame {k}"),
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("animating").count(), 1, "{text}");
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+}
