@@ -58,19 +58,16 @@ fn find_melt() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs `cmd` with a time limit; `None` when it timed out (killed).
-fn run_limited(mut cmd: Command, limit: Duration) -> Option<std::process::Output> {
-    let out_file = PathBuf::from(format!(
-        "{}.out",
-        cmd.get_args().last().unwrap().to_string_lossy()
-    ));
-    let log = std::fs::File::create(&out_file).unwrap();
+/// Runs `cmd` with a time limit, its output going to `out_file`; `None` when
+/// it timed out (killed).
+fn run_limited(mut cmd: Command, out_file: &Path, limit: Duration) -> Option<std::process::Output> {
+    let log = std::fs::File::create(out_file).unwrap();
     cmd.stdout(log.try_clone().unwrap()).stderr(log);
     let mut child = cmd.spawn().expect("start melt");
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let text = std::fs::read(&out_file).unwrap_or_default();
+            let text = std::fs::read(out_file).unwrap_or_default();
             return Some(std::process::Output {
                 status,
                 stdout: text,
@@ -190,7 +187,11 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
             .arg(format!("mlt_image_format={}", case.image_format))
             .arg(format!("real_time={}", case.real_time))
             .arg(format!("scale={}", case.scale));
-        match run_limited(cmd, Duration::from_secs(60)) {
+        match run_limited(
+            cmd,
+            &out.with_extension("melt-output"),
+            Duration::from_secs(45),
+        ) {
             // A run takes seconds; melt sometimes hangs.
             None => eprintln!("{}: melt attempt {attempt} timed out", case.name),
             Some(o) => {
