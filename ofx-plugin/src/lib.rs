@@ -157,7 +157,8 @@ fn dispatch(
         return Ok(kOfxStatOK);
     }
     if action == kOfxActionUnload {
-        ofx::unload();
+        // The suites stay: hosts that load many times per process (MLT) may
+        // still be rendering other instances on other threads.
         return Ok(kOfxStatOK);
     }
     let s = ofx::suites()?;

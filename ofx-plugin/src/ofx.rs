@@ -74,10 +74,6 @@ pub fn suites() -> Result<Suites, String> {
         .ok_or_else(|| "an action arrived before Load".to_string())
 }
 
-pub fn unload() {
-    *SUITES.write().unwrap_or_else(|e| e.into_inner()) = None;
-}
-
 /// Turns a host status into a `Result`, naming what failed.
 pub fn check(st: OfxStatus, what: &str) -> Result<(), String> {
     if st == kOfxStatOK {
