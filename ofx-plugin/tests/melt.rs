@@ -744,3 +744,59 @@ fn animate_in_melt_equals_the_c_api() {
     let _ = std::fs::remove_dir_all(&case_dir);
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
+
+/// `melt -query` lists the effects MLT can use (filters: Edit and Animate;
+/// Generate is a generator only) with every parameter it exposes.
+#[test]
+fn melt_lists_the_effects_and_their_parameters() {
+    let Some((melt, bundle_dir)) = setup() else {
+        return;
+    };
+    let query = |what: &str| {
+        let mut cmd = Command::new(melt);
+        cmd.env("OFX_PLUGIN_PATH", bundle_dir)
+            .args(["-query", what]);
+        let out = tempfile(&format!("query/{what}.txt"));
+        let o = run_limited(cmd, &out, Duration::from_secs(45)).expect("melt -query timed out");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let filters = query("filters");
+    for id in ["CogVideoXEdit", "CogVideoXAnimate"] {
+        assert!(
+            filters.contains(&format!("openfx.org.cogvideo.{id}")),
+            "{filters}"
+        );
+    }
+    let common = [
+        "checkpoint",
+        "device",
+        "device_index",
+        "dtype",
+        "vae_tiling",
+        "resize_mode",
+        "prompt",
+        "negative_prompt",
+        "steps",
+        "guidance",
+        "seed",
+        "width",
+        "height",
+        "segment_start",
+        "segment_length",
+        "frame_step",
+        "cache_version",
+    ];
+    for (id, own) in [
+        ("CogVideoXEdit", &["start_from_inverted", "strength"][..]),
+        ("CogVideoXAnimate", &["source_frame"][..]),
+    ] {
+        let text = query(&format!("filter=openfx.org.cogvideo.{id}"));
+        for p in common.iter().chain(own) {
+            assert!(
+                text.contains(&format!("identifier: {p}\n")),
+                "{id} lacks {p}:\n{text}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(tempfile("query"));
+}
