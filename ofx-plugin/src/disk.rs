@@ -3,7 +3,9 @@
 //! named by a hash of everything the result depends on, the source frames'
 //! content and the checkpoint files' sizes and times included, so a stale
 //! entry is never found. Folder: `$COGVIDEOX_OFX_CACHE`, else
-//! `$XDG_CACHE_HOME/cogvideox-ofx/results` (`~/.cache/...`).
+//! `$XDG_CACHE_HOME/cogvideox-ofx/results` (`~/.cache/...`); it is kept
+//! under `$COGVIDEOX_OFX_CACHE_GB` gigabytes (default 20) by deleting the
+//! least recently used entries.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
@@ -16,6 +18,16 @@ const MAGIC: &[u8; 8] = b"COGVOFX1";
 /// Largest entry read back (a 49-frame 4K float segment is about 6.5 GB;
 /// anything beyond this is not ours).
 const MAX_ENTRY_BYTES: u64 = 16 << 30;
+
+/// The disk budget in bytes.
+fn budget() -> u64 {
+    let gb = std::env::var("COGVIDEOX_OFX_CACHE_GB")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(20.0);
+    (gb * (1u64 << 30) as f64) as u64
+}
 
 pub fn folder() -> PathBuf {
     if let Some(p) = std::env::var_os("COGVIDEOX_OFX_CACHE") {
@@ -86,6 +98,8 @@ pub fn read(path: &Path) -> Option<Vec<Frame>> {
     if 24 + n * frame_bytes != meta.len() {
         return None;
     }
+    // Reading counts as use for the least-recently-used pruning.
+    let _ = r.get_ref().set_modified(std::time::SystemTime::now());
     let mut frames = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let mut fr = Frame::new(w as usize, h as usize, format);
@@ -115,5 +129,76 @@ pub fn write(path: &Path, frames: &[Frame]) -> std::io::Result<()> {
         }
         f.flush()?;
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    prune(path.parent().unwrap_or(Path::new(".")), budget());
+    Ok(())
+}
+
+/// Deletes the least recently used entries in `dir` until they take at most
+/// `max_bytes`.
+fn prune(dir: &Path, max_bytes: u64) {
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .filter_map(|p| {
+            let m = std::fs::metadata(&p).ok()?;
+            Some((m.modified().ok()?, m.len(), p))
+        })
+        .collect();
+    entries.sort();
+    let mut total: u64 = entries.iter().map(|e| e.1).sum();
+    for (_, len, p) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if std::fs::remove_file(&p).is_ok() {
+            total -= len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn prune_deletes_the_least_recently_used_entries_beyond_the_budget() {
+        let dir = std::env::temp_dir().join(format!("cogvideox-ofx-prune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = SystemTime::now();
+        for (i, name) in ["old.bin", "mid.bin", "new.bin"].iter().enumerate() {
+            let f = std::fs::File::create(dir.join(name)).unwrap();
+            f.set_len(100).unwrap();
+            f.set_modified(now - Duration::from_secs(100 * (3 - i as u64)))
+                .unwrap();
+        }
+        std::fs::write(dir.join("other.txt"), [0u8; 500]).unwrap();
+        prune(&dir, 250);
+        let left = |n: &str| dir.join(n).exists();
+        assert!(!left("old.bin") && left("mid.bin") && left("new.bin") && left("other.txt"));
+        prune(&dir, 0);
+        assert!(!left("mid.bin") && !left("new.bin") && left("other.txt"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_entry_reads_back_and_a_truncated_one_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("cogvideox-ofx-entry-{}", std::process::id()));
+        let path = dir.join("e.bin");
+        let mut f = Frame::new(3, 2, crate::capi::FORMAT_RGBA16);
+        f.data
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8);
+        write(&path, &[f.clone(), f.clone()]).unwrap();
+        assert_eq!(read(&path), Some(vec![f.clone(), f]));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(read(&path), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
