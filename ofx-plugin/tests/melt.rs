@@ -193,15 +193,20 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
             Duration::from_secs(45),
         ) {
             // A run takes seconds; melt sometimes hangs.
-            None => eprintln!("{}: melt attempt {attempt} timed out", case.name),
+            None => eprintln!(
+                "{}: melt attempt {attempt} for {} timed out",
+                case.name,
+                out.display()
+            ),
             Some(o) => {
                 let bytes = std::fs::read(out).unwrap_or_default();
                 if o.status.success() && bytes.len() == want {
                     return bytes;
                 }
                 eprintln!(
-                    "{}: melt attempt {attempt}: {} and {} of {want} bytes; output:\n{}",
+                    "{}: melt attempt {attempt} for {}: {} and {} of {want} bytes; output:\n{}",
                     case.name,
+                    out.display(),
                     o.status,
                     bytes.len(),
                     String::from_utf8_lossy(&o.stdout)
