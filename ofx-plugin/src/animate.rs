@@ -1,0 +1,240 @@
+//! CogVideoX Animate: the source frame at `source_frame` becomes a clip
+//! (image-to-video) laid over the segment. The image is collected when the
+//! host renders that frame (hosts such as MLT give no access to other
+//! times); the clip is then computed once and served from the cache, in
+//! memory and on disk.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::capi::{self, PipelineHandle};
+use crate::edit::{DONE, LoadKey, Outcome, Placement, Progress, RETRY, Served, on_progress, serve};
+use crate::image::Frame;
+
+/// Everything Animate's result depends on, read from parameters.
+#[derive(Clone, Debug)]
+pub struct AnimateSettings {
+    pub load: LoadKey,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: i32,
+    pub guidance: f32,
+    pub seed: u64,
+    pub width: i32,
+    pub height: i32,
+    pub resize_mode: u32,
+    pub source_frame: i32,
+    pub segment_start: i32,
+    pub cache_version: i32,
+}
+
+/// Identifies the collected source image.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ImageKey {
+    load: LoadKey,
+    source_frame: i32,
+    width: usize,
+    height: usize,
+    format: u32,
+    cache_version: i32,
+}
+
+/// Everything a result depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ResultKey {
+    image: ImageKey,
+    image_hash: u64,
+    prompt: String,
+    negative_prompt: String,
+    steps: i32,
+    guidance_bits: u32,
+    seed: u64,
+    width: i32,
+    height: i32,
+    resize_mode: u32,
+    start: i32,
+    length: usize,
+    step: i32,
+}
+
+/// Entries kept per process; beyond it the finished ones are dropped.
+const MAX_ENTRIES: usize = 8;
+
+static IMAGES: Mutex<Option<HashMap<ImageKey, (u64, Frame)>>> = Mutex::new(None);
+static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
+
+/// Drops every cached image and result (the host is short of memory).
+pub fn purge() {
+    *IMAGES.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *RESULTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Collects `source` when it is the host frame `time` at `source_frame`,
+/// and returns what to show at `place` (`None`: outside the segment).
+pub fn render(
+    s: &AnimateSettings,
+    pipe: &Arc<PipelineHandle>,
+    time: f64,
+    place: Option<&Placement>,
+    source: &Frame,
+    progress: &Progress,
+    wait: bool,
+) -> Option<Served> {
+    let image_key = ImageKey {
+        load: s.load.clone(),
+        source_frame: s.source_frame,
+        width: source.width,
+        height: source.height,
+        format: source.format,
+        cache_version: s.cache_version,
+    };
+    let image = {
+        let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        let map = images.get_or_insert_with(HashMap::new);
+        if time == s.source_frame as f64 {
+            if map.len() >= MAX_ENTRIES && !map.contains_key(&image_key) {
+                map.clear();
+            }
+            map.insert(image_key.clone(), (source.content_hash(), source.clone()));
+        }
+        map.get(&image_key).cloned()
+    };
+    let place = place?;
+    let Some((image_hash, image)) = image else {
+        return Some(Served::Source(format!(
+            "CogVideoX Animate: waiting for host frame {} (the image to animate) to be rendered",
+            s.source_frame
+        )));
+    };
+    let key = ResultKey {
+        image: image_key,
+        image_hash,
+        prompt: s.prompt.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        steps: s.steps,
+        guidance_bits: s.guidance.to_bits(),
+        seed: s.seed,
+        width: s.width,
+        height: s.height,
+        resize_mode: s.resize_mode,
+        start: s.segment_start,
+        length: place.length,
+        step: place.step,
+    };
+    let retry = RETRY.load(Ordering::SeqCst);
+    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = loop {
+        let map = results.get_or_insert_with(HashMap::new);
+        match map.get(&key) {
+            Some(Outcome::Ready(frames)) => return Some(serve(frames, place, source)),
+            Some(Outcome::Running) if wait => {
+                if (progress.aborted)() {
+                    return Some(Served::Source("CogVideoX: aborted".into()));
+                }
+                results = DONE
+                    .wait_timeout(results, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            Some(Outcome::Running) => {
+                return Some(Served::Source("CogVideoX: processing the clip".into()));
+            }
+            Some(Outcome::Failed(msg, generation)) if *generation == retry => {
+                return Some(Served::Source(format!(
+                    "CogVideoX failed: {msg} (log: {}; press Process to retry)",
+                    crate::log::path().display()
+                )));
+            }
+            _ => {}
+        }
+        let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+        if let Some(frames) = crate::disk::read(&entry) {
+            crate::log::line(&format!("clip read from {}", entry.display()));
+            let frames = Arc::new(frames);
+            map.insert(key, Outcome::Ready(frames.clone()));
+            return Some(serve(&frames, place, source));
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, o| matches!(o, Outcome::Running));
+        }
+        map.insert(key.clone(), Outcome::Running);
+        break entry;
+    };
+    drop(results);
+    crate::log::line(&format!("animating {key:?}"));
+    let outcome = animate(s, pipe, place.length, image, progress);
+    if let Ok(frames) = &outcome
+        && let Err(e) = crate::disk::write(&entry, frames)
+    {
+        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
+    }
+    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+    DONE.notify_all();
+    let map = results.get_or_insert_with(HashMap::new);
+    Some(match outcome {
+        Ok(frames) => {
+            crate::log::line("clip done");
+            let frames = Arc::new(frames);
+            map.insert(key, Outcome::Ready(frames.clone()));
+            serve(&frames, place, source)
+        }
+        Err((msg, cancelled)) => {
+            crate::log::line(&format!("clip failed: {msg}"));
+            if cancelled {
+                map.remove(&key);
+            } else {
+                map.insert(key, Outcome::Failed(msg.clone(), retry));
+            }
+            Served::Source(format!(
+                "CogVideoX failed: {msg} (log: {})",
+                crate::log::path().display()
+            ))
+        }
+    })
+}
+
+fn animate(
+    s: &AnimateSettings,
+    pipe: &PipelineHandle,
+    length: usize,
+    mut image: Frame,
+    progress: &Progress,
+) -> Result<Vec<Frame>, (String, bool)> {
+    let api = pipe.api;
+    let mut n = 0;
+    // SAFETY: live pipeline, writable output.
+    let st = unsafe { (api.output_frame_count)(pipe.ptr, length as i32, &mut n) };
+    api.check(st).map_err(|e| (e, false))?;
+    let mut out: Vec<Frame> = (0..n)
+        .map(|_| Frame::new(image.width, image.height, image.format))
+        .collect();
+    let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
+    let prompt = CString::new(s.prompt.as_str()).map_err(|_| ("prompt has a NUL".into(), false))?;
+    let negative = CString::new(s.negative_prompt.as_str())
+        .map_err(|_| ("negative prompt has a NUL".into(), false))?;
+    let mut o = capi::AnimateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.animate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.negative_prompt = negative.as_ptr();
+    o.width = s.width;
+    o.height = s.height;
+    o.num_frames = length as i32;
+    o.steps = s.steps;
+    o.guidance_scale = s.guidance;
+    o.seed = s.seed;
+    o.resize_mode = s.resize_mode;
+    o.progress = Some(on_progress);
+    o.progress_user = progress as *const Progress as *mut c_void;
+    let img = image.as_capi();
+    // SAFETY: valid image, options and outputs for the call.
+    let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, descs.as_ptr(), descs.len()) };
+    if st != capi::OK {
+        return Err((api.error(st), st == capi::ERR_CANCELLED));
+    }
+    Ok(out)
+}

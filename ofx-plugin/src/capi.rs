@@ -1,0 +1,366 @@
+//! libcogvideo's C API (`include/cogvideo.h`), declared by hand and loaded
+//! at run time, exactly as a C program would use it. The plugin opens
+//! `libcogvideo.so` by name; its `$ORIGIN` run path finds the copy beside it
+//! in the bundle. Loading lazily keeps the plugin describable (and able to
+//! explain what is wrong) when the library is missing. The declarations are
+//! checked against the header by `tests/header.rs`.
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::sync::OnceLock;
+
+pub type Status = i32;
+pub const OK: Status = 0;
+pub const ERR_CANCELLED: Status = 7;
+
+pub const ABI_MAJOR: u32 = 1;
+
+pub const FORMAT_RGBA8: u32 = 1;
+pub const FORMAT_RGBA16: u32 = 2;
+pub const FORMAT_RGBA32F: u32 = 3;
+
+pub type ProgressFn = Option<unsafe extern "C" fn(*mut c_void, i32, i32, i32) -> bool>;
+
+#[repr(C)]
+pub struct Pipeline {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+pub struct Inversion {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    pub struct_size: u32,
+    pub device: u32,
+    pub device_index: i32,
+    pub dtype: u32,
+    pub vae_tiling: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    pub data: *mut c_void,
+    pub width: i32,
+    pub height: i32,
+    pub stride_bytes: i64,
+    pub format: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InvertOptions {
+    pub struct_size: u32,
+    pub width: i32,
+    pub height: i32,
+    pub steps: i32,
+    pub seed: u64,
+    pub noise: *const f32,
+    pub noise_len: usize,
+    pub resize_mode: u32,
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+    pub posterior_mean: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EditOptions {
+    pub struct_size: u32,
+    pub prompt: *const c_char,
+    pub negative_prompt: *const c_char,
+    pub guidance_scale: f32,
+    pub start_from_inverted: bool,
+    pub seed: u64,
+    pub noise: *const f32,
+    pub noise_len: usize,
+    pub resize_mode: u32,
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+    pub strength: f64,
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AnimateOptions {
+    pub struct_size: u32,
+    pub prompt: *const c_char,
+    pub negative_prompt: *const c_char,
+    pub width: i32,
+    pub height: i32,
+    pub num_frames: i32,
+    pub steps: i32,
+    pub guidance_scale: f32,
+    pub dynamic_cfg: bool,
+    pub scheduler: u32,
+    pub seed: u64,
+    pub noise: *const f32,
+    pub noise_len: usize,
+    pub resize_mode: u32,
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
+}
+
+impl Default for AnimateOptions {
+    fn default() -> Self {
+        AnimateOptions {
+            struct_size: 0,
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            width: 0,
+            height: 0,
+            num_frames: 0,
+            steps: 0,
+            guidance_scale: 0.0,
+            dynamic_cfg: false,
+            scheduler: 0,
+            seed: 0,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            resize_mode: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
+        }
+    }
+}
+
+impl Default for InvertOptions {
+    fn default() -> Self {
+        InvertOptions {
+            struct_size: 0,
+            width: 0,
+            height: 0,
+            steps: 0,
+            seed: 0,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            resize_mode: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+            posterior_mean: false,
+        }
+    }
+}
+
+impl Default for EditOptions {
+    fn default() -> Self {
+        EditOptions {
+            struct_size: 0,
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            guidance_scale: 0.0,
+            start_from_inverted: false,
+            seed: 0,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            resize_mode: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+            strength: 0.0,
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
+        }
+    }
+}
+
+/// The functions the plugin uses, resolved from the loaded library.
+pub struct Api {
+    pub last_error: unsafe extern "C" fn() -> *const c_char,
+    pub version: unsafe extern "C" fn() -> *const c_char,
+    pub abi_version: unsafe extern "C" fn() -> u32,
+    pub load_pipeline:
+        unsafe extern "C" fn(*const c_char, *const LoadOptions, *mut *mut Pipeline) -> Status,
+    pub pipeline_free: unsafe extern "C" fn(*mut Pipeline),
+    pub pipeline_default_size:
+        unsafe extern "C" fn(*const Pipeline, *mut i32, *mut i32, *mut i32) -> Status,
+    pub pipeline_fps: unsafe extern "C" fn(*const Pipeline, *mut i32) -> Status,
+    pub invert_video: unsafe extern "C" fn(
+        *const Pipeline,
+        *const Frame,
+        usize,
+        *const InvertOptions,
+        *mut *mut Inversion,
+    ) -> Status,
+    pub inversion_frame_count: unsafe extern "C" fn(*const Inversion, *mut i32) -> Status,
+    pub inversion_free: unsafe extern "C" fn(*mut Inversion),
+    pub edit_with_prompt: unsafe extern "C" fn(
+        *const Pipeline,
+        *const Inversion,
+        *const EditOptions,
+        *const Frame,
+        usize,
+    ) -> Status,
+    pub output_frame_count: unsafe extern "C" fn(*const Pipeline, i32, *mut i32) -> Status,
+    pub animate_image: unsafe extern "C" fn(
+        *const Pipeline,
+        *const Frame,
+        *const AnimateOptions,
+        *const Frame,
+        usize,
+    ) -> Status,
+    pub load_options_init: unsafe extern "C" fn(*mut LoadOptions),
+    pub animate_options_init: unsafe extern "C" fn(*mut AnimateOptions),
+    pub invert_options_init: unsafe extern "C" fn(*mut InvertOptions),
+    pub edit_options_init: unsafe extern "C" fn(*mut EditOptions),
+    // Keeps the functions above valid.
+    _lib: libloading::Library,
+}
+
+/// The library's file name; the bundle puts it beside the plugin binary.
+pub const LIBRARY: &str = "libcogvideo.so";
+
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+/// The process-wide library, opened on first use.
+pub fn api() -> Result<&'static Api, String> {
+    API.get_or_init(|| Api::open(LIBRARY))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Api {
+    /// Opens `name` (a file name searched as the dynamic loader does, or a
+    /// path) and resolves every function, refusing an incompatible ABI.
+    pub fn open(name: &str) -> Result<Api, String> {
+        // SAFETY: loading libcogvideo runs no initialisers with preconditions.
+        let lib = unsafe { libloading::Library::new(name) }
+            .map_err(|e| format!("cannot load {name}: {e}"))?;
+        macro_rules! sym {
+            ($name:literal) => {
+                // SAFETY: the declared type matches the header's prototype
+                // (checked by tests/header.rs).
+                *unsafe { lib.get(concat!($name, "\0").as_bytes()) }
+                    .map_err(|e| format!("{name} lacks {}: {e}", $name))?
+            };
+        }
+        let api = Api {
+            last_error: sym!("cogvideo_last_error"),
+            version: sym!("cogvideo_version"),
+            abi_version: sym!("cogvideo_abi_version"),
+            load_pipeline: sym!("cogvideo_load_pipeline"),
+            pipeline_free: sym!("cogvideo_pipeline_free"),
+            pipeline_default_size: sym!("cogvideo_pipeline_default_size"),
+            pipeline_fps: sym!("cogvideo_pipeline_fps"),
+            invert_video: sym!("cogvideo_invert_video"),
+            inversion_frame_count: sym!("cogvideo_inversion_frame_count"),
+            inversion_free: sym!("cogvideo_inversion_free"),
+            edit_with_prompt: sym!("cogvideo_edit_with_prompt"),
+            output_frame_count: sym!("cogvideo_output_frame_count"),
+            animate_image: sym!("cogvideo_animate_image"),
+            load_options_init: sym!("cogvideo_load_options_init"),
+            animate_options_init: sym!("cogvideo_animate_options_init"),
+            invert_options_init: sym!("cogvideo_invert_options_init"),
+            edit_options_init: sym!("cogvideo_edit_options_init"),
+            _lib: lib,
+        };
+        // SAFETY: a plain query.
+        let abi = unsafe { (api.abi_version)() };
+        if abi >> 16 != ABI_MAJOR || abi & 0xffff < 1 {
+            return Err(format!(
+                "{name} implements C ABI {}.{}; this plugin needs {ABI_MAJOR}.1 or a later {ABI_MAJOR}.x",
+                abi >> 16,
+                abi & 0xffff
+            ));
+        }
+        Ok(api)
+    }
+
+    /// The calling thread's last error message, as an owned string.
+    pub fn error(&self, status: Status) -> String {
+        // SAFETY: the library returns a valid NUL-terminated string.
+        let msg = unsafe { CStr::from_ptr((self.last_error)()) };
+        format!("libcogvideo error {status}: {}", msg.to_string_lossy())
+    }
+
+    /// `Ok(())` for `OK`, else the status with the library's message.
+    pub fn check(&self, status: Status) -> Result<(), String> {
+        if status == OK {
+            Ok(())
+        } else {
+            Err(self.error(status))
+        }
+    }
+}
+
+/// A loaded pipeline; the library allows calls from several threads.
+pub struct PipelineHandle {
+    pub api: &'static Api,
+    pub ptr: *mut Pipeline,
+}
+
+// SAFETY: cogvideo.h: "Calls on one pipeline from several threads are safe".
+unsafe impl Send for PipelineHandle {}
+// SAFETY: as above.
+unsafe impl Sync for PipelineHandle {}
+
+impl PipelineHandle {
+    pub fn load(api: &'static Api, path: &str, opts: &LoadOptions) -> Result<Self, String> {
+        let c_path =
+            CString::new(path).map_err(|_| format!("checkpoint path {path:?} contains a NUL"))?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: valid string, options and out pointer.
+        api.check(unsafe { (api.load_pipeline)(c_path.as_ptr(), opts, &mut ptr) })?;
+        Ok(Self { api, ptr })
+    }
+
+    /// The variant's default `(width, height, frames)`.
+    pub fn default_size(&self) -> Result<(i32, i32, i32), String> {
+        let (mut w, mut h, mut f) = (0, 0, 0);
+        // SAFETY: live pipeline, writable outputs.
+        self.api
+            .check(unsafe { (self.api.pipeline_default_size)(self.ptr, &mut w, &mut h, &mut f) })?;
+        Ok((w, h, f))
+    }
+
+    pub fn fps(&self) -> Result<i32, String> {
+        let mut fps = 0;
+        // SAFETY: live pipeline, writable output.
+        self.api
+            .check(unsafe { (self.api.pipeline_fps)(self.ptr, &mut fps) })?;
+        Ok(fps)
+    }
+}
+
+impl Drop for PipelineHandle {
+    fn drop(&mut self) {
+        // SAFETY: owned, and no call is in progress once the last Arc is gone.
+        unsafe { (self.api.pipeline_free)(self.ptr) }
+    }
+}
+
+/// An inversion, freed on drop.
+pub struct InversionHandle {
+    pub api: &'static Api,
+    pub ptr: *mut Inversion,
+}
+
+// SAFETY: the library's handles are not tied to a thread.
+unsafe impl Send for InversionHandle {}
+// SAFETY: edits only read the inversion.
+unsafe impl Sync for InversionHandle {}
+
+impl InversionHandle {
+    pub fn frame_count(&self) -> Result<usize, String> {
+        let mut n = 0;
+        // SAFETY: live inversion, writable output.
+        self.api
+            .check(unsafe { (self.api.inversion_frame_count)(self.ptr, &mut n) })?;
+        Ok(n as usize)
+    }
+}
+
+impl Drop for InversionHandle {
+    fn drop(&mut self) {
+        // SAFETY: owned and not in use once dropped.
+        unsafe { (self.api.inversion_free)(self.ptr) }
+    }
+}

@@ -1,0 +1,487 @@
+//! CogVideoX Edit: the per-process segment cache and its processing.
+//!
+//! A segment is `length` model frames, model frame k being host frame
+//! `start + k * step`. Its source frames are collected as the host renders
+//! them (hosts such as MLT give no access to other times); once all are
+//! there the segment is inverted once and edited, and every later request
+//! is served from the results. Host frames between model frames blend the
+//! two nearest results.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::capi::{self, InversionHandle, PipelineHandle};
+use crate::image::Frame;
+
+/// How a pipeline is loaded; one pipeline per key and process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LoadKey {
+    pub checkpoint: String,
+    pub device: u32,
+    pub device_index: i32,
+    pub dtype: u32,
+    pub vae_tiling: bool,
+}
+
+/// Which host frames form the segment: `start` (host frame), `length`
+/// (model frames, 0: the model's default) and `step` (host frames per model
+/// frame, 0: automatic).
+#[derive(Clone, Debug)]
+pub struct SegmentParams {
+    pub start: i32,
+    pub length: i32,
+    pub step: i32,
+}
+
+/// Everything the Edit effect's result depends on, read from parameters.
+#[derive(Clone, Debug)]
+pub struct EditSettings {
+    pub load: LoadKey,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: i32,
+    pub guidance: f32,
+    pub seed: u64,
+    pub start_from_inverted: bool,
+    pub strength: f64,
+    pub width: i32,
+    pub height: i32,
+    pub resize_mode: u32,
+    pub segment_start: i32,
+    pub cache_version: i32,
+}
+
+/// What inverting depends on (a new prompt reuses the inversion).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct InvertKey {
+    steps: i32,
+    seed: u64,
+    width: i32,
+    height: i32,
+    resize_mode: u32,
+}
+
+/// What an edit depends on beyond its inversion.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct EditKey {
+    invert: InvertKey,
+    prompt: String,
+    negative_prompt: String,
+    guidance_bits: u32,
+    seed: u64,
+    start_from_inverted: bool,
+    strength_bits: u64,
+}
+
+/// What identifies a segment's source frames.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SegmentKey {
+    load: LoadKey,
+    start: i32,
+    length: usize,
+    step: i32,
+    cache_version: i32,
+    width: usize,
+    height: usize,
+    format: u32,
+}
+
+pub(crate) enum Outcome {
+    Running,
+    Ready(Arc<Vec<Frame>>),
+    /// The message and the retry generation it failed in: a failed segment
+    /// is not retried on every request, only after "Process".
+    Failed(String, u64),
+}
+
+#[derive(Default)]
+struct Segment {
+    /// Per model frame: the collected source and its content hash.
+    sources: Vec<Option<(u64, Frame)>>,
+    inversion: Option<(InvertKey, Arc<InversionHandle>)>,
+    results: HashMap<EditKey, Outcome>,
+    last_use: u64,
+}
+
+/// Segments kept per process, least recently used dropped first.
+const MAX_SEGMENTS: usize = 8;
+
+/// Loaded pipelines, and loads that failed with the retry generation they
+/// failed in (a broken checkpoint is not reloaded on every frame).
+type Loaded = Result<Arc<PipelineHandle>, (String, u64)>;
+static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
+static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
+/// Signalled whenever a segment's processing ends.
+pub(crate) static DONE: Condvar = Condvar::new();
+pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
+static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Lets segments that failed be processed again ("Process" button).
+pub fn retry_failed() {
+    RETRY.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Drops every cached segment and pipeline (the host is short of memory).
+pub fn purge() {
+    *SEGMENTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    PIPELINES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// The process's pipeline for `key`, loaded on first use.
+pub fn pipeline(key: &LoadKey) -> Result<Arc<PipelineHandle>, String> {
+    let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
+    let retry = RETRY.load(Ordering::SeqCst);
+    match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
+        Some(Ok(p)) => return Ok(p.clone()),
+        Some(Err((msg, generation))) if *generation == retry => return Err(msg.clone()),
+        _ => {}
+    }
+    pipes.retain(|(k, _)| k != key);
+    let loaded = load(key);
+    if let Err(e) = &loaded {
+        crate::log::line(&format!("loading failed: {e}"));
+    }
+    let loaded = loaded.map(Arc::new).map_err(|e| (e, retry));
+    pipes.push((key.clone(), loaded.clone()));
+    loaded.map_err(|(e, _)| e)
+}
+
+fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
+    if key.checkpoint.is_empty() {
+        return Err("no checkpoint folder is set".into());
+    }
+    let api = capi::api()?;
+    let mut opts = capi::LoadOptions::default();
+    // SAFETY: writable options struct.
+    unsafe { (api.load_options_init)(&mut opts) };
+    opts.device = key.device;
+    opts.device_index = key.device_index;
+    opts.dtype = key.dtype;
+    opts.vae_tiling = key.vae_tiling;
+    crate::log::line(&format!("loading {key:?}"));
+    PipelineHandle::load(api, &key.checkpoint, &opts)
+}
+
+/// Where a host frame falls in the segment.
+pub struct Placement {
+    /// The model frame at or before the host frame.
+    pub index: usize,
+    /// How far towards the next model frame, in [0, 1).
+    pub frac: f32,
+    pub length: usize,
+    pub step: i32,
+}
+
+/// Maps host time `t` into the segment, or `None` outside it. `host_fps`
+/// and the model's fps choose the automatic frame step.
+pub fn place(
+    seg: &SegmentParams,
+    pipe: &PipelineHandle,
+    t: f64,
+    host_fps: f64,
+) -> Result<Option<Placement>, String> {
+    let (_, _, default_frames) = pipe.default_size()?;
+    let length = if seg.length > 0 {
+        seg.length
+    } else {
+        default_frames
+    } as usize;
+    let step = if seg.step > 0 {
+        seg.step
+    } else {
+        let model_fps = pipe.fps()? as f64;
+        ((host_fps / model_fps).round() as i32).max(1)
+    };
+    let rel = (t - seg.start as f64) / step as f64;
+    if rel < 0.0 || rel > (length - 1) as f64 {
+        return Ok(None);
+    }
+    let index = rel.floor() as usize;
+    Ok(Some(Placement {
+        index,
+        frac: (rel - index as f64) as f32,
+        length,
+        step,
+    }))
+}
+
+/// What a render should show.
+pub enum Served {
+    /// The edited frame.
+    Result(Frame),
+    /// The source, with a status line.
+    Source(String),
+}
+
+/// Abort polling and progress for one library call.
+pub struct Progress<'a> {
+    /// Reports the fraction done; true to cancel.
+    pub cancel: &'a dyn Fn(f64) -> bool,
+    /// Whether the host wants the render stopped.
+    pub aborted: &'a dyn Fn() -> bool,
+}
+
+pub(crate) unsafe extern "C" fn on_progress(
+    user: *mut c_void,
+    stage: i32,
+    done: i32,
+    total: i32,
+) -> bool {
+    // SAFETY: `user` is the `Progress` passed with this call.
+    let p = unsafe { &*(user as *const Progress) };
+    let frac = if total > 0 {
+        done as f64 / total as f64
+    } else {
+        0.0
+    };
+    // Stages run in order; spread them over the bar.
+    let overall = (stage as f64 + frac) / STAGES;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| !(p.cancel)(overall))).unwrap_or(false)
+}
+
+/// `COGVIDEO_STAGE_*` values run from 0 to 4.
+const STAGES: f64 = 5.0;
+
+/// Collects `source` (the host frame at `place`) into its segment and
+/// returns what to show, processing the segment synchronously once it is
+/// complete. With `wait` (final renders) a request for a segment another
+/// thread is processing waits for its result instead of showing the source.
+pub fn render(
+    s: &EditSettings,
+    pipe: &Arc<PipelineHandle>,
+    place: &Placement,
+    source: &Frame,
+    progress: &Progress,
+    wait: bool,
+) -> Served {
+    let key = SegmentKey {
+        load: s.load.clone(),
+        start: s.segment_start,
+        length: place.length,
+        step: place.step,
+        cache_version: s.cache_version,
+        width: source.width,
+        height: source.height,
+        format: source.format,
+    };
+    let invert = InvertKey {
+        steps: s.steps,
+        seed: s.seed,
+        width: s.width,
+        height: s.height,
+        resize_mode: s.resize_mode,
+    };
+    let edit = EditKey {
+        invert: invert.clone(),
+        prompt: s.prompt.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        guidance_bits: s.guidance.to_bits(),
+        seed: s.seed,
+        start_from_inverted: s.start_from_inverted,
+        strength_bits: s.strength.to_bits(),
+    };
+    let retry = RETRY.load(Ordering::SeqCst);
+    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let job = loop {
+        let map = all.get_or_insert_with(HashMap::new);
+        if !map.contains_key(&key) && map.len() >= MAX_SEGMENTS {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, seg)| seg.last_use)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        let seg = map.entry(key.clone()).or_default();
+        seg.last_use = CLOCK.fetch_add(1, Ordering::SeqCst);
+        seg.sources.resize(place.length, None);
+        if place.frac == 0.0 {
+            let hash = source.content_hash();
+            let slot = &mut seg.sources[place.index];
+            if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
+                if slot.is_some() {
+                    // The source changed under the segment: earlier results
+                    // no longer describe it.
+                    seg.inversion = None;
+                    seg.results.clear();
+                }
+                *slot = Some((hash, source.clone()));
+            }
+        }
+        match seg.results.get(&edit) {
+            Some(Outcome::Ready(frames)) => return serve(frames, place, source),
+            Some(Outcome::Running) if wait => {
+                // A final render waits for the thread that processes the
+                // segment (polling the host's abort flag).
+                if (progress.aborted)() {
+                    return Served::Source("CogVideoX: aborted".into());
+                }
+                all = DONE
+                    .wait_timeout(all, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            Some(Outcome::Running) => {
+                return Served::Source("CogVideoX: processing the segment".into());
+            }
+            Some(Outcome::Failed(msg, generation)) if *generation == retry => {
+                return Served::Source(format!(
+                    "CogVideoX failed: {msg} (log: {}; press Process to retry)",
+                    crate::log::path().display()
+                ));
+            }
+            _ => {}
+        }
+        let collected = seg.sources.iter().filter(|x| x.is_some()).count();
+        if collected < place.length {
+            return Served::Source(format!(
+                "CogVideoX: collected {collected} of {} frames; results on the next pass",
+                place.length
+            ));
+        }
+        let hashes: Vec<u64> = seg.sources.iter().flatten().map(|(h, _)| *h).collect();
+        let entry = crate::disk::entry(&s.load.checkpoint, &(&key, &edit), &hashes);
+        if let Some(frames) = crate::disk::read(&entry) {
+            crate::log::line(&format!("segment read from {}", entry.display()));
+            let frames = Arc::new(frames);
+            seg.results.insert(edit, Outcome::Ready(frames.clone()));
+            return serve(&frames, place, source);
+        }
+        seg.results.insert(edit.clone(), Outcome::Running);
+        let frames: Vec<Frame> = seg
+            .sources
+            .iter()
+            .flatten()
+            .map(|(_, f)| f.clone())
+            .collect();
+        let inv = seg
+            .inversion
+            .as_ref()
+            .filter(|(k, _)| *k == invert)
+            .map(|(_, i)| i.clone());
+        break (frames, inv, entry);
+    };
+    drop(all);
+    let (frames, inv, entry) = job;
+    crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
+    let outcome = process(s, pipe, frames, inv, progress);
+    if let Ok((_, frames)) = &outcome
+        && let Err(e) = crate::disk::write(&entry, frames)
+    {
+        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
+    }
+    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    DONE.notify_all();
+    let Some(seg) = all.get_or_insert_with(HashMap::new).get_mut(&key) else {
+        return Served::Source("CogVideoX: the segment was dropped while processing".into());
+    };
+    match outcome {
+        Ok((inversion, frames)) => {
+            crate::log::line("segment done");
+            seg.inversion = Some((invert, inversion));
+            let frames = Arc::new(frames);
+            seg.results.insert(edit, Outcome::Ready(frames.clone()));
+            serve(&frames, place, source)
+        }
+        Err((msg, cancelled)) => {
+            crate::log::line(&format!("segment failed: {msg}"));
+            if cancelled {
+                // An abort is not a failure: the next request starts again.
+                seg.results.remove(&edit);
+            } else {
+                seg.results
+                    .insert(edit, Outcome::Failed(msg.clone(), retry));
+            }
+            Served::Source(format!(
+                "CogVideoX failed: {msg} (log: {})",
+                crate::log::path().display()
+            ))
+        }
+    }
+}
+
+pub(crate) fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Served {
+    let Some(a) = frames.get(place.index) else {
+        return Served::Source(format!(
+            "CogVideoX: the model produced {} frames; frame {} is past them",
+            frames.len(),
+            place.index
+        ));
+    };
+    if a.width != source.width || a.height != source.height {
+        return Served::Source("CogVideoX: the source size changed".into());
+    }
+    match frames.get(place.index + 1) {
+        Some(b) if place.frac > 0.0 => Served::Result(crate::image::blend(a, b, place.frac)),
+        _ => Served::Result(a.clone()),
+    }
+}
+
+pub(crate) type Failure = (String, bool);
+
+/// Inverts (unless `inv` already holds this inversion) and edits.
+fn process(
+    s: &EditSettings,
+    pipe: &PipelineHandle,
+    mut frames: Vec<Frame>,
+    inv: Option<Arc<InversionHandle>>,
+    progress: &Progress,
+) -> Result<(Arc<InversionHandle>, Vec<Frame>), Failure> {
+    let api = pipe.api;
+    let fail = |st: capi::Status| (api.error(st), st == capi::ERR_CANCELLED);
+    let user = progress as *const Progress as *mut c_void;
+    let inv = match inv {
+        Some(i) => i,
+        None => {
+            let descs: Vec<capi::Frame> = frames.iter_mut().map(Frame::as_capi).collect();
+            let mut o: capi::InvertOptions = Default::default();
+            // SAFETY: writable options.
+            unsafe { (api.invert_options_init)(&mut o) };
+            o.width = s.width;
+            o.height = s.height;
+            o.steps = s.steps;
+            o.seed = s.seed;
+            o.resize_mode = s.resize_mode;
+            o.progress = Some(on_progress);
+            o.progress_user = user;
+            let mut ptr = std::ptr::null_mut();
+            // SAFETY: frames, options and out pointer are valid for the call.
+            let st =
+                unsafe { (api.invert_video)(pipe.ptr, descs.as_ptr(), descs.len(), &o, &mut ptr) };
+            if st != capi::OK {
+                return Err(fail(st));
+            }
+            Arc::new(InversionHandle { api, ptr })
+        }
+    };
+    let n = inv.frame_count().map_err(|e| (e, false))?;
+    let (w, h, format) = (frames[0].width, frames[0].height, frames[0].format);
+    let mut out: Vec<Frame> = (0..n).map(|_| Frame::new(w, h, format)).collect();
+    let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
+    let prompt = CString::new(s.prompt.as_str()).map_err(|_| ("prompt has a NUL".into(), false))?;
+    let negative = CString::new(s.negative_prompt.as_str())
+        .map_err(|_| ("negative prompt has a NUL".into(), false))?;
+    let mut o: capi::EditOptions = Default::default();
+    // SAFETY: writable options.
+    unsafe { (api.edit_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.negative_prompt = negative.as_ptr();
+    o.guidance_scale = s.guidance;
+    o.start_from_inverted = s.start_from_inverted;
+    o.seed = s.seed;
+    o.resize_mode = s.resize_mode;
+    o.strength = s.strength;
+    o.progress = Some(on_progress);
+    o.progress_user = user;
+    // SAFETY: live pipeline and inversion; outputs sized as the inversion says.
+    let st = unsafe { (api.edit_with_prompt)(pipe.ptr, inv.ptr, &o, descs.as_ptr(), descs.len()) };
+    if st != capi::OK {
+        return Err(fail(st));
+    }
+    Ok((inv, out))
+}

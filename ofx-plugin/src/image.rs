@@ -1,0 +1,252 @@
+//! Owned RGBA frames and copies to and from host images (any row order, 8-
+//! or 16-bit or float).
+
+use std::ffi::CStr;
+use std::hash::{DefaultHasher, Hasher};
+
+use crate::capi;
+use crate::ofx::*;
+
+/// A top-down, tightly packed RGBA frame in one of the C API's formats.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    pub width: usize,
+    pub height: usize,
+    pub format: u32,
+    pub data: Vec<u8>,
+}
+
+pub fn bytes_per_channel(format: u32) -> usize {
+    match format {
+        capi::FORMAT_RGBA16 => 2,
+        capi::FORMAT_RGBA32F => 4,
+        _ => 1,
+    }
+}
+
+/// The C API format for an OpenFX pixel depth.
+pub fn format_of_depth(depth: &str) -> Result<u32, String> {
+    let is = |c: &CStr| depth.as_bytes() == c.to_bytes();
+    match depth {
+        _ if is(kOfxBitDepthByte) => Ok(capi::FORMAT_RGBA8),
+        _ if is(kOfxBitDepthShort) => Ok(capi::FORMAT_RGBA16),
+        _ if is(kOfxBitDepthFloat) => Ok(capi::FORMAT_RGBA32F),
+        d => Err(format!(
+            "pixel depth {d:?} is not supported (8-bit, 16-bit or float RGBA)"
+        )),
+    }
+}
+
+impl Frame {
+    pub fn new(width: usize, height: usize, format: u32) -> Frame {
+        let len = width * height * 4 * bytes_per_channel(format);
+        Frame {
+            width,
+            height,
+            format,
+            data: vec![0; len],
+        }
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.width * 4 * bytes_per_channel(self.format)
+    }
+
+    /// The frame as the C API describes it (writable for outputs).
+    pub fn as_capi(&mut self) -> capi::Frame {
+        capi::Frame {
+            data: self.data.as_mut_ptr().cast(),
+            width: self.width as i32,
+            height: self.height as i32,
+            stride_bytes: self.row_bytes() as i64,
+            format: self.format,
+        }
+    }
+
+    /// A hash of the size, format and pixels: the frame's identity in cache
+    /// keys.
+    pub fn content_hash(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        h.write_usize(self.width);
+        h.write_usize(self.height);
+        h.write_u32(self.format);
+        h.write(&self.data);
+        h.finish()
+    }
+
+    /// Channel `i` of the frame as a value in [0, 1] (float may exceed it).
+    fn channel(&self, i: usize) -> f32 {
+        match self.format {
+            capi::FORMAT_RGBA16 => {
+                u16::from_ne_bytes([self.data[2 * i], self.data[2 * i + 1]]) as f32 / 65535.0
+            }
+            capi::FORMAT_RGBA32F => f32::from_ne_bytes(
+                self.data[4 * i..4 * i + 4]
+                    .try_into()
+                    .expect("four bytes per float channel"),
+            ),
+            _ => self.data[i] as f32 / 255.0,
+        }
+    }
+
+    /// This frame in `format` (a copy; rounding to the nearest level).
+    pub fn to_format(&self, format: u32) -> Frame {
+        if format == self.format {
+            return self.clone();
+        }
+        let mut out = Frame::new(self.width, self.height, format);
+        for i in 0..self.width * self.height * 4 {
+            let v = self.channel(i);
+            match format {
+                capi::FORMAT_RGBA16 => {
+                    let q = (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
+                    out.data[2 * i..2 * i + 2].copy_from_slice(&q.to_ne_bytes());
+                }
+                capi::FORMAT_RGBA32F => {
+                    out.data[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+                }
+                _ => out.data[i] = (v.clamp(0.0, 1.0) * 255.0).round() as u8,
+            }
+        }
+        out
+    }
+}
+
+/// A fetched host image; released on drop, so every path releases it.
+pub struct HostImage {
+    pub s: Suites,
+    pub props: Props,
+    pub data: *mut u8,
+    pub row_bytes: isize,
+    pub bounds: [i32; 4],
+    pub format: u32,
+}
+
+impl HostImage {
+    /// The image of `clip` at `time`, or `None` when the host has none.
+    pub fn fetch(s: Suites, clip: OfxImageClipHandle, time: f64) -> Result<Option<Self>, String> {
+        let get = call!(s.effect, clipGetImage);
+        let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+        // SAFETY: valid clip handle; NULL region asks for the whole image.
+        let st = unsafe { get(clip, time, std::ptr::null(), &mut h) };
+        if st != kOfxStatOK || h.is_null() {
+            return Ok(None);
+        }
+        let props = Props { s, h };
+        // Build the struct first so that an error below still releases.
+        let mut img = HostImage {
+            s,
+            props,
+            data: std::ptr::null_mut(),
+            row_bytes: 0,
+            bounds: [0; 4],
+            format: 0,
+        };
+        img.data = props.get_ptr(kOfxImagePropData, 0)?.cast();
+        img.row_bytes = props.get_int(kOfxImagePropRowBytes, 0)? as isize;
+        img.bounds = props.get_ints::<4>(kOfxImagePropBounds)?;
+        let comps = props.get_str(kOfxImageEffectPropComponents, 0)?;
+        if comps.as_bytes() != kOfxImageComponentRGBA.to_bytes() {
+            return Err(format!(
+                "components {comps:?} are not supported (RGBA only)"
+            ));
+        }
+        img.format = format_of_depth(&props.get_str(kOfxImageEffectPropPixelDepth, 0)?)?;
+        if img.data.is_null() {
+            return Err("the host gave an image without data".into());
+        }
+        Ok(Some(img))
+    }
+
+    pub fn width(&self) -> usize {
+        (self.bounds[2] - self.bounds[0]).max(0) as usize
+    }
+
+    pub fn height(&self) -> usize {
+        (self.bounds[3] - self.bounds[1]).max(0) as usize
+    }
+
+    fn pixel_bytes(&self) -> usize {
+        4 * bytes_per_channel(self.format)
+    }
+
+    /// The row at pixel row `y` (bounds coordinates, bottom-up).
+    fn row_ptr(&self, y: i32) -> *mut u8 {
+        let dy = (y - self.bounds[1]) as isize;
+        // Signed arithmetic: rows may run towards lower addresses.
+        self.data.wrapping_offset(dy * self.row_bytes)
+    }
+
+    /// A top-down copy of the whole image.
+    pub fn to_frame(&self) -> Frame {
+        let mut f = Frame::new(self.width(), self.height(), self.format);
+        let rb = f.row_bytes();
+        for r in 0..f.height {
+            let y = self.bounds[3] - 1 - r as i32;
+            // SAFETY: rows inside the bounds hold width * pixel bytes.
+            let src = unsafe { std::slice::from_raw_parts(self.row_ptr(y), rb) };
+            f.data[r * rb..(r + 1) * rb].copy_from_slice(src);
+        }
+        f
+    }
+
+    /// Writes `frame` (top-down, covering these bounds) into the part of
+    /// this image inside `window`, converting its format.
+    pub fn write(&mut self, frame: &Frame, window: [i32; 4]) -> Result<(), String> {
+        if frame.width != self.width() || frame.height != self.height() {
+            return Err(format!(
+                "result is {}x{} but the output image is {}x{}",
+                frame.width,
+                frame.height,
+                self.width(),
+                self.height()
+            ));
+        }
+        let frame = frame.to_format(self.format);
+        let pb = self.pixel_bytes();
+        let x0 = window[0].max(self.bounds[0]);
+        let x1 = window[2].min(self.bounds[2]);
+        let y0 = window[1].max(self.bounds[1]);
+        let y1 = window[3].min(self.bounds[3]);
+        if x0 >= x1 {
+            return Ok(());
+        }
+        let n = (x1 - x0) as usize * pb;
+        for y in y0..y1 {
+            let r = (self.bounds[3] - 1 - y) as usize;
+            let off = r * frame.row_bytes() + (x0 - self.bounds[0]) as usize * pb;
+            // SAFETY: the row lies inside the image's bounds.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.row_ptr(y).add((x0 - self.bounds[0]) as usize * pb),
+                    n,
+                )
+            };
+            dst.copy_from_slice(&frame.data[off..off + n]);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HostImage {
+    fn drop(&mut self) {
+        if let Some(release) = self.s.effect.clipReleaseImage {
+            // SAFETY: the handle came from clipGetImage and is released once.
+            unsafe { release(self.props.h) };
+        }
+    }
+}
+
+/// `a * (1 - t) + b * t`, per channel, in the frames' shared format.
+pub fn blend(a: &Frame, b: &Frame, t: f32) -> Frame {
+    let (fa, fb) = (
+        a.to_format(capi::FORMAT_RGBA32F),
+        b.to_format(capi::FORMAT_RGBA32F),
+    );
+    let mut out = Frame::new(a.width, a.height, capi::FORMAT_RGBA32F);
+    for i in 0..a.width * a.height * 4 {
+        let v = fa.channel(i) * (1.0 - t) + fb.channel(i) * t;
+        out.data[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    out.to_format(a.format)
+}

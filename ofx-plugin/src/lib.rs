@@ -1,0 +1,512 @@
+//! CogVideoX as OpenFX image effects: Edit (a clip segment re-rendered by
+//! prompt through DDIM inversion), Animate (image-to-video) and Generate
+//! (text-to-video). The plugin uses libcogvideo only through its C API
+//! (`capi`); heavy state (pipelines, segment results) lives per process and
+//! is shared by all instances, because hosts such as MLT create an instance
+//! per frame.
+
+mod animate;
+pub mod capi;
+mod disk;
+mod edit;
+mod image;
+pub mod log;
+mod ofx;
+mod params;
+
+use std::cell::Cell;
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use ofx::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Edit,
+    Animate,
+    Generate,
+}
+
+/// Assumed where a host reports no frame rate.
+const DEFAULT_HOST_FPS: f64 = 24.0;
+
+const VERSION_MAJOR: u32 = 1;
+const VERSION_MINOR: u32 = 0;
+
+macro_rules! plugin {
+    ($id:literal, $entry:ident) => {
+        OfxPlugin {
+            pluginApi: kOfxImageEffectPluginApi.as_ptr(),
+            apiVersion: 1,
+            pluginIdentifier: $id.as_ptr(),
+            pluginVersionMajor: VERSION_MAJOR,
+            pluginVersionMinor: VERSION_MINOR,
+            setHost: Some(set_host),
+            mainEntry: Some($entry),
+        }
+    };
+}
+
+static PLUGINS: [OfxPlugin; 3] = [
+    plugin!(c"org.cogvideo.CogVideoXEdit", edit_main),
+    plugin!(c"org.cogvideo.CogVideoXAnimate", animate_main),
+    plugin!(c"org.cogvideo.CogVideoXGenerate", generate_main),
+];
+
+/// # Safety
+/// Called by OpenFX hosts.
+#[unsafe(no_mangle)]
+pub extern "C" fn OfxGetNumberOfPlugins() -> c_int {
+    PLUGINS.len() as c_int
+}
+
+/// # Safety
+/// Called by OpenFX hosts.
+#[unsafe(no_mangle)]
+pub extern "C" fn OfxGetPlugin(nth: c_int) -> *const OfxPlugin {
+    usize::try_from(nth)
+        .ok()
+        .and_then(|i| PLUGINS.get(i))
+        .map_or(std::ptr::null(), |p| p as *const OfxPlugin)
+}
+
+unsafe extern "C" fn set_host(host: *mut OfxHost) {
+    ofx::set_host(host);
+}
+
+unsafe extern "C" fn edit_main(
+    action: *const c_char,
+    handle: *const c_void,
+    in_args: OfxPropertySetHandle,
+    out_args: OfxPropertySetHandle,
+) -> OfxStatus {
+    entry(Effect::Edit, action, handle, in_args, out_args)
+}
+
+unsafe extern "C" fn animate_main(
+    action: *const c_char,
+    handle: *const c_void,
+    in_args: OfxPropertySetHandle,
+    out_args: OfxPropertySetHandle,
+) -> OfxStatus {
+    entry(Effect::Animate, action, handle, in_args, out_args)
+}
+
+unsafe extern "C" fn generate_main(
+    action: *const c_char,
+    handle: *const c_void,
+    in_args: OfxPropertySetHandle,
+    out_args: OfxPropertySetHandle,
+) -> OfxStatus {
+    entry(Effect::Generate, action, handle, in_args, out_args)
+}
+
+/// Every action passes here: a panic or an error becomes a status and a log
+/// line, never an unwind into the host.
+fn entry(
+    effect: Effect,
+    action: *const c_char,
+    handle: *const c_void,
+    in_args: OfxPropertySetHandle,
+    out_args: OfxPropertySetHandle,
+) -> OfxStatus {
+    if action.is_null() {
+        return kOfxStatErrBadHandle;
+    }
+    // SAFETY: hosts pass a NUL-terminated action name.
+    let action = unsafe { CStr::from_ptr(action) };
+    let run = AssertUnwindSafe(|| {
+        dispatch(
+            effect,
+            action,
+            handle as OfxImageEffectHandle,
+            in_args,
+            out_args,
+        )
+    });
+    match catch_unwind(run) {
+        Ok(Ok(st)) => st,
+        Ok(Err(msg)) => {
+            log::line(&format!("{effect:?} {}: {msg}", action.to_string_lossy()));
+            kOfxStatFailed
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::line(&format!(
+                "{effect:?} {}: panic: {msg}",
+                action.to_string_lossy()
+            ));
+            kOfxStatFailed
+        }
+    }
+}
+
+fn dispatch(
+    effect: Effect,
+    action: &CStr,
+    handle: OfxImageEffectHandle,
+    in_args: OfxPropertySetHandle,
+    out_args: OfxPropertySetHandle,
+) -> Result<OfxStatus, String> {
+    if action == kOfxActionLoad {
+        ofx::load()?;
+        return Ok(kOfxStatOK);
+    }
+    if action == kOfxActionUnload {
+        // The suites stay: hosts that load many times per process (MLT) may
+        // still be rendering other instances on other threads.
+        return Ok(kOfxStatOK);
+    }
+    let s = ofx::suites()?;
+    if action == kOfxActionDescribe {
+        describe(&s, effect, handle)?;
+    } else if action == kOfxImageEffectActionDescribeInContext {
+        let context = Props { s, h: in_args }.get_str(kOfxImageEffectPropContext, 0)?;
+        describe_in_context(&s, effect, handle, &context)?;
+    } else if action == kOfxActionCreateInstance || action == kOfxActionDestroyInstance {
+        // Resolve needs OK here; all state is per process.
+    } else if action == kOfxActionInstanceChanged {
+        let name = Props { s, h: in_args }.get_str(kOfxPropName, 0)?;
+        if name == "process" {
+            edit::retry_failed();
+        }
+    } else if action == kOfxActionPurgeCaches {
+        edit::purge();
+        animate::purge();
+    } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
+        // Without this a host may render one frame and reuse it.
+        Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
+    } else if action == kOfxImageEffectActionRender {
+        render(&s, effect, handle, Props { s, h: in_args })?;
+    } else {
+        return Ok(kOfxStatReplyDefault);
+    }
+    Ok(kOfxStatOK)
+}
+
+fn effect_props(s: &Suites, handle: OfxImageEffectHandle) -> Result<Props, String> {
+    let f = call!(s.effect, getPropertySet);
+    let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+    // SAFETY: valid effect handle and out pointer.
+    check(unsafe { f(handle, &mut h) }, "getPropertySet")?;
+    Ok(Props { s: *s, h })
+}
+
+fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<(), String> {
+    let p = effect_props(s, handle)?;
+    let (label, contexts): (&CStr, &[&CStr]) = match effect {
+        Effect::Edit => (
+            c"CogVideoX Edit",
+            &[kOfxImageEffectContextFilter, kOfxImageEffectContextGeneral],
+        ),
+        Effect::Animate => (
+            c"CogVideoX Animate",
+            &[kOfxImageEffectContextFilter, kOfxImageEffectContextGeneral],
+        ),
+        Effect::Generate => (c"CogVideoX Generate", &[kOfxImageEffectContextGenerator]),
+    };
+    p.set_str(kOfxPropLabel, 0, label)?;
+    p.set_str(kOfxImageEffectPluginPropGrouping, 0, c"CogVideoX")?;
+    for (i, c) in contexts.iter().enumerate() {
+        p.set_str(kOfxImageEffectPropSupportedContexts, i as c_int, c)?;
+    }
+    for (i, d) in [kOfxBitDepthByte, kOfxBitDepthShort, kOfxBitDepthFloat]
+        .iter()
+        .enumerate()
+    {
+        p.set_str(kOfxImageEffectPropSupportedPixelDepths, i as c_int, d)?;
+    }
+    // Whole frames of whole segments: no tiles, no host frame threading;
+    // the shared state has its own locks.
+    p.set_str(
+        kOfxImageEffectPluginRenderThreadSafety,
+        0,
+        kOfxImageEffectRenderFullySafe,
+    )?;
+    p.set_int(kOfxImageEffectPluginPropHostFrameThreading, 0, 0)?;
+    p.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
+    p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 0)?;
+    Ok(())
+}
+
+fn describe_in_context(
+    s: &Suites,
+    effect: Effect,
+    handle: OfxImageEffectHandle,
+    context: &str,
+) -> Result<(), String> {
+    let define = call!(s.effect, clipDefine);
+    let mut clips = vec![kOfxImageEffectOutputClipName];
+    if context.as_bytes() != kOfxImageEffectContextGenerator.to_bytes() {
+        clips.push(kOfxImageEffectSimpleSourceClipName);
+    }
+    for name in clips {
+        let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+        // SAFETY: valid descriptor handle, name and out pointer.
+        check(
+            unsafe { define(handle, name.as_ptr(), &mut h) },
+            "clipDefine",
+        )?;
+        let c = Props { s: *s, h };
+        c.set_str(
+            kOfxImageEffectPropSupportedComponents,
+            0,
+            kOfxImageComponentRGBA,
+        )?;
+        c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
+    }
+    let get_set = call!(s.effect, getParamSet);
+    let mut set: OfxParamSetHandle = std::ptr::null_mut();
+    // SAFETY: valid descriptor handle and out pointer.
+    check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
+    for p in params::params(effect) {
+        params::define(s, set, p)?;
+    }
+    Ok(())
+}
+
+fn clip(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    name: &CStr,
+) -> Result<OfxImageClipHandle, String> {
+    let f = call!(s.effect, clipGetHandle);
+    let mut c: OfxImageClipHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle, name and out pointer.
+    check(
+        unsafe { f(handle, name.as_ptr(), &mut c, std::ptr::null_mut()) },
+        "clipGetHandle",
+    )?;
+    Ok(c)
+}
+
+fn read_load(r: &params::Reader) -> Result<edit::LoadKey, String> {
+    Ok(edit::LoadKey {
+        checkpoint: r.string(c"checkpoint")?,
+        device: r.int(c"device")? as u32,
+        device_index: r.int(c"device_index")?,
+        dtype: r.int(c"dtype")? as u32,
+        vae_tiling: r.bool(c"vae_tiling")?,
+    })
+}
+
+fn read_edit(
+    r: &params::Reader,
+    load: edit::LoadKey,
+    segment_start: i32,
+) -> Result<edit::EditSettings, String> {
+    Ok(edit::EditSettings {
+        load,
+        prompt: r.string(c"prompt")?,
+        negative_prompt: r.string(c"negative_prompt")?,
+        steps: r.int(c"steps")?,
+        guidance: r.double(c"guidance")? as f32,
+        seed: r.int(c"seed")? as u64,
+        start_from_inverted: r.bool(c"start_from_inverted")?,
+        strength: r.double(c"strength")?,
+        width: r.int(c"width")?,
+        height: r.int(c"height")?,
+        resize_mode: r.int(c"resize_mode")? as u32,
+        segment_start,
+        cache_version: r.int(c"cache_version")?,
+    })
+}
+
+fn read_animate(
+    r: &params::Reader,
+    load: edit::LoadKey,
+    segment_start: i32,
+) -> Result<animate::AnimateSettings, String> {
+    Ok(animate::AnimateSettings {
+        load,
+        prompt: r.string(c"prompt")?,
+        negative_prompt: r.string(c"negative_prompt")?,
+        steps: r.int(c"steps")?,
+        guidance: r.double(c"guidance")? as f32,
+        seed: r.int(c"seed")? as u64,
+        width: r.int(c"width")?,
+        height: r.int(c"height")?,
+        resize_mode: r.int(c"resize_mode")? as u32,
+        source_frame: r.int(c"source_frame")?,
+        segment_start,
+        cache_version: r.int(c"cache_version")?,
+    })
+}
+
+fn render(
+    s: &Suites,
+    effect: Effect,
+    handle: OfxImageEffectHandle,
+    args: Props,
+) -> Result<(), String> {
+    let time = args.get_double(kOfxPropTime, 0)?;
+    let window = args.get_ints::<4>(kOfxImageEffectPropRenderWindow)?;
+    let out_clip = clip(s, handle, kOfxImageEffectOutputClipName)?;
+    let mut out =
+        image::HostImage::fetch(*s, out_clip, time)?.ok_or("the host gave no output image")?;
+    if effect == Effect::Generate {
+        let black = image::Frame::new(out.width(), out.height(), out.format);
+        out.write(&black, window)?;
+        ofx::persistent_message(
+            s,
+            handle,
+            kOfxMessageWarning,
+            "CogVideoX Generate is not implemented yet",
+        );
+        return Ok(());
+    }
+    let src_clip = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
+    let src =
+        image::HostImage::fetch(*s, src_clip, time)?.ok_or("the host gave no source image")?;
+    let source = src.to_frame();
+    drop(src);
+    let get_set = call!(s.effect, getParamSet);
+    let mut set: OfxParamSetHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointer.
+    check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
+    let reader = params::Reader { s: *s, set, time };
+    let load = read_load(&reader)?;
+    let seg = edit::SegmentParams {
+        start: reader.int(c"segment_start")?,
+        length: reader.int(c"segment_length")?,
+        step: reader.int(c"frame_step")?,
+    };
+    let pipe = match edit::pipeline(&load) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            let status = format!(
+                "CogVideoX cannot load the checkpoint: {e} (log: {})",
+                log::path().display()
+            );
+            return show(
+                s,
+                handle,
+                time,
+                &mut out,
+                window,
+                &source,
+                edit::Served::Source(status),
+            );
+        }
+    };
+    let host_fps = host_fps(s, handle, &[out_clip, src_clip]).unwrap_or(DEFAULT_HOST_FPS);
+    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let started = Cell::new(false);
+    let cancel = |frac: f64| progress(s, handle, &started, frac);
+    let aborted = || aborted(s, handle);
+    let progress = edit::Progress {
+        cancel: &cancel,
+        aborted: &aborted,
+    };
+    // Final renders may process (or wait for) a segment; interactive ones
+    // show the source meanwhile.
+    let wait = args.get_int(kOfxPropIsInteractive, 0).unwrap_or(0) == 0;
+    let served = if effect == Effect::Animate {
+        let settings = read_animate(&reader, load, seg.start)?;
+        animate::render(
+            &settings,
+            &pipe,
+            time,
+            place.as_ref(),
+            &source,
+            &progress,
+            wait,
+        )
+    } else {
+        let settings = read_edit(&reader, load, seg.start)?;
+        place.map(|place| edit::render(&settings, &pipe, &place, &source, &progress, wait))
+    };
+    if started.get() {
+        end_progress(s, handle);
+    }
+    let Some(served) = served else {
+        // Outside the segment.
+        ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+        return out.write(&source, window);
+    };
+    show(s, handle, time, &mut out, window, &source, served)
+}
+
+/// Writes what a render serves, and its status.
+fn show(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    time: f64,
+    out: &mut image::HostImage,
+    window: [i32; 4],
+    source: &image::Frame,
+    served: edit::Served,
+) -> Result<(), String> {
+    match served {
+        edit::Served::Result(f) => {
+            ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+            out.write(&f, window)
+        }
+        edit::Served::Source(status) => {
+            log::line(&format!("frame {time}: {status}"));
+            let kind = if status.contains("failed") || status.contains("cannot") {
+                kOfxMessageError
+            } else {
+                kOfxMessageMessage
+            };
+            ofx::persistent_message(s, handle, kind, &status);
+            out.write(source, window)
+        }
+    }
+}
+
+/// The host's frame rate: the effect's (Resolve's Fusion page sets only
+/// that one), else a clip's; `None` when the host reports none.
+fn host_fps(s: &Suites, handle: OfxImageEffectHandle, clips: &[OfxImageClipHandle]) -> Option<f64> {
+    let mut sets = vec![effect_props(s, handle).ok()];
+    for &c in clips {
+        let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+        let get = s.effect.clipGetPropertySet?;
+        // SAFETY: valid clip handle and out pointer.
+        let ok = unsafe { get(c, &mut h) } == kOfxStatOK;
+        sets.push(ok.then_some(Props { s: *s, h }));
+    }
+    sets.into_iter()
+        .flatten()
+        .filter_map(|p| p.get_double(kOfxImageEffectPropFrameRate, 0).ok())
+        .find(|f| f.is_finite() && *f > 0.0)
+}
+
+/// Reports progress; true when the host wants the render stopped.
+/// The bar is started on the first report, so serving cached results shows
+/// none.
+fn progress(s: &Suites, handle: OfxImageEffectHandle, started: &Cell<bool>, frac: f64) -> bool {
+    let mut cancel = false;
+    if let Some(p) = s.progress {
+        // SAFETY: valid instance handle.
+        unsafe {
+            if !started.replace(true)
+                && let Some(start) = p.progressStart
+            {
+                start(handle.cast(), c"CogVideoX".as_ptr());
+            }
+            if let Some(update) = p.progressUpdate {
+                cancel |= update(handle.cast(), frac) == kOfxStatReplyNo;
+            }
+        }
+    }
+    cancel || aborted(s, handle)
+}
+
+fn aborted(s: &Suites, handle: OfxImageEffectHandle) -> bool {
+    // SAFETY: valid instance handle.
+    s.effect
+        .abort
+        .is_some_and(|abort| unsafe { abort(handle) } != 0)
+}
+
+fn end_progress(s: &Suites, handle: OfxImageEffectHandle) {
+    if let Some(end) = s.progress.and_then(|p| p.progressEnd) {
+        // SAFETY: valid instance handle.
+        unsafe { end(handle.cast()) };
+    }
+}

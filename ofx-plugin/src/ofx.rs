@@ -1,0 +1,203 @@
+//! Thin safe-ish wrappers over the host's OpenFX suites.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::sync::RwLock;
+
+pub use openfx::sys::generic::core::*;
+pub use openfx::sys::generic::property::*;
+pub use openfx::sys::image_effect_v1::image_effect::*;
+pub use openfx::sys::image_effect_v1::message::*;
+pub use openfx::sys::image_effect_v1::param::*;
+pub use openfx::sys::image_effect_v1::progress::*;
+
+/// The suites fetched at load; host-owned tables valid while the binary is
+/// loaded.
+#[derive(Clone, Copy)]
+pub struct Suites {
+    pub prop: &'static OfxPropertySuiteV1,
+    pub effect: &'static OfxImageEffectSuiteV1,
+    pub param: &'static OfxParameterSuiteV1,
+    pub message: Option<&'static OfxMessageSuiteV2>,
+    pub progress: Option<&'static OfxProgressSuiteV1>,
+}
+
+// SAFETY: the suites are immutable tables of functions the host lets any
+// thread call.
+unsafe impl Send for Suites {}
+// SAFETY: as above.
+unsafe impl Sync for Suites {}
+
+static HOST: RwLock<usize> = RwLock::new(0);
+static SUITES: RwLock<Option<Suites>> = RwLock::new(None);
+
+pub fn set_host(host: *const OfxHost) {
+    *HOST.write().unwrap_or_else(|e| e.into_inner()) = host as usize;
+}
+
+/// Fetches the suites from the host given to `setHost`. Idempotent: hosts
+/// call Load many times per process.
+pub fn load() -> Result<(), String> {
+    let host = *HOST.read().unwrap_or_else(|e| e.into_inner()) as *const OfxHost;
+    if host.is_null() {
+        return Err("the host called Load before setHost".into());
+    }
+    // SAFETY: the host pointer stays valid while the binary is loaded.
+    let h = unsafe { &*host };
+    let fetch = h.fetchSuite.ok_or("the host has no fetchSuite")?;
+    let get = |name: &CStr, v: c_int| {
+        // SAFETY: a plain host call with a valid name.
+        unsafe { fetch(h.host, name.as_ptr(), v) }
+    };
+    macro_rules! suite {
+        ($name:expr, $v:expr, $ty:ty) => {{
+            let p = get($name, $v) as *const $ty;
+            // SAFETY: the host returns a table of this layout, or NULL.
+            unsafe { p.as_ref() }
+        }};
+    }
+    let suites = Suites {
+        prop: suite!(kOfxPropertySuite, 1, OfxPropertySuiteV1).ok_or("no property suite")?,
+        effect: suite!(kOfxImageEffectSuite, 1, OfxImageEffectSuiteV1)
+            .ok_or("no image effect suite")?,
+        param: suite!(kOfxParameterSuite, 1, OfxParameterSuiteV1).ok_or("no parameter suite")?,
+        message: suite!(kOfxMessageSuite, 2, OfxMessageSuiteV2),
+        progress: suite!(kOfxProgressSuite, 1, OfxProgressSuiteV1),
+    };
+    *SUITES.write().unwrap_or_else(|e| e.into_inner()) = Some(suites);
+    Ok(())
+}
+
+pub fn suites() -> Result<Suites, String> {
+    SUITES
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .ok_or_else(|| "an action arrived before Load".to_string())
+}
+
+/// Turns a host status into a `Result`, naming what failed.
+pub fn check(st: OfxStatus, what: &str) -> Result<(), String> {
+    if st == kOfxStatOK {
+        Ok(())
+    } else {
+        Err(format!("{what} failed with OpenFX status {st}"))
+    }
+}
+
+/// A property set handle with typed accessors.
+#[derive(Clone, Copy)]
+pub struct Props {
+    pub s: Suites,
+    pub h: OfxPropertySetHandle,
+}
+
+macro_rules! call {
+    ($table:expr, $f:ident) => {
+        $table
+            .$f
+            .ok_or_else(|| format!("the host lacks {}", stringify!($f)))?
+    };
+}
+pub(crate) use call;
+
+impl Props {
+    pub fn set_str(&self, name: &CStr, i: c_int, v: &CStr) -> Result<(), String> {
+        let f = call!(self.s.prop, propSetString);
+        // SAFETY: valid handle and strings; the host copies the value.
+        check(
+            unsafe { f(self.h, name.as_ptr(), i, v.as_ptr()) },
+            "propSetString",
+        )
+    }
+
+    pub fn set_int(&self, name: &CStr, i: c_int, v: c_int) -> Result<(), String> {
+        let f = call!(self.s.prop, propSetInt);
+        // SAFETY: valid handle and name.
+        check(unsafe { f(self.h, name.as_ptr(), i, v) }, "propSetInt")
+    }
+
+    pub fn set_double(&self, name: &CStr, i: c_int, v: f64) -> Result<(), String> {
+        let f = call!(self.s.prop, propSetDouble);
+        // SAFETY: valid handle and name.
+        check(unsafe { f(self.h, name.as_ptr(), i, v) }, "propSetDouble")
+    }
+
+    pub fn get_str(&self, name: &CStr, i: c_int) -> Result<String, String> {
+        let f = call!(self.s.prop, propGetString);
+        let mut v: *mut c_char = std::ptr::null_mut();
+        // SAFETY: valid handle, name and out pointer.
+        check(
+            unsafe { f(self.h, name.as_ptr(), i, &mut v) },
+            "propGetString",
+        )?;
+        if v.is_null() {
+            return Ok(String::new());
+        }
+        // SAFETY: the host returns a NUL-terminated string it owns.
+        Ok(unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned())
+    }
+
+    pub fn get_int(&self, name: &CStr, i: c_int) -> Result<c_int, String> {
+        let f = call!(self.s.prop, propGetInt);
+        let mut v = 0;
+        // SAFETY: valid handle, name and out pointer.
+        check(unsafe { f(self.h, name.as_ptr(), i, &mut v) }, "propGetInt")?;
+        Ok(v)
+    }
+
+    pub fn get_double(&self, name: &CStr, i: c_int) -> Result<f64, String> {
+        let f = call!(self.s.prop, propGetDouble);
+        let mut v = 0.0;
+        // SAFETY: valid handle, name and out pointer.
+        check(
+            unsafe { f(self.h, name.as_ptr(), i, &mut v) },
+            "propGetDouble",
+        )?;
+        Ok(v)
+    }
+
+    pub fn get_ptr(&self, name: &CStr, i: c_int) -> Result<*mut c_void, String> {
+        let f = call!(self.s.prop, propGetPointer);
+        let mut v = std::ptr::null_mut();
+        // SAFETY: valid handle, name and out pointer.
+        check(
+            unsafe { f(self.h, name.as_ptr(), i, &mut v) },
+            "propGetPointer",
+        )?;
+        Ok(v)
+    }
+
+    pub fn get_ints<const N: usize>(&self, name: &CStr) -> Result<[c_int; N], String> {
+        let f = call!(self.s.prop, propGetIntN);
+        let mut v = [0; N];
+        // SAFETY: valid handle, name and room for N values.
+        check(
+            unsafe { f(self.h, name.as_ptr(), N as c_int, v.as_mut_ptr()) },
+            "propGetIntN",
+        )?;
+        Ok(v)
+    }
+}
+
+/// Posts `text` on the effect (the host shows or logs it). `kind` is one of
+/// the `kOfxMessage*` types; an empty text clears the message.
+pub fn persistent_message(s: &Suites, effect: OfxImageEffectHandle, kind: &CStr, text: &str) {
+    let Some(m) = s.message else { return };
+    let text = CString::new(text.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: valid effect handle; user text is passed as an argument of a
+    // literal "%s" format, never as the format.
+    unsafe {
+        if text.is_empty() {
+            if let Some(clear) = m.clearPersistentMessage {
+                clear(effect.cast());
+            }
+        } else if let Some(set) = m.setPersistentMessage {
+            set(
+                effect.cast(),
+                kind.as_ptr(),
+                c"cogvideox".as_ptr(),
+                c"%s".as_ptr(),
+                text.as_ptr(),
+            );
+        }
+    }
+}

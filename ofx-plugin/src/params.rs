@@ -1,0 +1,321 @@
+//! The effects' parameters: one table defines them (describe) and names
+//! them (render).
+
+use std::ffi::{CStr, CString, c_char, c_int};
+
+use crate::ofx::*;
+
+pub enum Kind {
+    /// A string; the mode is one of the `kOfxParamString*` constants.
+    Str(&'static CStr, &'static str),
+    Int(i32, i32, i32),
+    Double(f64, f64, f64),
+    Bool(bool),
+    Choice(&'static [&'static str], i32),
+    Button,
+}
+
+pub struct Param {
+    pub name: &'static CStr,
+    pub label: &'static CStr,
+    pub hint: &'static CStr,
+    pub kind: Kind,
+}
+
+const fn p(name: &'static CStr, label: &'static CStr, hint: &'static CStr, kind: Kind) -> Param {
+    Param {
+        name,
+        label,
+        hint,
+        kind,
+    }
+}
+
+pub const RESIZE_MODES: &[&str] = &["Stretch", "Crop", "Fit"];
+pub const DEVICES: &[&str] = &["CPU", "CUDA"];
+pub const DTYPES: &[&str] = &["f32 (exact)", "bf16", "f16"];
+
+/// The model and device options every effect has.
+const MODEL: [Param; 6] = [
+    p(
+        c"checkpoint",
+        c"Checkpoint folder",
+        c"A CogVideoX checkpoint in the diffusers layout",
+        Kind::Str(kOfxParamStringIsDirectoryPath, ""),
+    ),
+    p(
+        c"device",
+        c"Device",
+        c"Where the model runs",
+        Kind::Choice(DEVICES, 0),
+    ),
+    p(
+        c"device_index",
+        c"Device index",
+        c"Which GPU",
+        Kind::Int(0, 0, 63),
+    ),
+    p(
+        c"dtype",
+        c"Precision",
+        c"Weights and activations",
+        Kind::Choice(DTYPES, 0),
+    ),
+    p(
+        c"vae_tiling",
+        c"VAE tiling",
+        c"Less memory, seams differ slightly",
+        Kind::Bool(false),
+    ),
+    p(
+        c"resize_mode",
+        c"Resize mode",
+        c"How frames map to the model's working size",
+        Kind::Choice(RESIZE_MODES, 0),
+    ),
+];
+
+/// Prompt and sampling options every effect has.
+const SAMPLING: [Param; 7] = [
+    p(
+        c"prompt",
+        c"Prompt",
+        c"What the result shows",
+        Kind::Str(kOfxParamStringIsMultiLine, ""),
+    ),
+    p(
+        c"negative_prompt",
+        c"Negative prompt",
+        c"What the result avoids",
+        Kind::Str(kOfxParamStringIsMultiLine, ""),
+    ),
+    p(
+        c"steps",
+        c"Steps",
+        c"Sampling (and inversion) steps",
+        Kind::Int(50, 1, 1000),
+    ),
+    p(
+        c"guidance",
+        c"Guidance",
+        c"Classifier-free guidance scale",
+        Kind::Double(6.0, 0.0, 50.0),
+    ),
+    p(c"seed", c"Seed", c"Random seed", Kind::Int(42, 0, i32::MAX)),
+    p(
+        c"width",
+        c"Working width",
+        c"Model width in pixels; 0: the model's default",
+        Kind::Int(0, 0, 4096),
+    ),
+    p(
+        c"height",
+        c"Working height",
+        c"Model height in pixels; 0: the model's default",
+        Kind::Int(0, 0, 4096),
+    ),
+];
+
+/// Which host frames form the processed segment.
+const SEGMENT: [Param; 3] = [
+    p(
+        c"segment_start",
+        c"Segment start",
+        c"First host frame of the segment",
+        Kind::Int(0, -1_000_000, 1_000_000),
+    ),
+    p(
+        c"segment_length",
+        c"Segment length",
+        c"Model frames in the segment; 0: the model's default",
+        Kind::Int(0, 0, 1000),
+    ),
+    p(
+        c"frame_step",
+        c"Frame step",
+        c"Host frames per model frame; 0: host frame rate / model frame rate",
+        Kind::Int(0, 0, 100),
+    ),
+];
+
+/// Cache control and status, last on every effect.
+const CONTROL: [Param; 3] = [
+    p(
+        c"process",
+        c"Process",
+        c"Retry a segment that failed",
+        Kind::Button,
+    ),
+    p(
+        c"cache_version",
+        c"Cache version",
+        c"Change to compute again",
+        Kind::Int(0, 0, i32::MAX),
+    ),
+    p(
+        c"status",
+        c"Status",
+        c"What the effect is doing",
+        Kind::Str(kOfxParamStringIsLabel, ""),
+    ),
+];
+
+const EDIT_ONLY: [Param; 2] = [
+    p(
+        c"start_from_inverted",
+        c"Start from inverted latent",
+        c"Off: fresh noise (as the reference); on: keeps more of the source",
+        Kind::Bool(false),
+    ),
+    p(
+        c"strength",
+        c"Strength",
+        c"How much of the schedule the edit re-runs",
+        Kind::Double(1.0, 0.001, 1.0),
+    ),
+];
+
+const ANIMATE_ONLY: [Param; 1] = [p(
+    c"source_frame",
+    c"Source frame",
+    c"Host frame whose image is animated",
+    Kind::Int(0, -1_000_000, 1_000_000),
+)];
+
+/// The parameters of an effect, in display order.
+pub fn params(effect: crate::Effect) -> Vec<&'static Param> {
+    let mut v: Vec<&'static Param> = MODEL.iter().chain(SAMPLING.iter()).collect();
+    match effect {
+        crate::Effect::Edit => v.extend(EDIT_ONLY.iter()),
+        crate::Effect::Animate => v.extend(ANIMATE_ONLY.iter()),
+        crate::Effect::Generate => {}
+    }
+    v.extend(SEGMENT.iter().chain(CONTROL.iter()));
+    v
+}
+
+/// Defines `param` on an effect descriptor's parameter set.
+pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), String> {
+    let ty = match param.kind {
+        Kind::Str(..) => kOfxParamTypeString,
+        Kind::Int(..) => kOfxParamTypeInteger,
+        Kind::Double(..) => kOfxParamTypeDouble,
+        Kind::Bool(_) => kOfxParamTypeBoolean,
+        Kind::Choice(..) => kOfxParamTypeChoice,
+        Kind::Button => kOfxParamTypePushButton,
+    };
+    let f = call!(s.param, paramDefine);
+    let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+    // SAFETY: valid set handle and names.
+    check(
+        unsafe { f(set, ty.as_ptr(), param.name.as_ptr(), &mut h) },
+        "paramDefine",
+    )?;
+    let props = Props { s: *s, h };
+    props.set_str(kOfxPropLabel, 0, param.label)?;
+    props.set_str(kOfxParamPropHint, 0, param.hint)?;
+    // A whole segment depends on these values, so they must not animate,
+    // and any change affects every frame.
+    if !matches!(param.kind, Kind::Button) {
+        props.set_int(kOfxParamPropAnimates, 0, 0)?;
+    }
+    props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll)?;
+    match param.kind {
+        Kind::Str(mode, default) => {
+            props.set_str(kOfxParamPropStringMode, 0, mode)?;
+            let d = CString::new(default).unwrap_or_default();
+            props.set_str(kOfxParamPropDefault, 0, &d)?;
+            if mode == kOfxParamStringIsLabel {
+                props.set_int(kOfxParamPropEnabled, 0, 0)?;
+                props.set_int(kOfxParamPropEvaluateOnChange, 0, 0)?;
+                props.set_int(kOfxParamPropPersistant, 0, 0)?;
+            }
+        }
+        Kind::Int(d, lo, hi) => {
+            props.set_int(kOfxParamPropDefault, 0, d)?;
+            props.set_int(kOfxParamPropMin, 0, lo)?;
+            props.set_int(kOfxParamPropMax, 0, hi)?;
+            props.set_int(kOfxParamPropDisplayMin, 0, lo)?;
+            props.set_int(kOfxParamPropDisplayMax, 0, hi.min(lo.saturating_add(1000)))?;
+        }
+        Kind::Double(d, lo, hi) => {
+            props.set_double(kOfxParamPropDefault, 0, d)?;
+            props.set_double(kOfxParamPropMin, 0, lo)?;
+            props.set_double(kOfxParamPropMax, 0, hi)?;
+            props.set_double(kOfxParamPropDisplayMin, 0, lo)?;
+            props.set_double(kOfxParamPropDisplayMax, 0, hi)?;
+        }
+        Kind::Bool(d) => props.set_int(kOfxParamPropDefault, 0, d as c_int)?,
+        Kind::Choice(options, d) => {
+            for (i, o) in options.iter().enumerate() {
+                let o = CString::new(*o).unwrap_or_default();
+                props.set_str(kOfxParamPropChoiceOption, i as c_int, &o)?;
+            }
+            props.set_int(kOfxParamPropDefault, 0, d)?;
+        }
+        Kind::Button => props.set_int(kOfxParamPropEvaluateOnChange, 0, 0)?,
+    }
+    Ok(())
+}
+
+/// Reads an instance's parameter values at one time.
+pub struct Reader {
+    pub s: Suites,
+    pub set: OfxParamSetHandle,
+    pub time: f64,
+}
+
+impl Reader {
+    fn handle(&self, name: &CStr) -> Result<OfxParamHandle, String> {
+        let f = call!(self.s.param, paramGetHandle);
+        let mut h: OfxParamHandle = std::ptr::null_mut();
+        // SAFETY: valid set handle and name; properties not wanted.
+        let st = unsafe { f(self.set, name.as_ptr(), &mut h, std::ptr::null_mut()) };
+        check(st, &format!("parameter {}", name.to_string_lossy()))?;
+        Ok(h)
+    }
+
+    pub fn int(&self, name: &CStr) -> Result<i32, String> {
+        let h = self.handle(name)?;
+        let f = call!(self.s.param, paramGetValueAtTime);
+        let mut v: c_int = 0;
+        // SAFETY: integer, boolean and choice parameters return one int.
+        check(
+            unsafe { f(h, self.time, &mut v as *mut c_int) },
+            "paramGetValueAtTime",
+        )?;
+        Ok(v)
+    }
+
+    pub fn bool(&self, name: &CStr) -> Result<bool, String> {
+        Ok(self.int(name)? != 0)
+    }
+
+    pub fn double(&self, name: &CStr) -> Result<f64, String> {
+        let h = self.handle(name)?;
+        let f = call!(self.s.param, paramGetValueAtTime);
+        let mut v = 0.0f64;
+        // SAFETY: a double parameter returns one double.
+        check(
+            unsafe { f(h, self.time, &mut v as *mut f64) },
+            "paramGetValueAtTime",
+        )?;
+        Ok(v)
+    }
+
+    pub fn string(&self, name: &CStr) -> Result<String, String> {
+        let h = self.handle(name)?;
+        let f = call!(self.s.param, paramGetValueAtTime);
+        let mut v: *const c_char = std::ptr::null();
+        // SAFETY: a string parameter returns a host-owned string, copied here.
+        check(
+            unsafe { f(h, self.time, &mut v as *mut *const c_char) },
+            "paramGetValueAtTime",
+        )?;
+        if v.is_null() {
+            return Ok(String::new());
+        }
+        // SAFETY: NUL-terminated, valid until the next call on this param.
+        Ok(unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned())
+    }
+}

@@ -1,0 +1,222 @@
+//! The plugin's hand-written C API declarations (src/capi.rs) against
+//! include/cogvideo.h: a C compiler checks each function's type as the
+//! plugin declares it against the header's prototype, and reports every
+//! struct's size and field offsets, which must match the Rust structs.
+
+use std::mem::{offset_of, size_of};
+use std::path::Path;
+use std::process::Command;
+
+use cogvideox_ofx::capi::{AnimateOptions, EditOptions, Frame, InvertOptions, LoadOptions};
+
+/// The C types of the functions as src/capi.rs declares them (`Status` is
+/// the 4-byte `cogvideo_status`); the compiler checks each against the
+/// header's prototype.
+const PROTOTYPES: &[(&str, &str)] = &[
+    ("cogvideo_last_error", "const char *(*)(void)"),
+    ("cogvideo_version", "const char *(*)(void)"),
+    ("cogvideo_abi_version", "uint32_t (*)(void)"),
+    (
+        "cogvideo_load_pipeline",
+        "cogvideo_status (*)(const char *, const cogvideo_load_options *, cogvideo_pipeline **)",
+    ),
+    ("cogvideo_pipeline_free", "void (*)(cogvideo_pipeline *)"),
+    (
+        "cogvideo_pipeline_default_size",
+        "cogvideo_status (*)(const cogvideo_pipeline *, int32_t *, int32_t *, int32_t *)",
+    ),
+    (
+        "cogvideo_pipeline_fps",
+        "cogvideo_status (*)(const cogvideo_pipeline *, int32_t *)",
+    ),
+    (
+        "cogvideo_invert_video",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_frame *, uintptr_t, const cogvideo_invert_options *, cogvideo_inversion **)",
+    ),
+    (
+        "cogvideo_inversion_frame_count",
+        "cogvideo_status (*)(const cogvideo_inversion *, int32_t *)",
+    ),
+    ("cogvideo_inversion_free", "void (*)(cogvideo_inversion *)"),
+    (
+        "cogvideo_edit_with_prompt",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_inversion *, const cogvideo_edit_options *, const cogvideo_frame *, uintptr_t)",
+    ),
+    (
+        "cogvideo_output_frame_count",
+        "cogvideo_status (*)(const cogvideo_pipeline *, int32_t, int32_t *)",
+    ),
+    (
+        "cogvideo_animate_image",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_frame *, const cogvideo_animate_options *, const cogvideo_frame *, uintptr_t)",
+    ),
+    (
+        "cogvideo_load_options_init",
+        "void (*)(cogvideo_load_options *)",
+    ),
+    (
+        "cogvideo_animate_options_init",
+        "void (*)(cogvideo_animate_options *)",
+    ),
+    (
+        "cogvideo_invert_options_init",
+        "void (*)(cogvideo_invert_options *)",
+    ),
+    (
+        "cogvideo_edit_options_init",
+        "void (*)(cogvideo_edit_options *)",
+    ),
+];
+
+/// Struct name and fields, in declaration order.
+const STRUCTS: &[(&str, &[&str])] = &[
+    (
+        "cogvideo_load_options",
+        &[
+            "struct_size",
+            "device",
+            "device_index",
+            "dtype",
+            "vae_tiling",
+        ],
+    ),
+    (
+        "cogvideo_frame",
+        &["data", "width", "height", "stride_bytes", "format"],
+    ),
+    (
+        "cogvideo_invert_options",
+        &[
+            "struct_size",
+            "width",
+            "height",
+            "steps",
+            "seed",
+            "noise",
+            "noise_len",
+            "resize_mode",
+            "progress",
+            "progress_user",
+            "posterior_mean",
+        ],
+    ),
+    (
+        "cogvideo_animate_options",
+        &[
+            "struct_size",
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "num_frames",
+            "steps",
+            "guidance_scale",
+            "dynamic_cfg",
+            "scheduler",
+            "seed",
+            "noise",
+            "noise_len",
+            "resize_mode",
+            "progress",
+            "progress_user",
+            "latents_out",
+            "latents_out_len",
+        ],
+    ),
+    (
+        "cogvideo_edit_options",
+        &[
+            "struct_size",
+            "prompt",
+            "negative_prompt",
+            "guidance_scale",
+            "start_from_inverted",
+            "seed",
+            "noise",
+            "noise_len",
+            "resize_mode",
+            "progress",
+            "progress_user",
+            "strength",
+            "latents_out",
+            "latents_out_len",
+        ],
+    ),
+];
+
+/// Size and offsets of the Rust structs, in the order of `STRUCTS`.
+fn rust_layouts() -> Vec<Vec<usize>> {
+    macro_rules! layout {
+        ($t:ty; $($f:ident),*) => {{
+            let mut v = vec![size_of::<$t>()];
+            $(v.push(offset_of!($t, $f));)*
+            v
+        }};
+    }
+    vec![
+        layout!(LoadOptions; struct_size, device, device_index, dtype, vae_tiling),
+        layout!(Frame; data, width, height, stride_bytes, format),
+        layout!(InvertOptions; struct_size, width, height, steps, seed, noise, noise_len,
+            resize_mode, progress, progress_user, posterior_mean),
+        layout!(AnimateOptions; struct_size, prompt, negative_prompt, width, height, num_frames,
+            steps, guidance_scale, dynamic_cfg, scheduler, seed, noise, noise_len, resize_mode,
+            progress, progress_user, latents_out, latents_out_len),
+        layout!(EditOptions; struct_size, prompt, negative_prompt, guidance_scale,
+            start_from_inverted, seed, noise, noise_len, resize_mode, progress,
+            progress_user, strength, latents_out, latents_out_len),
+    ]
+}
+
+#[test]
+fn declarations_match_the_header() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
+    let dir = std::env::temp_dir().join(format!("cogvideox-ofx-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = String::from("#include <stddef.h>\n#include <stdio.h>\n#include \"cogvideo.h\"\n");
+    for (f, ty) in PROTOTYPES {
+        c.push_str(&format!(
+            "_Static_assert(__builtin_types_compatible_p(__typeof__(&{f}), {ty}), \"{f}\");\n"
+        ));
+    }
+    c.push_str("_Static_assert(sizeof(cogvideo_status) == 4, \"cogvideo_status\");\n");
+    c.push_str("typedef bool (*progress_fn)(void *, int32_t, int32_t, int32_t);\n");
+    c.push_str("_Static_assert(__builtin_types_compatible_p(progress_fn, cogvideo_progress_fn), \"progress\");\n");
+    c.push_str("int main(void) {\n");
+    for (name, fields) in STRUCTS {
+        c.push_str(&format!("printf(\"%zu\", sizeof({name}));\n"));
+        for f in *fields {
+            c.push_str(&format!("printf(\" %zu\", offsetof({name}, {f}));\n"));
+        }
+        c.push_str("printf(\"\\n\");\n");
+    }
+    c.push_str("return 0;\n}\n");
+    let src = dir.join("layout.c");
+    let exe = dir.join("layout");
+    std::fs::write(&src, c).unwrap();
+    let out = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=gnu11", "-Werror=incompatible-pointer-types", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-I")
+        .arg(&include)
+        .output()
+        .expect("run the C compiler (cc)");
+    assert!(
+        out.status.success(),
+        "the declarations do not match include/cogvideo.h:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().unwrap();
+    let text = String::from_utf8(run.stdout).unwrap();
+    let c_layouts: Vec<Vec<usize>> = text
+        .lines()
+        .map(|l| l.split(' ').map(|n| n.parse().unwrap()).collect())
+        .collect();
+    for (i, (name, _)) in STRUCTS.iter().enumerate() {
+        assert_eq!(
+            rust_layouts()[i],
+            c_layouts[i],
+            "{name}: size and field offsets (Rust, C)"
+        );
+    }
+}
