@@ -38,6 +38,9 @@ pub struct LoadOptions {
     pub device_index: i32,
     pub dtype: u32,
     pub vae_tiling: bool,
+    /// `COGVIDEO_RESIDENCY_*`; the init function's default (auto) is kept.
+    pub residency: u32,
+    pub memory_budget: u64,
 }
 
 #[repr(C)]

@@ -78,6 +78,8 @@ const STRUCTS: &[(&str, &[&str])] = &[
             "device_index",
             "dtype",
             "vae_tiling",
+            "residency",
+            "memory_budget",
         ],
     ),
     (
@@ -154,7 +156,8 @@ fn rust_layouts() -> Vec<Vec<usize>> {
         }};
     }
     vec![
-        layout!(LoadOptions; struct_size, device, device_index, dtype, vae_tiling),
+        layout!(LoadOptions; struct_size, device, device_index, dtype, vae_tiling, residency,
+            memory_budget),
         layout!(Frame; data, width, height, stride_bytes, format),
         layout!(InvertOptions; struct_size, width, height, steps, seed, noise, noise_len,
             resize_mode, progress, progress_user, posterior_mean),
