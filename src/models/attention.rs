@@ -24,8 +24,8 @@ pub(crate) const MAX_SCORE_ELEMENTS: usize = 1 << 28;
 /// f32 whatever the activation dtype, as the fused attention kernels of
 /// PyTorch accumulate.
 ///
-/// f32 on the CPU runs the fused, tiled kernel of [`flash`]; everything else
-/// the query-chunked candle ops of [`chunked`].
+/// f32 on the CPU runs the fused, tiled kernel of `attention/flash.rs`; everything else
+/// the query-chunked candle ops of `attention/chunked.rs`.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     kv: &[(&Tensor, &Tensor)],
