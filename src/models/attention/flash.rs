@@ -17,11 +17,13 @@ use candle_core::{DType, Result, Tensor};
 
 use super::kernels::{LANES, Shared, exp, try_zeros, with_slices};
 
-/// Queries per task: with [`BLOCK_K`] the score block is 256 KiB, which stays
-/// in a core's L2 cache between the two products.
-const BLOCK_Q: usize = 128;
+/// Queries per task. Each task packs every key and value block of its head
+/// for the GEMMs, so larger query blocks pack less often; with [`BLOCK_K`]
+/// the score block is 256 KiB, which stays in a core's L2 cache between the
+/// two products.
+const BLOCK_Q: usize = 256;
 /// Keys per step.
-const BLOCK_K: usize = 512;
+const BLOCK_K: usize = 256;
 
 /// Whether the inputs take this path: f32 on the CPU.
 pub(super) fn applies(q: &Tensor, kv: &[(&Tensor, &Tensor)]) -> bool {
