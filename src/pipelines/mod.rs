@@ -581,7 +581,14 @@ impl Pipeline {
         // Block input, norms, q/k/v, attention output and the 4x feed-forward
         // hidden state with its GELU: about 16 hidden-sized tensors, some f32.
         let activations = 16 * batch * tokens * cfg.inner_dim() as u64 * elem;
-        let scores = 2 * 4 * crate::models::attention::MAX_SCORE_ELEMENTS as u64;
+        // The fused f32 CPU attention holds a block of scores per thread and
+        // the feed-forward a chunk of tokens; the generic path a chunk of
+        // scores and its softmax.
+        let scores = if self.device.is_cpu() && self.dtype == DType::F32 {
+            256 << 20
+        } else {
+            2 * 4 * crate::models::attention::MAX_SCORE_ELEMENTS as u64
+        };
         // Latents, model inputs and outputs, scheduler temporaries (f32).
         let latents =
             10 * batch * (f * self.latent_channels() * (height / 8) * (width / 8)) as u64 * 4;

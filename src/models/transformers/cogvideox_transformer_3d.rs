@@ -16,10 +16,8 @@ use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
 use crate::models::attention::{Attention, FeedForward};
-// Re-exported at its former path, where the pipelines still name it.
-pub use crate::models::embeddings::RotaryEmbedding;
 use crate::models::embeddings::{
-    RopeGrid, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
+    RopeGrid, RotaryEmbedding, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
 use crate::text_encoder::MAX_SEQUENCE_LENGTH;
