@@ -756,6 +756,28 @@ fn latents_come_out_before_decoding_and_decode_to_the_same_frames() {
         )
     };
     expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "latent shape");
+    // A shape the model cannot decode is refused before a value is read.
+    for bad_shape in [
+        [1i64, 3, 7, 8, 12],
+        [1, 3, 16, 8, 1 << 19],
+        [1, 1 << 19, 16, 8, 12],
+    ] {
+        let st = unsafe {
+            cogvideo_decode_latents(
+                p.0,
+                latents.as_ptr(),
+                bad_shape.as_ptr(),
+                null(),
+                again.descs.as_ptr(),
+                9,
+            )
+        };
+        expect(
+            st,
+            COGVIDEO_ERR_INVALID_ARGUMENT,
+            "latents must be [1, F, 16, h, w]",
+        );
+    }
     d.tiling = 9;
     let st = unsafe {
         cogvideo_decode_latents(

@@ -1080,13 +1080,9 @@ pub unsafe extern "C" fn cogvideo_decode_latents(
         let o = unsafe { options::read(opts, "decode options") }?;
         let decode = options::decode_options(&o)?;
         let mode = resize_mode(o.resize_mode)?;
+        // Checked before a value is read: the shape says how much to read.
+        pipeline.check_latent_dims(&dims)?;
         let (f, h, w) = (dims[1], dims[3], dims[4]);
-        if dims[0] != 1 || (pipelines::decoded_frame_count(f) > pipelines::MAX_FRAMES + 3) {
-            return Err(Error::invalid(format!(
-                "latents must be [1, F, 16, h, w] with at most {} frames, got {dims:?}",
-                (pipelines::MAX_FRAMES - 1) / 4 + 1
-            )));
-        }
         pipeline.check_decode_fits(8 * h, 8 * w, pipelines::decoded_frame_count(f), &decode)?;
         let mut frames =
             unsafe { output_frames(out, out_count, pipelines::decoded_frame_count(f)) }?;

@@ -776,6 +776,27 @@ impl Pipeline {
         Ok(z)
     }
 
+    /// Checks a latents shape for decoding: `[1, F, 16, h, w]` with the
+    /// sizes any call accepts.
+    pub fn check_latent_dims(&self, dims: &[usize]) -> Result<()> {
+        let c = self.latent_channels();
+        let ok = dims.len() == 5
+            && dims[0] == 1
+            && dims[1] >= 1
+            && dims[2] == c
+            && (1..=MAX_SIDE / 8).contains(&dims[3])
+            && (1..=MAX_SIDE / 8).contains(&dims[4])
+            && dims[1] <= (MAX_FRAMES - 1) / 4 + 1;
+        if !ok {
+            return Err(Error::invalid(format!(
+                "latents must be [1, F, {c}, h, w] with h and w in 1..={} and at most {} frames, got {dims:?}",
+                MAX_SIDE / 8,
+                (MAX_FRAMES - 1) / 4 + 1
+            )));
+        }
+        Ok(())
+    }
+
     /// Decodes diffusion latents `[1, F, 16, h, w]` (as the generating calls
     /// return them) to pixels `[1, 3, T, H, W]` in [-1, 1], f32, with
     /// T = [`decoded_frame_count`]`(F)`.
@@ -785,22 +806,7 @@ impl Pipeline {
         opts: &DecodeOptions,
         progress: &mut Progress,
     ) -> Result<Tensor> {
-        let dims = latents.dims();
-        let c = self.latent_channels();
-        let ok = dims.len() == 5
-            && dims[0] == 1
-            && dims[1] >= 1
-            && dims[2] == c
-            && (1..=MAX_SIDE / 8).contains(&dims[3])
-            && (1..=MAX_SIDE / 8).contains(&dims[4])
-            && decoded_frame_count(dims[1]) <= MAX_FRAMES + 3;
-        if !ok {
-            return Err(Error::invalid(format!(
-                "latents must be [1, F, {c}, h, w] with h and w in 1..={} and at most {} frames, got {dims:?}",
-                MAX_SIDE / 8,
-                (MAX_FRAMES - 1) / 4 + 1
-            )));
-        }
+        self.check_latent_dims(latents.dims())?;
         let sf = self.vae.config().scaling_factor;
         let z = (latents.to_dtype(self.dtype)?.permute((0, 2, 1, 3, 4))? * (1.0 / sf))?;
         let run = VaeRunOptions {
