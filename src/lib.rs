@@ -26,5 +26,8 @@ pub mod schedulers;
 pub mod text_encoder;
 pub mod variant;
 
+#[cfg(test)]
+mod test_util;
+
 pub use error::{Error, Result};
 pub use variant::Variant;

@@ -361,15 +361,8 @@ fn tiny_generate(steps: usize) -> GenerateOptions {
     }
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    common::max_abs_diff(a, b).0
 }
 
 #[test]

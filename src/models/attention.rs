@@ -239,19 +239,7 @@ mod tests {
     use candle_nn::VarBuilder;
 
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::test_util::max_diff;
 
     /// The fused kernel and the chunked path agree within f32 rounding, with
     /// sequence lengths that leave partial query and key blocks, two key

@@ -832,19 +832,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::test_util::max_diff;
 
     /// The block's f32 CPU kernels (modulated norm, gated residual) agree
     /// with the candle ops of the generic path.
