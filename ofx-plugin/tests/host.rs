@@ -971,3 +971,29 @@ fn cogvideox_edit_interactive_render_while_processing_returns_at_once() {
     inst.destroy();
     assert_no_violations();
 }
+
+// TODO(#9): once the plugin has them, add (the host already does its part):
+// - temporal access: with `Temporal::Full`, the effect declares
+//   kOfxImageEffectPropTemporalClipAccess; `frames_needed(t)` for every t in
+//   the segment returns the whole segment's host frames (frame step 1 and
+//   2); the first final render of any one frame fetches every source frame
+//   of the segment at its own time (`Event::Fetch` with `time` != render
+//   time, all served, all released) and returns the C API's frame, with no
+//   collecting pass; a second instance is served from the cache without a
+//   fetch at another time.
+// - the same effect under `Temporal::CurrentOnly` and `Temporal::None`
+//   falls back to collecting (the test above must still pass there).
+// - background processing: `cogvideox_edit_interactive_render_while_
+//   processing_returns_at_once` without `#[ignore]`, and an interactive
+//   render of a complete, unprocessed segment returns within a second with
+//   the source and a status, the result appearing on a later interactive
+//   render (poll), processed once.
+// - abort of a final render while a background job runs: returns within a
+//   second, and the job's result is still served afterwards.
+// - the `status` parameter: `inst.param("status")` follows the persistent
+//   message (collected k of n, processing, failed with the log path).
+// - Generate in the generator context equals `cogvideo_generate_video`
+//   (replacing `cogvideox_generate_fills_the_output_and_warns`), and
+//   Animate on `cogvideox-5b-i2v` equals `cogvideo_animate_image`.
+// - latents in the cache: a purge (kOfxActionPurgeCaches) then a render
+//   decodes again without sampling (no "processing segment" line).
