@@ -560,6 +560,11 @@ fn cogvideox_effects_describe_in_every_context() {
     let bin = cogvideox();
     let ids: Vec<String> = bin.plugins().iter().map(|p| p.id()).collect();
     assert_eq!(ids, [EDIT, ANIMATE, GENERATE]);
+    // Hosts such as MLT send Load and Unload many times per process.
+    for p in bin.plugins() {
+        assert_eq!(p.load(), host::kOfxStatOK);
+        assert!(ok_or_default(p.unload()));
+    }
     for suite in [
         "OfxPropertySuite",
         "OfxImageEffectSuite",
@@ -972,6 +977,122 @@ fn cogvideox_edit_interactive_render_while_processing_returns_at_once() {
     assert_no_violations();
 }
 
+/// CogVideoX Animate on the image-to-video checkpoint: the source frame at
+/// `source_frame` becomes the segment's clip, computed when that frame is
+/// rendered; every frame equals the C API's.
+#[test]
+fn cogvideox_animate_renders_the_c_api_clip() {
+    env();
+    let p = cogvideox().plugin(ANIMATE);
+    let (_, desc) = p.describe();
+    let general = host::kOfxImageEffectContextGeneral;
+    let (st, ctx) = p.describe_in_context(&desc, general);
+    assert_eq!(st, host::kOfxStatOK);
+    let inst = p
+        .create_instance(&ctx, general, edit_setup(Depth::Byte, LAYOUTS[2]))
+        .unwrap();
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    let sets = [
+        inst.set_string("checkpoint", checkpoint.to_str().unwrap()),
+        inst.set_string("prompt", PROMPT),
+        inst.set_int("seed", SEED),
+        inst.set_double("guidance", GUIDANCE),
+        inst.set_int("steps", STEPS),
+        inst.set_int("frame_step", 1),
+        // The image-to-video default is 49 frames.
+        inst.set_int("segment_length", FRAMES as i32),
+        inst.set_int("source_frame", 2),
+        inst.set_int("cache_version", 600),
+    ];
+    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
+    let src = pattern_source(W, H, Depth::Byte);
+    // Before the image is seen: the source, with a status.
+    let r = inst.render(&Render::at(0.0));
+    assert_eq!(r.pixels, src(0.0, 1.0).unwrap());
+    assert!(
+        message(&inst).contains("waiting for host frame 2"),
+        "{:?}",
+        inst.persistent_message()
+    );
+
+    let image = src(2.0, 1.0).unwrap();
+    let inputs = common::AnimateInputs {
+        checkpoint: &checkpoint,
+        prompt: PROMPT,
+        frames: FRAMES,
+        steps: STEPS,
+        seed: SEED as u64,
+        guidance: GUIDANCE as f32,
+    };
+    let frames = [image.data.clone()];
+    let want = common::c_api_animate(
+        &inputs,
+        &common::Frames {
+            width: W,
+            height: H,
+            format: capi::FORMAT_RGBA8,
+            frames: &frames,
+        },
+    );
+    for k in [2, 0, 1, 3, 4, 5, 6, 7, 8] {
+        let r = inst.render(&Render::at(k as f64));
+        assert_eq!(r.status, host::kOfxStatOK);
+        let want = Pixels {
+            width: W,
+            height: H,
+            depth: Depth::Byte,
+            data: want[k].clone(),
+        };
+        assert_same(&r.pixels, &want, &format!("animate, frame {k}"));
+    }
+    assert_eq!(inst.live_images(), 0);
+    inst.destroy();
+    assert_no_violations();
+}
+
+/// A checkpoint folder without a model: every frame passes the source
+/// through with an error naming the log, the load is not retried on every
+/// frame, and Process retries it.
+#[test]
+fn cogvideox_broken_checkpoint_passes_the_source_through_and_says_why() {
+    env();
+    let broken = scratch().join("empty-checkpoint");
+    std::fs::create_dir_all(&broken).unwrap();
+    let inst = edit_instance(edit_setup(Depth::Byte, Layout::PLAIN), 700);
+    assert!(ok_or_default(
+        inst.set_string("checkpoint", broken.to_str().unwrap())
+    ));
+    let loads = || {
+        let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
+        let tag = format!(
+            "loading LoadKey {{ checkpoint: {:?}",
+            broken.to_str().unwrap()
+        );
+        log.lines().filter(|l| l.contains(&tag)).count()
+    };
+    let src = pattern_source(W, H, Depth::Byte);
+    for k in 0..3 {
+        let r = inst.render(&Render::at(k as f64));
+        assert_eq!(r.status, host::kOfxStatOK);
+        assert_eq!(r.pixels, src(k as f64, 1.0).unwrap());
+        let (kind, text) = inst.persistent_message().expect("an error message");
+        assert_eq!(kind, "OfxMessageError", "{text}");
+        assert!(text.contains("cannot load the checkpoint"), "{text}");
+        let log = scratch().join("plugin.log");
+        assert!(
+            text.contains(&format!("(log: {})", log.display())),
+            "{text}"
+        );
+    }
+    assert_eq!(loads(), 1, "the broken checkpoint was loaded again");
+    assert!(ok_or_default(inst.press("process")));
+    inst.render(&Render::at(0.0));
+    assert_eq!(loads(), 2, "Process did not retry");
+    assert_eq!(inst.live_images(), 0);
+    inst.destroy();
+    assert_no_violations();
+}
+
 // TODO(#9): once the plugin has them, add (the host already does its part):
 // - temporal access: with `Temporal::Full`, the effect declares
 //   kOfxImageEffectPropTemporalClipAccess; `frames_needed(t)` for every t in
@@ -993,7 +1114,6 @@ fn cogvideox_edit_interactive_render_while_processing_returns_at_once() {
 // - the `status` parameter: `inst.param("status")` follows the persistent
 //   message (collected k of n, processing, failed with the log path).
 // - Generate in the generator context equals `cogvideo_generate_video`
-//   (replacing `cogvideox_generate_fills_the_output_and_warns`), and
-//   Animate on `cogvideox-5b-i2v` equals `cogvideo_animate_image`.
+//   (replacing `cogvideox_generate_fills_the_output_and_warns`).
 // - latents in the cache: a purge (kOfxActionPurgeCaches) then a render
 //   decodes again without sampling (no "processing segment" line).

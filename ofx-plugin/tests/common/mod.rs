@@ -136,3 +136,41 @@ pub fn c_api_edit(inputs: &EditInputs, source: &Frames, prompts: &[&str]) -> Vec
         })
         .collect()
 }
+
+/// What the tests give CogVideoX Animate.
+pub struct AnimateInputs<'a> {
+    pub checkpoint: &'a Path,
+    pub prompt: &'a str,
+    pub frames: usize,
+    pub steps: i32,
+    pub seed: u64,
+    pub guidance: f32,
+}
+
+/// `cogvideo_animate_image` on `image` (the one frame of `image.frames`):
+/// the clip's frames in the image's size and format.
+pub fn c_api_animate(inputs: &AnimateInputs, image: &Frames) -> Vec<Vec<u8>> {
+    let api = api();
+    let mut lo = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.load_options_init)(&mut lo) };
+    let pipe = PipelineHandle::load(api, inputs.checkpoint.to_str().unwrap(), &lo).unwrap();
+    let mut img = image.frames[0].clone();
+    let img = image.desc(img.as_mut_ptr());
+    let size = image.width * image.height * image.pixel_bytes();
+    let mut out: Vec<Vec<u8>> = (0..inputs.frames).map(|_| vec![0u8; size]).collect();
+    let outs: Vec<capi::Frame> = out.iter_mut().map(|f| image.desc(f.as_mut_ptr())).collect();
+    let prompt = CString::new(inputs.prompt).unwrap();
+    let mut o = capi::AnimateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.animate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.num_frames = inputs.frames as i32;
+    o.steps = inputs.steps;
+    o.guidance_scale = inputs.guidance;
+    o.seed = inputs.seed;
+    // SAFETY: valid image, options and outputs.
+    let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, outs.as_ptr(), outs.len()) };
+    api.check(st).unwrap();
+    out
+}
