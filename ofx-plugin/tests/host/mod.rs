@@ -8,9 +8,11 @@
 //! row layout (padding, negative row bytes), the render scale, interactive
 //! or final renders, an abort flag (raised by the test or at the Nth
 //! progress update), temporal access (full, MLT's "the current image for any
-//! time", none), and images fetched outside a render. Parameters hold one
-//! value (no animation); the variadic suite functions come from a C shim
-//! (shim.c) built with the `cc` crate.
+//! time", none), and images fetched outside a render. Images are given on
+//! the render's own thread and the threads of the multithread suite (a
+//! plugin's own threads get none, as a render's images belong to it).
+//! Parameters hold one value (no animation); the variadic suite functions
+//! come from a C shim (shim.c) built with the `cc` crate.
 
 pub mod compile;
 pub mod image;
