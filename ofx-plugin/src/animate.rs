@@ -1,18 +1,20 @@
 //! CogVideoX Animate: the source frame at `source_frame` becomes a clip
 //! (image-to-video) laid over the segment. The image is collected when the
 //! host renders that frame (hosts such as MLT give no access to other
-//! times); the clip is then computed once and served from the cache, in
-//! memory and on disk.
+//! times); the clip is then computed once on the worker and served from
+//! the cache, in memory and on disk.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::capi::{self, PipelineHandle};
-use crate::edit::{DONE, LoadKey, Outcome, Placement, Progress, RETRY, Served, on_progress, serve};
+use crate::edit::{
+    LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, next, on_progress, serve, wait_for,
+};
 use crate::image::Frame;
+use crate::worker::{self, Job};
 
 /// Everything Animate's result depends on, read from parameters.
 #[derive(Clone, Debug)]
@@ -80,8 +82,7 @@ pub fn render(
     time: f64,
     place: Option<&Placement>,
     source: &Frame,
-    progress: &Progress,
-    wait: bool,
+    w: &Waiter,
 ) -> Option<Served> {
     let image_key = ImageKey {
         load: s.load.clone(),
@@ -124,77 +125,88 @@ pub fn render(
         length: place.length,
         step: place.step,
     };
+    let id = crate::edit::job_id(&key);
     let retry = RETRY.load(Ordering::SeqCst);
-    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = loop {
+    loop {
+        let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = results.get_or_insert_with(HashMap::new);
-        match map.get(&key) {
-            Some(Outcome::Ready(frames)) => return Some(serve(frames, place, source)),
-            Some(Outcome::Running) if wait => {
-                if (progress.aborted)() {
-                    return Some(Served::Source("CogVideoX: aborted".into()));
+        match next(map.get(&key), w, retry) {
+            Next::Ready(frames) => return Some(serve(&frames, place, source)),
+            Next::Show(served) => return Some(served),
+            Next::Wait(job) => {
+                drop(results);
+                if let Some(served) = wait_for(&job, w) {
+                    return Some(served);
                 }
-                results = DONE
-                    .wait_timeout(results, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
                 continue;
             }
-            Some(Outcome::Running) => {
-                return Some(Served::Source("CogVideoX: processing the clip".into()));
-            }
-            Some(Outcome::Failed(msg, generation)) if *generation == retry => {
-                return Some(Served::Source(format!(
-                    "CogVideoX failed: {msg} (log: {}; press Process to retry)",
-                    crate::log::path().display()
-                )));
-            }
-            _ => {}
+            Next::Compute => {}
         }
         let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
+            worker::want(w.instance, None);
             let frames = Arc::new(frames);
             map.insert(key, Outcome::Ready(frames.clone()));
             return Some(serve(&frames, place, source));
         }
         if map.len() >= MAX_ENTRIES {
-            map.retain(|_, o| matches!(o, Outcome::Running));
+            map.retain(|_, o| matches!(o, Outcome::Running(_)));
         }
-        map.insert(key.clone(), Outcome::Running);
-        break entry;
+        let job = Job::new(id);
+        map.insert(key.clone(), Outcome::Running(job.clone()));
+        worker::want(w.instance, Some(id));
+        let work = {
+            let (s, pipe, key, image) = (s.clone(), pipe.clone(), key.clone(), image.clone());
+            let length = place.length;
+            move |job: &Job| finish(&s, &pipe, key, length, image, entry, retry, job)
+        };
+        worker::submit(job, w.wait, work);
+        if !w.wait {
+            return Some(Served::Source("CogVideoX: queued for processing".into()));
+        }
+    }
+}
+
+/// Animates on the worker and records the outcome.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &AnimateSettings,
+    pipe: &PipelineHandle,
+    key: ResultKey,
+    length: usize,
+    image: Frame,
+    entry: std::path::PathBuf,
+    retry: u64,
+    job: &Job,
+) {
+    let outcome = if job.cancelled() {
+        Err(("cancelled before it started".to_string(), true))
+    } else {
+        crate::log::line(&format!("animating {key:?}"));
+        animate(s, pipe, length, image, job)
     };
-    drop(results);
-    crate::log::line(&format!("animating {key:?}"));
-    let outcome = animate(s, pipe, place.length, image, progress);
     if let Ok(frames) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
     {
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    DONE.notify_all();
     let map = results.get_or_insert_with(HashMap::new);
-    Some(match outcome {
+    match outcome {
         Ok(frames) => {
             crate::log::line("clip done");
-            let frames = Arc::new(frames);
-            map.insert(key, Outcome::Ready(frames.clone()));
-            serve(&frames, place, source)
+            map.insert(key, Outcome::Ready(Arc::new(frames)));
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("clip failed: {msg}"));
             if cancelled {
                 map.remove(&key);
             } else {
-                map.insert(key, Outcome::Failed(msg.clone(), retry));
+                map.insert(key, Outcome::Failed(msg, retry));
             }
-            Served::Source(format!(
-                "CogVideoX failed: {msg} (log: {})",
-                crate::log::path().display()
-            ))
         }
-    })
+    }
 }
 
 fn animate(
@@ -202,7 +214,7 @@ fn animate(
     pipe: &PipelineHandle,
     length: usize,
     mut image: Frame,
-    progress: &Progress,
+    job: &Job,
 ) -> Result<Vec<Frame>, (String, bool)> {
     let api = pipe.api;
     let mut n = 0;
@@ -229,7 +241,7 @@ fn animate(
     o.seed = s.seed;
     o.resize_mode = s.resize_mode;
     o.progress = Some(on_progress);
-    o.progress_user = progress as *const Progress as *mut c_void;
+    o.progress_user = job as *const Job as *mut c_void;
     let img = image.as_capi();
     // SAFETY: valid image, options and outputs for the call.
     let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, descs.as_ptr(), descs.len()) };

@@ -3,18 +3,20 @@
 //! A segment is `length` model frames, model frame k being host frame
 //! `start + k * step`. Its source frames are collected as the host renders
 //! them (hosts such as MLT give no access to other times); once all are
-//! there the segment is inverted once and edited, and every later request
-//! is served from the results. Host frames between model frames blend the
+//! there the segment is inverted once and edited on the worker
+//! (`worker.rs`), and every later request is served from the results. Host frames between model frames blend the
 //! two nearest results.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::capi::{self, InversionHandle, PipelineHandle};
 use crate::image::Frame;
+use crate::worker::{self, Job};
 
 /// How a pipeline is loaded; one pipeline per key and process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -90,7 +92,7 @@ struct SegmentKey {
 }
 
 pub(crate) enum Outcome {
-    Running,
+    Running(Arc<Job>),
     Ready(Arc<Vec<Frame>>),
     /// The message and the retry generation it failed in: a failed segment
     /// is not retried on every request, only after "Process".
@@ -114,8 +116,6 @@ const MAX_SEGMENTS: usize = 8;
 type Loaded = Result<Arc<PipelineHandle>, (String, u64)>;
 static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
-/// Signalled whenever a segment's processing ends.
-pub(crate) static DONE: Condvar = Condvar::new();
 pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(0);
 
@@ -216,46 +216,108 @@ pub enum Served {
     Source(String),
 }
 
-/// Abort polling and progress for one library call.
-pub struct Progress<'a> {
-    /// Reports the fraction done; true to cancel.
-    pub cancel: &'a dyn Fn(f64) -> bool,
-    /// Whether the host wants the render stopped.
-    pub aborted: &'a dyn Fn() -> bool,
+/// How a render deals with a segment that is not ready.
+pub struct Waiter<'a> {
+    /// The instance (its handle's address): the job it wants.
+    pub instance: usize,
+    /// A final render: waits for the result; an interactive one shows the
+    /// source with a status meanwhile.
+    pub wait: bool,
+    /// Reports the fraction done on the render thread; true when the host
+    /// wants the render stopped.
+    pub progress: &'a dyn Fn(f64) -> bool,
 }
 
+/// The library's progress callback: `user` is the job.
 pub(crate) unsafe extern "C" fn on_progress(
     user: *mut c_void,
     stage: i32,
     done: i32,
     total: i32,
 ) -> bool {
-    // SAFETY: `user` is the `Progress` passed with this call.
-    let p = unsafe { &*(user as *const Progress) };
-    let frac = if total > 0 {
-        done as f64 / total as f64
-    } else {
-        0.0
-    };
-    // Stages run in order; spread them over the bar.
-    let overall = (stage as f64 + frac) / STAGES;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| !(p.cancel)(overall))).unwrap_or(false)
+    // SAFETY: `user` is the `Job` passed with this call.
+    let job = unsafe { &*(user as *const Job) };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        job.report(stage, done, total)
+    }))
+    .unwrap_or(false)
 }
 
-/// `COGVIDEO_STAGE_*` values run from 0 to 4.
-const STAGES: f64 = 5.0;
+/// What to do about a result's cache entry.
+pub(crate) enum Next {
+    Ready(Arc<Vec<Frame>>),
+    Show(Served),
+    /// A final render waits for this job (the lock released).
+    Wait(Arc<Job>),
+    /// Nothing is cached, running or remembered as failed: compute it.
+    Compute,
+}
+
+pub(crate) fn failed(msg: &str) -> String {
+    format!(
+        "CogVideoX failed: {msg} (log: {}; press Process to retry)",
+        crate::log::path().display()
+    )
+}
+
+/// Decides from a result's cache entry, recording which job the instance
+/// wants.
+pub(crate) fn next(outcome: Option<&Outcome>, w: &Waiter, retry: u64) -> Next {
+    match outcome {
+        Some(Outcome::Ready(frames)) => {
+            worker::want(w.instance, None);
+            Next::Ready(frames.clone())
+        }
+        Some(Outcome::Running(job)) if job.finished() => {
+            worker::want(w.instance, None);
+            Next::Show(Served::Source(failed("the job ended without a result")))
+        }
+        Some(Outcome::Running(job)) => {
+            worker::want(w.instance, Some(job.id));
+            if w.wait {
+                Next::Wait(job.clone())
+            } else {
+                Next::Show(Served::Source(format!("CogVideoX: {}", job.status())))
+            }
+        }
+        Some(Outcome::Failed(msg, generation)) if *generation == retry => {
+            worker::want(w.instance, None);
+            Next::Show(Served::Source(failed(msg)))
+        }
+        _ => Next::Compute,
+    }
+}
+
+/// A final render's wait for `job`, the cache lock released: reports
+/// progress and cancels the job when the host aborts. `Some` is what to
+/// show after an abort.
+pub(crate) fn wait_for(job: &Job, w: &Waiter) -> Option<Served> {
+    if (w.progress)(job.fraction()) {
+        crate::log::line(&format!("job {:016x}: the host aborted", job.id));
+        job.cancel();
+        return Some(Served::Source("CogVideoX: aborted".into()));
+    }
+    job.wait(Duration::from_millis(100));
+    None
+}
+
+/// Identifies a job by what it computes.
+pub(crate) fn job_id(key: &impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
 
 /// Collects `source` (the host frame at `place`) into its segment and
-/// returns what to show, processing the segment synchronously once it is
-/// complete. With `wait` (final renders) a request for a segment another
-/// thread is processing waits for its result instead of showing the source.
+/// returns what to show. A complete segment is processed on the worker;
+/// a final render waits for it, an interactive one shows the source with
+/// a status meanwhile.
 pub fn render(
     s: &EditSettings,
     pipe: &Arc<PipelineHandle>,
     place: &Placement,
     source: &Frame,
-    progress: &Progress,
-    wait: bool,
+    w: &Waiter,
 ) -> Served {
     let key = SegmentKey {
         load: s.load.clone(),
@@ -283,9 +345,11 @@ pub fn render(
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
     };
+    let id = job_id(&(&key, &edit));
     let retry = RETRY.load(Ordering::SeqCst);
-    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let job = loop {
+    let mut collected_now = false;
+    loop {
+        let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = all.get_or_insert_with(HashMap::new);
         if !map.contains_key(&key) && map.len() >= MAX_SEGMENTS {
             let oldest = map
@@ -299,7 +363,8 @@ pub fn render(
         let seg = map.entry(key.clone()).or_default();
         seg.last_use = CLOCK.fetch_add(1, Ordering::SeqCst);
         seg.sources.resize(place.length, None);
-        if place.frac == 0.0 {
+        if place.frac == 0.0 && !collected_now {
+            collected_now = true;
             let hash = source.content_hash();
             let slot = &mut seg.sources[place.index];
             if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
@@ -312,33 +377,21 @@ pub fn render(
                 *slot = Some((hash, source.clone()));
             }
         }
-        match seg.results.get(&edit) {
-            Some(Outcome::Ready(frames)) => return serve(frames, place, source),
-            Some(Outcome::Running) if wait => {
-                // A final render waits for the thread that processes the
-                // segment (polling the host's abort flag).
-                if (progress.aborted)() {
-                    return Served::Source("CogVideoX: aborted".into());
+        match next(seg.results.get(&edit), w, retry) {
+            Next::Ready(frames) => return serve(&frames, place, source),
+            Next::Show(served) => return served,
+            Next::Wait(job) => {
+                drop(all);
+                if let Some(served) = wait_for(&job, w) {
+                    return served;
                 }
-                all = DONE
-                    .wait_timeout(all, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
                 continue;
             }
-            Some(Outcome::Running) => {
-                return Served::Source("CogVideoX: processing the segment".into());
-            }
-            Some(Outcome::Failed(msg, generation)) if *generation == retry => {
-                return Served::Source(format!(
-                    "CogVideoX failed: {msg} (log: {}; press Process to retry)",
-                    crate::log::path().display()
-                ));
-            }
-            _ => {}
+            Next::Compute => {}
         }
         let collected = seg.sources.iter().filter(|x| x.is_some()).count();
         if collected < place.length {
+            worker::want(w.instance, None);
             return Served::Source(format!(
                 "CogVideoX: collected {collected} of {} frames; results on the next pass",
                 place.length
@@ -348,11 +401,14 @@ pub fn render(
         let entry = crate::disk::entry(&s.load.checkpoint, &(&key, &edit), &hashes);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("segment read from {}", entry.display()));
+            worker::want(w.instance, None);
             let frames = Arc::new(frames);
             seg.results.insert(edit, Outcome::Ready(frames.clone()));
             return serve(&frames, place, source);
         }
-        seg.results.insert(edit.clone(), Outcome::Running);
+        let job = Job::new(id);
+        seg.results
+            .insert(edit.clone(), Outcome::Running(job.clone()));
         let frames: Vec<Frame> = seg
             .sources
             .iter()
@@ -364,43 +420,63 @@ pub fn render(
             .as_ref()
             .filter(|(k, _)| *k == invert)
             .map(|(_, i)| i.clone());
-        break (frames, inv, entry);
+        worker::want(w.instance, Some(id));
+        let work = {
+            let (s, pipe, key, edit) = (s.clone(), pipe.clone(), key.clone(), edit.clone());
+            let invert = invert.clone();
+            move |job: &Job| finish(&s, &pipe, key, edit, invert, frames, inv, entry, retry, job)
+        };
+        worker::submit(job, w.wait, work);
+        if !w.wait {
+            return Served::Source("CogVideoX: queued for processing".into());
+        }
+    }
+}
+
+/// Processes a segment on the worker and records the outcome.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &EditSettings,
+    pipe: &PipelineHandle,
+    key: SegmentKey,
+    edit: EditKey,
+    invert: InvertKey,
+    frames: Vec<Frame>,
+    inv: Option<Arc<InversionHandle>>,
+    entry: std::path::PathBuf,
+    retry: u64,
+    job: &Job,
+) {
+    let outcome = if job.cancelled() {
+        Err(("cancelled before it started".to_string(), true))
+    } else {
+        crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
+        process(s, pipe, frames, inv, job)
     };
-    drop(all);
-    let (frames, inv, entry) = job;
-    crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
-    let outcome = process(s, pipe, frames, inv, progress);
     if let Ok((_, frames)) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
     {
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    DONE.notify_all();
     let Some(seg) = all.get_or_insert_with(HashMap::new).get_mut(&key) else {
-        return Served::Source("CogVideoX: the segment was dropped while processing".into());
+        crate::log::line("the segment was dropped while processing");
+        return;
     };
     match outcome {
         Ok((inversion, frames)) => {
             crate::log::line("segment done");
             seg.inversion = Some((invert, inversion));
-            let frames = Arc::new(frames);
-            seg.results.insert(edit, Outcome::Ready(frames.clone()));
-            serve(&frames, place, source)
+            seg.results.insert(edit, Outcome::Ready(Arc::new(frames)));
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("segment failed: {msg}"));
             if cancelled {
-                // An abort is not a failure: the next request starts again.
+                // A cancellation is not a failure: the next request starts again.
                 seg.results.remove(&edit);
             } else {
-                seg.results
-                    .insert(edit, Outcome::Failed(msg.clone(), retry));
+                seg.results.insert(edit, Outcome::Failed(msg, retry));
             }
-            Served::Source(format!(
-                "CogVideoX failed: {msg} (log: {})",
-                crate::log::path().display()
-            ))
         }
     }
 }
@@ -430,11 +506,11 @@ fn process(
     pipe: &PipelineHandle,
     mut frames: Vec<Frame>,
     inv: Option<Arc<InversionHandle>>,
-    progress: &Progress,
+    job: &Job,
 ) -> Result<(Arc<InversionHandle>, Vec<Frame>), Failure> {
     let api = pipe.api;
     let fail = |st: capi::Status| (api.error(st), st == capi::ERR_CANCELLED);
-    let user = progress as *const Progress as *mut c_void;
+    let user = job as *const Job as *mut c_void;
     let inv = match inv {
         Some(i) => i,
         None => {

@@ -13,6 +13,7 @@ mod image;
 pub mod log;
 mod ofx;
 mod params;
+mod worker;
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -167,12 +168,19 @@ fn dispatch(
     } else if action == kOfxImageEffectActionDescribeInContext {
         let context = Props { s, h: in_args }.get_str(kOfxImageEffectPropContext, 0)?;
         describe_in_context(&s, effect, handle, &context)?;
-    } else if action == kOfxActionCreateInstance || action == kOfxActionDestroyInstance {
+    } else if action == kOfxActionCreateInstance {
         // Resolve needs OK here; all state is per process.
+    } else if action == kOfxActionDestroyInstance {
+        worker::forget(handle as usize);
     } else if action == kOfxActionInstanceChanged {
-        let name = Props { s, h: in_args }.get_str(kOfxPropName, 0)?;
-        if name == "process" {
+        let args = Props { s, h: in_args };
+        let name = args.get_str(kOfxPropName, 0)?;
+        let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
+        if is_param && name == "process" {
             edit::retry_failed();
+        } else if is_param && name != "status" {
+            // What this instance's queued or running job computes is stale.
+            worker::changed(handle as usize);
         }
     } else if action == kOfxActionPurgeCaches {
         edit::purge();
@@ -396,29 +404,20 @@ fn render(
     let host_fps = host_fps(s, handle, &[out_clip, src_clip]).unwrap_or(DEFAULT_HOST_FPS);
     let place = edit::place(&seg, &pipe, time, host_fps)?;
     let started = Cell::new(false);
-    let cancel = |frac: f64| progress(s, handle, &started, frac);
-    let aborted = || aborted(s, handle);
-    let progress = edit::Progress {
-        cancel: &cancel,
-        aborted: &aborted,
+    let report = |frac: f64| progress(s, handle, &started, frac);
+    let waiter = edit::Waiter {
+        instance: handle as usize,
+        // Final renders wait for their segment; interactive ones show the
+        // source meanwhile.
+        wait: !interactive(&args),
+        progress: &report,
     };
-    // Final renders may process (or wait for) a segment; interactive ones
-    // show the source meanwhile.
-    let wait = args.get_int(kOfxPropIsInteractive, 0).unwrap_or(0) == 0;
     let served = if effect == Effect::Animate {
         let settings = read_animate(&reader, load, seg.start)?;
-        animate::render(
-            &settings,
-            &pipe,
-            time,
-            place.as_ref(),
-            &source,
-            &progress,
-            wait,
-        )
+        animate::render(&settings, &pipe, time, place.as_ref(), &source, &waiter)
     } else {
         let settings = read_edit(&reader, load, seg.start)?;
-        place.map(|place| edit::render(&settings, &pipe, &place, &source, &progress, wait))
+        place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter))
     };
     if started.get() {
         end_progress(s, handle);
@@ -426,6 +425,7 @@ fn render(
     let Some(served) = served else {
         // Outside the segment.
         ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+        ofx::set_status(s, handle, "outside the segment: the source");
         return out.write(&source, window);
     };
     show(s, handle, time, &mut out, window, &source, served)
@@ -444,6 +444,7 @@ fn show(
     match served {
         edit::Served::Result(f) => {
             ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+            ofx::set_status(s, handle, "done: the result");
             out.write(&f, window)
         }
         edit::Served::Source(status) => {
@@ -454,6 +455,7 @@ fn show(
                 kOfxMessageMessage
             };
             ofx::persistent_message(s, handle, kind, &status);
+            ofx::set_status(s, handle, &status);
             out.write(source, window)
         }
     }
@@ -474,6 +476,18 @@ fn host_fps(s: &Suites, handle: OfxImageEffectHandle, clips: &[OfxImageClipHandl
         .flatten()
         .filter_map(|p| p.get_double(kOfxImageEffectPropFrameRate, 0).ok())
         .find(|f| f.is_finite() && *f > 0.0)
+}
+
+/// Whether a render answers a user's interaction (scrubbing, playback) rather
+/// than a final render: the render's interactive status, or the older
+/// instance-wide flag some hosts set instead.
+fn interactive(args: &Props) -> bool {
+    [
+        kOfxImageEffectPropInteractiveRenderStatus,
+        kOfxPropIsInteractive,
+    ]
+    .iter()
+    .any(|p| args.get_int(p, 0).unwrap_or(0) != 0)
 }
 
 /// Reports progress; true when the host wants the render stopped.

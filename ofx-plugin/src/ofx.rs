@@ -201,3 +201,29 @@ pub fn persistent_message(s: &Suites, effect: OfxImageEffectHandle, kind: &CStr,
         }
     }
 }
+
+/// Shows `text` in the effect's read-only `status` parameter. The standard
+/// allows setting values only outside renders, but the status must follow
+/// the render that finds it out; hosts that refuse keep the last value (the
+/// persistent message and the log say the same), so failures are ignored.
+pub fn set_status(s: &Suites, effect: OfxImageEffectHandle, text: &str) {
+    let (Some(get_set), Some(get), Some(set)) = (
+        s.effect.getParamSet,
+        s.param.paramGetHandle,
+        s.param.paramSetValue,
+    ) else {
+        return;
+    };
+    let text = CString::new(text.replace('\0', " ")).unwrap_or_default();
+    let mut params: OfxParamSetHandle = std::ptr::null_mut();
+    let mut h: OfxParamHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointers; a string parameter
+    // takes one `const char *`, which the host copies.
+    unsafe {
+        if get_set(effect, &mut params) == kOfxStatOK
+            && get(params, c"status".as_ptr(), &mut h, std::ptr::null_mut()) == kOfxStatOK
+        {
+            set(h, text.as_ptr());
+        }
+    }
+}
