@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::capi::{self, PipelineHandle};
 use crate::edit::{
-    LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, next, on_progress, serve, wait_for,
+    Fetch, LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
+    serve, wait_for,
 };
 use crate::image::Frame;
 use crate::worker::{self, Job};
@@ -83,6 +84,7 @@ pub fn render(
     place: Option<&Placement>,
     source: &Frame,
     w: &Waiter,
+    fetch: Option<Fetch>,
 ) -> Option<Served> {
     let image_key = ImageKey {
         load: s.load.clone(),
@@ -104,6 +106,24 @@ pub fn render(
         map.get(&image_key).cloned()
     };
     let place = place?;
+    // Where the host gives other times' frames, the image is fetched.
+    let image = image.or_else(|| {
+        let f = fetch?(s.source_frame as f64)?;
+        if (f.width, f.height, f.format) != (source.width, source.height, source.format) {
+            crate::log::line(
+                "the image to animate differs in size or depth from the frame rendered",
+            );
+            return None;
+        }
+        let entry = (f.content_hash(), f);
+        let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        let map = images.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&image_key) {
+            map.clear();
+        }
+        map.insert(image_key.clone(), entry.clone());
+        Some(entry)
+    });
     let Some((image_hash, image)) = image else {
         return Some(Served::Source(format!(
             "CogVideoX Animate: waiting for host frame {} (the image to animate) to be rendered",
@@ -193,6 +213,10 @@ fn finish(
     }
     let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = results.get_or_insert_with(HashMap::new);
+    if !current(map.get(&key), job) {
+        crate::log::line("the clip's entry was dropped while processing: its result is dropped");
+        return;
+    }
     match outcome {
         Ok(frames) => {
             crate::log::line("clip done");

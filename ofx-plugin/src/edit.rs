@@ -318,6 +318,7 @@ pub fn render(
     place: &Placement,
     source: &Frame,
     w: &Waiter,
+    fetch: Option<Fetch>,
 ) -> Served {
     let key = SegmentKey {
         load: s.load.clone(),
@@ -348,6 +349,8 @@ pub fn render(
     let id = job_id(&(&key, &edit));
     let retry = RETRY.load(Ordering::SeqCst);
     let mut collected_now = false;
+    let mut fetched: Vec<(usize, Frame)> = Vec::new();
+    let mut tried_fetch = false;
     loop {
         let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = all.get_or_insert_with(HashMap::new);
@@ -365,17 +368,10 @@ pub fn render(
         seg.sources.resize(place.length, None);
         if place.frac == 0.0 && !collected_now {
             collected_now = true;
-            let hash = source.content_hash();
-            let slot = &mut seg.sources[place.index];
-            if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
-                if slot.is_some() {
-                    // The source changed under the segment: earlier results
-                    // no longer describe it.
-                    seg.inversion = None;
-                    seg.results.clear();
-                }
-                *slot = Some((hash, source.clone()));
-            }
+            collect(seg, place.index, source);
+        }
+        for (k, f) in fetched.drain(..) {
+            collect(seg, k, &f);
         }
         match next(seg.results.get(&edit), w, retry) {
             Next::Ready(frames) => return serve(&frames, place, source),
@@ -390,6 +386,34 @@ pub fn render(
             Next::Compute => {}
         }
         let collected = seg.sources.iter().filter(|x| x.is_some()).count();
+        if collected < place.length
+            && let Some(fetch) = fetch
+            && !tried_fetch
+        {
+            // The host gives other times' frames: fetch the missing ones,
+            // without the lock (the host may render upstream effects).
+            tried_fetch = true;
+            let missing: Vec<usize> = (0..place.length)
+                .filter(|&k| seg.sources[k].is_none())
+                .collect();
+            drop(all);
+            for k in missing {
+                let t = (s.segment_start + k as i32 * place.step) as f64;
+                match fetch(t) {
+                    Some(f)
+                        if (f.width, f.height, f.format)
+                            == (source.width, source.height, source.format) =>
+                    {
+                        fetched.push((k, f))
+                    }
+                    Some(_) => crate::log::line(&format!(
+                        "the source frame at {t} differs in size or depth from the one rendered"
+                    )),
+                    None => {}
+                }
+            }
+            continue;
+        }
         if collected < place.length {
             worker::want(w.instance, None);
             return Served::Source(format!(
@@ -433,6 +457,29 @@ pub fn render(
     }
 }
 
+/// Source images at other host times (hosts with temporal access).
+pub type Fetch<'a> = &'a dyn Fn(f64) -> Option<Frame>;
+
+/// Stores the source of model frame `index`; a frame whose content changed
+/// drops the segment's results, which no longer describe it.
+fn collect(seg: &mut Segment, index: usize, frame: &Frame) {
+    let hash = frame.content_hash();
+    let slot = &mut seg.sources[index];
+    if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
+        if slot.is_some() {
+            seg.inversion = None;
+            seg.results.clear();
+        }
+        *slot = Some((hash, frame.clone()));
+    }
+}
+
+/// Whether `outcome` is still `job` running: a job whose entry was
+/// dropped (the source changed, a purge) must not record its result.
+pub(crate) fn current(outcome: Option<&Outcome>, job: &Job) -> bool {
+    matches!(outcome, Some(Outcome::Running(j)) if std::ptr::eq(j.as_ref(), job))
+}
+
 /// Processes a segment on the worker and records the outcome.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -459,8 +506,9 @@ fn finish(
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(seg) = all.get_or_insert_with(HashMap::new).get_mut(&key) else {
-        crate::log::line("the segment was dropped while processing");
+    let seg = all.get_or_insert_with(HashMap::new).get_mut(&key);
+    let Some(seg) = seg.filter(|seg| current(seg.results.get(&edit), job)) else {
+        crate::log::line("the segment changed while processing: its result is dropped");
         return;
     };
     match outcome {

@@ -188,6 +188,20 @@ fn dispatch(
     } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
         // Without this a host may render one frame and reuse it.
         Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
+    } else if action == kOfxImageEffectActionGetFramesNeeded
+        && s.temporal
+        && effect != Effect::Generate
+    {
+        let times = frames_needed(&s, effect, handle, Props { s, h: in_args })?;
+        let Some(times) = times else {
+            return Ok(kOfxStatReplyDefault);
+        };
+        let out = Props { s, h: out_args };
+        let name = c"OfxImageClipPropFrameRange_Source";
+        for (i, (a, b)) in ranges(&times).into_iter().enumerate() {
+            out.set_double(name, 2 * i as c_int, a)?;
+            out.set_double(name, 2 * i as c_int + 1, b)?;
+        }
     } else if action == kOfxImageEffectActionRender {
         render(&s, effect, handle, Props { s, h: in_args })?;
     } else {
@@ -237,7 +251,10 @@ fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<
     )?;
     p.set_int(kOfxImageEffectPluginPropHostFrameThreading, 0, 0)?;
     p.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
-    p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 0)?;
+    // Other times' source frames are fetched where the host can give them;
+    // elsewhere they are collected as the host renders them.
+    let temporal = s.temporal && effect != Effect::Generate;
+    p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, temporal as c_int)?;
     Ok(())
 }
 
@@ -266,6 +283,9 @@ fn describe_in_context(
             kOfxImageComponentRGBA,
         )?;
         c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
+        if name == kOfxImageEffectSimpleSourceClipName && s.temporal {
+            c.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 1)?;
+        }
     }
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
@@ -412,12 +432,30 @@ fn render(
         wait: !interactive(&args),
         progress: &report,
     };
+    // Source frames at other times, released as soon as they are copied.
+    let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip, t) {
+        Ok(Some(img)) => Some(img.to_frame()),
+        Ok(None) => None,
+        Err(e) => {
+            log::line(&format!("no source image at {t}: {e}"));
+            None
+        }
+    };
+    let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
     let served = if effect == Effect::Animate {
         let settings = read_animate(&reader, load, seg.start)?;
-        animate::render(&settings, &pipe, time, place.as_ref(), &source, &waiter)
+        animate::render(
+            &settings,
+            &pipe,
+            time,
+            place.as_ref(),
+            &source,
+            &waiter,
+            fetch,
+        )
     } else {
         let settings = read_edit(&reader, load, seg.start)?;
-        place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter))
+        place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch))
     };
     if started.get() {
         end_progress(s, handle);
@@ -429,6 +467,68 @@ fn render(
         return out.write(&source, window);
     };
     show(s, handle, time, &mut out, window, &source, served)
+}
+
+/// The source frames a render at the time in `args` reads: the current one,
+/// and every model frame of its segment (Edit) or the image to animate
+/// (Animate). `None` when the checkpoint cannot be loaded (the host's
+/// default then applies and the render says what is wrong).
+fn frames_needed(
+    s: &Suites,
+    effect: Effect,
+    handle: OfxImageEffectHandle,
+    args: Props,
+) -> Result<Option<Vec<f64>>, String> {
+    let time = args.get_double(kOfxPropTime, 0)?;
+    let get_set = call!(s.effect, getParamSet);
+    let mut set: OfxParamSetHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointer.
+    check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
+    let reader = params::Reader { s: *s, set, time };
+    let Ok(pipe) = edit::pipeline(&read_load(&reader)?) else {
+        return Ok(None);
+    };
+    let seg = edit::SegmentParams {
+        start: reader.int(c"segment_start")?,
+        length: reader.int(c"segment_length")?,
+        step: reader.int(c"frame_step")?,
+    };
+    let clips = [
+        clip(s, handle, kOfxImageEffectOutputClipName)?,
+        clip(s, handle, kOfxImageEffectSimpleSourceClipName)?,
+    ];
+    let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
+    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let mut times = vec![time];
+    match effect {
+        Effect::Animate => {
+            let source_frame = reader.int(c"source_frame")? as f64;
+            if place.is_some() || time == source_frame {
+                times.push(source_frame);
+            }
+        }
+        _ => {
+            if let Some(place) = place {
+                times.extend((0..place.length).map(|k| (seg.start + k as i32 * place.step) as f64));
+            }
+        }
+    }
+    Ok(Some(times))
+}
+
+/// `times` as sorted inclusive ranges, consecutive whole frames merged.
+fn ranges(times: &[f64]) -> Vec<(f64, f64)> {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    t.dedup();
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for v in t {
+        match out.last_mut() {
+            Some((_, b)) if v - *b == 1.0 => *b = v,
+            _ => out.push((v, v)),
+        }
+    }
+    out
 }
 
 /// Writes what a render serves, and its status.
@@ -522,5 +622,23 @@ fn end_progress(s: &Suites, handle: OfxImageEffectHandle) {
     if let Some(end) = s.progress.and_then(|p| p.progressEnd) {
         // SAFETY: valid instance handle.
         unsafe { end(handle.cast()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges;
+
+    #[test]
+    fn frames_needed_merge_into_ranges_of_consecutive_frames() {
+        // Frame step 1 from 10, the current frame inside.
+        let t: Vec<f64> = [12.0].into_iter().chain((10..15).map(f64::from)).collect();
+        assert_eq!(ranges(&t), vec![(10.0, 14.0)]);
+        // Frame step 3, the current frame between model frames.
+        assert_eq!(
+            ranges(&[4.0, 0.0, 3.0, 6.0]),
+            vec![(0.0, 0.0), (3.0, 4.0), (6.0, 6.0)]
+        );
+        assert_eq!(ranges(&[2.5]), vec![(2.5, 2.5)]);
     }
 }

@@ -19,6 +19,9 @@ pub struct Suites {
     pub param: &'static OfxParameterSuiteV1,
     pub message: Option<&'static OfxMessageSuiteV2>,
     pub progress: Option<&'static OfxProgressSuiteV1>,
+    /// Whether the host can give source images at other times than the
+    /// one rendered (MLT says it cannot, and returns the current image).
+    pub temporal: bool,
 }
 
 // SAFETY: the suites are immutable tables of functions the host lets any
@@ -55,14 +58,36 @@ pub fn load() -> Result<(), String> {
             unsafe { p.as_ref() }
         }};
     }
+    let prop = suite!(kOfxPropertySuite, 1, OfxPropertySuiteV1).ok_or("no property suite")?;
+    let mut temporal = 0;
+    if let Some(get) = prop.propGetInt {
+        // SAFETY: the host's own property set; an absent property leaves 0.
+        unsafe {
+            get(
+                h.host,
+                kOfxImageEffectPropTemporalClipAccess.as_ptr(),
+                0,
+                &mut temporal,
+            )
+        };
+    }
     let suites = Suites {
-        prop: suite!(kOfxPropertySuite, 1, OfxPropertySuiteV1).ok_or("no property suite")?,
+        prop,
         effect: suite!(kOfxImageEffectSuite, 1, OfxImageEffectSuiteV1)
             .ok_or("no image effect suite")?,
         param: suite!(kOfxParameterSuite, 1, OfxParameterSuiteV1).ok_or("no parameter suite")?,
         message: suite!(kOfxMessageSuite, 2, OfxMessageSuiteV2),
         progress: suite!(kOfxProgressSuite, 1, OfxProgressSuiteV1),
+        temporal: temporal != 0,
     };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        crate::log::line(if suites.temporal {
+            "the host has temporal access: source frames are fetched"
+        } else {
+            "the host has no temporal access: source frames are collected as rendered"
+        })
+    });
     *SUITES.write().unwrap_or_else(|e| e.into_inner()) = Some(suites);
     Ok(())
 }

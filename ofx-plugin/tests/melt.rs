@@ -400,6 +400,8 @@ fn run_case(case: Case) {
         "{log}"
     );
     assert_eq!(log.matches("processing segment").count(), 1, "{log}");
+    // MLT's module has no temporal access, and says so.
+    assert!(log.contains("the host has no temporal access"), "{log}");
     let case_dir = dir("");
     let _ = std::fs::remove_dir_all(&case_dir);
     // Fails, harmlessly, while other cases still use it.
