@@ -9,6 +9,7 @@ mod animate;
 pub mod capi;
 mod disk;
 mod edit;
+mod generate;
 mod image;
 pub mod log;
 mod ofx;
@@ -185,6 +186,7 @@ fn dispatch(
     } else if action == kOfxActionPurgeCaches {
         edit::purge();
         animate::purge();
+        generate::purge();
     } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
         // Without this a host may render one frame and reuse it.
         Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
@@ -229,7 +231,16 @@ fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<
             c"CogVideoX Animate",
             &[kOfxImageEffectContextFilter, kOfxImageEffectContextGeneral],
         ),
-        Effect::Generate => (c"CogVideoX Generate", &[kOfxImageEffectContextGenerator]),
+        // Filter and general too, for hosts without generators (MLT): the
+        // clip replaces the source over the segment.
+        Effect::Generate => (
+            c"CogVideoX Generate",
+            &[
+                kOfxImageEffectContextGenerator,
+                kOfxImageEffectContextFilter,
+                kOfxImageEffectContextGeneral,
+            ],
+        ),
     };
     p.set_str(kOfxPropLabel, 0, label)?;
     p.set_str(kOfxImageEffectPluginPropGrouping, 0, c"CogVideoX")?;
@@ -344,6 +355,26 @@ fn read_edit(
     })
 }
 
+fn read_generate(
+    r: &params::Reader,
+    load: edit::LoadKey,
+    segment_start: i32,
+) -> Result<generate::GenerateSettings, String> {
+    Ok(generate::GenerateSettings {
+        load,
+        prompt: r.string(c"prompt")?,
+        negative_prompt: r.string(c"negative_prompt")?,
+        steps: r.int(c"steps")?,
+        guidance: r.double(c"guidance")? as f32,
+        seed: r.int(c"seed")? as u64,
+        width: r.int(c"width")?,
+        height: r.int(c"height")?,
+        resize_mode: r.int(c"resize_mode")? as u32,
+        segment_start,
+        cache_version: r.int(c"cache_version")?,
+    })
+}
+
 fn read_animate(
     r: &params::Reader,
     load: edit::LoadKey,
@@ -376,22 +407,17 @@ fn render(
     let out_clip = clip(s, handle, kOfxImageEffectOutputClipName)?;
     let mut out =
         image::HostImage::fetch(*s, out_clip, time)?.ok_or("the host gave no output image")?;
-    if effect == Effect::Generate {
+    // A generator has no source: black stands in for it.
+    let context = effect_props(s, handle)?.get_str(kOfxImageEffectPropContext, 0)?;
+    let generator = context.as_bytes() == kOfxImageEffectContextGenerator.to_bytes();
+    let (src_clip, source) = if generator {
         let black = image::Frame::new(out.width(), out.height(), out.format);
-        out.write(&black, window)?;
-        ofx::persistent_message(
-            s,
-            handle,
-            kOfxMessageWarning,
-            "CogVideoX Generate is not implemented yet",
-        );
-        return Ok(());
-    }
-    let src_clip = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
-    let src =
-        image::HostImage::fetch(*s, src_clip, time)?.ok_or("the host gave no source image")?;
-    let source = src.to_frame();
-    drop(src);
+        (None, black)
+    } else {
+        let c = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
+        let src = image::HostImage::fetch(*s, c, time)?.ok_or("the host gave no source image")?;
+        (Some(c), src.to_frame())
+    };
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
     // SAFETY: valid instance handle and out pointer.
@@ -421,7 +447,8 @@ fn render(
             );
         }
     };
-    let host_fps = host_fps(s, handle, &[out_clip, src_clip]).unwrap_or(DEFAULT_HOST_FPS);
+    let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
+    let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
     let place = edit::place(&seg, &pipe, time, host_fps)?;
     let started = Cell::new(false);
     let report = |frac: f64| progress(s, handle, &started, frac);
@@ -433,7 +460,7 @@ fn render(
         progress: &report,
     };
     // Source frames at other times, released as soon as they are copied.
-    let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip, t) {
+    let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
         Ok(Some(img)) => Some(img.to_frame()),
         Ok(None) => None,
         Err(e) => {
@@ -442,20 +469,27 @@ fn render(
         }
     };
     let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
-    let served = if effect == Effect::Animate {
-        let settings = read_animate(&reader, load, seg.start)?;
-        animate::render(
-            &settings,
-            &pipe,
-            time,
-            place.as_ref(),
-            &source,
-            &waiter,
-            fetch,
-        )
-    } else {
-        let settings = read_edit(&reader, load, seg.start)?;
-        place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch))
+    let served = match effect {
+        Effect::Animate => {
+            let settings = read_animate(&reader, load, seg.start)?;
+            animate::render(
+                &settings,
+                &pipe,
+                time,
+                place.as_ref(),
+                &source,
+                &waiter,
+                fetch,
+            )
+        }
+        Effect::Edit => {
+            let settings = read_edit(&reader, load, seg.start)?;
+            place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch))
+        }
+        Effect::Generate => {
+            let settings = read_generate(&reader, load, seg.start)?;
+            place.map(|place| generate::render(&settings, &pipe, &place, &source, &waiter))
+        }
     };
     if started.get() {
         end_progress(s, handle);

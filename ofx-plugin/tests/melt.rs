@@ -752,8 +752,8 @@ fn animate_in_melt_equals_the_c_api() {
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
 
-/// `melt -query` lists the effects MLT can use (filters: Edit and Animate;
-/// Generate is a generator only) with every parameter it exposes.
+/// `melt -query` lists the effects MLT can use (filters: Edit, Animate, and
+/// Generate in its filter context) with every parameter it exposes.
 #[test]
 fn melt_lists_the_effects_and_their_parameters() {
     let Some((melt, bundle_dir)) = setup() else {
@@ -768,7 +768,7 @@ fn melt_lists_the_effects_and_their_parameters() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let filters = query("filters");
-    for id in ["CogVideoXEdit", "CogVideoXAnimate"] {
+    for id in ["CogVideoXEdit", "CogVideoXAnimate", "CogVideoXGenerate"] {
         assert!(
             filters.contains(&format!("openfx.org.cogvideo.{id}")),
             "{filters}"
@@ -796,6 +796,7 @@ fn melt_lists_the_effects_and_their_parameters() {
     for (id, own) in [
         ("CogVideoXEdit", &["start_from_inverted", "strength"][..]),
         ("CogVideoXAnimate", &["source_frame"][..]),
+        ("CogVideoXGenerate", &[][..]),
     ] {
         let text = query(&format!("filter=openfx.org.cogvideo.{id}"));
         for p in common.iter().chain(own) {
@@ -806,4 +807,119 @@ fn melt_lists_the_effects_and_their_parameters() {
         }
     }
     let _ = std::fs::remove_dir_all(tempfile("query"));
+}
+
+/// What the C API's text-to-video returns at the case's output size for the
+/// options the test gives the Generate effect.
+fn c_api_generate(case: &Case, lib: &Path, checkpoint: &Path) -> Vec<u8> {
+    let api: &'static Api = Box::leak(Box::new(Api::open(lib.to_str().unwrap()).unwrap()));
+    let mut lo = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.load_options_init)(&mut lo) };
+    let pipe = PipelineHandle::load(api, checkpoint.to_str().unwrap(), &lo).unwrap();
+    let (w, h) = case.size();
+    let n = case.frame_bytes();
+    let mut out = vec![0u8; FRAMES * n];
+    let outs: Vec<capi::Frame> = (0..FRAMES)
+        .map(|k| capi::Frame {
+            data: out[k * n..].as_mut_ptr().cast(),
+            width: w as i32,
+            height: h as i32,
+            stride_bytes: (w * case.pixel_bytes) as i64,
+            format: case.format,
+        })
+        .collect();
+    let prompt = CString::new(PROMPT).unwrap();
+    let mut o = capi::GenerateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.generate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.num_frames = FRAMES as i32;
+    o.steps = STEPS;
+    o.guidance_scale = GUIDANCE;
+    o.seed = SEED;
+    // SAFETY: valid options and outputs.
+    let st = unsafe { (api.generate_video)(pipe.ptr, &o, outs.as_ptr(), FRAMES) };
+    api.check(st).unwrap();
+    out
+}
+
+/// Generate as a filter (MLT has no generator context): the clip replaces
+/// the source over the segment on the first pass, equal to the C API's; a
+/// later process at render scale 0.5 decodes the latents the first one
+/// cached instead of sampling again.
+#[test]
+fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
+    if setup().is_none() {
+        return;
+    }
+    let full = Case {
+        name: "generate",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let half = Case { scale: 0.5, ..full };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", full.name));
+    let (clip, profile) = (dir("clip.y4m"), dir("profile"));
+    let (log_a, log_b) = (dir("a.log"), dir("b.log"));
+    write_clip(&clip, FRAMES);
+    write_profile(&profile);
+    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let mut args = vec!["-profile".to_string(), profile.display().to_string()];
+    args.push(clip.display().to_string());
+    let source = melt_frames(&full, &dir("source.raw"), &log_a, &args, FRAMES);
+    args.push("-attach-clip".to_string());
+    args.extend([
+        "openfx.org.cogvideo.CogVideoXGenerate".to_string(),
+        format!("checkpoint={}", checkpoint.display()),
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS}"),
+        "frame_step=1".to_string(),
+        format!("segment_length={FRAMES}"),
+    ]);
+    let lib = setup()
+        .unwrap()
+        .1
+        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
+    for (case, log) in [(&full, &log_a), (&half, &log_b)] {
+        let out = melt_frames(
+            case,
+            &dir(&format!("{}.raw", case.scale)),
+            log,
+            &args,
+            FRAMES,
+        );
+        let expected = c_api_generate(case, &lib, &checkpoint);
+        let n = case.frame_bytes();
+        for k in 0..FRAMES {
+            let got = &out[k * n..(k + 1) * n];
+            let what = format!("scale {}, frame {k}", case.scale);
+            if case.scale == 1.0 {
+                assert!(
+                    got != &source[k * n..(k + 1) * n],
+                    "{what}: still the source"
+                );
+            }
+            assert_same(case, got, &expected[k * n..(k + 1) * n], &what);
+        }
+    }
+    let text_a = std::fs::read_to_string(&log_a).unwrap();
+    let text_b = std::fs::read_to_string(&log_b).unwrap();
+    assert_eq!(text_a.matches("generating").count(), 1, "{text_a}");
+    assert_eq!(text_b.matches("generating").count(), 0, "{text_b}");
+    assert_eq!(
+        text_b.matches("decoding cached latents").count(),
+        1,
+        "{text_b}"
+    );
+    assert!(text_b.contains("latents read from"), "{text_b}");
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
