@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::capi::{self, PipelineHandle};
+use crate::disk::Latents;
 use crate::edit::{
     Fetch, LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
     serve, wait_for,
@@ -200,11 +201,22 @@ fn finish(
     retry: u64,
     job: &Job,
 ) {
+    let lat = entry.with_extension("lat");
     let outcome = if job.cancelled() {
         Err(("cancelled before it started".to_string(), true))
+    } else if let Some(l) = crate::disk::read_latents(&lat) {
+        // The frames were dropped from the disk cache, their latents not.
+        crate::log::line(&format!("decoding cached latents for {key:?}"));
+        let size = (image.width, image.height, image.format);
+        crate::generate::decode(pipe, &l, size, s.resize_mode, job)
     } else {
         crate::log::line(&format!("animating {key:?}"));
-        animate(s, pipe, length, image, job)
+        animate(s, pipe, length, image, job).map(|(l, f)| {
+            if let Err(e) = crate::disk::write_latents(&lat, &l) {
+                crate::log::line(&format!("cannot write {}: {e}", lat.display()));
+            }
+            f
+        })
     };
     if let Ok(frames) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
@@ -239,12 +251,27 @@ fn animate(
     length: usize,
     mut image: Frame,
     job: &Job,
-) -> Result<Vec<Frame>, (String, bool)> {
+) -> Result<(Latents, Vec<Frame>), (String, bool)> {
     let api = pipe.api;
-    let mut n = 0;
-    // SAFETY: live pipeline, writable output.
+    let (mut n, mut shape) = (0, [0i64; 5]);
+    // SAFETY: live pipeline, writable outputs.
     let st = unsafe { (api.output_frame_count)(pipe.ptr, length as i32, &mut n) };
     api.check(st).map_err(|e| (e, false))?;
+    // SAFETY: as above.
+    let st = unsafe {
+        (api.latent_shape)(
+            pipe.ptr,
+            s.width,
+            s.height,
+            length as i32,
+            shape.as_mut_ptr(),
+        )
+    };
+    api.check(st).map_err(|e| (e, false))?;
+    let mut latents = Latents {
+        shape,
+        values: vec![0.0; shape.iter().product::<i64>().max(0) as usize],
+    };
     let mut out: Vec<Frame> = (0..n)
         .map(|_| Frame::new(image.width, image.height, image.format))
         .collect();
@@ -266,11 +293,13 @@ fn animate(
     o.resize_mode = s.resize_mode;
     o.progress = Some(on_progress);
     o.progress_user = job as *const Job as *mut c_void;
+    o.latents_out = latents.values.as_mut_ptr();
+    o.latents_out_len = latents.values.len();
     let img = image.as_capi();
     // SAFETY: valid image, options and outputs for the call.
     let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, descs.as_ptr(), descs.len()) };
     if st != capi::OK {
         return Err((api.error(st), st == capi::ERR_CANCELLED));
     }
-    Ok(out)
+    Ok((latents, out))
 }

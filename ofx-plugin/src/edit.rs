@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::capi::{self, InversionHandle, PipelineHandle};
+use crate::disk::Latents;
 use crate::image::Frame;
 use crate::worker::{self, Job};
 
@@ -494,11 +495,24 @@ fn finish(
     retry: u64,
     job: &Job,
 ) {
+    let lat = entry.with_extension("lat");
     let outcome = if job.cancelled() {
         Err(("cancelled before it started".to_string(), true))
+    } else if let Some(l) = crate::disk::read_latents(&lat) {
+        // The frames were dropped from the disk cache, their latents not.
+        crate::log::line(&format!(
+            "decoding cached latents for segment {key:?} with {edit:?}"
+        ));
+        let size = (frames[0].width, frames[0].height, frames[0].format);
+        crate::generate::decode(pipe, &l, size, s.resize_mode, job).map(|f| (None, f))
     } else {
         crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
-        process(s, pipe, frames, inv, job)
+        process(s, pipe, frames, inv, job).map(|(inv, l, f)| {
+            if let Err(e) = crate::disk::write_latents(&lat, &l) {
+                crate::log::line(&format!("cannot write {}: {e}", lat.display()));
+            }
+            (Some(inv), f)
+        })
     };
     if let Ok((_, frames)) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
@@ -514,7 +528,9 @@ fn finish(
     match outcome {
         Ok((inversion, frames)) => {
             crate::log::line("segment done");
-            seg.inversion = Some((invert, inversion));
+            if let Some(inversion) = inversion {
+                seg.inversion = Some((invert, inversion));
+            }
             seg.results.insert(edit, Outcome::Ready(Arc::new(frames)));
         }
         Err((msg, cancelled)) => {
@@ -555,7 +571,7 @@ fn process(
     mut frames: Vec<Frame>,
     inv: Option<Arc<InversionHandle>>,
     job: &Job,
-) -> Result<(Arc<InversionHandle>, Vec<Frame>), Failure> {
+) -> Result<(Arc<InversionHandle>, Latents, Vec<Frame>), Failure> {
     let api = pipe.api;
     let fail = |st: capi::Status| (api.error(st), st == capi::ERR_CANCELLED);
     let user = job as *const Job as *mut c_void;
@@ -584,6 +600,14 @@ fn process(
         }
     };
     let n = inv.frame_count().map_err(|e| (e, false))?;
+    let mut shape = [0i64; 5];
+    // SAFETY: live inversion, room for five values.
+    let st = unsafe { (api.inversion_latent_shape)(inv.ptr, shape.as_mut_ptr()) };
+    api.check(st).map_err(|e| (e, false))?;
+    let mut latents = Latents {
+        shape,
+        values: vec![0.0; shape.iter().product::<i64>().max(0) as usize],
+    };
     let (w, h, format) = (frames[0].width, frames[0].height, frames[0].format);
     let mut out: Vec<Frame> = (0..n).map(|_| Frame::new(w, h, format)).collect();
     let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
@@ -602,10 +626,12 @@ fn process(
     o.strength = s.strength;
     o.progress = Some(on_progress);
     o.progress_user = user;
+    o.latents_out = latents.values.as_mut_ptr();
+    o.latents_out_len = latents.values.len();
     // SAFETY: live pipeline and inversion; outputs sized as the inversion says.
     let st = unsafe { (api.edit_with_prompt)(pipe.ptr, inv.ptr, &o, descs.as_ptr(), descs.len()) };
     if st != capi::OK {
         return Err(fail(st));
     }
-    Ok((inv, out))
+    Ok((inv, latents, out))
 }

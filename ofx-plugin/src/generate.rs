@@ -183,7 +183,8 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
         match cached_latents(&s.load.checkpoint, &key.latents) {
             Some(l) => {
                 crate::log::line(&format!("decoding cached latents for {key:?}"));
-                decode(s, pipe, &key, &l, job)
+                let size = (key.out_width, key.out_height, key.format);
+                decode(pipe, &l, size, s.resize_mode, job)
             }
             None => {
                 crate::log::line(&format!("generating {key:?}"));
@@ -222,7 +223,7 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
     }
 }
 
-type Failure = (String, bool);
+pub(crate) type Failure = (String, bool);
 
 fn outputs(key: &ResultKey, n: usize) -> Vec<Frame> {
     (0..n)
@@ -280,12 +281,13 @@ fn generate(
     Ok((latents, out))
 }
 
-/// Decodes cached latents at this result's size and resize mode.
-fn decode(
-    s: &GenerateSettings,
+/// Decodes latents into frames of `size` (width, height, C API format)
+/// with `resize_mode`, as the sampling call that made them decodes.
+pub(crate) fn decode(
     pipe: &PipelineHandle,
-    key: &ResultKey,
     l: &Latents,
+    size: (usize, usize, u32),
+    resize_mode: u32,
     job: &Job,
 ) -> Result<Vec<Frame>, Failure> {
     let api = pipe.api;
@@ -293,12 +295,12 @@ fn decode(
     // SAFETY: writable output.
     let st = unsafe { (api.decoded_frame_count)(l.shape[1] as i32, &mut n) };
     api.check(st).map_err(|e| (e, false))?;
-    let mut out = outputs(key, n as usize);
+    let mut out: Vec<Frame> = (0..n).map(|_| Frame::new(size.0, size.1, size.2)).collect();
     let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
     let mut o = capi::DecodeOptions::default();
     // SAFETY: writable options.
     unsafe { (api.decode_options_init)(&mut o) };
-    o.resize_mode = s.resize_mode;
+    o.resize_mode = resize_mode;
     o.progress = Some(on_progress);
     o.progress_user = job as *const Job as *mut c_void;
     // SAFETY: the latents hold the product of their shape; valid outputs.

@@ -923,3 +923,87 @@ fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
     let _ = std::fs::remove_dir_all(&case_dir);
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
+
+/// Edit and Animate keep their latents on disk beside the frames: a later
+/// process that finds the latents but not the frames (pruned) decodes them
+/// instead of sampling again, and shows the same frames.
+#[test]
+fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case {
+        name: "latents",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let (clip, profile) = (dir("clip.y4m"), dir("profile"));
+    write_clip(&clip, FRAMES);
+    write_profile(&profile);
+    let common = [
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS}"),
+        "frame_step=1".to_string(),
+        format!("segment_length={FRAMES}"),
+    ];
+    let edit = [
+        FILTER.to_string(),
+        format!(
+            "checkpoint={}",
+            repo().join("tests/data/tiny/cogvideox-5b").display()
+        ),
+    ];
+    let animate = [
+        "openfx.org.cogvideo.CogVideoXAnimate".to_string(),
+        format!(
+            "checkpoint={}",
+            repo().join("tests/data/tiny/cogvideox-5b-i2v").display()
+        ),
+        "source_frame=0".to_string(),
+    ];
+    for (what, filter, sampled) in [
+        ("edit", &edit[..], "processing segment"),
+        ("animate", &animate[..], "animating"),
+    ] {
+        let mut args = vec!["-profile".to_string(), profile.display().to_string()];
+        args.push(clip.display().to_string());
+        args.push("-attach-clip".to_string());
+        args.extend(filter.iter().chain(&common).cloned());
+        let (log_a, log_b) = (dir(&format!("{what}-a.log")), dir(&format!("{what}-b.log")));
+        let out_a = melt_frames(&case, &dir(&format!("{what}-a.raw")), &log_a, &args, FRAMES);
+        // The frames go, the latents stay.
+        let cache = log_a.parent().unwrap().join("cache");
+        let mut latents = 0;
+        for e in std::fs::read_dir(&cache).unwrap() {
+            let p = e.unwrap().path();
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("bin") => std::fs::remove_file(&p).unwrap(),
+                Some("lat") => latents += 1,
+                _ => {}
+            }
+        }
+        assert!(latents > 0, "{what}: no latents in {}", cache.display());
+        let out_b = melt_frames(&case, &dir(&format!("{what}-b.raw")), &log_b, &args, FRAMES);
+        let text_a = std::fs::read_to_string(&log_a).unwrap();
+        let text_b = std::fs::read_to_string(&log_b).unwrap();
+        assert_eq!(text_a.matches(sampled).count(), 1, "{text_a}");
+        assert_eq!(text_b.matches(sampled).count(), 0, "{text_b}");
+        assert_eq!(
+            text_b.matches("decoding cached latents").count(),
+            1,
+            "{text_b}"
+        );
+        // The same decoder on the same latents: the same bytes.
+        assert!(out_a == out_b, "{what}: the decoded frames differ");
+    }
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+}
