@@ -261,20 +261,17 @@ pub(crate) fn failed(msg: &str) -> String {
     )
 }
 
-/// Decides from a result's cache entry, recording which job the instance
-/// wants.
+/// Decides from a result's cache entry.
 pub(crate) fn next(outcome: Option<&Outcome>, w: &Waiter, retry: u64) -> Next {
     match outcome {
-        Some(Outcome::Ready(frames)) => {
-            worker::want(w.instance, None);
-            Next::Ready(frames.clone())
-        }
+        // Wanted again after it went stale: a new job replaces it (the old
+        // one's result, if it has one, is dropped).
+        Some(Outcome::Running(job)) if job.cancelled() && !job.finished() => Next::Compute,
+        Some(Outcome::Ready(frames)) => Next::Ready(frames.clone()),
         Some(Outcome::Running(job)) if job.finished() => {
-            worker::want(w.instance, None);
             Next::Show(Served::Source(failed("the job ended without a result")))
         }
         Some(Outcome::Running(job)) => {
-            worker::want(w.instance, Some(job.id));
             if w.wait {
                 Next::Wait(job.clone())
             } else {
@@ -282,7 +279,6 @@ pub(crate) fn next(outcome: Option<&Outcome>, w: &Waiter, retry: u64) -> Next {
             }
         }
         Some(Outcome::Failed(msg, generation)) if *generation == retry => {
-            worker::want(w.instance, None);
             Next::Show(Served::Source(failed(msg)))
         }
         _ => Next::Compute,
@@ -348,6 +344,8 @@ pub fn render(
         strength_bits: s.strength.to_bits(),
     };
     let id = job_id(&(&key, &edit));
+    // Every render of the segment says what its instance wants now.
+    worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
     let mut collected_now = false;
     let mut fetched: Vec<(usize, Frame)> = Vec::new();
@@ -416,7 +414,6 @@ pub fn render(
             continue;
         }
         if collected < place.length {
-            worker::want(w.instance, None);
             return Served::Source(format!(
                 "CogVideoX: collected {collected} of {} frames; results on the next pass",
                 place.length
@@ -426,7 +423,6 @@ pub fn render(
         let entry = crate::disk::entry(&s.load.checkpoint, &(&key, &edit), &hashes);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("segment read from {}", entry.display()));
-            worker::want(w.instance, None);
             let frames = Arc::new(frames);
             seg.results.insert(edit, Outcome::Ready(frames.clone()));
             return serve(&frames, place, source);
@@ -445,7 +441,6 @@ pub fn render(
             .as_ref()
             .filter(|(k, _)| *k == invert)
             .map(|(_, i)| i.clone());
-        worker::want(w.instance, Some(id));
         let work = {
             let (s, pipe, key, edit) = (s.clone(), pipe.clone(), key.clone(), edit.clone());
             let invert = invert.clone();

@@ -106,6 +106,7 @@ pub fn render(
         step: place.step,
     };
     let id = crate::edit::job_id(&("generate", &key));
+    worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {
         let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,7 +126,6 @@ pub fn render(
         let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
-            worker::want(w.instance, None);
             let frames = Arc::new(frames);
             map.insert(key, Outcome::Ready(frames.clone()));
             return serve(&frames, place, blank);
@@ -135,7 +135,6 @@ pub fn render(
         }
         let job = Job::new(id);
         map.insert(key.clone(), Outcome::Running(job.clone()));
-        worker::want(w.instance, Some(id));
         let work = {
             let (s, pipe, key) = (s.clone(), pipe.clone(), key.clone());
             move |job: &Job| finish(&s, &pipe, key, retry, job)

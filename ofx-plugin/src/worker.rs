@@ -179,17 +179,13 @@ fn run() {
     }
 }
 
-/// Instance `instance` now wants `id` (`None`: no job, e.g. its result is
-/// ready). The job it wanted before is cancelled when no instance wants it
-/// any more.
-pub fn want(instance: usize, id: Option<u64>) {
+/// Instance `instance` now wants the result of job `id` (queued, running,
+/// done or not started). The job it wanted before is cancelled when no
+/// instance wants it any more.
+pub fn want(instance: usize, id: u64) {
     with(|q| {
-        let old = match id {
-            Some(id) => q.wants.insert(instance, id),
-            None => q.wants.remove(&instance),
-        };
-        if let Some(old) = old
-            && Some(old) != id
+        if let Some(old) = q.wants.insert(instance, id)
+            && old != id
         {
             release(q, old);
         }
@@ -219,7 +215,9 @@ fn release(q: &mut Queue, id: u64) {
         return;
     }
     let jobs = q.waiting.iter().map(|(j, _)| j).chain(q.running.as_ref());
-    for job in jobs.filter(|j| j.id == id) {
+    // A running job may have recorded its result already: renders then
+    // stop wanting it, which must not read as staleness.
+    for job in jobs.filter(|j| j.id == id && !j.finished() && !j.cancelled()) {
         crate::log::line(&format!("job {id:016x} is stale: cancelled"));
         job.cancel();
     }
@@ -258,9 +256,9 @@ mod tests {
         // Instance 10 wants job 2 (running), then job 3: job 2 is cancelled.
         let (two, go_two, told_two) = blocked(2);
         let (three, go_three, told_three) = blocked(3);
-        want(10, Some(2));
-        want(11, Some(3));
-        want(10, Some(3));
+        want(10, 2);
+        want(11, 3);
+        want(10, 3);
         assert!(two.cancelled() && !three.cancelled());
         // Job 3 is also wanted by 11: 10 changing its parameters keeps it.
         changed(10);
@@ -273,7 +271,7 @@ mod tests {
         go_three.send(()).unwrap();
         assert!(!told_three.recv().unwrap());
         // Nobody wants job 3 now; a new want elsewhere leaves it alone.
-        want(12, Some(4));
+        want(12, 4);
         three.wait(Duration::from_secs(5));
         assert!(three.finished() && !three.cancelled());
     }

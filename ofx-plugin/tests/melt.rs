@@ -59,12 +59,28 @@ fn find_melt() -> Option<PathBuf> {
 }
 
 /// Runs `cmd` with a time limit, its output going to `out_file`; `None` when
-/// it timed out (killed).
-fn run_limited(mut cmd: Command, out_file: &Path, limit: Duration) -> Option<std::process::Output> {
+/// it timed out or hung (killed).
+///
+/// melt hangs in about one run in twenty on a loaded machine, with or
+/// without any OpenFX plugin: MLT's avformat consumer starts its thread
+/// before it sets `running`, so a thread that reaches its loop first sees
+/// it unset, closes the (empty) output and ends, and melt's main thread
+/// then waits for `running` to clear again, forever (MLT's
+/// `consumer_avformat.c`, `consumer_start`; seen as a lone thread sleeping
+/// in melt's `transport`). `video` is the consumer's output: while it exists
+/// empty and melt is down to one thread for two seconds, the run has hung.
+fn run_limited(
+    mut cmd: Command,
+    out_file: &Path,
+    video: Option<&Path>,
+    limit: Duration,
+) -> Option<std::process::Output> {
     let log = std::fs::File::create(out_file).unwrap();
     cmd.stdout(log.try_clone().unwrap()).stderr(log);
     let mut child = cmd.spawn().expect("start melt");
     let start = Instant::now();
+    let tasks = format!("/proc/{}/task", child.id());
+    let mut alone_since: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let text = std::fs::read(out_file).unwrap_or_default();
@@ -74,7 +90,18 @@ fn run_limited(mut cmd: Command, out_file: &Path, limit: Duration) -> Option<std
                 stderr: Vec::new(),
             });
         }
-        if start.elapsed() > limit {
+        let empty = video.is_some_and(|v| std::fs::metadata(v).is_ok_and(|m| m.len() == 0));
+        let alone = empty && std::fs::read_dir(&tasks).is_ok_and(|d| d.count() == 1);
+        alone_since = if alone {
+            alone_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        let hung = alone_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+        if hung || start.elapsed() > limit {
+            if hung {
+                eprintln!("melt hung (MLT's avformat consumer start race): killed");
+            }
             let _ = child.kill();
             let _ = child.wait();
             return None;
@@ -190,6 +217,7 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
         match run_limited(
             cmd,
             &out.with_extension("melt-output"),
+            Some(out),
             Duration::from_secs(45),
         ) {
             // A run takes seconds; melt sometimes hangs.
@@ -764,7 +792,8 @@ fn melt_lists_the_effects_and_their_parameters() {
         cmd.env("OFX_PLUGIN_PATH", bundle_dir)
             .args(["-query", what]);
         let out = tempfile(&format!("query/{what}.txt"));
-        let o = run_limited(cmd, &out, Duration::from_secs(45)).expect("melt -query timed out");
+        let o =
+            run_limited(cmd, &out, None, Duration::from_secs(45)).expect("melt -query timed out");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let filters = query("filters");
