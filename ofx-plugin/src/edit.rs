@@ -630,3 +630,230 @@ fn process(
     }
     Ok((inv, latents, out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    const FRAMES: usize = 9;
+
+    /// The tiny checkpoint through the C API, the library built into this
+    /// test's target folder.
+    fn pipeline() -> Arc<PipelineHandle> {
+        static PIPE: OnceLock<Arc<PipelineHandle>> = OnceLock::new();
+        PIPE.get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test binary>
+            let profile = exe.parent().unwrap().parent().unwrap();
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let st = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "cogvideo", "--lib"])
+                .env("CARGO_TARGET_DIR", profile.parent().unwrap())
+                .current_dir(repo)
+                .status()
+                .unwrap();
+            assert!(st.success(), "building libcogvideo failed");
+            let lib = profile.join(capi::LIBRARY);
+            let api = Box::leak(Box::new(capi::Api::open(lib.to_str().unwrap()).unwrap()));
+            let mut opts = capi::LoadOptions::default();
+            // SAFETY: writable options.
+            unsafe { (api.load_options_init)(&mut opts) };
+            let ckpt = repo.join("tests/data/tiny/cogvideox-5b");
+            Arc::new(PipelineHandle::load(api, ckpt.to_str().unwrap(), &opts).unwrap())
+        })
+        .clone()
+    }
+
+    /// Each test has its own `segment_start`: the plugin tells segments
+    /// apart by their parameters, not by the clip they come from.
+    fn settings(seed: u64, prompt: &str, segment_start: i32) -> EditSettings {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        EditSettings {
+            load: LoadKey {
+                checkpoint: repo
+                    .join("tests/data/tiny/cogvideox-5b")
+                    .display()
+                    .to_string(),
+                device: 0,
+                device_index: 0,
+                dtype: 0,
+                vae_tiling: false,
+            },
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            steps: 2,
+            guidance: 4.5,
+            seed,
+            start_from_inverted: false,
+            strength: 1.0,
+            width: 0,
+            height: 0,
+            resize_mode: 0,
+            segment_start,
+            cache_version: 0,
+        }
+    }
+
+    /// 96x64 frames of moving gradients; `salt` makes a test's own source.
+    fn clip(salt: u8) -> Vec<Frame> {
+        (0..FRAMES)
+            .map(|k| {
+                let mut f = Frame::new(96, 64, capi::FORMAT_RGBA8);
+                for (i, b) in f.data.iter_mut().enumerate() {
+                    *b =
+                        ((i / 4 % 96 * 2 + i / 384 + k * 10 + i % 4 * 40) as u8).wrapping_add(salt);
+                }
+                f
+            })
+            .collect()
+    }
+
+    fn at(k: usize) -> Placement {
+        Placement {
+            index: k,
+            frac: 0.0,
+            length: FRAMES,
+            step: 1,
+        }
+    }
+
+    fn status(s: Served) -> String {
+        match s {
+            Served::Source(st) => st,
+            Served::Result(_) => panic!("a result, where a status was expected"),
+        }
+    }
+
+    #[test]
+    fn an_interactive_render_returns_at_once_and_a_later_one_shows_the_result() {
+        let pipe = pipeline();
+        let s = settings(101, "a red car", 0);
+        let frames = clip(0);
+        let no_abort = |_: f64| false;
+        let w = Waiter {
+            instance: 1001,
+            wait: false,
+            progress: &no_abort,
+        };
+        for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
+            let st = status(render(&s, &pipe, &at(k), f, &w, None));
+            assert!(st.contains(&format!("collected {} of 9", k + 1)), "{st}");
+        }
+        // The frame that completes the segment queues it and returns.
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &w, None));
+        assert_eq!(st, "CogVideoX: queued for processing");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let got = loop {
+            match render(&s, &pipe, &at(0), &frames[0], &w, None) {
+                Served::Result(f) => break f,
+                Served::Source(st) => {
+                    assert!(
+                        st.starts_with("CogVideoX: processing: ") || st.contains("queued"),
+                        "{st}"
+                    );
+                    assert!(Instant::now() < deadline, "no result in 300 s");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        // The same numbers as processing the frames directly.
+        let (_, _, want) = process(&s, &pipe, frames.clone(), None, &Job::new(0)).unwrap();
+        assert!(got == want[0], "the served frame differs from the C API's");
+        // A final render of another instance is served from the cache.
+        let fin = Waiter {
+            instance: 1002,
+            wait: true,
+            progress: &no_abort,
+        };
+        match render(&s, &pipe, &at(8), &frames[8], &fin, None) {
+            Served::Result(f) => assert!(f == want[8]),
+            Served::Source(st) => panic!("{st}"),
+        }
+    }
+
+    #[test]
+    fn a_final_render_returns_on_abort_and_the_next_one_processes() {
+        let pipe = pipeline();
+        let s = settings(202, "a blue boat", 100);
+        let frames = clip(50);
+        let no_abort = |_: f64| false;
+        let polls = Cell::new(0);
+        let abort = |_: f64| {
+            polls.set(polls.get() + 1);
+            true
+        };
+        let collect = Waiter {
+            instance: 2001,
+            wait: true,
+            progress: &no_abort,
+        };
+        for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
+            status(render(&s, &pipe, &at(k), f, &collect, None));
+        }
+        let aborting = Waiter {
+            instance: 2001,
+            wait: true,
+            progress: &abort,
+        };
+        let t = Instant::now();
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &aborting, None));
+        assert_eq!(st, "CogVideoX: aborted");
+        assert!(polls.get() >= 1);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // The aborted job was cancelled, not failed: the next render runs it.
+        match render(&s, &pipe, &at(8), &frames[8], &collect, None) {
+            Served::Result(_) => {}
+            Served::Source(st) => panic!("{st}"),
+        }
+    }
+
+    #[test]
+    fn a_parameter_change_cancels_the_job_it_made_stale() {
+        let pipe = pipeline();
+        let frames = clip(100);
+        let no_abort = |_: f64| false;
+        let w = Waiter {
+            instance: 3001,
+            wait: false,
+            progress: &no_abort,
+        };
+        let (a, b) = (
+            settings(303, "a green tree", 200),
+            settings(303, "a yellow tree", 200),
+        );
+        for (k, f) in frames.iter().enumerate() {
+            render(&a, &pipe, &at(k), f, &w, None);
+        }
+        // The prompt changes while the first job is queued or running.
+        render(&b, &pipe, &at(0), &frames[0], &w, None);
+        let job_of = |s: &EditSettings| {
+            let all = SEGMENTS.lock().unwrap();
+            let seg = all.as_ref().unwrap().values().find(|seg| {
+                seg.sources[0].as_ref().map(|(h, _)| *h) == Some(frames[0].content_hash())
+            });
+            seg.and_then(|seg| {
+                seg.results.iter().find_map(|(k, o)| match o {
+                    Outcome::Running(j) if k.prompt == s.prompt => Some(j.clone()),
+                    _ => None,
+                })
+            })
+        };
+        let stale = job_of(&a).expect("the first job is not running");
+        assert!(stale.cancelled(), "the stale job was not cancelled");
+        assert!(!job_of(&b).expect("no job for the new prompt").cancelled());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !matches!(
+            render(&b, &pipe, &at(0), &frames[0], &w, None),
+            Served::Result(_)
+        ) {
+            assert!(Instant::now() < deadline, "no result in 300 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stale.wait(Duration::from_secs(300));
+        assert!(job_of(&a).is_none(), "the cancelled job left an entry");
+    }
+}
