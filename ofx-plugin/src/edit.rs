@@ -112,9 +112,14 @@ struct Segment {
 /// Segments kept per process, least recently used dropped first.
 const MAX_SEGMENTS: usize = 8;
 
-/// Loaded pipelines, and loads that failed with the retry generation they
-/// failed in (a broken checkpoint is not reloaded on every frame).
-type Loaded = Result<Arc<PipelineHandle>, (String, u64)>;
+/// A pipeline being loaded (on the worker), loaded, or failed with the
+/// retry generation it failed in (a broken checkpoint is not reloaded on
+/// every frame).
+enum Loaded {
+    Loading(Arc<Job>),
+    Ready(Arc<PipelineHandle>),
+    Failed(String, u64),
+}
 static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
 pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
@@ -131,23 +136,62 @@ pub fn purge() {
     PIPELINES.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// The process's pipeline for `key`, loaded on first use.
-pub fn pipeline(key: &LoadKey) -> Result<Arc<PipelineHandle>, String> {
+/// The process's pipeline for `key`, loaded on the worker on first use
+/// (loading a large checkpoint takes long). `Ok(None)` while it loads,
+/// unless `w` is a final render, which waits for it (`Ok(None)` again if
+/// its host aborts meanwhile).
+pub fn pipeline(key: &LoadKey, w: Option<&Waiter>) -> Result<Option<Arc<PipelineHandle>>, String> {
+    let wait = w.filter(|w| w.wait);
+    loop {
+        let job = {
+            let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
+            let retry = RETRY.load(Ordering::SeqCst);
+            match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
+                Some(Loaded::Ready(p)) => return Ok(Some(p.clone())),
+                Some(Loaded::Failed(msg, generation)) if *generation == retry => {
+                    return Err(msg.clone());
+                }
+                Some(Loaded::Loading(job)) if job.finished() => {
+                    return Err("loading ended without a result".into());
+                }
+                Some(Loaded::Loading(job)) => job.clone(),
+                _ => {
+                    pipes.retain(|(k, _)| k != key);
+                    let job = Job::new(job_id(&("load", key)));
+                    job.set_status("loading the checkpoint");
+                    pipes.push((key.clone(), Loaded::Loading(job.clone())));
+                    let k = key.clone();
+                    worker::submit(job.clone(), wait.is_some(), move |job: &Job| {
+                        finish_load(k, retry, job)
+                    });
+                    job
+                }
+            }
+        };
+        let Some(w) = wait else { return Ok(None) };
+        if (w.progress)(0.0) {
+            return Ok(None);
+        }
+        job.wait(Duration::from_millis(100));
+    }
+}
+
+/// Loads on the worker and records the pipeline or the failure.
+fn finish_load(key: LoadKey, retry: u64, job: &Job) {
+    let loaded = match load(&key) {
+        Ok(p) => Loaded::Ready(Arc::new(p)),
+        Err(e) => {
+            crate::log::line(&format!("loading failed: {e}"));
+            Loaded::Failed(e, retry)
+        }
+    };
     let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
-    let retry = RETRY.load(Ordering::SeqCst);
-    match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
-        Some(Ok(p)) => return Ok(p.clone()),
-        Some(Err((msg, generation))) if *generation == retry => return Err(msg.clone()),
-        _ => {}
+    // Unless purged meanwhile.
+    if let Some((_, slot)) = pipes.iter_mut().find(|(k, l)| {
+        *k == key && matches!(l, Loaded::Loading(j) if std::ptr::eq(j.as_ref(), job))
+    }) {
+        *slot = loaded;
     }
-    pipes.retain(|(k, _)| k != key);
-    let loaded = load(key);
-    if let Err(e) = &loaded {
-        crate::log::line(&format!("loading failed: {e}"));
-    }
-    let loaded = loaded.map(Arc::new).map_err(|e| (e, retry));
-    pipes.push((key.clone(), loaded.clone()));
-    loaded.map_err(|(e, _)| e)
 }
 
 fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
@@ -809,6 +853,39 @@ mod tests {
             Served::Result(_) => {}
             Served::Source(st) => panic!("{st}"),
         }
+    }
+
+    #[test]
+    fn an_interactive_render_does_not_wait_for_a_load_and_a_failed_load_is_kept() {
+        let key = LoadKey {
+            checkpoint: "/nonexistent/cogvideox".into(),
+            device: 0,
+            device_index: 0,
+            dtype: 0,
+            vae_tiling: false,
+        };
+        let no_abort = |_: f64| false;
+        let w = Waiter {
+            instance: 4001,
+            wait: false,
+            progress: &no_abort,
+        };
+        assert!(matches!(super::pipeline(&key, Some(&w)), Ok(None)));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let err = loop {
+            match super::pipeline(&key, Some(&w)) {
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some(_)) => panic!("a pipeline from no checkpoint"),
+                Err(e) => break e,
+            }
+            assert!(Instant::now() < deadline, "no answer in 300 s");
+        };
+        // Remembered: a final render gets the failure without a new load.
+        let fin = Waiter { wait: true, ..w };
+        assert_eq!(super::pipeline(&key, Some(&fin)).err(), Some(err));
+        let pipes = PIPELINES.lock().unwrap();
+        let entry = pipes.iter().find(|(k, _)| *k == key).map(|(_, l)| l);
+        assert!(matches!(entry, Some(Loaded::Failed(..))));
     }
 
     #[test]

@@ -429,9 +429,36 @@ fn render(
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
     };
-    let pipe = match edit::pipeline(&load) {
-        Ok(pipe) => pipe,
+    let started = Cell::new(false);
+    let report = |frac: f64| progress(s, handle, &started, frac);
+    let waiter = edit::Waiter {
+        instance: handle as usize,
+        // Final renders wait for their segment; interactive ones show the
+        // source meanwhile.
+        wait: !interactive(&args),
+        progress: &report,
+    };
+    let pipe = match edit::pipeline(&load, Some(&waiter)) {
+        Ok(Some(pipe)) => pipe,
+        Ok(None) => {
+            if started.get() {
+                end_progress(s, handle);
+            }
+            let status = "CogVideoX: loading the checkpoint".to_string();
+            return show(
+                s,
+                handle,
+                time,
+                &mut out,
+                window,
+                &source,
+                edit::Served::Source(status),
+            );
+        }
         Err(e) => {
+            if started.get() {
+                end_progress(s, handle);
+            }
             let status = format!(
                 "CogVideoX cannot load the checkpoint: {e} (log: {})",
                 log::path().display()
@@ -450,15 +477,6 @@ fn render(
     let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
     let place = edit::place(&seg, &pipe, time, host_fps)?;
-    let started = Cell::new(false);
-    let report = |frac: f64| progress(s, handle, &started, frac);
-    let waiter = edit::Waiter {
-        instance: handle as usize,
-        // Final renders wait for their segment; interactive ones show the
-        // source meanwhile.
-        wait: !interactive(&args),
-        progress: &report,
-    };
     // Source frames at other times, released as soon as they are copied.
     let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
         Ok(Some(img)) => Some(img.to_frame()),
@@ -519,7 +537,8 @@ fn frames_needed(
     // SAFETY: valid instance handle and out pointer.
     check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
     let reader = params::Reader { s: *s, set, time };
-    let Ok(pipe) = edit::pipeline(&read_load(&reader)?) else {
+    // Starts loading if need be, without waiting.
+    let Ok(Some(pipe)) = edit::pipeline(&read_load(&reader)?, None) else {
         return Ok(None);
     };
     let seg = edit::SegmentParams {

@@ -77,6 +77,10 @@ impl Job {
             .clone()
     }
 
+    pub fn set_status(&self, text: &str) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = text.into();
+    }
+
     /// Records a library progress report; false once the job is cancelled.
     pub fn report(&self, stage: i32, done: i32, total: i32) -> bool {
         let part = if total > 0 {
