@@ -38,6 +38,10 @@ pub struct AnimateSettings {
 /// Identifies the collected source image.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ImageKey {
+    /// The instance whose clip this is, where the host keeps instances and
+    /// gives other times' frames (0 elsewhere, and in result keys, where
+    /// the image's content identifies it).
+    owner: usize,
     load: LoadKey,
     source_frame: i32,
     width: usize,
@@ -88,6 +92,7 @@ pub fn render(
     fetch: Option<Fetch>,
 ) -> Option<Served> {
     let image_key = ImageKey {
+        owner: if fetch.is_some() { w.instance } else { 0 },
         load: s.load.clone(),
         source_frame: s.source_frame,
         width: source.width,
@@ -132,7 +137,10 @@ pub fn render(
         )));
     };
     let key = ResultKey {
-        image: image_key,
+        image: ImageKey {
+            owner: 0,
+            ..image_key
+        },
         image_hash,
         prompt: s.prompt.clone(),
         negative_prompt: s.negative_prompt.clone(),

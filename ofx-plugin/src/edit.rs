@@ -82,6 +82,10 @@ struct EditKey {
 /// What identifies a segment's source frames.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SegmentKey {
+    /// The instance whose clip this is, where the host keeps instances and
+    /// gives other times' frames (0 elsewhere: MLT makes an instance per
+    /// frame and gives no clip identity).
+    owner: usize,
     load: LoadKey,
     start: i32,
     length: usize,
@@ -362,6 +366,7 @@ pub fn render(
     fetch: Option<Fetch>,
 ) -> Served {
     let key = SegmentKey {
+        owner: if fetch.is_some() { w.instance } else { 0 },
         load: s.load.clone(),
         start: s.segment_start,
         length: place.length,
@@ -464,7 +469,12 @@ pub fn render(
             ));
         }
         let hashes: Vec<u64> = seg.sources.iter().flatten().map(|(h, _)| *h).collect();
-        let entry = crate::disk::entry(&s.load.checkpoint, &(&key, &edit), &hashes);
+        // On disk the frames' content identifies the clip.
+        let shared = SegmentKey {
+            owner: 0,
+            ..key.clone()
+        };
+        let entry = crate::disk::entry(&s.load.checkpoint, &(&shared, &edit), &hashes);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("segment read from {}", entry.display()));
             let frames = Arc::new(frames);
@@ -886,6 +896,55 @@ mod tests {
         let pipes = PIPELINES.lock().unwrap();
         let entry = pipes.iter().find(|(k, _)| *k == key).map(|(_, l)| l);
         assert!(matches!(entry, Some(Loaded::Failed(..))));
+    }
+
+    #[test]
+    fn with_temporal_access_one_render_fetches_the_segment_and_two_clips_stay_apart() {
+        let pipe = pipeline();
+        let s = settings(404, "a white wolf", 300);
+        let (one, two) = (clip(150), clip(200));
+        let no_abort = |_: f64| false;
+        let fetched = Cell::new(0);
+        let fetch_one = |t: f64| {
+            fetched.set(fetched.get() + 1);
+            Some(one[t as usize - 300].clone())
+        };
+        let fetch_two = |t: f64| Some(two[t as usize - 300].clone());
+        let result = |served: Served| match served {
+            Served::Result(f) => f,
+            Served::Source(st) => panic!("{st}"),
+        };
+        // Two instances (two clips) with equal parameters, one final render
+        // each of the same frame.
+        let w = |instance| Waiter {
+            instance,
+            wait: true,
+            progress: &no_abort,
+        };
+        let a = result(render(
+            &s,
+            &pipe,
+            &at(4),
+            &one[4],
+            &w(5001),
+            Some(&fetch_one),
+        ));
+        assert_eq!(
+            fetched.get(),
+            FRAMES - 1,
+            "the other frames were not fetched"
+        );
+        let b = result(render(
+            &s,
+            &pipe,
+            &at(4),
+            &two[4],
+            &w(5002),
+            Some(&fetch_two),
+        ));
+        let (_, _, want_a) = process(&s, &pipe, one.clone(), None, &Job::new(0)).unwrap();
+        let (_, _, want_b) = process(&s, &pipe, two.clone(), None, &Job::new(0)).unwrap();
+        assert!(a == want_a[4] && b == want_b[4] && a != b);
     }
 
     #[test]

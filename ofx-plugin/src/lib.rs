@@ -172,7 +172,13 @@ fn dispatch(
     } else if action == kOfxActionCreateInstance {
         // Resolve needs OK here; all state is per process.
     } else if action == kOfxActionDestroyInstance {
-        worker::forget(handle as usize);
+        if s.temporal {
+            // Hosts with temporal access keep their instances: a job only
+            // this one wanted is of no use any more.
+            worker::changed(handle as usize);
+        } else {
+            worker::forget(handle as usize);
+        }
     } else if action == kOfxActionInstanceChanged {
         let args = Props { s, h: in_args };
         let name = args.get_str(kOfxPropName, 0)?;
