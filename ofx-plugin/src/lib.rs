@@ -414,8 +414,9 @@ fn render(
     let mut out =
         image::HostImage::fetch(*s, out_clip, time)?.ok_or("the host gave no output image")?;
     // A generator has no source: black stands in for it.
-    let context = effect_props(s, handle)?.get_str(kOfxImageEffectPropContext, 0)?;
-    let generator = context.as_bytes() == kOfxImageEffectContextGenerator.to_bytes();
+    let generator = effect_props(s, handle)?
+        .get_str(kOfxImageEffectPropContext, 0)
+        .is_ok_and(|c| c.as_bytes() == kOfxImageEffectContextGenerator.to_bytes());
     let (src_clip, source) = if generator {
         let black = image::Frame::new(out.width(), out.height(), out.format);
         (None, black)
@@ -521,7 +522,7 @@ fn render(
     let Some(served) = served else {
         // Outside the segment.
         ofx::persistent_message(s, handle, kOfxMessageMessage, "");
-        ofx::set_status(s, handle, "outside the segment: the source");
+        ofx::set_status(s, handle, "outside the segment");
         return out.write(&source, window);
     };
     show(s, handle, time, &mut out, window, &source, served)
