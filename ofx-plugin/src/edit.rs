@@ -337,6 +337,7 @@ pub(crate) fn next(outcome: Option<&Outcome>, w: &Waiter, retry: u64) -> Next {
 /// progress and cancels the job when the host aborts. `Some` is what to
 /// show after an abort.
 pub(crate) fn wait_for(job: &Job, w: &Waiter) -> Option<Served> {
+    worker::hurry(job.id);
     if (w.progress)(job.fraction()) {
         crate::log::line(&format!("job {:016x}: the host aborted", job.id));
         job.cancel();
@@ -964,8 +965,6 @@ mod tests {
         for (k, f) in frames.iter().enumerate() {
             render(&a, &pipe, &at(k), f, &w, None);
         }
-        // The prompt changes while the first job is queued or running.
-        render(&b, &pipe, &at(0), &frames[0], &w, None);
         let job_of = |s: &EditSettings| {
             let all = SEGMENTS.lock().unwrap();
             let seg = all.as_ref().unwrap().values().find(|seg| {
@@ -978,7 +977,9 @@ mod tests {
                 })
             })
         };
-        let stale = job_of(&a).expect("the first job is not running");
+        let stale = job_of(&a).expect("the first job is not queued");
+        // The prompt changes while the first job is queued or running.
+        render(&b, &pipe, &at(0), &frames[0], &w, None);
         assert!(stale.cancelled(), "the stale job was not cancelled");
         assert!(!job_of(&b).expect("no job for the new prompt").cancelled());
         let deadline = Instant::now() + Duration::from_secs(300);

@@ -151,6 +151,18 @@ pub fn submit(job: Arc<Job>, urgent: bool, work: impl FnOnce(&Job) + Send + 'sta
     WAKE.notify_all();
 }
 
+/// Moves job `id` to the front of the queue if it waits there (a final
+/// render now waits for it).
+pub fn hurry(id: u64) {
+    with(|q| {
+        if let Some(i) = q.waiting.iter().position(|(j, _)| j.id == id)
+            && let Some(entry) = q.waiting.remove(i)
+        {
+            q.waiting.push_front(entry);
+        }
+    });
+}
+
 fn run() {
     loop {
         let next = {
@@ -278,6 +290,21 @@ mod tests {
         want(12, 4);
         three.wait(Duration::from_secs(120));
         assert!(three.finished() && !three.cancelled());
+    }
+
+    #[test]
+    fn a_hurried_job_runs_before_those_queued_ahead_of_it() {
+        let (_, go, done) = blocked(20);
+        let (tx, rx) = mpsc::channel();
+        for id in [21, 22] {
+            let tx = tx.clone();
+            submit(Job::new(id), false, move |j: &Job| tx.send(j.id).unwrap());
+        }
+        hurry(22);
+        go.send(()).unwrap();
+        done.recv().unwrap();
+        let order: Vec<u64> = rx.iter().take(2).collect();
+        assert_eq!(order, [22, 21]);
     }
 
     #[test]
