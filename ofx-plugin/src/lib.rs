@@ -299,6 +299,11 @@ fn describe_in_context(
             0,
             kOfxImageComponentRGBA,
         )?;
+        c.set_str(
+            kOfxImageEffectPropSupportedComponents,
+            1,
+            kOfxImageComponentRGB,
+        )?;
         c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
         if name == kOfxImageEffectSimpleSourceClipName && s.temporal {
             c.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 1)?;
