@@ -74,6 +74,18 @@ const MAX_ENTRIES: usize = 8;
 static IMAGES: Mutex<Option<HashMap<ImageKey, (u64, Frame)>>> = Mutex::new(None);
 static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
 
+/// Whether `owner` holds the image to animate for these parameters (at any
+/// size).
+pub fn image_held(owner: usize, load: &LoadKey, source_frame: i32, cache_version: i32) -> bool {
+    let images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+    images.iter().flat_map(|m| m.keys()).any(|k| {
+        k.owner == owner
+            && k.load == *load
+            && k.source_frame == source_frame
+            && k.cache_version == cache_version
+    })
+}
+
 /// Drops every cached image and result (the host is short of memory).
 pub fn purge() {
     *IMAGES.lock().unwrap_or_else(|e| e.into_inner()) = None;

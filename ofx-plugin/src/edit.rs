@@ -32,7 +32,7 @@ pub struct LoadKey {
 /// Which host frames form the segment: `start` (host frame), `length`
 /// (model frames, 0: the model's default) and `step` (host frames per model
 /// frame, 0: automatic).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct SegmentParams {
     pub start: i32,
     pub length: i32,
@@ -128,6 +128,27 @@ static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
 pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `owner`'s segment with these parameters (`seg` with its actual
+/// length and step) has all its source frames, at every size it was
+/// rendered at (a new render scale starts a new one, which needs them).
+pub fn segment_held(owner: usize, load: &LoadKey, seg: &SegmentParams, cache_version: i32) -> bool {
+    let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut matching = all.iter().flat_map(|m| m.iter()).filter(|(k, _)| {
+        k.owner == owner
+            && k.load == *load
+            && k.start == seg.start
+            && k.length == seg.length as usize
+            && k.step == seg.step
+            && k.cache_version == cache_version
+    });
+    let mut any = false;
+    let complete = matching.all(|(_, s)| {
+        any = true;
+        s.sources.iter().all(Option::is_some)
+    });
+    any && complete
+}
 
 /// Lets segments that failed be processed again ("Process" button).
 pub fn retry_failed() {
@@ -922,6 +943,15 @@ mod tests {
             wait: true,
             progress: &no_abort,
         };
+        let held = |owner| {
+            let seg = SegmentParams {
+                start: 300,
+                length: FRAMES as i32,
+                step: 1,
+            };
+            segment_held(owner, &s.load, &seg, 0)
+        };
+        assert!(!held(5001));
         let a = result(render(
             &s,
             &pipe,
@@ -935,6 +965,8 @@ mod tests {
             FRAMES - 1,
             "the other frames were not fetched"
         );
+        // GetFramesNeeded then asks for the current frame only.
+        assert!(held(5001) && !held(5002));
         let b = result(render(
             &s,
             &pipe,

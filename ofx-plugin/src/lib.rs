@@ -535,7 +535,7 @@ fn render(
 
 /// The source frames a render at the time in `args` reads: the current one,
 /// and every model frame of its segment (Edit) or the image to animate
-/// (Animate). `None` when the checkpoint cannot be loaded (the host's
+/// (Animate) unless the instance holds them already. `None` when the checkpoint cannot be loaded (the host's
 /// default then applies and the render says what is wrong).
 fn frames_needed(
     s: &Suites,
@@ -565,16 +565,32 @@ fn frames_needed(
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
     let place = edit::place(&seg, &pipe, time, host_fps)?;
     let mut times = vec![time];
+    let load = read_load(&reader)?;
+    let cache_version = reader.int(c"cache_version")?;
+    // Frames already held are not asked for again (hosts such as Natron
+    // render every frame a render needs before calling it).
+    let owner = handle as usize;
     match effect {
         Effect::Animate => {
-            let source_frame = reader.int(c"source_frame")? as f64;
-            if place.is_some() || time == source_frame {
-                times.push(source_frame);
+            let source_frame = reader.int(c"source_frame")?;
+            if (place.is_some() || time == source_frame as f64)
+                && !animate::image_held(owner, &load, source_frame, cache_version)
+            {
+                times.push(source_frame as f64);
             }
         }
         _ => {
             if let Some(place) = place {
-                times.extend((0..place.length).map(|k| (seg.start + k as i32 * place.step) as f64));
+                let held = edit::SegmentParams {
+                    length: place.length as i32,
+                    step: place.step,
+                    ..seg
+                };
+                if !edit::segment_held(owner, &load, &held, cache_version) {
+                    times.extend(
+                        (0..place.length).map(|k| (seg.start + k as i32 * place.step) as f64),
+                    );
+                }
             }
         }
     }
