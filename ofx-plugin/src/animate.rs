@@ -1,18 +1,22 @@
 //! CogVideoX Animate: the source frame at `source_frame` becomes a clip
 //! (image-to-video) laid over the segment. The image is collected when the
 //! host renders that frame (hosts such as MLT give no access to other
-//! times); the clip is then computed once and served from the cache, in
-//! memory and on disk.
+//! times); the clip is then computed once on the worker and served from
+//! the cache, in memory and on disk.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::capi::{self, PipelineHandle};
-use crate::edit::{DONE, LoadKey, Outcome, Placement, Progress, RETRY, Served, on_progress, serve};
+use crate::disk::Latents;
+use crate::edit::{
+    Fetch, LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
+    serve, wait_for,
+};
 use crate::image::Frame;
+use crate::worker::{self, Job};
 
 /// Everything Animate's result depends on, read from parameters.
 #[derive(Clone, Debug)]
@@ -34,6 +38,10 @@ pub struct AnimateSettings {
 /// Identifies the collected source image.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ImageKey {
+    /// The instance whose clip this is, where the host keeps instances and
+    /// gives other times' frames (0 elsewhere, and in result keys, where
+    /// the image's content identifies it).
+    owner: usize,
     load: LoadKey,
     source_frame: i32,
     width: usize,
@@ -66,6 +74,18 @@ const MAX_ENTRIES: usize = 8;
 static IMAGES: Mutex<Option<HashMap<ImageKey, (u64, Frame)>>> = Mutex::new(None);
 static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
 
+/// Whether `owner` holds the image to animate for these parameters (at any
+/// size).
+pub fn image_held(owner: usize, load: &LoadKey, source_frame: i32, cache_version: i32) -> bool {
+    let images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+    images.iter().flat_map(|m| m.keys()).any(|k| {
+        k.owner == owner
+            && k.load == *load
+            && k.source_frame == source_frame
+            && k.cache_version == cache_version
+    })
+}
+
 /// Drops every cached image and result (the host is short of memory).
 pub fn purge() {
     *IMAGES.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -80,10 +100,11 @@ pub fn render(
     time: f64,
     place: Option<&Placement>,
     source: &Frame,
-    progress: &Progress,
-    wait: bool,
+    w: &Waiter,
+    fetch: Option<Fetch>,
 ) -> Option<Served> {
     let image_key = ImageKey {
+        owner: if fetch.is_some() { w.instance } else { 0 },
         load: s.load.clone(),
         source_frame: s.source_frame,
         width: source.width,
@@ -103,6 +124,24 @@ pub fn render(
         map.get(&image_key).cloned()
     };
     let place = place?;
+    // Where the host gives other times' frames, the image is fetched.
+    let image = image.or_else(|| {
+        let f = fetch?(s.source_frame as f64)?;
+        if (f.width, f.height, f.format) != (source.width, source.height, source.format) {
+            crate::log::line(
+                "the image to animate differs in size or depth from the frame rendered",
+            );
+            return None;
+        }
+        let entry = (f.content_hash(), f);
+        let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        let map = images.get_or_insert_with(HashMap::new);
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&image_key) {
+            map.clear();
+        }
+        map.insert(image_key.clone(), entry.clone());
+        Some(entry)
+    });
     let Some((image_hash, image)) = image else {
         return Some(Served::Source(format!(
             "CogVideoX Animate: waiting for host frame {} (the image to animate) to be rendered",
@@ -110,7 +149,10 @@ pub fn render(
         )));
     };
     let key = ResultKey {
-        image: image_key,
+        image: ImageKey {
+            owner: 0,
+            ..image_key
+        },
         image_hash,
         prompt: s.prompt.clone(),
         negative_prompt: s.negative_prompt.clone(),
@@ -124,32 +166,23 @@ pub fn render(
         length: place.length,
         step: place.step,
     };
+    let id = crate::edit::job_id(&key);
+    worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
-    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = loop {
+    loop {
+        let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = results.get_or_insert_with(HashMap::new);
-        match map.get(&key) {
-            Some(Outcome::Ready(frames)) => return Some(serve(frames, place, source)),
-            Some(Outcome::Running) if wait => {
-                if (progress.aborted)() {
-                    return Some(Served::Source("CogVideoX: aborted".into()));
+        match next(map.get(&key), w, retry) {
+            Next::Ready(frames) => return Some(serve(&frames, place, source)),
+            Next::Show(served) => return Some(served),
+            Next::Wait(job) => {
+                drop(results);
+                if let Some(served) = wait_for(&job, w) {
+                    return Some(served);
                 }
-                results = DONE
-                    .wait_timeout(results, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
                 continue;
             }
-            Some(Outcome::Running) => {
-                return Some(Served::Source("CogVideoX: processing the clip".into()));
-            }
-            Some(Outcome::Failed(msg, generation)) if *generation == retry => {
-                return Some(Served::Source(format!(
-                    "CogVideoX failed: {msg} (log: {}; press Process to retry)",
-                    crate::log::path().display()
-                )));
-            }
-            _ => {}
+            Next::Compute => {}
         }
         let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
@@ -159,42 +192,76 @@ pub fn render(
             return Some(serve(&frames, place, source));
         }
         if map.len() >= MAX_ENTRIES {
-            map.retain(|_, o| matches!(o, Outcome::Running));
+            map.retain(|_, o| matches!(o, Outcome::Running(_)));
         }
-        map.insert(key.clone(), Outcome::Running);
-        break entry;
+        let job = Job::new(id);
+        map.insert(key.clone(), Outcome::Running(job.clone()));
+        let work = {
+            let (s, pipe, key, image) = (s.clone(), pipe.clone(), key.clone(), image.clone());
+            let length = place.length;
+            move |job: &Job| finish(&s, &pipe, key, length, image, entry, retry, job)
+        };
+        worker::submit(job, w.wait, work);
+        if !w.wait {
+            return Some(Served::Source("CogVideoX: queued for processing".into()));
+        }
+    }
+}
+
+/// Animates on the worker and records the outcome.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &AnimateSettings,
+    pipe: &PipelineHandle,
+    key: ResultKey,
+    length: usize,
+    image: Frame,
+    entry: std::path::PathBuf,
+    retry: u64,
+    job: &Job,
+) {
+    let lat = entry.with_extension("lat");
+    let outcome = if job.cancelled() {
+        Err(("cancelled before it started".to_string(), true))
+    } else if let Some(l) = crate::disk::read_latents(&lat) {
+        // The frames were dropped from the disk cache, their latents not.
+        crate::log::line(&format!("decoding cached latents for {key:?}"));
+        let size = (image.width, image.height, image.format);
+        crate::generate::decode(pipe, &l, size, s.resize_mode, job)
+    } else {
+        crate::log::line(&format!("animating {key:?}"));
+        animate(s, pipe, length, image, job).map(|(l, f)| {
+            if let Err(e) = crate::disk::write_latents(&lat, &l) {
+                crate::log::line(&format!("cannot write {}: {e}", lat.display()));
+            }
+            f
+        })
     };
-    drop(results);
-    crate::log::line(&format!("animating {key:?}"));
-    let outcome = animate(s, pipe, place.length, image, progress);
     if let Ok(frames) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
     {
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    DONE.notify_all();
     let map = results.get_or_insert_with(HashMap::new);
-    Some(match outcome {
+    if !current(map.get(&key), job) {
+        crate::log::line("the clip's entry was dropped while processing: its result is dropped");
+        return;
+    }
+    match outcome {
         Ok(frames) => {
             crate::log::line("clip done");
-            let frames = Arc::new(frames);
-            map.insert(key, Outcome::Ready(frames.clone()));
-            serve(&frames, place, source)
+            map.insert(key, Outcome::Ready(Arc::new(frames)));
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("clip failed: {msg}"));
             if cancelled {
                 map.remove(&key);
             } else {
-                map.insert(key, Outcome::Failed(msg.clone(), retry));
+                map.insert(key, Outcome::Failed(msg, retry));
             }
-            Served::Source(format!(
-                "CogVideoX failed: {msg} (log: {})",
-                crate::log::path().display()
-            ))
         }
-    })
+    }
 }
 
 fn animate(
@@ -202,13 +269,28 @@ fn animate(
     pipe: &PipelineHandle,
     length: usize,
     mut image: Frame,
-    progress: &Progress,
-) -> Result<Vec<Frame>, (String, bool)> {
+    job: &Job,
+) -> Result<(Latents, Vec<Frame>), (String, bool)> {
     let api = pipe.api;
-    let mut n = 0;
-    // SAFETY: live pipeline, writable output.
+    let (mut n, mut shape) = (0, [0i64; 5]);
+    // SAFETY: live pipeline, writable outputs.
     let st = unsafe { (api.output_frame_count)(pipe.ptr, length as i32, &mut n) };
     api.check(st).map_err(|e| (e, false))?;
+    // SAFETY: as above.
+    let st = unsafe {
+        (api.latent_shape)(
+            pipe.ptr,
+            s.width,
+            s.height,
+            length as i32,
+            shape.as_mut_ptr(),
+        )
+    };
+    api.check(st).map_err(|e| (e, false))?;
+    let mut latents = Latents {
+        shape,
+        values: vec![0.0; shape.iter().product::<i64>().max(0) as usize],
+    };
     let mut out: Vec<Frame> = (0..n)
         .map(|_| Frame::new(image.width, image.height, image.format))
         .collect();
@@ -229,12 +311,14 @@ fn animate(
     o.seed = s.seed;
     o.resize_mode = s.resize_mode;
     o.progress = Some(on_progress);
-    o.progress_user = progress as *const Progress as *mut c_void;
+    o.progress_user = job as *const Job as *mut c_void;
+    o.latents_out = latents.values.as_mut_ptr();
+    o.latents_out_len = latents.values.len();
     let img = image.as_capi();
     // SAFETY: valid image, options and outputs for the call.
     let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, descs.as_ptr(), descs.len()) };
     if st != capi::OK {
         return Err((api.error(st), st == capi::ERR_CANCELLED));
     }
-    Ok(out)
+    Ok((latents, out))
 }

@@ -90,6 +90,41 @@ pub struct EditOptions {
 
 #[repr(C)]
 #[derive(Clone, Copy)]
+pub struct GenerateOptions {
+    pub struct_size: u32,
+    pub prompt: *const c_char,
+    pub negative_prompt: *const c_char,
+    pub width: i32,
+    pub height: i32,
+    pub num_frames: i32,
+    pub steps: i32,
+    pub guidance_scale: f32,
+    pub dynamic_cfg: bool,
+    pub scheduler: u32,
+    pub seed: u64,
+    pub noise: *const f32,
+    pub noise_len: usize,
+    pub resize_mode: u32,
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+    pub latents_out: *mut f32,
+    pub latents_out_len: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DecodeOptions {
+    pub struct_size: u32,
+    pub tiling: u32,
+    pub tile_width: i32,
+    pub tile_height: i32,
+    pub resize_mode: u32,
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct AnimateOptions {
     pub struct_size: u32,
     pub prompt: *const c_char,
@@ -132,6 +167,45 @@ impl Default for AnimateOptions {
             progress_user: std::ptr::null_mut(),
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+        }
+    }
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            struct_size: 0,
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            width: 0,
+            height: 0,
+            num_frames: 0,
+            steps: 0,
+            guidance_scale: 0.0,
+            dynamic_cfg: false,
+            scheduler: 0,
+            seed: 0,
+            noise: std::ptr::null(),
+            noise_len: 0,
+            resize_mode: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+            latents_out: std::ptr::null_mut(),
+            latents_out_len: 0,
+        }
+    }
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            struct_size: 0,
+            tiling: 0,
+            tile_width: 0,
+            tile_height: 0,
+            resize_mode: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
         }
     }
 }
@@ -203,6 +277,23 @@ pub struct Api {
         usize,
     ) -> Status,
     pub output_frame_count: unsafe extern "C" fn(*const Pipeline, i32, *mut i32) -> Status,
+    pub generate_video: unsafe extern "C" fn(
+        *const Pipeline,
+        *const GenerateOptions,
+        *const Frame,
+        usize,
+    ) -> Status,
+    pub latent_shape: unsafe extern "C" fn(*const Pipeline, i32, i32, i32, *mut i64) -> Status,
+    pub inversion_latent_shape: unsafe extern "C" fn(*const Inversion, *mut i64) -> Status,
+    pub decoded_frame_count: unsafe extern "C" fn(i32, *mut i32) -> Status,
+    pub decode_latents: unsafe extern "C" fn(
+        *const Pipeline,
+        *const f32,
+        *const i64,
+        *const DecodeOptions,
+        *const Frame,
+        usize,
+    ) -> Status,
     pub animate_image: unsafe extern "C" fn(
         *const Pipeline,
         *const Frame,
@@ -211,6 +302,8 @@ pub struct Api {
         usize,
     ) -> Status,
     pub load_options_init: unsafe extern "C" fn(*mut LoadOptions),
+    pub generate_options_init: unsafe extern "C" fn(*mut GenerateOptions),
+    pub decode_options_init: unsafe extern "C" fn(*mut DecodeOptions),
     pub animate_options_init: unsafe extern "C" fn(*mut AnimateOptions),
     pub invert_options_init: unsafe extern "C" fn(*mut InvertOptions),
     pub edit_options_init: unsafe extern "C" fn(*mut EditOptions),
@@ -258,8 +351,15 @@ impl Api {
             inversion_free: sym!("cogvideo_inversion_free"),
             edit_with_prompt: sym!("cogvideo_edit_with_prompt"),
             output_frame_count: sym!("cogvideo_output_frame_count"),
+            generate_video: sym!("cogvideo_generate_video"),
+            latent_shape: sym!("cogvideo_latent_shape"),
+            inversion_latent_shape: sym!("cogvideo_inversion_latent_shape"),
+            decoded_frame_count: sym!("cogvideo_decoded_frame_count"),
+            decode_latents: sym!("cogvideo_decode_latents"),
             animate_image: sym!("cogvideo_animate_image"),
             load_options_init: sym!("cogvideo_load_options_init"),
+            generate_options_init: sym!("cogvideo_generate_options_init"),
+            decode_options_init: sym!("cogvideo_decode_options_init"),
             animate_options_init: sym!("cogvideo_animate_options_init"),
             invert_options_init: sym!("cogvideo_invert_options_init"),
             edit_options_init: sym!("cogvideo_edit_options_init"),

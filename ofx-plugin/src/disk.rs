@@ -5,7 +5,9 @@
 //! entry is never found. Folder: `$COGVIDEOX_OFX_CACHE`, else
 //! `$XDG_CACHE_HOME/cogvideox-ofx/results` (`~/.cache/...`); it is kept
 //! under `$COGVIDEOX_OFX_CACHE_GB` gigabytes (default 20) by deleting the
-//! least recently used entries.
+//! least recently used entries. Sampled latents are kept the same way
+//! (`.lat` beside the frames' `.bin`), so that a change that only affects
+//! decoding decodes again instead of sampling again.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::image::{Frame, bytes_per_channel};
 
 const MAGIC: &[u8; 8] = b"COGVOFX1";
+const LATENTS_MAGIC: &[u8; 8] = b"COGVLAT1";
 
 /// Largest entry read back (a 49-frame 4K float segment is about 6.5 GB;
 /// anything beyond this is not ours).
@@ -134,6 +137,70 @@ pub fn write(path: &Path, frames: &[Frame]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Latents as a sampling call returned them: f32 values in `shape`
+/// (`[1, F, 16, h, w]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Latents {
+    pub shape: [i64; 5],
+    pub values: Vec<f32>,
+}
+
+/// The entry's path for latents depending on `key` (everything sampling
+/// depends on, and nothing only decoding does).
+pub fn latents_entry(checkpoint: &str, key: &impl Hash) -> PathBuf {
+    entry(checkpoint, key, &[]).with_extension("lat")
+}
+
+pub fn read_latents(path: &Path) -> Option<Latents> {
+    let bytes = {
+        let f = std::fs::File::open(path).ok()?;
+        if f.metadata().ok()?.len() > MAX_ENTRY_BYTES {
+            return None;
+        }
+        let mut v = Vec::new();
+        std::io::BufReader::new(f).read_to_end(&mut v).ok()?;
+        v
+    };
+    if bytes.len() < 48 || &bytes[..8] != LATENTS_MAGIC {
+        return None;
+    }
+    let mut shape = [0i64; 5];
+    for (i, d) in shape.iter_mut().enumerate() {
+        *d = i64::from_le_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().ok()?);
+    }
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?))?;
+    if bytes.len() != 48 + 4 * n {
+        return None;
+    }
+    let values = bytes[48..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let _ = std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    Some(Latents { shape, values })
+}
+
+pub fn write_latents(path: &Path, l: &Latents) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(LATENTS_MAGIC)?;
+        for d in l.shape {
+            f.write_all(&d.to_le_bytes())?;
+        }
+        for v in &l.values {
+            f.write_all(&v.to_le_bytes())?;
+        }
+        f.flush()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    prune(path.parent().unwrap_or(Path::new(".")), budget());
+    Ok(())
+}
+
 /// Deletes the least recently used entries in `dir` until they take at most
 /// `max_bytes`.
 fn prune(dir: &Path, max_bytes: u64) {
@@ -142,7 +209,7 @@ fn prune(dir: &Path, max_bytes: u64) {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .filter(|p| p.extension().is_some_and(|x| x == "bin" || x == "lat"))
         .filter_map(|p| {
             let m = std::fs::metadata(&p).ok()?;
             Some((m.modified().ok()?, m.len(), p))
@@ -182,6 +249,22 @@ mod tests {
         assert!(!left("old.bin") && left("mid.bin") && left("new.bin") && left("other.txt"));
         prune(&dir, 0);
         assert!(!left("mid.bin") && !left("new.bin") && left("other.txt"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn latents_read_back_and_a_truncated_entry_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("cogvideox-ofx-lat-{}", std::process::id()));
+        let path = dir.join("e.lat");
+        let l = Latents {
+            shape: [1, 2, 16, 3, 2],
+            values: (0..192).map(|i| i as f32 * 0.5 - 7.0).collect(),
+        };
+        write_latents(&path, &l).unwrap();
+        assert_eq!(read_latents(&path), Some(l));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert_eq!(read_latents(&path), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

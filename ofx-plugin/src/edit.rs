@@ -3,18 +3,21 @@
 //! A segment is `length` model frames, model frame k being host frame
 //! `start + k * step`. Its source frames are collected as the host renders
 //! them (hosts such as MLT give no access to other times); once all are
-//! there the segment is inverted once and edited, and every later request
-//! is served from the results. Host frames between model frames blend the
+//! there the segment is inverted once and edited on the worker
+//! (`worker.rs`), and every later request is served from the results. Host frames between model frames blend the
 //! two nearest results.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::capi::{self, InversionHandle, PipelineHandle};
+use crate::disk::Latents;
 use crate::image::Frame;
+use crate::worker::{self, Job};
 
 /// How a pipeline is loaded; one pipeline per key and process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,7 +32,7 @@ pub struct LoadKey {
 /// Which host frames form the segment: `start` (host frame), `length`
 /// (model frames, 0: the model's default) and `step` (host frames per model
 /// frame, 0: automatic).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct SegmentParams {
     pub start: i32,
     pub length: i32,
@@ -79,6 +82,10 @@ struct EditKey {
 /// What identifies a segment's source frames.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SegmentKey {
+    /// The instance whose clip this is, where the host keeps instances and
+    /// gives other times' frames (0 elsewhere: MLT makes an instance per
+    /// frame and gives no clip identity).
+    owner: usize,
     load: LoadKey,
     start: i32,
     length: usize,
@@ -90,7 +97,7 @@ struct SegmentKey {
 }
 
 pub(crate) enum Outcome {
-    Running,
+    Running(Arc<Job>),
     Ready(Arc<Vec<Frame>>),
     /// The message and the retry generation it failed in: a failed segment
     /// is not retried on every request, only after "Process".
@@ -109,15 +116,39 @@ struct Segment {
 /// Segments kept per process, least recently used dropped first.
 const MAX_SEGMENTS: usize = 8;
 
-/// Loaded pipelines, and loads that failed with the retry generation they
-/// failed in (a broken checkpoint is not reloaded on every frame).
-type Loaded = Result<Arc<PipelineHandle>, (String, u64)>;
+/// A pipeline being loaded (on the worker), loaded, or failed with the
+/// retry generation it failed in (a broken checkpoint is not reloaded on
+/// every frame).
+enum Loaded {
+    Loading(Arc<Job>),
+    Ready(Arc<PipelineHandle>),
+    Failed(String, u64),
+}
 static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
-/// Signalled whenever a segment's processing ends.
-pub(crate) static DONE: Condvar = Condvar::new();
 pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `owner`'s segment with these parameters (`seg` with its actual
+/// length and step) has all its source frames, at every size it was
+/// rendered at (a new render scale starts a new one, which needs them).
+pub fn segment_held(owner: usize, load: &LoadKey, seg: &SegmentParams, cache_version: i32) -> bool {
+    let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut matching = all.iter().flat_map(|m| m.iter()).filter(|(k, _)| {
+        k.owner == owner
+            && k.load == *load
+            && k.start == seg.start
+            && k.length == seg.length as usize
+            && k.step == seg.step
+            && k.cache_version == cache_version
+    });
+    let mut any = false;
+    let complete = matching.all(|(_, s)| {
+        any = true;
+        s.sources.iter().all(Option::is_some)
+    });
+    any && complete
+}
 
 /// Lets segments that failed be processed again ("Process" button).
 pub fn retry_failed() {
@@ -130,23 +161,62 @@ pub fn purge() {
     PIPELINES.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// The process's pipeline for `key`, loaded on first use.
-pub fn pipeline(key: &LoadKey) -> Result<Arc<PipelineHandle>, String> {
+/// The process's pipeline for `key`, loaded on the worker on first use
+/// (loading a large checkpoint takes long). `Ok(None)` while it loads,
+/// unless `w` is a final render, which waits for it (`Ok(None)` again if
+/// its host aborts meanwhile).
+pub fn pipeline(key: &LoadKey, w: Option<&Waiter>) -> Result<Option<Arc<PipelineHandle>>, String> {
+    let wait = w.filter(|w| w.wait);
+    loop {
+        let job = {
+            let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
+            let retry = RETRY.load(Ordering::SeqCst);
+            match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
+                Some(Loaded::Ready(p)) => return Ok(Some(p.clone())),
+                Some(Loaded::Failed(msg, generation)) if *generation == retry => {
+                    return Err(msg.clone());
+                }
+                Some(Loaded::Loading(job)) if job.finished() => {
+                    return Err("loading ended without a result".into());
+                }
+                Some(Loaded::Loading(job)) => job.clone(),
+                _ => {
+                    pipes.retain(|(k, _)| k != key);
+                    let job = Job::new(job_id(&("load", key)));
+                    job.set_status("loading the checkpoint");
+                    pipes.push((key.clone(), Loaded::Loading(job.clone())));
+                    let k = key.clone();
+                    worker::submit(job.clone(), wait.is_some(), move |job: &Job| {
+                        finish_load(k, retry, job)
+                    });
+                    job
+                }
+            }
+        };
+        let Some(w) = wait else { return Ok(None) };
+        if (w.progress)(0.0) {
+            return Ok(None);
+        }
+        job.wait(Duration::from_millis(100));
+    }
+}
+
+/// Loads on the worker and records the pipeline or the failure.
+fn finish_load(key: LoadKey, retry: u64, job: &Job) {
+    let loaded = match load(&key) {
+        Ok(p) => Loaded::Ready(Arc::new(p)),
+        Err(e) => {
+            crate::log::line(&format!("loading failed: {e}"));
+            Loaded::Failed(e, retry)
+        }
+    };
     let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
-    let retry = RETRY.load(Ordering::SeqCst);
-    match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
-        Some(Ok(p)) => return Ok(p.clone()),
-        Some(Err((msg, generation))) if *generation == retry => return Err(msg.clone()),
-        _ => {}
+    // Unless purged meanwhile.
+    if let Some((_, slot)) = pipes.iter_mut().find(|(k, l)| {
+        *k == key && matches!(l, Loaded::Loading(j) if std::ptr::eq(j.as_ref(), job))
+    }) {
+        *slot = loaded;
     }
-    pipes.retain(|(k, _)| k != key);
-    let loaded = load(key);
-    if let Err(e) = &loaded {
-        crate::log::line(&format!("loading failed: {e}"));
-    }
-    let loaded = loaded.map(Arc::new).map_err(|e| (e, retry));
-    pipes.push((key.clone(), loaded.clone()));
-    loaded.map_err(|(e, _)| e)
 }
 
 fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
@@ -216,48 +286,109 @@ pub enum Served {
     Source(String),
 }
 
-/// Abort polling and progress for one library call.
-pub struct Progress<'a> {
-    /// Reports the fraction done; true to cancel.
-    pub cancel: &'a dyn Fn(f64) -> bool,
-    /// Whether the host wants the render stopped.
-    pub aborted: &'a dyn Fn() -> bool,
+/// How a render deals with a segment that is not ready.
+pub struct Waiter<'a> {
+    /// The instance (its handle's address): the job it wants.
+    pub instance: usize,
+    /// A final render: waits for the result; an interactive one shows the
+    /// source with a status meanwhile.
+    pub wait: bool,
+    /// Reports the fraction done on the render thread; true when the host
+    /// wants the render stopped.
+    pub progress: &'a dyn Fn(f64) -> bool,
 }
 
+/// The library's progress callback: `user` is the job.
 pub(crate) unsafe extern "C" fn on_progress(
     user: *mut c_void,
     stage: i32,
     done: i32,
     total: i32,
 ) -> bool {
-    // SAFETY: `user` is the `Progress` passed with this call.
-    let p = unsafe { &*(user as *const Progress) };
-    let frac = if total > 0 {
-        done as f64 / total as f64
-    } else {
-        0.0
-    };
-    // Stages run in order; spread them over the bar.
-    let overall = (stage as f64 + frac) / STAGES;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| !(p.cancel)(overall))).unwrap_or(false)
+    // SAFETY: `user` is the `Job` passed with this call.
+    let job = unsafe { &*(user as *const Job) };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        job.report(stage, done, total)
+    }))
+    .unwrap_or(false)
 }
 
-/// `COGVIDEO_STAGE_*` values run from 0 to 4.
-const STAGES: f64 = 5.0;
+/// What to do about a result's cache entry.
+pub(crate) enum Next {
+    Ready(Arc<Vec<Frame>>),
+    Show(Served),
+    /// A final render waits for this job (the lock released).
+    Wait(Arc<Job>),
+    /// Nothing is cached, running or remembered as failed: compute it.
+    Compute,
+}
+
+pub(crate) fn failed(msg: &str) -> String {
+    format!(
+        "CogVideoX failed: {msg} (log: {}; press Process to retry)",
+        crate::log::path().display()
+    )
+}
+
+/// Decides from a result's cache entry.
+pub(crate) fn next(outcome: Option<&Outcome>, w: &Waiter, retry: u64) -> Next {
+    match outcome {
+        // Wanted again after it went stale: a new job replaces it (the old
+        // one's result, if it has one, is dropped).
+        Some(Outcome::Running(job)) if job.cancelled() && !job.finished() => Next::Compute,
+        Some(Outcome::Ready(frames)) => Next::Ready(frames.clone()),
+        Some(Outcome::Running(job)) if job.finished() => {
+            Next::Show(Served::Source(failed("the job ended without a result")))
+        }
+        Some(Outcome::Running(job)) => {
+            if w.wait {
+                Next::Wait(job.clone())
+            } else {
+                Next::Show(Served::Source(format!("CogVideoX: {}", job.status())))
+            }
+        }
+        Some(Outcome::Failed(msg, generation)) if *generation == retry => {
+            Next::Show(Served::Source(failed(msg)))
+        }
+        _ => Next::Compute,
+    }
+}
+
+/// A final render's wait for `job`, the cache lock released: reports
+/// progress and cancels the job when the host aborts. `Some` is what to
+/// show after an abort.
+pub(crate) fn wait_for(job: &Job, w: &Waiter) -> Option<Served> {
+    worker::hurry(job.id);
+    if (w.progress)(job.fraction()) {
+        crate::log::line(&format!("job {:016x}: the host aborted", job.id));
+        job.cancel();
+        return Some(Served::Source("CogVideoX: aborted".into()));
+    }
+    job.wait(Duration::from_millis(100));
+    None
+}
+
+/// Identifies a job by what it computes.
+pub(crate) fn job_id(key: &impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
 
 /// Collects `source` (the host frame at `place`) into its segment and
-/// returns what to show, processing the segment synchronously once it is
-/// complete. With `wait` (final renders) a request for a segment another
-/// thread is processing waits for its result instead of showing the source.
+/// returns what to show. A complete segment is processed on the worker;
+/// a final render waits for it, an interactive one shows the source with
+/// a status meanwhile.
 pub fn render(
     s: &EditSettings,
     pipe: &Arc<PipelineHandle>,
     place: &Placement,
     source: &Frame,
-    progress: &Progress,
-    wait: bool,
+    w: &Waiter,
+    fetch: Option<Fetch>,
 ) -> Served {
     let key = SegmentKey {
+        owner: if fetch.is_some() { w.instance } else { 0 },
         load: s.load.clone(),
         start: s.segment_start,
         length: place.length,
@@ -283,9 +414,15 @@ pub fn render(
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
     };
+    let id = job_id(&(&key, &edit));
+    // Every render of the segment says what its instance wants now.
+    worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
-    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let job = loop {
+    let mut collected_now = false;
+    let mut fetched: Vec<(usize, Frame)> = Vec::new();
+    let mut tried_fetch = false;
+    loop {
+        let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = all.get_or_insert_with(HashMap::new);
         if !map.contains_key(&key) && map.len() >= MAX_SEGMENTS {
             let oldest = map
@@ -299,45 +436,54 @@ pub fn render(
         let seg = map.entry(key.clone()).or_default();
         seg.last_use = CLOCK.fetch_add(1, Ordering::SeqCst);
         seg.sources.resize(place.length, None);
-        if place.frac == 0.0 {
-            let hash = source.content_hash();
-            let slot = &mut seg.sources[place.index];
-            if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
-                if slot.is_some() {
-                    // The source changed under the segment: earlier results
-                    // no longer describe it.
-                    seg.inversion = None;
-                    seg.results.clear();
-                }
-                *slot = Some((hash, source.clone()));
-            }
+        if place.frac == 0.0 && !collected_now {
+            collected_now = true;
+            collect(seg, place.index, source);
         }
-        match seg.results.get(&edit) {
-            Some(Outcome::Ready(frames)) => return serve(frames, place, source),
-            Some(Outcome::Running) if wait => {
-                // A final render waits for the thread that processes the
-                // segment (polling the host's abort flag).
-                if (progress.aborted)() {
-                    return Served::Source("CogVideoX: aborted".into());
+        for (k, f) in fetched.drain(..) {
+            collect(seg, k, &f);
+        }
+        match next(seg.results.get(&edit), w, retry) {
+            Next::Ready(frames) => return serve(&frames, place, source),
+            Next::Show(served) => return served,
+            Next::Wait(job) => {
+                drop(all);
+                if let Some(served) = wait_for(&job, w) {
+                    return served;
                 }
-                all = DONE
-                    .wait_timeout(all, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
                 continue;
             }
-            Some(Outcome::Running) => {
-                return Served::Source("CogVideoX: processing the segment".into());
-            }
-            Some(Outcome::Failed(msg, generation)) if *generation == retry => {
-                return Served::Source(format!(
-                    "CogVideoX failed: {msg} (log: {}; press Process to retry)",
-                    crate::log::path().display()
-                ));
-            }
-            _ => {}
+            Next::Compute => {}
         }
         let collected = seg.sources.iter().filter(|x| x.is_some()).count();
+        if collected < place.length
+            && let Some(fetch) = fetch
+            && !tried_fetch
+        {
+            // The host gives other times' frames: fetch the missing ones,
+            // without the lock (the host may render upstream effects).
+            tried_fetch = true;
+            let missing: Vec<usize> = (0..place.length)
+                .filter(|&k| seg.sources[k].is_none())
+                .collect();
+            drop(all);
+            for k in missing {
+                let t = (s.segment_start + k as i32 * place.step) as f64;
+                match fetch(t) {
+                    Some(f)
+                        if (f.width, f.height, f.format)
+                            == (source.width, source.height, source.format) =>
+                    {
+                        fetched.push((k, f))
+                    }
+                    Some(_) => crate::log::line(&format!(
+                        "the source frame at {t} differs in size or depth from the one rendered"
+                    )),
+                    None => {}
+                }
+            }
+            continue;
+        }
         if collected < place.length {
             return Served::Source(format!(
                 "CogVideoX: collected {collected} of {} frames; results on the next pass",
@@ -345,14 +491,21 @@ pub fn render(
             ));
         }
         let hashes: Vec<u64> = seg.sources.iter().flatten().map(|(h, _)| *h).collect();
-        let entry = crate::disk::entry(&s.load.checkpoint, &(&key, &edit), &hashes);
+        // On disk the frames' content identifies the clip.
+        let shared = SegmentKey {
+            owner: 0,
+            ..key.clone()
+        };
+        let entry = crate::disk::entry(&s.load.checkpoint, &(&shared, &edit), &hashes);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("segment read from {}", entry.display()));
             let frames = Arc::new(frames);
             seg.results.insert(edit, Outcome::Ready(frames.clone()));
             return serve(&frames, place, source);
         }
-        seg.results.insert(edit.clone(), Outcome::Running);
+        let job = Job::new(id);
+        seg.results
+            .insert(edit.clone(), Outcome::Running(job.clone()));
         let frames: Vec<Frame> = seg
             .sources
             .iter()
@@ -364,43 +517,101 @@ pub fn render(
             .as_ref()
             .filter(|(k, _)| *k == invert)
             .map(|(_, i)| i.clone());
-        break (frames, inv, entry);
+        let work = {
+            let (s, pipe, key, edit) = (s.clone(), pipe.clone(), key.clone(), edit.clone());
+            let invert = invert.clone();
+            move |job: &Job| finish(&s, &pipe, key, edit, invert, frames, inv, entry, retry, job)
+        };
+        worker::submit(job, w.wait, work);
+        if !w.wait {
+            return Served::Source("CogVideoX: queued for processing".into());
+        }
+    }
+}
+
+/// Source images at other host times (hosts with temporal access).
+pub type Fetch<'a> = &'a dyn Fn(f64) -> Option<Frame>;
+
+/// Stores the source of model frame `index`; a frame whose content changed
+/// drops the segment's results, which no longer describe it.
+fn collect(seg: &mut Segment, index: usize, frame: &Frame) {
+    let hash = frame.content_hash();
+    let slot = &mut seg.sources[index];
+    if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
+        if slot.is_some() {
+            seg.inversion = None;
+            seg.results.clear();
+        }
+        *slot = Some((hash, frame.clone()));
+    }
+}
+
+/// Whether `outcome` is still `job` running: a job whose entry was
+/// dropped (the source changed, a purge) must not record its result.
+pub(crate) fn current(outcome: Option<&Outcome>, job: &Job) -> bool {
+    matches!(outcome, Some(Outcome::Running(j)) if std::ptr::eq(j.as_ref(), job))
+}
+
+/// Processes a segment on the worker and records the outcome.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    s: &EditSettings,
+    pipe: &PipelineHandle,
+    key: SegmentKey,
+    edit: EditKey,
+    invert: InvertKey,
+    frames: Vec<Frame>,
+    inv: Option<Arc<InversionHandle>>,
+    entry: std::path::PathBuf,
+    retry: u64,
+    job: &Job,
+) {
+    let lat = entry.with_extension("lat");
+    let outcome = if job.cancelled() {
+        Err(("cancelled before it started".to_string(), true))
+    } else if let Some(l) = crate::disk::read_latents(&lat) {
+        // The frames were dropped from the disk cache, their latents not.
+        crate::log::line(&format!(
+            "decoding cached latents for segment {key:?} with {edit:?}"
+        ));
+        let size = (frames[0].width, frames[0].height, frames[0].format);
+        crate::generate::decode(pipe, &l, size, s.resize_mode, job).map(|f| (None, f))
+    } else {
+        crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
+        process(s, pipe, frames, inv, job).map(|(inv, l, f)| {
+            if let Err(e) = crate::disk::write_latents(&lat, &l) {
+                crate::log::line(&format!("cannot write {}: {e}", lat.display()));
+            }
+            (Some(inv), f)
+        })
     };
-    drop(all);
-    let (frames, inv, entry) = job;
-    crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
-    let outcome = process(s, pipe, frames, inv, progress);
     if let Ok((_, frames)) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
     {
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    DONE.notify_all();
-    let Some(seg) = all.get_or_insert_with(HashMap::new).get_mut(&key) else {
-        return Served::Source("CogVideoX: the segment was dropped while processing".into());
+    let seg = all.get_or_insert_with(HashMap::new).get_mut(&key);
+    let Some(seg) = seg.filter(|seg| current(seg.results.get(&edit), job)) else {
+        crate::log::line("the segment changed while processing: its result is dropped");
+        return;
     };
     match outcome {
         Ok((inversion, frames)) => {
             crate::log::line("segment done");
-            seg.inversion = Some((invert, inversion));
-            let frames = Arc::new(frames);
-            seg.results.insert(edit, Outcome::Ready(frames.clone()));
-            serve(&frames, place, source)
+            if let Some(inversion) = inversion {
+                seg.inversion = Some((invert, inversion));
+            }
+            seg.results.insert(edit, Outcome::Ready(Arc::new(frames)));
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("segment failed: {msg}"));
             if cancelled {
-                // An abort is not a failure: the next request starts again.
+                // A cancellation is not a failure: the next request starts again.
                 seg.results.remove(&edit);
             } else {
-                seg.results
-                    .insert(edit, Outcome::Failed(msg.clone(), retry));
+                seg.results.insert(edit, Outcome::Failed(msg, retry));
             }
-            Served::Source(format!(
-                "CogVideoX failed: {msg} (log: {})",
-                crate::log::path().display()
-            ))
         }
     }
 }
@@ -430,11 +641,11 @@ fn process(
     pipe: &PipelineHandle,
     mut frames: Vec<Frame>,
     inv: Option<Arc<InversionHandle>>,
-    progress: &Progress,
-) -> Result<(Arc<InversionHandle>, Vec<Frame>), Failure> {
+    job: &Job,
+) -> Result<(Arc<InversionHandle>, Latents, Vec<Frame>), Failure> {
     let api = pipe.api;
     let fail = |st: capi::Status| (api.error(st), st == capi::ERR_CANCELLED);
-    let user = progress as *const Progress as *mut c_void;
+    let user = job as *const Job as *mut c_void;
     let inv = match inv {
         Some(i) => i,
         None => {
@@ -460,6 +671,14 @@ fn process(
         }
     };
     let n = inv.frame_count().map_err(|e| (e, false))?;
+    let mut shape = [0i64; 5];
+    // SAFETY: live inversion, room for five values.
+    let st = unsafe { (api.inversion_latent_shape)(inv.ptr, shape.as_mut_ptr()) };
+    api.check(st).map_err(|e| (e, false))?;
+    let mut latents = Latents {
+        shape,
+        values: vec![0.0; shape.iter().product::<i64>().max(0) as usize],
+    };
     let (w, h, format) = (frames[0].width, frames[0].height, frames[0].format);
     let mut out: Vec<Frame> = (0..n).map(|_| Frame::new(w, h, format)).collect();
     let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
@@ -478,10 +697,332 @@ fn process(
     o.strength = s.strength;
     o.progress = Some(on_progress);
     o.progress_user = user;
+    o.latents_out = latents.values.as_mut_ptr();
+    o.latents_out_len = latents.values.len();
     // SAFETY: live pipeline and inversion; outputs sized as the inversion says.
     let st = unsafe { (api.edit_with_prompt)(pipe.ptr, inv.ptr, &o, descs.as_ptr(), descs.len()) };
     if st != capi::OK {
         return Err(fail(st));
     }
-    Ok((inv, out))
+    Ok((inv, latents, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    const FRAMES: usize = 9;
+
+    /// The tiny checkpoint through the C API, the library built into this
+    /// test's target folder.
+    fn pipeline() -> Arc<PipelineHandle> {
+        static PIPE: OnceLock<Arc<PipelineHandle>> = OnceLock::new();
+        PIPE.get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test binary>
+            let profile = exe.parent().unwrap().parent().unwrap();
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let st = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "cogvideo", "--lib"])
+                .env("CARGO_TARGET_DIR", profile.parent().unwrap())
+                .current_dir(repo)
+                .status()
+                .unwrap();
+            assert!(st.success(), "building libcogvideo failed");
+            let lib = profile.join(capi::LIBRARY);
+            let api = Box::leak(Box::new(capi::Api::open(lib.to_str().unwrap()).unwrap()));
+            let mut opts = capi::LoadOptions::default();
+            // SAFETY: writable options.
+            unsafe { (api.load_options_init)(&mut opts) };
+            let ckpt = repo.join("tests/data/tiny/cogvideox-5b");
+            Arc::new(PipelineHandle::load(api, ckpt.to_str().unwrap(), &opts).unwrap())
+        })
+        .clone()
+    }
+
+    /// Each test has its own `segment_start`: the plugin tells segments
+    /// apart by their parameters, not by the clip they come from.
+    fn settings(seed: u64, prompt: &str, segment_start: i32) -> EditSettings {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        EditSettings {
+            load: LoadKey {
+                checkpoint: repo
+                    .join("tests/data/tiny/cogvideox-5b")
+                    .display()
+                    .to_string(),
+                device: 0,
+                device_index: 0,
+                dtype: 0,
+                vae_tiling: false,
+            },
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            steps: 2,
+            guidance: 4.5,
+            seed,
+            start_from_inverted: false,
+            strength: 1.0,
+            width: 0,
+            height: 0,
+            resize_mode: 0,
+            segment_start,
+            cache_version: 0,
+        }
+    }
+
+    /// 96x64 frames of moving gradients; `salt` makes a test's own source.
+    fn clip(salt: u8) -> Vec<Frame> {
+        (0..FRAMES)
+            .map(|k| {
+                let mut f = Frame::new(96, 64, capi::FORMAT_RGBA8);
+                for (i, b) in f.data.iter_mut().enumerate() {
+                    *b =
+                        ((i / 4 % 96 * 2 + i / 384 + k * 10 + i % 4 * 40) as u8).wrapping_add(salt);
+                }
+                f
+            })
+            .collect()
+    }
+
+    fn at(k: usize) -> Placement {
+        Placement {
+            index: k,
+            frac: 0.0,
+            length: FRAMES,
+            step: 1,
+        }
+    }
+
+    fn status(s: Served) -> String {
+        match s {
+            Served::Source(st) => st,
+            Served::Result(_) => panic!("a result, where a status was expected"),
+        }
+    }
+
+    #[test]
+    fn an_interactive_render_returns_at_once_and_a_later_one_shows_the_result() {
+        let pipe = pipeline();
+        let s = settings(101, "a red car", 0);
+        let frames = clip(0);
+        let no_abort = |_: f64| false;
+        let w = Waiter {
+            instance: 1001,
+            wait: false,
+            progress: &no_abort,
+        };
+        for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
+            let st = status(render(&s, &pipe, &at(k), f, &w, None));
+            assert!(st.contains(&format!("collected {} of 9", k + 1)), "{st}");
+        }
+        // The frame that completes the segment queues it and returns.
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &w, None));
+        assert_eq!(st, "CogVideoX: queued for processing");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let got = loop {
+            match render(&s, &pipe, &at(0), &frames[0], &w, None) {
+                Served::Result(f) => break f,
+                Served::Source(st) => {
+                    assert!(
+                        st.starts_with("CogVideoX: processing: ") || st.contains("queued"),
+                        "{st}"
+                    );
+                    assert!(Instant::now() < deadline, "no result in 300 s");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        // The same numbers as processing the frames directly.
+        let (_, _, want) = process(&s, &pipe, frames.clone(), None, &Job::new(0)).unwrap();
+        assert!(got == want[0], "the served frame differs from the C API's");
+        // A final render of another instance is served from the cache.
+        let fin = Waiter {
+            instance: 1002,
+            wait: true,
+            progress: &no_abort,
+        };
+        match render(&s, &pipe, &at(8), &frames[8], &fin, None) {
+            Served::Result(f) => assert!(f == want[8]),
+            Served::Source(st) => panic!("{st}"),
+        }
+    }
+
+    #[test]
+    fn a_final_render_returns_on_abort_and_the_next_one_processes() {
+        let pipe = pipeline();
+        let s = settings(202, "a blue boat", 100);
+        let frames = clip(50);
+        let no_abort = |_: f64| false;
+        let polls = Cell::new(0);
+        let abort = |_: f64| {
+            polls.set(polls.get() + 1);
+            true
+        };
+        let collect = Waiter {
+            instance: 2001,
+            wait: true,
+            progress: &no_abort,
+        };
+        for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
+            status(render(&s, &pipe, &at(k), f, &collect, None));
+        }
+        let aborting = Waiter {
+            instance: 2001,
+            wait: true,
+            progress: &abort,
+        };
+        let t = Instant::now();
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &aborting, None));
+        assert_eq!(st, "CogVideoX: aborted");
+        assert!(polls.get() >= 1);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // The aborted job was cancelled, not failed: the next render runs it.
+        match render(&s, &pipe, &at(8), &frames[8], &collect, None) {
+            Served::Result(_) => {}
+            Served::Source(st) => panic!("{st}"),
+        }
+    }
+
+    #[test]
+    fn an_interactive_render_does_not_wait_for_a_load_and_a_failed_load_is_kept() {
+        let key = LoadKey {
+            checkpoint: "/nonexistent/cogvideox".into(),
+            device: 0,
+            device_index: 0,
+            dtype: 0,
+            vae_tiling: false,
+        };
+        let no_abort = |_: f64| false;
+        let w = Waiter {
+            instance: 4001,
+            wait: false,
+            progress: &no_abort,
+        };
+        assert!(matches!(super::pipeline(&key, Some(&w)), Ok(None)));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let err = loop {
+            match super::pipeline(&key, Some(&w)) {
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some(_)) => panic!("a pipeline from no checkpoint"),
+                Err(e) => break e,
+            }
+            assert!(Instant::now() < deadline, "no answer in 300 s");
+        };
+        // Remembered: a final render gets the failure without a new load.
+        let fin = Waiter { wait: true, ..w };
+        assert_eq!(super::pipeline(&key, Some(&fin)).err(), Some(err));
+        let pipes = PIPELINES.lock().unwrap();
+        let entry = pipes.iter().find(|(k, _)| *k == key).map(|(_, l)| l);
+        assert!(matches!(entry, Some(Loaded::Failed(..))));
+    }
+
+    #[test]
+    fn with_temporal_access_one_render_fetches_the_segment_and_two_clips_stay_apart() {
+        let pipe = pipeline();
+        let s = settings(404, "a white wolf", 300);
+        let (one, two) = (clip(150), clip(200));
+        let no_abort = |_: f64| false;
+        let fetched = Cell::new(0);
+        let fetch_one = |t: f64| {
+            fetched.set(fetched.get() + 1);
+            Some(one[t as usize - 300].clone())
+        };
+        let fetch_two = |t: f64| Some(two[t as usize - 300].clone());
+        let result = |served: Served| match served {
+            Served::Result(f) => f,
+            Served::Source(st) => panic!("{st}"),
+        };
+        // Two instances (two clips) with equal parameters, one final render
+        // each of the same frame.
+        let w = |instance| Waiter {
+            instance,
+            wait: true,
+            progress: &no_abort,
+        };
+        let held = |owner| {
+            let seg = SegmentParams {
+                start: 300,
+                length: FRAMES as i32,
+                step: 1,
+            };
+            segment_held(owner, &s.load, &seg, 0)
+        };
+        assert!(!held(5001));
+        let a = result(render(
+            &s,
+            &pipe,
+            &at(4),
+            &one[4],
+            &w(5001),
+            Some(&fetch_one),
+        ));
+        assert_eq!(
+            fetched.get(),
+            FRAMES - 1,
+            "the other frames were not fetched"
+        );
+        // GetFramesNeeded then asks for the current frame only.
+        assert!(held(5001) && !held(5002));
+        let b = result(render(
+            &s,
+            &pipe,
+            &at(4),
+            &two[4],
+            &w(5002),
+            Some(&fetch_two),
+        ));
+        let (_, _, want_a) = process(&s, &pipe, one.clone(), None, &Job::new(0)).unwrap();
+        let (_, _, want_b) = process(&s, &pipe, two.clone(), None, &Job::new(0)).unwrap();
+        assert!(a == want_a[4] && b == want_b[4] && a != b);
+    }
+
+    #[test]
+    fn a_parameter_change_cancels_the_job_it_made_stale() {
+        let pipe = pipeline();
+        let frames = clip(100);
+        let no_abort = |_: f64| false;
+        let w = Waiter {
+            instance: 3001,
+            wait: false,
+            progress: &no_abort,
+        };
+        let (a, b) = (
+            settings(303, "a green tree", 200),
+            settings(303, "a yellow tree", 200),
+        );
+        for (k, f) in frames.iter().enumerate() {
+            render(&a, &pipe, &at(k), f, &w, None);
+        }
+        let job_of = |s: &EditSettings| {
+            let all = SEGMENTS.lock().unwrap();
+            let seg = all.as_ref().unwrap().values().find(|seg| {
+                seg.sources[0].as_ref().map(|(h, _)| *h) == Some(frames[0].content_hash())
+            });
+            seg.and_then(|seg| {
+                seg.results.iter().find_map(|(k, o)| match o {
+                    Outcome::Running(j) if k.prompt == s.prompt => Some(j.clone()),
+                    _ => None,
+                })
+            })
+        };
+        let stale = job_of(&a).expect("the first job is not queued");
+        // The prompt changes while the first job is queued or running.
+        render(&b, &pipe, &at(0), &frames[0], &w, None);
+        assert!(stale.cancelled(), "the stale job was not cancelled");
+        assert!(!job_of(&b).expect("no job for the new prompt").cancelled());
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !matches!(
+            render(&b, &pipe, &at(0), &frames[0], &w, None),
+            Served::Result(_)
+        ) {
+            assert!(Instant::now() < deadline, "no result in 300 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stale.wait(Duration::from_secs(300));
+        assert!(job_of(&a).is_none(), "the cancelled job left an entry");
+    }
 }

@@ -1,5 +1,5 @@
-//! Owned RGBA frames and copies to and from host images (any row order, 8-
-//! or 16-bit or float).
+//! Owned RGBA frames and copies to and from host images (RGBA or RGB, any
+//! row order, 8- or 16-bit or float).
 
 use std::ffi::CStr;
 use std::hash::{DefaultHasher, Hasher};
@@ -119,7 +119,10 @@ pub struct HostImage {
     pub data: *mut u8,
     pub row_bytes: isize,
     pub bounds: [i32; 4],
+    /// The C API format of the same depth (frames are always RGBA).
     pub format: u32,
+    /// 4 (RGBA) or 3 (RGB).
+    pub channels: usize,
 }
 
 impl HostImage {
@@ -141,16 +144,21 @@ impl HostImage {
             row_bytes: 0,
             bounds: [0; 4],
             format: 0,
+            channels: 4,
         };
         img.data = props.get_ptr(kOfxImagePropData, 0)?.cast();
         img.row_bytes = props.get_int(kOfxImagePropRowBytes, 0)? as isize;
         img.bounds = props.get_ints::<4>(kOfxImagePropBounds)?;
         let comps = props.get_str(kOfxImageEffectPropComponents, 0)?;
-        if comps.as_bytes() != kOfxImageComponentRGBA.to_bytes() {
+        img.channels = if comps.as_bytes() == kOfxImageComponentRGBA.to_bytes() {
+            4
+        } else if comps.as_bytes() == kOfxImageComponentRGB.to_bytes() {
+            3
+        } else {
             return Err(format!(
-                "components {comps:?} are not supported (RGBA only)"
+                "components {comps:?} are not supported (RGBA or RGB)"
             ));
-        }
+        };
         img.format = format_of_depth(&props.get_str(kOfxImageEffectPropPixelDepth, 0)?)?;
         if img.data.is_null() {
             return Err("the host gave an image without data".into());
@@ -167,7 +175,7 @@ impl HostImage {
     }
 
     fn pixel_bytes(&self) -> usize {
-        4 * bytes_per_channel(self.format)
+        self.channels * bytes_per_channel(self.format)
     }
 
     /// The row at pixel row `y` (bounds coordinates, bottom-up).
@@ -177,15 +185,29 @@ impl HostImage {
         self.data.wrapping_offset(dy * self.row_bytes)
     }
 
-    /// A top-down copy of the whole image.
+    /// A top-down RGBA copy of the whole image (RGB gets an opaque alpha).
     pub fn to_frame(&self) -> Frame {
         let mut f = Frame::new(self.width(), self.height(), self.format);
         let rb = f.row_bytes();
+        let (bpc, pb) = (bytes_per_channel(self.format), self.pixel_bytes());
+        let opaque: Vec<u8> = match self.format {
+            capi::FORMAT_RGBA16 => u16::MAX.to_ne_bytes().to_vec(),
+            capi::FORMAT_RGBA32F => 1f32.to_ne_bytes().to_vec(),
+            _ => vec![u8::MAX],
+        };
         for r in 0..f.height {
             let y = self.bounds[3] - 1 - r as i32;
             // SAFETY: rows inside the bounds hold width * pixel bytes.
-            let src = unsafe { std::slice::from_raw_parts(self.row_ptr(y), rb) };
-            f.data[r * rb..(r + 1) * rb].copy_from_slice(src);
+            let src = unsafe { std::slice::from_raw_parts(self.row_ptr(y), f.width * pb) };
+            let dst = &mut f.data[r * rb..(r + 1) * rb];
+            if self.channels == 4 {
+                dst.copy_from_slice(src);
+            } else {
+                for (d, s) in dst.chunks_exact_mut(4 * bpc).zip(src.chunks_exact(pb)) {
+                    d[..pb].copy_from_slice(s);
+                    d[pb..].copy_from_slice(&opaque);
+                }
+            }
         }
         f
     }
@@ -211,18 +233,27 @@ impl HostImage {
         if x0 >= x1 {
             return Ok(());
         }
-        let n = (x1 - x0) as usize * pb;
+        let fpb = 4 * bytes_per_channel(self.format);
+        let n = (x1 - x0) as usize;
         for y in y0..y1 {
             let r = (self.bounds[3] - 1 - y) as usize;
-            let off = r * frame.row_bytes() + (x0 - self.bounds[0]) as usize * pb;
+            let off = r * frame.row_bytes() + (x0 - self.bounds[0]) as usize * fpb;
+            let src = &frame.data[off..off + n * fpb];
             // SAFETY: the row lies inside the image's bounds.
             let dst = unsafe {
                 std::slice::from_raw_parts_mut(
                     self.row_ptr(y).add((x0 - self.bounds[0]) as usize * pb),
-                    n,
+                    n * pb,
                 )
             };
-            dst.copy_from_slice(&frame.data[off..off + n]);
+            if self.channels == 4 {
+                dst.copy_from_slice(src);
+            } else {
+                // RGB keeps the colour; alpha has nowhere to go.
+                for (d, s) in dst.chunks_exact_mut(pb).zip(src.chunks_exact(fpb)) {
+                    d.copy_from_slice(&s[..pb]);
+                }
+            }
         }
         Ok(())
     }
@@ -249,4 +280,84 @@ pub fn blend(a: &Frame, b: &Frame, t: f32) -> Frame {
         out.data[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
     }
     out.to_format(a.format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host image over `buf`, bottom row first in memory when `row_bytes`
+    /// is positive, top row first (as MLT) when negative.
+    fn host(buf: &mut [u8], w: i32, h: i32, format: u32, channels: usize, down: bool) -> HostImage {
+        // SAFETY: tables of optional function pointers: all absent.
+        let s = unsafe {
+            Suites {
+                prop: Box::leak(Box::new(std::mem::zeroed())),
+                effect: Box::leak(Box::new(std::mem::zeroed())),
+                param: Box::leak(Box::new(std::mem::zeroed())),
+                message: None,
+                progress: None,
+                temporal: false,
+            }
+        };
+        let rb = w as isize * (channels * bytes_per_channel(format)) as isize;
+        let (data, row_bytes) = if down {
+            // The bottom row (y = 0) is the last in memory.
+            (buf[(h as usize - 1) * rb as usize..].as_mut_ptr(), -rb)
+        } else {
+            (buf.as_mut_ptr(), rb)
+        };
+        HostImage {
+            s,
+            props: Props {
+                s,
+                h: std::ptr::null_mut(),
+            },
+            data,
+            row_bytes,
+            bounds: [0, 0, w, h],
+            format,
+            channels,
+        }
+    }
+
+    #[test]
+    fn rgb_images_read_as_opaque_rgba_and_take_the_colour_back_in_either_row_order() {
+        for down in [false, true] {
+            // 2x2 RGB, 8-bit: rows in memory as the host lays them out.
+            let mut buf: Vec<u8> = (1..=12).collect();
+            let img = host(&mut buf, 2, 2, capi::FORMAT_RGBA8, 3, down);
+            let f = img.to_frame();
+            // Top-down: the top row is the one at y = 1.
+            let top: &[u8] = if down {
+                &[1, 2, 3, 4, 5, 6]
+            } else {
+                &[7, 8, 9, 10, 11, 12]
+            };
+            assert_eq!(
+                &f.data[..8],
+                &[top[0], top[1], top[2], 255, top[3], top[4], top[5], 255]
+            );
+            let mut out = f.clone();
+            out.data.iter_mut().for_each(|v| *v = v.wrapping_add(100));
+            let mut img = img;
+            img.write(&out, [0, 0, 2, 2]).unwrap();
+            drop(img);
+            assert_eq!(buf, (101..=112).collect::<Vec<u8>>(), "down: {down}");
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_rgba_round_trips_with_negative_row_bytes() {
+        let mut buf: Vec<u8> = (0..3 * 2 * 8).map(|i| i as u8).collect();
+        let want = buf.clone();
+        let img = host(&mut buf, 3, 2, capi::FORMAT_RGBA16, 4, true);
+        let f = img.to_frame();
+        // The top row (y = 1) is first in memory.
+        assert_eq!(&f.data[..24], &want[..24]);
+        let mut img = img;
+        img.write(&f, [0, 0, 3, 2]).unwrap();
+        drop(img);
+        assert_eq!(buf, want);
+    }
 }

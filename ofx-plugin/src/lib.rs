@@ -9,10 +9,12 @@ mod animate;
 pub mod capi;
 mod disk;
 mod edit;
+mod generate;
 mod image;
 pub mod log;
 mod ofx;
 mod params;
+mod worker;
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
@@ -167,19 +169,47 @@ fn dispatch(
     } else if action == kOfxImageEffectActionDescribeInContext {
         let context = Props { s, h: in_args }.get_str(kOfxImageEffectPropContext, 0)?;
         describe_in_context(&s, effect, handle, &context)?;
-    } else if action == kOfxActionCreateInstance || action == kOfxActionDestroyInstance {
+    } else if action == kOfxActionCreateInstance {
         // Resolve needs OK here; all state is per process.
+    } else if action == kOfxActionDestroyInstance {
+        if s.temporal {
+            // Hosts with temporal access keep their instances: a job only
+            // this one wanted is of no use any more.
+            worker::changed(handle as usize);
+        } else {
+            worker::forget(handle as usize);
+        }
     } else if action == kOfxActionInstanceChanged {
-        let name = Props { s, h: in_args }.get_str(kOfxPropName, 0)?;
-        if name == "process" {
+        let args = Props { s, h: in_args };
+        let name = args.get_str(kOfxPropName, 0)?;
+        let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
+        if is_param && name == "process" {
             edit::retry_failed();
+        } else if is_param && name != "status" {
+            // What this instance's queued or running job computes is stale.
+            worker::changed(handle as usize);
         }
     } else if action == kOfxActionPurgeCaches {
         edit::purge();
         animate::purge();
+        generate::purge();
     } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
         // Without this a host may render one frame and reuse it.
         Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
+    } else if action == kOfxImageEffectActionGetFramesNeeded
+        && s.temporal
+        && effect != Effect::Generate
+    {
+        let times = frames_needed(&s, effect, handle, Props { s, h: in_args })?;
+        let Some(times) = times else {
+            return Ok(kOfxStatReplyDefault);
+        };
+        let out = Props { s, h: out_args };
+        let name = c"OfxImageClipPropFrameRange_Source";
+        for (i, (a, b)) in ranges(&times).into_iter().enumerate() {
+            out.set_double(name, 2 * i as c_int, a)?;
+            out.set_double(name, 2 * i as c_int + 1, b)?;
+        }
     } else if action == kOfxImageEffectActionRender {
         render(&s, effect, handle, Props { s, h: in_args })?;
     } else {
@@ -207,7 +237,16 @@ fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<
             c"CogVideoX Animate",
             &[kOfxImageEffectContextFilter, kOfxImageEffectContextGeneral],
         ),
-        Effect::Generate => (c"CogVideoX Generate", &[kOfxImageEffectContextGenerator]),
+        // Filter and general too, for hosts without generators (MLT): the
+        // clip replaces the source over the segment.
+        Effect::Generate => (
+            c"CogVideoX Generate",
+            &[
+                kOfxImageEffectContextGenerator,
+                kOfxImageEffectContextFilter,
+                kOfxImageEffectContextGeneral,
+            ],
+        ),
     };
     p.set_str(kOfxPropLabel, 0, label)?;
     p.set_str(kOfxImageEffectPluginPropGrouping, 0, c"CogVideoX")?;
@@ -229,7 +268,10 @@ fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<
     )?;
     p.set_int(kOfxImageEffectPluginPropHostFrameThreading, 0, 0)?;
     p.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
-    p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 0)?;
+    // Other times' source frames are fetched where the host can give them;
+    // elsewhere they are collected as the host renders them.
+    let temporal = s.temporal && effect != Effect::Generate;
+    p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, temporal as c_int)?;
     Ok(())
 }
 
@@ -257,7 +299,15 @@ fn describe_in_context(
             0,
             kOfxImageComponentRGBA,
         )?;
+        c.set_str(
+            kOfxImageEffectPropSupportedComponents,
+            1,
+            kOfxImageComponentRGB,
+        )?;
         c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
+        if name == kOfxImageEffectSimpleSourceClipName && s.temporal {
+            c.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 1)?;
+        }
     }
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
@@ -316,6 +366,26 @@ fn read_edit(
     })
 }
 
+fn read_generate(
+    r: &params::Reader,
+    load: edit::LoadKey,
+    segment_start: i32,
+) -> Result<generate::GenerateSettings, String> {
+    Ok(generate::GenerateSettings {
+        load,
+        prompt: r.string(c"prompt")?,
+        negative_prompt: r.string(c"negative_prompt")?,
+        steps: r.int(c"steps")?,
+        guidance: r.double(c"guidance")? as f32,
+        seed: r.int(c"seed")? as u64,
+        width: r.int(c"width")?,
+        height: r.int(c"height")?,
+        resize_mode: r.int(c"resize_mode")? as u32,
+        segment_start,
+        cache_version: r.int(c"cache_version")?,
+    })
+}
+
 fn read_animate(
     r: &params::Reader,
     load: edit::LoadKey,
@@ -348,22 +418,18 @@ fn render(
     let out_clip = clip(s, handle, kOfxImageEffectOutputClipName)?;
     let mut out =
         image::HostImage::fetch(*s, out_clip, time)?.ok_or("the host gave no output image")?;
-    if effect == Effect::Generate {
+    // A generator has no source: black stands in for it.
+    let generator = effect_props(s, handle)?
+        .get_str(kOfxImageEffectPropContext, 0)
+        .is_ok_and(|c| c.as_bytes() == kOfxImageEffectContextGenerator.to_bytes());
+    let (src_clip, source) = if generator {
         let black = image::Frame::new(out.width(), out.height(), out.format);
-        out.write(&black, window)?;
-        ofx::persistent_message(
-            s,
-            handle,
-            kOfxMessageWarning,
-            "CogVideoX Generate is not implemented yet",
-        );
-        return Ok(());
-    }
-    let src_clip = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
-    let src =
-        image::HostImage::fetch(*s, src_clip, time)?.ok_or("the host gave no source image")?;
-    let source = src.to_frame();
-    drop(src);
+        (None, black)
+    } else {
+        let c = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
+        let src = image::HostImage::fetch(*s, c, time)?.ok_or("the host gave no source image")?;
+        (Some(c), src.to_frame())
+    };
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
     // SAFETY: valid instance handle and out pointer.
@@ -375,9 +441,36 @@ fn render(
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
     };
-    let pipe = match edit::pipeline(&load) {
-        Ok(pipe) => pipe,
+    let started = Cell::new(false);
+    let report = |frac: f64| progress(s, handle, &started, frac);
+    let waiter = edit::Waiter {
+        instance: handle as usize,
+        // Final renders wait for their segment; interactive ones show the
+        // source meanwhile.
+        wait: !interactive(&args),
+        progress: &report,
+    };
+    let pipe = match edit::pipeline(&load, Some(&waiter)) {
+        Ok(Some(pipe)) => pipe,
+        Ok(None) => {
+            if started.get() {
+                end_progress(s, handle);
+            }
+            let status = "CogVideoX: loading the checkpoint".to_string();
+            return show(
+                s,
+                handle,
+                time,
+                &mut out,
+                window,
+                &source,
+                edit::Served::Source(status),
+            );
+        }
         Err(e) => {
+            if started.get() {
+                end_progress(s, handle);
+            }
             let status = format!(
                 "CogVideoX cannot load the checkpoint: {e} (log: {})",
                 log::path().display()
@@ -393,32 +486,40 @@ fn render(
             );
         }
     };
-    let host_fps = host_fps(s, handle, &[out_clip, src_clip]).unwrap_or(DEFAULT_HOST_FPS);
+    let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
+    let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
     let place = edit::place(&seg, &pipe, time, host_fps)?;
-    let started = Cell::new(false);
-    let cancel = |frac: f64| progress(s, handle, &started, frac);
-    let aborted = || aborted(s, handle);
-    let progress = edit::Progress {
-        cancel: &cancel,
-        aborted: &aborted,
+    // Source frames at other times, released as soon as they are copied.
+    let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
+        Ok(Some(img)) => Some(img.to_frame()),
+        Ok(None) => None,
+        Err(e) => {
+            log::line(&format!("no source image at {t}: {e}"));
+            None
+        }
     };
-    // Final renders may process (or wait for) a segment; interactive ones
-    // show the source meanwhile.
-    let wait = args.get_int(kOfxPropIsInteractive, 0).unwrap_or(0) == 0;
-    let served = if effect == Effect::Animate {
-        let settings = read_animate(&reader, load, seg.start)?;
-        animate::render(
-            &settings,
-            &pipe,
-            time,
-            place.as_ref(),
-            &source,
-            &progress,
-            wait,
-        )
-    } else {
-        let settings = read_edit(&reader, load, seg.start)?;
-        place.map(|place| edit::render(&settings, &pipe, &place, &source, &progress, wait))
+    let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
+    let served = match effect {
+        Effect::Animate => {
+            let settings = read_animate(&reader, load, seg.start)?;
+            animate::render(
+                &settings,
+                &pipe,
+                time,
+                place.as_ref(),
+                &source,
+                &waiter,
+                fetch,
+            )
+        }
+        Effect::Edit => {
+            let settings = read_edit(&reader, load, seg.start)?;
+            place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch))
+        }
+        Effect::Generate => {
+            let settings = read_generate(&reader, load, seg.start)?;
+            place.map(|place| generate::render(&settings, &pipe, &place, &source, &waiter))
+        }
     };
     if started.get() {
         end_progress(s, handle);
@@ -426,9 +527,89 @@ fn render(
     let Some(served) = served else {
         // Outside the segment.
         ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+        ofx::set_status(s, handle, "outside the segment");
         return out.write(&source, window);
     };
     show(s, handle, time, &mut out, window, &source, served)
+}
+
+/// The source frames a render at the time in `args` reads: the current one,
+/// and every model frame of its segment (Edit) or the image to animate
+/// (Animate) unless the instance holds them already. `None` when the checkpoint cannot be loaded (the host's
+/// default then applies and the render says what is wrong).
+fn frames_needed(
+    s: &Suites,
+    effect: Effect,
+    handle: OfxImageEffectHandle,
+    args: Props,
+) -> Result<Option<Vec<f64>>, String> {
+    let time = args.get_double(kOfxPropTime, 0)?;
+    let get_set = call!(s.effect, getParamSet);
+    let mut set: OfxParamSetHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointer.
+    check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
+    let reader = params::Reader { s: *s, set, time };
+    // Starts loading if need be, without waiting.
+    let Ok(Some(pipe)) = edit::pipeline(&read_load(&reader)?, None) else {
+        return Ok(None);
+    };
+    let seg = edit::SegmentParams {
+        start: reader.int(c"segment_start")?,
+        length: reader.int(c"segment_length")?,
+        step: reader.int(c"frame_step")?,
+    };
+    let clips = [
+        clip(s, handle, kOfxImageEffectOutputClipName)?,
+        clip(s, handle, kOfxImageEffectSimpleSourceClipName)?,
+    ];
+    let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
+    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let mut times = vec![time];
+    let load = read_load(&reader)?;
+    let cache_version = reader.int(c"cache_version")?;
+    // Frames already held are not asked for again (hosts such as Natron
+    // render every frame a render needs before calling it).
+    let owner = handle as usize;
+    match effect {
+        Effect::Animate => {
+            let source_frame = reader.int(c"source_frame")?;
+            if (place.is_some() || time == source_frame as f64)
+                && !animate::image_held(owner, &load, source_frame, cache_version)
+            {
+                times.push(source_frame as f64);
+            }
+        }
+        _ => {
+            if let Some(place) = place {
+                let held = edit::SegmentParams {
+                    length: place.length as i32,
+                    step: place.step,
+                    ..seg
+                };
+                if !edit::segment_held(owner, &load, &held, cache_version) {
+                    times.extend(
+                        (0..place.length).map(|k| (seg.start + k as i32 * place.step) as f64),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Some(times))
+}
+
+/// `times` as sorted inclusive ranges, consecutive whole frames merged.
+fn ranges(times: &[f64]) -> Vec<(f64, f64)> {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    t.dedup();
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for v in t {
+        match out.last_mut() {
+            Some((_, b)) if v - *b == 1.0 => *b = v,
+            _ => out.push((v, v)),
+        }
+    }
+    out
 }
 
 /// Writes what a render serves, and its status.
@@ -444,6 +625,7 @@ fn show(
     match served {
         edit::Served::Result(f) => {
             ofx::persistent_message(s, handle, kOfxMessageMessage, "");
+            ofx::set_status(s, handle, "done: the result");
             out.write(&f, window)
         }
         edit::Served::Source(status) => {
@@ -454,6 +636,7 @@ fn show(
                 kOfxMessageMessage
             };
             ofx::persistent_message(s, handle, kind, &status);
+            ofx::set_status(s, handle, &status);
             out.write(source, window)
         }
     }
@@ -474,6 +657,18 @@ fn host_fps(s: &Suites, handle: OfxImageEffectHandle, clips: &[OfxImageClipHandl
         .flatten()
         .filter_map(|p| p.get_double(kOfxImageEffectPropFrameRate, 0).ok())
         .find(|f| f.is_finite() && *f > 0.0)
+}
+
+/// Whether a render answers a user's interaction (scrubbing, playback) rather
+/// than a final render: the render's interactive status, or the older
+/// instance-wide flag some hosts set instead.
+fn interactive(args: &Props) -> bool {
+    [
+        kOfxImageEffectPropInteractiveRenderStatus,
+        kOfxPropIsInteractive,
+    ]
+    .iter()
+    .any(|p| args.get_int(p, 0).unwrap_or(0) != 0)
 }
 
 /// Reports progress; true when the host wants the render stopped.
@@ -508,5 +703,23 @@ fn end_progress(s: &Suites, handle: OfxImageEffectHandle) {
     if let Some(end) = s.progress.and_then(|p| p.progressEnd) {
         // SAFETY: valid instance handle.
         unsafe { end(handle.cast()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges;
+
+    #[test]
+    fn frames_needed_merge_into_ranges_of_consecutive_frames() {
+        // Frame step 1 from 10, the current frame inside.
+        let t: Vec<f64> = [12.0].into_iter().chain((10..15).map(f64::from)).collect();
+        assert_eq!(ranges(&t), vec![(10.0, 14.0)]);
+        // Frame step 3, the current frame between model frames.
+        assert_eq!(
+            ranges(&[4.0, 0.0, 3.0, 6.0]),
+            vec![(0.0, 0.0), (3.0, 4.0), (6.0, 6.0)]
+        );
+        assert_eq!(ranges(&[2.5]), vec![(2.5, 2.5)]);
     }
 }

@@ -15,8 +15,12 @@ pub fn path() -> PathBuf {
     cache_home().join("cogvideox-ofx").join("plugin.log")
 }
 
-/// The user's cache folder: `$XDG_CACHE_HOME`, else `~/.cache`.
+/// The user's cache folder: `$XDG_CACHE_HOME`, else `~/.cache`. Unit tests
+/// keep to a folder of their own.
 pub fn cache_home() -> PathBuf {
+    if cfg!(test) {
+        return std::env::temp_dir().join(format!("cogvideox-ofx-unit-{}", std::process::id()));
+    }
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))

@@ -19,6 +19,9 @@ pub struct Suites {
     pub param: &'static OfxParameterSuiteV1,
     pub message: Option<&'static OfxMessageSuiteV2>,
     pub progress: Option<&'static OfxProgressSuiteV1>,
+    /// Whether the host can give source images at other times than the
+    /// one rendered (MLT says it cannot, and returns the current image).
+    pub temporal: bool,
 }
 
 // SAFETY: the suites are immutable tables of functions the host lets any
@@ -55,14 +58,36 @@ pub fn load() -> Result<(), String> {
             unsafe { p.as_ref() }
         }};
     }
+    let prop = suite!(kOfxPropertySuite, 1, OfxPropertySuiteV1).ok_or("no property suite")?;
+    let mut temporal = 0;
+    if let Some(get) = prop.propGetInt {
+        // SAFETY: the host's own property set; an absent property leaves 0.
+        unsafe {
+            get(
+                h.host,
+                kOfxImageEffectPropTemporalClipAccess.as_ptr(),
+                0,
+                &mut temporal,
+            )
+        };
+    }
     let suites = Suites {
-        prop: suite!(kOfxPropertySuite, 1, OfxPropertySuiteV1).ok_or("no property suite")?,
+        prop,
         effect: suite!(kOfxImageEffectSuite, 1, OfxImageEffectSuiteV1)
             .ok_or("no image effect suite")?,
         param: suite!(kOfxParameterSuite, 1, OfxParameterSuiteV1).ok_or("no parameter suite")?,
         message: suite!(kOfxMessageSuite, 2, OfxMessageSuiteV2),
         progress: suite!(kOfxProgressSuite, 1, OfxProgressSuiteV1),
+        temporal: temporal != 0,
     };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        crate::log::line(if suites.temporal {
+            "the host has temporal access: source frames are fetched"
+        } else {
+            "the host has no temporal access: source frames are collected as rendered"
+        })
+    });
     *SUITES.write().unwrap_or_else(|e| e.into_inner()) = Some(suites);
     Ok(())
 }
@@ -198,6 +223,32 @@ pub fn persistent_message(s: &Suites, effect: OfxImageEffectHandle, kind: &CStr,
                 c"%s".as_ptr(),
                 text.as_ptr(),
             );
+        }
+    }
+}
+
+/// Shows `text` in the effect's read-only `status` parameter. The standard
+/// allows setting values only outside renders, but the status must follow
+/// the render that finds it out; hosts that refuse keep the last value (the
+/// persistent message and the log say the same), so failures are ignored.
+pub fn set_status(s: &Suites, effect: OfxImageEffectHandle, text: &str) {
+    let (Some(get_set), Some(get), Some(set)) = (
+        s.effect.getParamSet,
+        s.param.paramGetHandle,
+        s.param.paramSetValue,
+    ) else {
+        return;
+    };
+    let text = CString::new(text.replace('\0', " ")).unwrap_or_default();
+    let mut params: OfxParamSetHandle = std::ptr::null_mut();
+    let mut h: OfxParamHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointers; a string parameter
+    // takes one `const char *`, which the host copies.
+    unsafe {
+        if get_set(effect, &mut params) == kOfxStatOK
+            && get(params, c"status".as_ptr(), &mut h, std::ptr::null_mut()) == kOfxStatOK
+        {
+            set(h, text.as_ptr());
         }
     }
 }

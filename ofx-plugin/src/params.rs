@@ -219,7 +219,10 @@ pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), S
     if !matches!(param.kind, Kind::Button) {
         props.set_int(kOfxParamPropAnimates, 0, 0)?;
     }
-    props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll)?;
+    // The status line shows what happens; changing it invalidates nothing.
+    if !matches!(param.kind, Kind::Str(mode, _) if mode == kOfxParamStringIsLabel) {
+        props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll)?;
+    }
     match param.kind {
         Kind::Str(mode, default) => {
             props.set_str(kOfxParamPropStringMode, 0, mode)?;

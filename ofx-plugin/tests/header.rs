@@ -7,7 +7,9 @@ use std::mem::{offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
-use cogvideox_ofx::capi::{AnimateOptions, EditOptions, Frame, InvertOptions, LoadOptions};
+use cogvideox_ofx::capi::{
+    AnimateOptions, DecodeOptions, EditOptions, Frame, GenerateOptions, InvertOptions, LoadOptions,
+};
 
 /// The C types of the functions as src/capi.rs declares them (`Status` is
 /// the 4-byte `cogvideo_status`); the compiler checks each against the
@@ -49,6 +51,34 @@ const PROTOTYPES: &[(&str, &str)] = &[
     (
         "cogvideo_animate_image",
         "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_frame *, const cogvideo_animate_options *, const cogvideo_frame *, uintptr_t)",
+    ),
+    (
+        "cogvideo_generate_video",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_generate_options *, const cogvideo_frame *, uintptr_t)",
+    ),
+    (
+        "cogvideo_latent_shape",
+        "cogvideo_status (*)(const cogvideo_pipeline *, int32_t, int32_t, int32_t, int64_t *)",
+    ),
+    (
+        "cogvideo_inversion_latent_shape",
+        "cogvideo_status (*)(const cogvideo_inversion *, int64_t *)",
+    ),
+    (
+        "cogvideo_decoded_frame_count",
+        "cogvideo_status (*)(int32_t, int32_t *)",
+    ),
+    (
+        "cogvideo_decode_latents",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const float *, const int64_t *, const cogvideo_decode_options *, const cogvideo_frame *, uintptr_t)",
+    ),
+    (
+        "cogvideo_generate_options_init",
+        "void (*)(cogvideo_generate_options *)",
+    ),
+    (
+        "cogvideo_decode_options_init",
+        "void (*)(cogvideo_decode_options *)",
     ),
     (
         "cogvideo_load_options_init",
@@ -126,6 +156,41 @@ const STRUCTS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "cogvideo_generate_options",
+        &[
+            "struct_size",
+            "prompt",
+            "negative_prompt",
+            "width",
+            "height",
+            "num_frames",
+            "steps",
+            "guidance_scale",
+            "dynamic_cfg",
+            "scheduler",
+            "seed",
+            "noise",
+            "noise_len",
+            "resize_mode",
+            "progress",
+            "progress_user",
+            "latents_out",
+            "latents_out_len",
+        ],
+    ),
+    (
+        "cogvideo_decode_options",
+        &[
+            "struct_size",
+            "tiling",
+            "tile_width",
+            "tile_height",
+            "resize_mode",
+            "progress",
+            "progress_user",
+        ],
+    ),
+    (
         "cogvideo_edit_options",
         &[
             "struct_size",
@@ -164,6 +229,11 @@ fn rust_layouts() -> Vec<Vec<usize>> {
         layout!(AnimateOptions; struct_size, prompt, negative_prompt, width, height, num_frames,
             steps, guidance_scale, dynamic_cfg, scheduler, seed, noise, noise_len, resize_mode,
             progress, progress_user, latents_out, latents_out_len),
+        layout!(GenerateOptions; struct_size, prompt, negative_prompt, width, height, num_frames,
+            steps, guidance_scale, dynamic_cfg, scheduler, seed, noise, noise_len, resize_mode,
+            progress, progress_user, latents_out, latents_out_len),
+        layout!(DecodeOptions; struct_size, tiling, tile_width, tile_height, resize_mode, progress,
+            progress_user),
         layout!(EditOptions; struct_size, prompt, negative_prompt, guidance_scale,
             start_from_inverted, seed, noise, noise_len, resize_mode, progress,
             progress_user, strength, latents_out, latents_out_len),

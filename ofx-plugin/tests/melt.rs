@@ -27,6 +27,8 @@ const PROMPT: &str = "a red car on a road";
 const SEED: u64 = 7;
 const GUIDANCE: f32 = 4.5;
 const STEPS: i32 = 2;
+/// Tries per melt run.
+const TRIES: usize = 6;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -59,12 +61,28 @@ fn find_melt() -> Option<PathBuf> {
 }
 
 /// Runs `cmd` with a time limit, its output going to `out_file`; `None` when
-/// it timed out (killed).
-fn run_limited(mut cmd: Command, out_file: &Path, limit: Duration) -> Option<std::process::Output> {
+/// it timed out or hung (killed).
+///
+/// melt hangs in about one run in twenty on a loaded machine, with or
+/// without any OpenFX plugin: MLT's avformat consumer starts its thread
+/// before it sets `running`, so a thread that reaches its loop first sees
+/// it unset, closes the (empty) output and ends, and melt's main thread
+/// then waits for `running` to clear again, forever (MLT's
+/// `consumer_avformat.c`, `consumer_start`; seen as a lone thread sleeping
+/// in melt's `transport`). `video` is the consumer's output: while it exists
+/// empty and melt is down to one thread for two seconds, the run has hung.
+fn run_limited(
+    mut cmd: Command,
+    out_file: &Path,
+    video: Option<&Path>,
+    limit: Duration,
+) -> Option<std::process::Output> {
     let log = std::fs::File::create(out_file).unwrap();
     cmd.stdout(log.try_clone().unwrap()).stderr(log);
     let mut child = cmd.spawn().expect("start melt");
     let start = Instant::now();
+    let tasks = format!("/proc/{}/task", child.id());
+    let mut alone_since: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let text = std::fs::read(out_file).unwrap_or_default();
@@ -74,7 +92,18 @@ fn run_limited(mut cmd: Command, out_file: &Path, limit: Duration) -> Option<std
                 stderr: Vec::new(),
             });
         }
-        if start.elapsed() > limit {
+        let empty = video.is_some_and(|v| std::fs::metadata(v).is_ok_and(|m| m.len() == 0));
+        let alone = empty && std::fs::read_dir(&tasks).is_ok_and(|d| d.count() == 1);
+        alone_since = if alone {
+            alone_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        let hung = alone_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+        if hung || start.elapsed() > limit {
+            if hung {
+                eprintln!("melt hung (MLT's avformat consumer start race): killed");
+            }
             let _ = child.kill();
             let _ = child.wait();
             return None;
@@ -172,7 +201,9 @@ fn setup() -> Option<&'static (PathBuf, PathBuf)> {
 fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usize) -> Vec<u8> {
     let (melt, bundle_dir) = setup().unwrap();
     let want = frames * case.frame_bytes();
-    for attempt in 1..=3 {
+    // MLT's start race (see `run_limited`) hits about one run in ten on a
+    // loaded machine; a failed try costs seconds.
+    for attempt in 1..=TRIES {
         let _ = std::fs::remove_file(out);
         let mut cmd = Command::new(melt);
         cmd.env("OFX_PLUGIN_PATH", bundle_dir)
@@ -190,6 +221,7 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
         match run_limited(
             cmd,
             &out.with_extension("melt-output"),
+            Some(out),
             Duration::from_secs(45),
         ) {
             // A run takes seconds; melt sometimes hangs.
@@ -214,7 +246,7 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
             }
         }
     }
-    panic!("{}: melt failed three times", case.name);
+    panic!("{}: melt failed {TRIES} times", case.name);
 }
 
 fn build_bundle() -> PathBuf {
@@ -400,6 +432,8 @@ fn run_case(case: Case) {
         "{log}"
     );
     assert_eq!(log.matches("processing segment").count(), 1, "{log}");
+    // MLT's module has no temporal access, and says so.
+    assert!(log.contains("the host has no temporal access"), "{log}");
     let case_dir = dir("");
     let _ = std::fs::remove_dir_all(&case_dir);
     // Fails, harmlessly, while other cases still use it.
@@ -750,8 +784,8 @@ fn animate_in_melt_equals_the_c_api() {
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
 
-/// `melt -query` lists the effects MLT can use (filters: Edit and Animate;
-/// Generate is a generator only) with every parameter it exposes.
+/// `melt -query` lists the effects MLT can use (filters: Edit, Animate, and
+/// Generate in its filter context) with every parameter it exposes.
 #[test]
 fn melt_lists_the_effects_and_their_parameters() {
     let Some((melt, bundle_dir)) = setup() else {
@@ -762,11 +796,12 @@ fn melt_lists_the_effects_and_their_parameters() {
         cmd.env("OFX_PLUGIN_PATH", bundle_dir)
             .args(["-query", what]);
         let out = tempfile(&format!("query/{what}.txt"));
-        let o = run_limited(cmd, &out, Duration::from_secs(45)).expect("melt -query timed out");
+        let o =
+            run_limited(cmd, &out, None, Duration::from_secs(45)).expect("melt -query timed out");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let filters = query("filters");
-    for id in ["CogVideoXEdit", "CogVideoXAnimate"] {
+    for id in ["CogVideoXEdit", "CogVideoXAnimate", "CogVideoXGenerate"] {
         assert!(
             filters.contains(&format!("openfx.org.cogvideo.{id}")),
             "{filters}"
@@ -794,6 +829,7 @@ fn melt_lists_the_effects_and_their_parameters() {
     for (id, own) in [
         ("CogVideoXEdit", &["start_from_inverted", "strength"][..]),
         ("CogVideoXAnimate", &["source_frame"][..]),
+        ("CogVideoXGenerate", &[][..]),
     ] {
         let text = query(&format!("filter=openfx.org.cogvideo.{id}"));
         for p in common.iter().chain(own) {
@@ -804,4 +840,203 @@ fn melt_lists_the_effects_and_their_parameters() {
         }
     }
     let _ = std::fs::remove_dir_all(tempfile("query"));
+}
+
+/// What the C API's text-to-video returns at the case's output size for the
+/// options the test gives the Generate effect.
+fn c_api_generate(case: &Case, lib: &Path, checkpoint: &Path) -> Vec<u8> {
+    let api: &'static Api = Box::leak(Box::new(Api::open(lib.to_str().unwrap()).unwrap()));
+    let mut lo = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.load_options_init)(&mut lo) };
+    let pipe = PipelineHandle::load(api, checkpoint.to_str().unwrap(), &lo).unwrap();
+    let (w, h) = case.size();
+    let n = case.frame_bytes();
+    let mut out = vec![0u8; FRAMES * n];
+    let outs: Vec<capi::Frame> = (0..FRAMES)
+        .map(|k| capi::Frame {
+            data: out[k * n..].as_mut_ptr().cast(),
+            width: w as i32,
+            height: h as i32,
+            stride_bytes: (w * case.pixel_bytes) as i64,
+            format: case.format,
+        })
+        .collect();
+    let prompt = CString::new(PROMPT).unwrap();
+    let mut o = capi::GenerateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.generate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.num_frames = FRAMES as i32;
+    o.steps = STEPS;
+    o.guidance_scale = GUIDANCE;
+    o.seed = SEED;
+    // SAFETY: valid options and outputs.
+    let st = unsafe { (api.generate_video)(pipe.ptr, &o, outs.as_ptr(), FRAMES) };
+    api.check(st).unwrap();
+    out
+}
+
+/// Generate as a filter (MLT has no generator context): the clip replaces
+/// the source over the segment on the first pass, equal to the C API's; a
+/// later process at render scale 0.5 decodes the latents the first one
+/// cached instead of sampling again.
+#[test]
+fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
+    if setup().is_none() {
+        return;
+    }
+    let full = Case {
+        name: "generate",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let half = Case { scale: 0.5, ..full };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", full.name));
+    let (clip, profile) = (dir("clip.y4m"), dir("profile"));
+    let (log_a, log_b) = (dir("a.log"), dir("b.log"));
+    write_clip(&clip, FRAMES);
+    write_profile(&profile);
+    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let mut args = vec!["-profile".to_string(), profile.display().to_string()];
+    args.push(clip.display().to_string());
+    let source = melt_frames(&full, &dir("source.raw"), &log_a, &args, FRAMES);
+    args.push("-attach-clip".to_string());
+    args.extend([
+        "openfx.org.cogvideo.CogVideoXGenerate".to_string(),
+        format!("checkpoint={}", checkpoint.display()),
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS}"),
+        "frame_step=1".to_string(),
+        format!("segment_length={FRAMES}"),
+    ]);
+    let lib = setup()
+        .unwrap()
+        .1
+        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
+    for (case, log) in [(&full, &log_a), (&half, &log_b)] {
+        let out = melt_frames(
+            case,
+            &dir(&format!("{}.raw", case.scale)),
+            log,
+            &args,
+            FRAMES,
+        );
+        let expected = c_api_generate(case, &lib, &checkpoint);
+        let n = case.frame_bytes();
+        for k in 0..FRAMES {
+            let got = &out[k * n..(k + 1) * n];
+            let what = format!("scale {}, frame {k}", case.scale);
+            if case.scale == 1.0 {
+                assert!(
+                    got != &source[k * n..(k + 1) * n],
+                    "{what}: still the source"
+                );
+            }
+            assert_same(case, got, &expected[k * n..(k + 1) * n], &what);
+        }
+    }
+    let text_a = std::fs::read_to_string(&log_a).unwrap();
+    let text_b = std::fs::read_to_string(&log_b).unwrap();
+    assert_eq!(text_a.matches("generating").count(), 1, "{text_a}");
+    assert_eq!(text_b.matches("generating").count(), 0, "{text_b}");
+    assert_eq!(
+        text_b.matches("decoding cached latents").count(),
+        1,
+        "{text_b}"
+    );
+    assert!(text_b.contains("latents read from"), "{text_b}");
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+}
+
+/// Edit and Animate keep their latents on disk beside the frames: a later
+/// process that finds the latents but not the frames (pruned) decodes them
+/// instead of sampling again, and shows the same frames.
+#[test]
+fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case {
+        name: "latents",
+        pix_fmt: "rgba",
+        image_format: "rgba",
+        format: capi::FORMAT_RGBA8,
+        pixel_bytes: 4,
+        scale: 1.0,
+        real_time: "-1",
+    };
+    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let (clip, profile) = (dir("clip.y4m"), dir("profile"));
+    write_clip(&clip, FRAMES);
+    write_profile(&profile);
+    let common = [
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS}"),
+        "frame_step=1".to_string(),
+        format!("segment_length={FRAMES}"),
+    ];
+    let edit = [
+        FILTER.to_string(),
+        format!(
+            "checkpoint={}",
+            repo().join("tests/data/tiny/cogvideox-5b").display()
+        ),
+    ];
+    let animate = [
+        "openfx.org.cogvideo.CogVideoXAnimate".to_string(),
+        format!(
+            "checkpoint={}",
+            repo().join("tests/data/tiny/cogvideox-5b-i2v").display()
+        ),
+        "source_frame=0".to_string(),
+    ];
+    for (what, filter, sampled) in [
+        ("edit", &edit[..], "processing segment"),
+        ("animate", &animate[..], "animating"),
+    ] {
+        let mut args = vec!["-profile".to_string(), profile.display().to_string()];
+        args.push(clip.display().to_string());
+        args.push("-attach-clip".to_string());
+        args.extend(filter.iter().chain(&common).cloned());
+        let (log_a, log_b) = (dir(&format!("{what}-a.log")), dir(&format!("{what}-b.log")));
+        let out_a = melt_frames(&case, &dir(&format!("{what}-a.raw")), &log_a, &args, FRAMES);
+        // The frames go, the latents stay.
+        let cache = log_a.parent().unwrap().join("cache");
+        let mut latents = 0;
+        for e in std::fs::read_dir(&cache).unwrap() {
+            let p = e.unwrap().path();
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("bin") => std::fs::remove_file(&p).unwrap(),
+                Some("lat") => latents += 1,
+                _ => {}
+            }
+        }
+        assert!(latents > 0, "{what}: no latents in {}", cache.display());
+        let out_b = melt_frames(&case, &dir(&format!("{what}-b.raw")), &log_b, &args, FRAMES);
+        let text_a = std::fs::read_to_string(&log_a).unwrap();
+        let text_b = std::fs::read_to_string(&log_b).unwrap();
+        assert_eq!(text_a.matches(sampled).count(), 1, "{text_a}");
+        assert_eq!(text_b.matches(sampled).count(), 0, "{text_b}");
+        assert_eq!(
+            text_b.matches("decoding cached latents").count(),
+            1,
+            "{text_b}"
+        );
+        // The same decoder on the same latents: the same bytes.
+        assert!(out_a == out_b, "{what}: the decoded frames differ");
+    }
+    let case_dir = dir("");
+    let _ = std::fs::remove_dir_all(&case_dir);
+    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }

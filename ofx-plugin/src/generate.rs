@@ -1,0 +1,320 @@
+//! CogVideoX Generate: text-to-video laid over the segment. In the generator
+//! context it makes the whole picture (black outside the segment); in the
+//! filter context (for hosts without generators, such as MLT) it replaces
+//! the source over the segment. The sampled latents are cached apart from
+//! the decoded frames (in memory and on disk), so that a change of output
+//! size (render scale) or resize mode only decodes again.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crate::capi::{self, PipelineHandle};
+use crate::disk::Latents;
+use crate::edit::{
+    LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress, serve,
+    wait_for,
+};
+use crate::image::Frame;
+use crate::worker::{self, Job};
+
+/// Everything Generate's result depends on, read from parameters.
+#[derive(Clone, Debug)]
+pub struct GenerateSettings {
+    pub load: LoadKey,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: i32,
+    pub guidance: f32,
+    pub seed: u64,
+    pub width: i32,
+    pub height: i32,
+    pub resize_mode: u32,
+    pub segment_start: i32,
+    pub cache_version: i32,
+}
+
+/// Everything sampling depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LatentKey {
+    load: LoadKey,
+    prompt: String,
+    negative_prompt: String,
+    steps: i32,
+    guidance_bits: u32,
+    seed: u64,
+    width: i32,
+    height: i32,
+    length: usize,
+    cache_version: i32,
+}
+
+/// Everything the decoded frames depend on beyond the latents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ResultKey {
+    latents: LatentKey,
+    resize_mode: u32,
+    out_width: usize,
+    out_height: usize,
+    format: u32,
+    start: i32,
+    step: i32,
+}
+
+/// Entries kept per process; beyond it the finished ones are dropped.
+const MAX_ENTRIES: usize = 8;
+
+static LATENTS: Mutex<Option<HashMap<LatentKey, Arc<Latents>>>> = Mutex::new(None);
+static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
+
+/// Drops every cached latent and result (the host is short of memory).
+pub fn purge() {
+    *LATENTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *RESULTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// What to show at `place`; `blank` is what the host gave (the source in
+/// the filter context, black in the generator context), shown with a
+/// status until the clip is ready.
+pub fn render(
+    s: &GenerateSettings,
+    pipe: &Arc<PipelineHandle>,
+    place: &Placement,
+    blank: &Frame,
+    w: &Waiter,
+) -> Served {
+    let latents = LatentKey {
+        load: s.load.clone(),
+        prompt: s.prompt.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        steps: s.steps,
+        guidance_bits: s.guidance.to_bits(),
+        seed: s.seed,
+        width: s.width,
+        height: s.height,
+        length: place.length,
+        cache_version: s.cache_version,
+    };
+    let key = ResultKey {
+        latents,
+        resize_mode: s.resize_mode,
+        out_width: blank.width,
+        out_height: blank.height,
+        format: blank.format,
+        start: s.segment_start,
+        step: place.step,
+    };
+    let id = crate::edit::job_id(&("generate", &key));
+    worker::want(w.instance, id);
+    let retry = RETRY.load(Ordering::SeqCst);
+    loop {
+        let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+        let map = results.get_or_insert_with(HashMap::new);
+        match next(map.get(&key), w, retry) {
+            Next::Ready(frames) => return serve(&frames, place, blank),
+            Next::Show(served) => return served,
+            Next::Wait(job) => {
+                drop(results);
+                if let Some(served) = wait_for(&job, w) {
+                    return served;
+                }
+                continue;
+            }
+            Next::Compute => {}
+        }
+        let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+        if let Some(frames) = crate::disk::read(&entry) {
+            crate::log::line(&format!("clip read from {}", entry.display()));
+            let frames = Arc::new(frames);
+            map.insert(key, Outcome::Ready(frames.clone()));
+            return serve(&frames, place, blank);
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.retain(|_, o| matches!(o, Outcome::Running(_)));
+        }
+        let job = Job::new(id);
+        map.insert(key.clone(), Outcome::Running(job.clone()));
+        let work = {
+            let (s, pipe, key) = (s.clone(), pipe.clone(), key.clone());
+            move |job: &Job| finish(&s, &pipe, key, retry, job)
+        };
+        worker::submit(job, w.wait, work);
+        if !w.wait {
+            return Served::Source("CogVideoX: queued for processing".into());
+        }
+    }
+}
+
+/// The latents for `key`: from memory, from disk, or `None`.
+fn cached_latents(checkpoint: &str, key: &LatentKey) -> Option<Arc<Latents>> {
+    let mut all = LATENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = all.get_or_insert_with(HashMap::new);
+    if let Some(l) = map.get(key) {
+        return Some(l.clone());
+    }
+    let path = crate::disk::latents_entry(checkpoint, key);
+    let l = Arc::new(crate::disk::read_latents(&path)?);
+    crate::log::line(&format!("latents read from {}", path.display()));
+    map.insert(key.clone(), l.clone());
+    Some(l)
+}
+
+fn store_latents(checkpoint: &str, key: &LatentKey, l: Latents) {
+    let path = crate::disk::latents_entry(checkpoint, key);
+    if let Err(e) = crate::disk::write_latents(&path, &l) {
+        crate::log::line(&format!("cannot write {}: {e}", path.display()));
+    }
+    let mut all = LATENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = all.get_or_insert_with(HashMap::new);
+    if map.len() >= MAX_ENTRIES {
+        map.clear();
+    }
+    map.insert(key.clone(), Arc::new(l));
+}
+
+/// Samples (unless the latents are cached) and decodes on the worker, and
+/// records the outcome.
+fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u64, job: &Job) {
+    let outcome = if job.cancelled() {
+        Err(("cancelled before it started".to_string(), true))
+    } else {
+        match cached_latents(&s.load.checkpoint, &key.latents) {
+            Some(l) => {
+                crate::log::line(&format!("decoding cached latents for {key:?}"));
+                let size = (key.out_width, key.out_height, key.format);
+                decode(pipe, &l, size, s.resize_mode, job)
+            }
+            None => {
+                crate::log::line(&format!("generating {key:?}"));
+                generate(s, pipe, &key, job).map(|(l, frames)| {
+                    store_latents(&s.load.checkpoint, &key.latents, l);
+                    frames
+                })
+            }
+        }
+    };
+    let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+    if let Ok(frames) = &outcome
+        && let Err(e) = crate::disk::write(&entry, frames)
+    {
+        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
+    }
+    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = results.get_or_insert_with(HashMap::new);
+    if !current(map.get(&key), job) {
+        crate::log::line("the clip's entry was dropped while processing: its result is dropped");
+        return;
+    }
+    match outcome {
+        Ok(frames) => {
+            crate::log::line("clip done");
+            map.insert(key, Outcome::Ready(Arc::new(frames)));
+        }
+        Err((msg, cancelled)) => {
+            crate::log::line(&format!("clip failed: {msg}"));
+            if cancelled {
+                map.remove(&key);
+            } else {
+                map.insert(key, Outcome::Failed(msg, retry));
+            }
+        }
+    }
+}
+
+pub(crate) type Failure = (String, bool);
+
+fn outputs(key: &ResultKey, n: usize) -> Vec<Frame> {
+    (0..n)
+        .map(|_| Frame::new(key.out_width, key.out_height, key.format))
+        .collect()
+}
+
+/// Text to video: the frames and their latents.
+fn generate(
+    s: &GenerateSettings,
+    pipe: &PipelineHandle,
+    key: &ResultKey,
+    job: &Job,
+) -> Result<(Latents, Vec<Frame>), Failure> {
+    let api = pipe.api;
+    let length = key.latents.length as i32;
+    let (mut n, mut shape) = (0, [0i64; 5]);
+    // SAFETY: live pipeline, writable outputs.
+    let st = unsafe { (api.output_frame_count)(pipe.ptr, length, &mut n) };
+    api.check(st).map_err(|e| (e, false))?;
+    // SAFETY: as above.
+    let st = unsafe { (api.latent_shape)(pipe.ptr, s.width, s.height, length, shape.as_mut_ptr()) };
+    api.check(st).map_err(|e| (e, false))?;
+    let count = shape.iter().product::<i64>().max(0) as usize;
+    let mut latents = Latents {
+        shape,
+        values: vec![0.0; count],
+    };
+    let mut out = outputs(key, n as usize);
+    let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
+    let prompt = CString::new(s.prompt.as_str()).map_err(|_| ("prompt has a NUL".into(), false))?;
+    let negative = CString::new(s.negative_prompt.as_str())
+        .map_err(|_| ("negative prompt has a NUL".into(), false))?;
+    let mut o = capi::GenerateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.generate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.negative_prompt = negative.as_ptr();
+    o.width = s.width;
+    o.height = s.height;
+    o.num_frames = length;
+    o.steps = s.steps;
+    o.guidance_scale = s.guidance;
+    o.seed = s.seed;
+    o.resize_mode = s.resize_mode;
+    o.progress = Some(on_progress);
+    o.progress_user = job as *const Job as *mut c_void;
+    o.latents_out = latents.values.as_mut_ptr();
+    o.latents_out_len = latents.values.len();
+    // SAFETY: valid options, latents buffer and outputs for the call.
+    let st = unsafe { (api.generate_video)(pipe.ptr, &o, descs.as_ptr(), descs.len()) };
+    if st != capi::OK {
+        return Err((api.error(st), st == capi::ERR_CANCELLED));
+    }
+    Ok((latents, out))
+}
+
+/// Decodes latents into frames of `size` (width, height, C API format)
+/// with `resize_mode`, as the sampling call that made them decodes.
+pub(crate) fn decode(
+    pipe: &PipelineHandle,
+    l: &Latents,
+    size: (usize, usize, u32),
+    resize_mode: u32,
+    job: &Job,
+) -> Result<Vec<Frame>, Failure> {
+    let api = pipe.api;
+    let mut n = 0;
+    // SAFETY: writable output.
+    let st = unsafe { (api.decoded_frame_count)(l.shape[1] as i32, &mut n) };
+    api.check(st).map_err(|e| (e, false))?;
+    let mut out: Vec<Frame> = (0..n).map(|_| Frame::new(size.0, size.1, size.2)).collect();
+    let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
+    let mut o = capi::DecodeOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.decode_options_init)(&mut o) };
+    o.resize_mode = resize_mode;
+    o.progress = Some(on_progress);
+    o.progress_user = job as *const Job as *mut c_void;
+    // SAFETY: the latents hold the product of their shape; valid outputs.
+    let st = unsafe {
+        (api.decode_latents)(
+            pipe.ptr,
+            l.values.as_ptr(),
+            l.shape.as_ptr(),
+            &o,
+            descs.as_ptr(),
+            descs.len(),
+        )
+    };
+    if st != capi::OK {
+        return Err((api.error(st), st == capi::ERR_CANCELLED));
+    }
+    Ok(out)
+}
