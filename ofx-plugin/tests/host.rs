@@ -548,11 +548,7 @@ fn edit_setup(depth: Depth, layout: Layout) -> Setup {
 /// How many times the plugin's log says it processed a segment of this
 /// cache version.
 fn processed(cache_version: i32) -> usize {
-    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
-    let tag = format!("cache_version: {cache_version},");
-    log.lines()
-        .filter(|l| l.contains("processing segment") && l.contains(&tag))
-        .count()
+    log_lines("processing segment", cache_version)
 }
 
 fn message(inst: &Instance) -> String {
@@ -610,7 +606,13 @@ fn cogvideox_effects_describe_in_every_context() {
             vec![filter, general],
             &["source_frame"][..],
         ),
-        (GENERATE, "CogVideoX Generate", vec![generator], &[][..]),
+        // Filter and general too, for hosts without generators (MLT).
+        (
+            GENERATE,
+            "CogVideoX Generate",
+            vec![generator, filter, general],
+            &[][..],
+        ),
     ] {
         let p = bin.plugin(id);
         assert_eq!(p.api(), ("OfxImageEffectPluginAPI".to_string(), 1));
@@ -651,7 +653,8 @@ fn cogvideox_effects_describe_in_every_context() {
             desc.props.int(host::kOfxImageEffectPropSupportsTiles),
             Some(0)
         );
-        // Today: no temporal access (issue 9 adds it).
+        // Declared only where the host has temporal access (this one has
+        // not; `tests/host_temporal.rs` has).
         assert_eq!(
             desc.props.int(host::kOfxImageEffectPropTemporalClipAccess),
             Some(0)
@@ -705,7 +708,7 @@ fn cogvideox_effects_describe_in_every_context() {
             assert_eq!(inst.param("seed"), [host::Value::Int(42)]);
             assert_eq!(inst.param("guidance"), [host::Value::Double(6.0)]);
             if context != generator {
-                // Today: no temporal access, so the default (this frame).
+                // Without temporal access the host's default (this frame).
                 assert_eq!(
                     inst.frames_needed(4.0),
                     (host::kOfxStatReplyDefault, vec![(4.0, 4.0)])
@@ -718,11 +721,12 @@ fn cogvideox_effects_describe_in_every_context() {
     assert_no_violations();
 }
 
-/// Generate is described but renders black today; it must still fill the
-/// output and say why.
+/// CogVideoX Generate in the generator context: every frame of the segment
+/// equals `cogvideo_generate_video`'s, black outside the segment.
 #[test]
-fn cogvideox_generate_fills_the_output_and_warns() {
+fn cogvideox_generate_renders_the_c_api_clip() {
     env();
+    const VERSION: i32 = 800;
     let p = cogvideox().plugin(GENERATE);
     let (_, desc) = p.describe();
     let generator = host::kOfxImageEffectContextGenerator;
@@ -732,16 +736,77 @@ fn cogvideox_generate_fills_the_output_and_warns() {
         ..edit_setup(Depth::Float, LAYOUTS[3])
     };
     let inst = p.create_instance(&ctx, generator, setup).unwrap();
-    let r = inst.render(&Render::at(0.0));
-    assert_eq!(r.status, host::kOfxStatOK);
-    assert!(r.padding_intact);
-    let fill = f32::from_ne_bytes([host::image::FILL; 4]) as f64;
-    assert!((0..r.pixels.samples()).all(|i| r.pixels.sample(i) != fill));
-    let (kind, text) = inst.persistent_message().expect("a status message");
-    assert_eq!(kind, "OfxMessageWarning", "{text}");
+    set_generate_params(&inst, VERSION);
+    let want = expected_generate(1.0);
+    for k in [4, 0, 1, 2, 3, 5, 6, 7, 8] {
+        let r = inst.render(&Render::at(k as f64));
+        assert_eq!(r.status, host::kOfxStatOK);
+        assert!(r.padding_intact);
+        assert_same(&r.pixels, &want[k], &format!("generate, frame {k}"));
+    }
+    assert_eq!(generated(VERSION), 1);
+    let r = inst.render(&Render::at(10.0));
+    assert!(
+        (0..r.pixels.samples()).all(|i| r.pixels.sample(i) == 0.0),
+        "not black outside the segment"
+    );
     assert_eq!(inst.live_images(), 0);
     inst.destroy();
     assert_no_violations();
+}
+
+/// Generate's parameters as a user sets them.
+fn set_generate_params(inst: &Instance, cache_version: i32) {
+    let sets = [
+        inst.set_string("checkpoint", checkpoint().to_str().unwrap()),
+        inst.set_string("prompt", PROMPT),
+        inst.set_int("seed", SEED),
+        inst.set_double("guidance", GUIDANCE),
+        inst.set_int("steps", STEPS),
+        inst.set_int("frame_step", 1),
+        inst.set_int("segment_length", FRAMES as i32),
+        inst.set_int("cache_version", cache_version),
+    ];
+    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
+}
+
+/// What `cogvideo_generate_video` returns for Generate's parameters, in
+/// float at render `scale`.
+fn expected_generate(scale: f64) -> Vec<Pixels> {
+    let (w, h) = ((W as f64 * scale) as usize, (H as f64 * scale) as usize);
+    let inputs = common::GenerateInputs {
+        checkpoint: &checkpoint(),
+        prompt: PROMPT,
+        frames: FRAMES,
+        steps: STEPS,
+        seed: SEED as u64,
+        guidance: GUIDANCE as f32,
+    };
+    common::c_api_generate(&inputs, w, h, capi::FORMAT_RGBA32F)
+        .into_iter()
+        .map(|data| Pixels {
+            width: w,
+            height: h,
+            depth: Depth::Float,
+            data,
+        })
+        .collect()
+}
+
+/// How many times the plugin's log says it sampled a Generate clip of this
+/// cache version.
+fn generated(cache_version: i32) -> usize {
+    log_lines("generating", cache_version)
+}
+
+/// The plugin log's lines that hold `what` and this cache version.
+fn log_lines(what: &str, cache_version: i32) -> usize {
+    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
+    let tag = format!("cache_version: {cache_version} ");
+    let tag2 = format!("cache_version: {cache_version},");
+    log.lines()
+        .filter(|l| l.contains(what) && (l.contains(&tag) || l.contains(&tag2)))
+        .count()
 }
 
 /// Every frame of a segment through an Edit instance as a host without
@@ -939,9 +1004,6 @@ fn cogvideox_edit_abort_in_the_middle_of_processing() {
 /// returns at once with the source and a status, and the final render gets
 /// the result.
 #[test]
-#[ignore = "the plugin reads kOfxPropIsInteractive from the Render action's \
-            arguments, where the standard puts kOfxImageEffectPropInteractiveRenderStatus, \
-            so every render counts as final and waits (issue 9)"]
 fn cogvideox_edit_interactive_render_while_processing_returns_at_once() {
     env();
     const VERSION: i32 = 500;

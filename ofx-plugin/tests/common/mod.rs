@@ -174,3 +174,50 @@ pub fn c_api_animate(inputs: &AnimateInputs, image: &Frames) -> Vec<Vec<u8>> {
     api.check(st).unwrap();
     out
 }
+
+/// What the tests give CogVideoX Generate.
+pub struct GenerateInputs<'a> {
+    pub checkpoint: &'a Path,
+    pub prompt: &'a str,
+    pub frames: usize,
+    pub steps: i32,
+    pub seed: u64,
+    pub guidance: f32,
+}
+
+/// `cogvideo_generate_video`: the clip's frames at `width` x `height` in
+/// `format` (C API), top-down and tightly packed.
+pub fn c_api_generate(
+    inputs: &GenerateInputs,
+    width: usize,
+    height: usize,
+    format: u32,
+) -> Vec<Vec<u8>> {
+    let api = api();
+    let mut lo = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.load_options_init)(&mut lo) };
+    let pipe = PipelineHandle::load(api, inputs.checkpoint.to_str().unwrap(), &lo).unwrap();
+    let shape = Frames {
+        width,
+        height,
+        format,
+        frames: &[],
+    };
+    let size = width * height * shape.pixel_bytes();
+    let mut out: Vec<Vec<u8>> = (0..inputs.frames).map(|_| vec![0u8; size]).collect();
+    let outs: Vec<capi::Frame> = out.iter_mut().map(|f| shape.desc(f.as_mut_ptr())).collect();
+    let prompt = CString::new(inputs.prompt).unwrap();
+    let mut o = capi::GenerateOptions::default();
+    // SAFETY: writable options.
+    unsafe { (api.generate_options_init)(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.num_frames = inputs.frames as i32;
+    o.steps = inputs.steps;
+    o.guidance_scale = inputs.guidance;
+    o.seed = inputs.seed;
+    // SAFETY: valid options and outputs.
+    let st = unsafe { (api.generate_video)(pipe.ptr, &o, outs.as_ptr(), outs.len()) };
+    api.check(st).unwrap();
+    out
+}
