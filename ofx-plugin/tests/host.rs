@@ -5,73 +5,18 @@
 //! checkpoint, against the C API's frames for the same inputs.
 
 mod common;
+mod fixtures;
 #[path = "host/mod.rs"]
 mod host;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use cogvideox_ofx::capi;
+use fixtures::*;
 use host::{
     Binary, Depth, Event, HostConfig, Instance, Layout, Pixels, Render, Setup, SourceFn, Temporal,
 };
-
-/// Every row layout a host may use: tight, padded, bottom-up rows in
-/// memory (negative row bytes), both.
-const LAYOUTS: [Layout; 4] = [
-    Layout::PLAIN,
-    Layout {
-        negative: false,
-        padding: 12,
-    },
-    Layout {
-        negative: true,
-        padding: 0,
-    },
-    Layout {
-        negative: true,
-        padding: 20,
-    },
-];
-
-/// A moving test pattern: frame `t` at `w` x `h` (every sample differs
-/// between neighbours and frames, alpha included).
-fn pattern(w: usize, h: usize, depth: Depth, t: f64) -> Pixels {
-    let mut p = Pixels::new(w, h, depth);
-    let k = t as usize;
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..4 {
-                let i = (y * w + x) * 4 + c;
-                let v = (x * 7 + y * 13 + k * 29 + c * 50) % 256;
-                match depth {
-                    Depth::Byte => p.data[i] = v as u8,
-                    Depth::Short => {
-                        let v = (v * 257 + x * 3 + c) as u16;
-                        p.data[2 * i..2 * i + 2].copy_from_slice(&v.to_ne_bytes());
-                    }
-                    Depth::Float => {
-                        let v = v as f32 / 200.0;
-                        p.data[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
-                    }
-                }
-            }
-        }
-    }
-    p
-}
-
-fn pattern_source(w: usize, h: usize, depth: Depth) -> SourceFn {
-    Arc::new(move |t, scale| {
-        Some(pattern(
-            (w as f64 * scale) as usize,
-            (h as f64 * scale) as usize,
-            depth,
-            t,
-        ))
-    })
-}
 
 fn setup(w: usize, h: usize, depth: Depth, layout: Layout, source: Option<SourceFn>) -> Setup {
     Setup {
@@ -83,53 +28,6 @@ fn setup(w: usize, h: usize, depth: Depth, layout: Layout, source: Option<Source
         source,
         interactive: false,
     }
-}
-
-/// The process's scratch folder: the plugin's log and disk cache (empty at
-/// start, so every result is computed here).
-fn scratch() -> PathBuf {
-    std::env::temp_dir().join(format!("cogvideox-ofx-host-{}", std::process::id()))
-}
-
-/// Points the plugin's log and cache into `scratch()`. Every test calls it
-/// first: the environment is set before any thread reads it.
-fn env() {
-    static ENV: Once = Once::new();
-    ENV.call_once(|| {
-        remove_stale_scratch();
-        std::fs::create_dir_all(scratch()).unwrap();
-        // SAFETY: no other thread runs yet that reads the environment (every
-        // test waits here first).
-        unsafe {
-            std::env::set_var("COGVIDEOX_OFX_LOG", scratch().join("plugin.log"));
-            std::env::set_var("COGVIDEOX_OFX_CACHE", scratch().join("cache"));
-        }
-    });
-}
-
-/// Scratch folders of test processes that have ended.
-fn remove_stale_scratch() {
-    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("cogvideox-ofx-host-") else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-fn assert_no_violations() {
-    let v = host::registry::violations();
-    assert!(v.is_empty(), "the plugin went against the standard: {v:#?}");
-}
-
-fn ok_or_default(st: i32) -> bool {
-    st == host::kOfxStatOK || st == host::kOfxStatReplyDefault
 }
 
 #[test]
@@ -394,22 +292,6 @@ fn temporal_access_modes_serve_what_they_promise() {
 // ---------------------------------------------------------------------------
 // The CogVideoX bundle on the tiny checkpoint (steps 2, 9 frames, 96x64).
 
-const W: usize = 96;
-const H: usize = 64;
-const FRAMES: usize = 9;
-const PROMPT: &str = "a red car on a road";
-const PROMPT_2: &str = "a white wolf in the snow";
-const SEED: i32 = 7;
-const GUIDANCE: f64 = 4.5;
-const STEPS: i32 = 2;
-const EDIT: &str = "org.cogvideo.CogVideoXEdit";
-const ANIMATE: &str = "org.cogvideo.CogVideoXAnimate";
-const GENERATE: &str = "org.cogvideo.CogVideoXGenerate";
-
-fn checkpoint() -> PathBuf {
-    common::repo().join("tests/data/tiny/cogvideox-5b")
-}
-
 /// The bundle's binary, loaded once per process with Load sent to each
 /// effect, in a host without temporal access that gives the current image
 /// for any time (as MLT): the effects must collect a segment as it is
@@ -431,130 +313,8 @@ fn cogvideox() -> &'static Binary {
     })
 }
 
-fn capi_format(depth: Depth) -> u32 {
-    match depth {
-        Depth::Byte => capi::FORMAT_RGBA8,
-        Depth::Short => capi::FORMAT_RGBA16,
-        Depth::Float => capi::FORMAT_RGBA32F,
-    }
-}
-
-/// What the C API returns for the segment's source frames (the pattern at
-/// `depth` and render `scale`): per prompt, per frame. Computed once per
-/// depth, scale and prompts.
-fn expected(depth: Depth, scale: f64, prompts: &[&'static str]) -> Arc<Vec<Vec<Pixels>>> {
-    type Key = (Depth, u64, Vec<&'static str>);
-    type Frames = Arc<Vec<Vec<Pixels>>>;
-    static CACHE: Mutex<Vec<(Key, Frames)>> = Mutex::new(Vec::new());
-    let key = (depth, scale.to_bits(), prompts.to_vec());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, v)) = cache.iter().find(|(k, _)| *k == key) {
-        return v.clone();
-    }
-    let src = pattern_source(W, H, depth);
-    let frames: Vec<Pixels> = (0..FRAMES).map(|k| src(k as f64, scale).unwrap()).collect();
-    let (w, h) = (frames[0].width, frames[0].height);
-    let data: Vec<Vec<u8>> = frames.iter().map(|f| f.data.clone()).collect();
-    let checkpoint = checkpoint();
-    let inputs = common::EditInputs {
-        checkpoint: &checkpoint,
-        steps: STEPS,
-        seed: SEED as u64,
-        guidance: GUIDANCE as f32,
-    };
-    let source = common::Frames {
-        width: w,
-        height: h,
-        format: capi_format(depth),
-        frames: &data,
-    };
-    let out = common::c_api_edit(&inputs, &source, prompts);
-    let v: Vec<Vec<Pixels>> = out
-        .into_iter()
-        .map(|frames| {
-            frames
-                .into_iter()
-                .map(|data| Pixels {
-                    width: w,
-                    height: h,
-                    depth,
-                    data,
-                })
-                .collect()
-        })
-        .collect();
-    let v = Arc::new(v);
-    cache.push((key, v.clone()));
-    v
-}
-
-/// The largest difference between two images of one size and depth, in
-/// levels (8/16-bit) or values (float).
-fn max_diff(a: &Pixels, b: &Pixels) -> f64 {
-    assert_eq!((a.width, a.height, a.depth), (b.width, b.height, b.depth));
-    (0..a.samples())
-        .map(|i| (a.sample(i) - b.sample(i)).abs())
-        .fold(0.0, f64::max)
-}
-
-/// The plugin and the C API run the same library in the same process on
-/// the same frames: the results must be identical.
-fn assert_same(got: &Pixels, want: &Pixels, what: &str) {
-    let d = max_diff(got, want);
-    assert!(
-        d == 0.0,
-        "{what}: differs from the C API's frame by up to {d}"
-    );
-}
-
-/// An Edit instance in the filter context with the test's parameters set
-/// through InstanceChanged, as a user would; `cache_version` keeps each
-/// test's segments (and log lines) its own.
 fn edit_instance(setup: Setup, cache_version: i32) -> Instance {
-    let p = cogvideox().plugin(EDIT);
-    let (st, desc) = p.describe();
-    assert_eq!(st, host::kOfxStatOK);
-    let filter = host::kOfxImageEffectContextFilter;
-    let (st, ctx) = p.describe_in_context(&desc, filter);
-    assert_eq!(st, host::kOfxStatOK);
-    let inst = p.create_instance(&ctx, filter, setup).unwrap();
-    let checkpoint = checkpoint();
-    let sets = [
-        inst.set_string("checkpoint", checkpoint.to_str().unwrap()),
-        inst.set_string("prompt", PROMPT),
-        inst.set_int("seed", SEED),
-        inst.set_double("guidance", GUIDANCE),
-        inst.set_int("steps", STEPS),
-        inst.set_int("frame_step", 1),
-        inst.set_int("segment_length", FRAMES as i32),
-        inst.set_int("cache_version", cache_version),
-    ];
-    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
-    inst
-}
-
-fn edit_setup(depth: Depth, layout: Layout) -> Setup {
-    Setup {
-        depth,
-        layout,
-        size: (W, H),
-        fps: 8.0,
-        frame_range: (0.0, 12.0),
-        source: Some(pattern_source(W, H, depth)),
-        interactive: false,
-    }
-}
-
-/// How many times the plugin's log says it processed a segment of this
-/// cache version.
-fn processed(cache_version: i32) -> usize {
-    log_lines("processing segment", cache_version)
-}
-
-fn message(inst: &Instance) -> String {
-    inst.persistent_message()
-        .map(|(_, t)| t)
-        .unwrap_or_default()
+    fixtures::edit_instance(cogvideox(), setup, cache_version)
 }
 
 #[test]
@@ -755,60 +515,6 @@ fn cogvideox_generate_renders_the_c_api_clip() {
     assert_no_violations();
 }
 
-/// Generate's parameters as a user sets them.
-fn set_generate_params(inst: &Instance, cache_version: i32) {
-    let sets = [
-        inst.set_string("checkpoint", checkpoint().to_str().unwrap()),
-        inst.set_string("prompt", PROMPT),
-        inst.set_int("seed", SEED),
-        inst.set_double("guidance", GUIDANCE),
-        inst.set_int("steps", STEPS),
-        inst.set_int("frame_step", 1),
-        inst.set_int("segment_length", FRAMES as i32),
-        inst.set_int("cache_version", cache_version),
-    ];
-    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
-}
-
-/// What `cogvideo_generate_video` returns for Generate's parameters, in
-/// float at render `scale`.
-fn expected_generate(scale: f64) -> Vec<Pixels> {
-    let (w, h) = ((W as f64 * scale) as usize, (H as f64 * scale) as usize);
-    let inputs = common::GenerateInputs {
-        checkpoint: &checkpoint(),
-        prompt: PROMPT,
-        frames: FRAMES,
-        steps: STEPS,
-        seed: SEED as u64,
-        guidance: GUIDANCE as f32,
-    };
-    common::c_api_generate(&inputs, w, h, capi::FORMAT_RGBA32F)
-        .into_iter()
-        .map(|data| Pixels {
-            width: w,
-            height: h,
-            depth: Depth::Float,
-            data,
-        })
-        .collect()
-}
-
-/// How many times the plugin's log says it sampled a Generate clip of this
-/// cache version.
-fn generated(cache_version: i32) -> usize {
-    log_lines("generating", cache_version)
-}
-
-/// The plugin log's lines that hold `what` and this cache version.
-fn log_lines(what: &str, cache_version: i32) -> usize {
-    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
-    let tag = format!("cache_version: {cache_version} ");
-    let tag2 = format!("cache_version: {cache_version},");
-    log.lines()
-        .filter(|l| l.contains(what) && (l.contains(&tag) || l.contains(&tag2)))
-        .count()
-}
-
 /// Every frame of a segment through an Edit instance as a host without
 /// temporal access renders them (the plugin collects the sources, then
 /// processes), a second pass from the cache, a second instance with
@@ -823,8 +529,9 @@ fn cogvideox_edit_renders_every_frame_of_a_segment_as_the_c_api() {
     let src = pattern_source(W, H, Depth::Byte);
     let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
 
-    // First pass: each frame passes through while the segment is collected;
-    // the last one completes it and is processed in its render call.
+    // First pass: each frame passes through while the segment is collected
+    // (the status parameter says the same as the message); the last one
+    // completes it, and its final render waits for the result.
     for k in 0..FRAMES - 1 {
         let t = k as f64;
         let r = inst.render(&Render::at(t));
@@ -835,12 +542,14 @@ fn cogvideox_edit_renders_every_frame_of_a_segment_as_the_c_api() {
             "frame {k}: {:?}",
             inst.persistent_message()
         );
+        assert_eq!(status(&inst), message(&inst));
     }
     let last = (FRAMES - 1) as f64;
     let r = inst.render(&Render::at(last));
     assert_eq!(r.status, host::kOfxStatOK);
     assert_same(&r.pixels, &want[0][FRAMES - 1], "first pass, last frame");
     assert_eq!(processed(VERSION), 1);
+    assert_eq!(status(&inst), "done: the result");
     assert!(
         inst.events()
             .iter()
@@ -1034,11 +743,9 @@ fn cogvideox_edit_interactive_render_while_processing_returns_at_once() {
         assert!(!worker.is_finished(), "too late to tell");
         assert!(r.elapsed < Duration::from_secs(1), "waited {:?}", r.elapsed);
         assert_eq!(r.pixels, src(3.0, 1.0).unwrap());
-        assert!(
-            message(inst).contains("processing"),
-            "{:?}",
-            inst.persistent_message()
-        );
+        // Queued while other tests' jobs hold the one worker.
+        let m = message(inst);
+        assert!(m.contains("processing") || m.contains("queued"), "{m:?}");
         let done = worker.join().unwrap();
         let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
         assert_same(&done.pixels, &want[0][last], "final render");
@@ -1148,6 +855,7 @@ fn cogvideox_broken_checkpoint_passes_the_source_through_and_says_why() {
         let (kind, text) = inst.persistent_message().expect("an error message");
         assert_eq!(kind, "OfxMessageError", "{text}");
         assert!(text.contains("cannot load the checkpoint"), "{text}");
+        assert_eq!(status(&inst), text);
         let log = scratch().join("plugin.log");
         assert!(
             text.contains(&format!("(log: {})", log.display())),
@@ -1163,30 +871,129 @@ fn cogvideox_broken_checkpoint_passes_the_source_through_and_says_why() {
     assert_no_violations();
 }
 
-// TODO(#9): once the plugin has them, add (the host already does its part):
-// - temporal access, in a test binary of its own (tests/host_temporal.rs
-//   with `mod host;`: one host per plugin per process) loading the bundle
-//   with `Temporal::Full`: the effect declares
-//   kOfxImageEffectPropTemporalClipAccess; `frames_needed(t)` for every t in
-//   the segment returns the whole segment's host frames (frame step 1 and
-//   2); the first final render of any one frame fetches every source frame
-//   of the segment at its own time (`Event::Fetch` with `time` != render
-//   time, all served, all released) and returns the C API's frame, with no
-//   collecting pass; a second instance is served from the cache without a
-//   fetch at another time; the Edit tests here (`Temporal::CurrentOnly`)
-//   still pass, and the describe test then expects temporal access declared
-//   and GetFramesNeeded answered.
-// - the plugin under `Temporal::None` (other times fail) also collects.
-// - background processing: `cogvideox_edit_interactive_render_while_
-//   processing_returns_at_once` without `#[ignore]`, and an interactive
-//   render of a complete, unprocessed segment returns within a second with
-//   the source and a status, the result appearing on a later interactive
-//   render (poll), processed once.
-// - abort of a final render while a background job runs: returns within a
-//   second, and the job's result is still served afterwards.
-// - the `status` parameter: `inst.param("status")` follows the persistent
-//   message (collected k of n, processing, failed with the log path).
-// - Generate in the generator context equals `cogvideo_generate_video`
-//   (replacing `cogvideox_generate_fills_the_output_and_warns`).
-// - latents in the cache: a purge (kOfxActionPurgeCaches) then a render
-//   decodes again without sampling (no "processing segment" line).
+/// Interactive renders of frame `t` (one at a time, as a user scrubbing)
+/// until `done` holds for one, each returning within a second; that one.
+fn poll(inst: &Instance, t: f64, done: impl Fn(&host::Rendered) -> bool) -> host::Rendered {
+    let start = Instant::now();
+    loop {
+        let r = inst.render(&Render {
+            interactive: true,
+            ..Render::at(t)
+        });
+        assert_eq!(r.status, host::kOfxStatOK);
+        assert!(
+            r.elapsed < Duration::from_secs(1),
+            "an interactive render waited {:?}",
+            r.elapsed
+        );
+        // A result clears the message; the status says so.
+        match message(inst).as_str() {
+            "" => assert_eq!(status(inst), "done: the result"),
+            m => assert_eq!(status(inst), m),
+        }
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "still {:?}",
+            inst.persistent_message()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Interactive renders of every frame of a segment, the checkpoint loaded
+/// first: each passes the source through at once; the last one queues the
+/// segment.
+fn collect_interactively(inst: &Instance, src: &SourceFn) {
+    poll(inst, 0.0, |_| !message(inst).contains("loading"));
+    for k in 0..FRAMES {
+        let r = poll(inst, k as f64, |_| true);
+        assert_eq!(r.pixels, src(k as f64, 1.0).unwrap(), "frame {k}");
+    }
+    assert!(
+        message(inst).contains("queued for processing"),
+        "{:?}",
+        inst.persistent_message()
+    );
+}
+
+/// The background worker: interactive renders never wait; once the
+/// segment is complete they show its status until the result is ready
+/// (the plugin cannot make the host redraw, so the test renders again as a
+/// user scrubbing would), then the result; the segment is processed once.
+#[test]
+fn cogvideox_edit_processes_in_the_background_while_interactive_renders_return_at_once() {
+    env();
+    const VERSION: i32 = 900;
+    let inst = edit_instance(edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    let src = pattern_source(W, H, Depth::Byte);
+    let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
+    // Events are kept by effect address, which a destroyed instance of
+    // another test may have had.
+    let earlier = inst.events().len();
+    collect_interactively(&inst, &src);
+    let r = poll(&inst, 4.0, |r| r.pixels != src(4.0, 1.0).unwrap());
+    assert_same(&r.pixels, &want[0][4], "the first result shown");
+    for k in 0..FRAMES {
+        let r = poll(&inst, k as f64, |_| true);
+        assert_same(&r.pixels, &want[0][k], &format!("frame {k}"));
+    }
+    assert_eq!(status(&inst), "done: the result");
+    assert_eq!(processed(VERSION), 1);
+    assert!(
+        !inst.events()[earlier..]
+            .iter()
+            .any(|e| matches!(e, Event::ProgressStart(..))),
+        "interactive renders reported progress"
+    );
+    assert_eq!(inst.live_images(), 0);
+    inst.destroy();
+    assert_no_violations();
+}
+
+/// A final render waits for the segment a background job processes; the
+/// host aborts it: it returns within a second with the source and says
+/// so, and the next final render gets the result.
+#[test]
+fn cogvideox_edit_abort_of_a_final_render_while_a_background_job_runs() {
+    env();
+    const VERSION: i32 = 1000;
+    let inst = edit_instance(edit_setup(Depth::Byte, LAYOUTS[1]), VERSION);
+    let src = pattern_source(W, H, Depth::Byte);
+    let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
+    collect_interactively(&inst, &src);
+    let r = poll(&inst, 4.0, |_| message(&inst).contains("processing"));
+    assert_eq!(r.pixels, src(4.0, 1.0).unwrap());
+
+    inst.abort_at_progress_update(1);
+    let r = inst.render(&Render::at(4.0));
+    let raised = inst
+        .abort_raised_at()
+        .expect("the final render reported progress");
+    let returned_after = raised.elapsed();
+    assert!(
+        returned_after < Duration::from_secs(1),
+        "returned {returned_after:?} after the abort"
+    );
+    assert_eq!(r.status, host::kOfxStatOK);
+    assert_eq!(r.pixels, src(4.0, 1.0).unwrap());
+    assert!(message(&inst).contains("aborted"), "{:?}", message(&inst));
+    assert_eq!(status(&inst), message(&inst));
+
+    inst.lower_abort();
+    for k in [4, 0, 8] {
+        let r = inst.render(&Render::at(k as f64));
+        assert_same(
+            &r.pixels,
+            &want[0][k],
+            &format!("after the abort, frame {k}"),
+        );
+    }
+    // Processed again unless the job ended before it saw the cancellation.
+    assert!((1..=2).contains(&processed(VERSION)));
+    assert_eq!(inst.live_images(), 0);
+    inst.destroy();
+    assert_no_violations();
+}
