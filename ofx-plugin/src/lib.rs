@@ -305,7 +305,8 @@ fn describe_in_context(
             kOfxImageComponentRGB,
         )?;
         c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
-        if name == kOfxImageEffectSimpleSourceClipName && s.temporal {
+        // Generate never reads its Source (filter context) at other times.
+        if name == kOfxImageEffectSimpleSourceClipName && s.temporal && effect != Effect::Generate {
             c.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 1)?;
         }
     }

@@ -1,0 +1,273 @@
+//! The CogVideoX bundle in a test host with temporal access (as Resolve and
+//! Natron): the effects declare it, answer GetFramesNeeded with their
+//! segment, and fetch the segment's source frames at their own times, so
+//! the first render of a segment computes it without a collecting pass. A
+//! plugin keeps one host per process, hence this binary of its own (the
+//! host without temporal access is `tests/host.rs`).
+//!
+//! Its tests run one at a time: one of them sends PurgeCaches, which drops
+//! every segment of the process.
+
+// Shared with tests/host.rs, which uses all of them.
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+mod fixtures;
+#[allow(dead_code)]
+#[path = "host/mod.rs"]
+mod host;
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use fixtures::*;
+use host::{Binary, Depth, Event, HostConfig, Instance, Layout, Render, Setup, Temporal};
+
+/// The bundle in a host with full temporal access, Load sent to each
+/// effect.
+fn cogvideox() -> &'static Binary {
+    static BIN: OnceLock<Binary> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let config = HostConfig {
+            temporal: Temporal::Full,
+            ..HostConfig::default()
+        };
+        let bin = Binary::load(&common::bundle_file("CogVideoX.ofx"), config).unwrap();
+        for p in bin.plugins() {
+            assert_eq!(p.load(), host::kOfxStatOK, "{}", p.id());
+        }
+        bin
+    })
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// GetFramesNeeded at `t` once the checkpoint is loaded (until then the
+/// plugin answers the host's default and starts the load).
+fn frames_needed(inst: &Instance, t: f64) -> Vec<(f64, f64)> {
+    let start = Instant::now();
+    loop {
+        match inst.frames_needed(t) {
+            (host::kOfxStatOK, ranges) => return ranges,
+            (host::kOfxStatReplyDefault, ranges) => assert_eq!(ranges, [(t, t)]),
+            (st, _) => panic!("GetFramesNeeded: {st}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "never loaded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Source fetches at another time than the render's: (time, render time,
+/// served).
+fn other_time_fetches(events: &[Event]) -> Vec<(f64, f64, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fetch {
+                clip,
+                time,
+                render_time: Some(rt),
+                served,
+                ..
+            } if clip == "Source" && time != rt => Some((*time, *rt, *served)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn cogvideox_edit_and_animate_declare_temporal_access_and_generate_does_not() {
+    let _serial = serial();
+    env();
+    let bin = cogvideox();
+    for (id, temporal) in [(EDIT, 1), (ANIMATE, 1), (GENERATE, 0)] {
+        let p = bin.plugin(id);
+        let (st, desc) = p.describe();
+        assert_eq!(st, host::kOfxStatOK);
+        assert_eq!(
+            desc.props.int(host::kOfxImageEffectPropTemporalClipAccess),
+            Some(temporal),
+            "{id}"
+        );
+        let filter = host::kOfxImageEffectContextFilter;
+        let (st, ctx) = p.describe_in_context(&desc, filter);
+        assert_eq!(st, host::kOfxStatOK);
+        let clips = ctx.clips.lock().unwrap();
+        let source = clips.iter().find(|c| c.name == "Source").unwrap();
+        let declared = source
+            .props
+            .int(host::kOfxImageEffectPropTemporalClipAccess)
+            .unwrap_or(0);
+        assert_eq!(declared, temporal, "{id}: the Source clip");
+    }
+    assert_no_violations();
+}
+
+/// GetFramesNeeded asks for the segment's model frames (merged into ranges)
+/// and the current one; the first final render of any frame fetches the
+/// missing source frames at their own times, releases them, and returns
+/// the C API's frame; then GetFramesNeeded asks for the current frame
+/// only. A second instance (kept apart: hosts with temporal access keep
+/// their instances) fetches its own frames and reads the result from the
+/// disk cache without processing again.
+#[test]
+fn cogvideox_edit_fetches_its_segment_in_the_first_render() {
+    let _serial = serial();
+    env();
+    const VERSION: i32 = 100;
+    let inst = edit_instance(cogvideox(), edit_setup(Depth::Byte, LAYOUTS[2]), VERSION);
+    let last = (FRAMES - 1) as f64;
+    for k in 0..FRAMES {
+        assert_eq!(frames_needed(&inst, k as f64), [(0.0, last)], "frame {k}");
+    }
+    // Outside the segment: that frame only.
+    assert_eq!(frames_needed(&inst, 11.0), [(11.0, 11.0)]);
+
+    let want = expected(Depth::Byte, 1.0, &[PROMPT]);
+    let earlier = inst.events().len();
+    let r = inst.render(&Render::at(4.0));
+    assert_eq!(r.status, host::kOfxStatOK);
+    assert_same(&r.pixels, &want[0][4], "the first render");
+    let fetched = other_time_fetches(&inst.events()[earlier..]);
+    let times: Vec<f64> = fetched.iter().map(|f| f.0).collect();
+    assert_eq!(times, [0.0, 1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0]);
+    assert!(fetched.iter().all(|&(_, rt, served)| rt == 4.0 && served));
+    assert_eq!(inst.live_images(), 0);
+    assert_eq!(processed(VERSION), 1);
+    assert_eq!(frames_needed(&inst, 2.0), [(2.0, 2.0)]);
+
+    let earlier = inst.events().len();
+    for k in 0..FRAMES {
+        let r = inst.render(&Render::at(k as f64));
+        assert_same(&r.pixels, &want[0][k], &format!("frame {k}"));
+    }
+    assert!(other_time_fetches(&inst.events()[earlier..]).is_empty());
+
+    let other = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    let r = other.render(&Render::at(2.0));
+    assert_same(&r.pixels, &want[0][2], "a second instance");
+    assert_eq!(other_time_fetches(&other.events()).len(), FRAMES - 1);
+    assert_eq!(processed(VERSION), 1, "the second instance processed again");
+    assert_eq!(other.live_images(), 0);
+    assert!(ok_or_default(other.destroy()));
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// With frame step 2 the model frames are every other host frame; Animate
+/// asks for the image it animates.
+#[test]
+fn cogvideox_frames_needed_with_frame_step_two_and_for_animate() {
+    let _serial = serial();
+    env();
+    let setup = Setup {
+        frame_range: (0.0, 20.0),
+        ..edit_setup(Depth::Byte, Layout::PLAIN)
+    };
+    let inst = edit_instance(cogvideox(), setup.clone(), 200);
+    assert!(ok_or_default(inst.set_int("frame_step", 2)));
+    let even: Vec<(f64, f64)> = (0..FRAMES)
+        .map(|k| (2.0 * k as f64, 2.0 * k as f64))
+        .collect();
+    assert_eq!(frames_needed(&inst, 4.0), even);
+    // A host frame between two model frames, merged with its neighbours.
+    let mut want = even.clone();
+    want.splice(1..3, [(2.0, 4.0)]);
+    assert_eq!(frames_needed(&inst, 3.0), want);
+    assert!(ok_or_default(inst.destroy()));
+
+    let p = cogvideox().plugin(ANIMATE);
+    let (_, desc) = p.describe();
+    let filter = host::kOfxImageEffectContextFilter;
+    let (_, ctx) = p.describe_in_context(&desc, filter);
+    let inst = p.create_instance(&ctx, filter, setup).unwrap();
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    let sets = [
+        inst.set_string("checkpoint", checkpoint.to_str().unwrap()),
+        inst.set_int("frame_step", 1),
+        inst.set_int("segment_length", FRAMES as i32),
+        inst.set_int("source_frame", 2),
+        inst.set_int("cache_version", 201),
+    ];
+    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
+    assert_eq!(frames_needed(&inst, 5.0), [(2.0, 2.0), (5.0, 5.0)]);
+    assert_eq!(frames_needed(&inst, 2.0), [(2.0, 2.0)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// PurgeCaches drops every result and latent held in memory; a render at
+/// another size then decodes the latents the disk cache kept instead of
+/// sampling again, equal to the C API's clip at that size.
+#[test]
+fn cogvideox_generate_decodes_cached_latents_after_a_purge() {
+    let _serial = serial();
+    env();
+    const VERSION: i32 = 300;
+    let p = cogvideox().plugin(GENERATE);
+    let (_, desc) = p.describe();
+    let generator = host::kOfxImageEffectContextGenerator;
+    let (_, ctx) = p.describe_in_context(&desc, generator);
+    let setup = Setup {
+        source: None,
+        ..edit_setup(Depth::Float, Layout::PLAIN)
+    };
+    let inst = p.create_instance(&ctx, generator, setup).unwrap();
+    set_generate_params(&inst, VERSION);
+    let r = inst.render(&Render::at(3.0));
+    assert_same(&r.pixels, &expected_generate(1.0)[3], "scale 1");
+    assert_eq!(generated(VERSION), 1);
+
+    assert!(ok_or_default(inst.action(
+        host::kOfxActionPurgeCaches,
+        None,
+        None
+    )));
+    let half = expected_generate(0.5);
+    for k in [3, 0, 8] {
+        let r = inst.render(&Render {
+            scale: 0.5,
+            ..Render::at(k as f64)
+        });
+        assert_same(&r.pixels, &half[k], &format!("scale 0.5, frame {k}"));
+    }
+    assert_eq!(generated(VERSION), 1, "sampled again after the purge");
+    assert_eq!(log_lines("decoding cached latents", VERSION), 1);
+    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap();
+    assert!(log.contains("latents read from"), "not from the disk cache");
+    assert_eq!(inst.live_images(), 0);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// A parameter change cancels the job its instance wanted before (no other
+/// instance wants it), and the status parameter follows.
+#[test]
+fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
+    let _serial = serial();
+    env();
+    const VERSION: i32 = 400;
+    let inst = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    frames_needed(&inst, 0.0);
+    let interactive = Render {
+        interactive: true,
+        ..Render::at(0.0)
+    };
+    // One interactive render fetches the segment and queues it.
+    let r = inst.render(&interactive);
+    assert!(r.elapsed < Duration::from_secs(1), "waited {:?}", r.elapsed);
+    assert!(message(&inst).contains("queued"), "{:?}", message(&inst));
+    assert_eq!(status(&inst), message(&inst));
+    assert!(ok_or_default(inst.set_string("prompt", PROMPT_2)));
+    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap();
+    assert!(log.contains("is stale: cancelled"), "no job cancelled");
+    // The new prompt's result, in a final render.
+    let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
+    let r = inst.render(&Render::at(0.0));
+    assert_same(&r.pixels, &want[1][0], "the new prompt");
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
