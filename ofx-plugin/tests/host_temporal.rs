@@ -244,7 +244,8 @@ fn cogvideox_generate_decodes_cached_latents_after_a_purge() {
 }
 
 /// A parameter change cancels the job its instance wanted before (no other
-/// instance wants it), and the status parameter follows.
+/// instance wants it), and so does destroying the instance; the status
+/// parameter follows the message.
 #[test]
 fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
     let _serial = serial();
@@ -269,5 +270,26 @@ fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
     let r = inst.render(&Render::at(0.0));
     assert_same(&r.pixels, &want[1][0], "the new prompt");
     assert!(ok_or_default(inst.destroy()));
+
+    // Destroying an instance cancels the job only it wanted.
+    let cancelled = || {
+        let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap();
+        log.matches("is stale: cancelled").count()
+    };
+    let before = cancelled();
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Byte, Layout::PLAIN),
+        VERSION + 1,
+    );
+    frames_needed(&inst, 0.0);
+    inst.render(&interactive);
+    assert!(message(&inst).contains("queued"), "{:?}", message(&inst));
+    assert!(ok_or_default(inst.destroy()));
+    assert_eq!(
+        cancelled(),
+        before + 1,
+        "the destroyed instance's job runs on"
+    );
     assert_no_violations();
 }
