@@ -11,13 +11,14 @@
 //! melt is `$COGVIDEO_MELT`, else `melt` on the PATH. Without it the tests
 //! say so and pass, except in CI (`CI=true`), where they fail.
 
-use std::ffi::CString;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cogvideox_ofx::capi::{self, Api, PipelineHandle};
+use cogvideox_ofx::capi;
 
 const W: usize = 96;
 const H: usize = 64;
@@ -29,26 +30,6 @@ const GUIDANCE: f32 = 4.5;
 const STEPS: i32 = 2;
 /// Tries per melt run.
 const TRIES: usize = 6;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The cargo target directory this test was built into.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test binary>
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn find_melt() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("COGVIDEO_MELT") {
@@ -177,6 +158,69 @@ impl Case {
     }
 }
 
+/// The case's frames, back to back in `buf`, as the C API helpers take
+/// them.
+fn frames_of(case: &Case, buf: &[u8]) -> Vec<Vec<u8>> {
+    buf.chunks(case.frame_bytes()).map(<[u8]>::to_vec).collect()
+}
+
+/// What the C API returns for the same frames and options, back to back.
+fn c_api_edit(case: &Case, checkpoint: &Path, source: &[u8]) -> Vec<u8> {
+    let (width, height) = case.size();
+    let frames = frames_of(case, source);
+    let inputs = common::EditInputs {
+        checkpoint,
+        steps: STEPS,
+        seed: SEED,
+        guidance: GUIDANCE,
+    };
+    let source = common::Frames {
+        width,
+        height,
+        format: case.format,
+        frames: &frames,
+    };
+    common::c_api_edit(&inputs, &source, &[PROMPT])
+        .remove(0)
+        .concat()
+}
+
+/// What the C API's image-to-video returns for `image` and the options the
+/// test gives the Animate effect, back to back.
+fn c_api_animate(case: &Case, checkpoint: &Path, image: &[u8]) -> Vec<u8> {
+    let (width, height) = case.size();
+    let inputs = common::AnimateInputs {
+        checkpoint,
+        prompt: PROMPT,
+        frames: FRAMES,
+        steps: STEPS,
+        seed: SEED,
+        guidance: GUIDANCE,
+    };
+    let image = common::Frames {
+        width,
+        height,
+        format: case.format,
+        frames: &[image.to_vec()],
+    };
+    common::c_api_animate(&inputs, &image).concat()
+}
+
+/// What the C API's text-to-video returns at the case's output size for
+/// the options the test gives the Generate effect, back to back.
+fn c_api_generate(case: &Case, checkpoint: &Path) -> Vec<u8> {
+    let (width, height) = case.size();
+    let inputs = common::GenerateInputs {
+        checkpoint,
+        prompt: PROMPT,
+        frames: FRAMES,
+        steps: STEPS,
+        seed: SEED,
+        guidance: GUIDANCE,
+    };
+    common::c_api_generate(&inputs, width, height, case.format).concat()
+}
+
 /// The melt binary and the bundle's folder, once per test process.
 fn setup() -> Option<&'static (PathBuf, PathBuf)> {
     static SETUP: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
@@ -191,7 +235,7 @@ fn setup() -> Option<&'static (PathBuf, PathBuf)> {
                 eprintln!("SKIPPED: melt not found (set COGVIDEO_MELT or put melt on the PATH)");
                 return None;
             };
-            Some((melt, build_bundle()))
+            Some((melt, common::bundle_dir().to_path_buf()))
         })
         .as_ref()
 }
@@ -249,66 +293,6 @@ fn melt_frames(case: &Case, out: &Path, log: &Path, args: &[String], frames: usi
     panic!("{}: melt failed {TRIES} times", case.name);
 }
 
-fn build_bundle() -> PathBuf {
-    let out = target_dir().join("ofx-test");
-    let st = Command::new(repo().join("scripts/build-ofx-bundle.sh"))
-        .arg("--debug")
-        .arg(&out)
-        .env("CARGO_TARGET_DIR", target_dir())
-        .status()
-        .expect("run scripts/build-ofx-bundle.sh");
-    assert!(st.success(), "scripts/build-ofx-bundle.sh failed");
-    out
-}
-
-/// What the C API returns for the same frames and options.
-fn c_api_edit(case: &Case, lib: &Path, checkpoint: &Path, source: &[u8]) -> Vec<u8> {
-    let api: &'static Api = Box::leak(Box::new(Api::open(lib.to_str().unwrap()).unwrap()));
-    let mut lo = capi::LoadOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.load_options_init)(&mut lo) };
-    let pipe = PipelineHandle::load(api, checkpoint.to_str().unwrap(), &lo).unwrap();
-    let (w, h) = case.size();
-    let n = case.frame_bytes();
-    let frame = |data: *mut u8| capi::Frame {
-        data: data.cast(),
-        width: w as i32,
-        height: h as i32,
-        stride_bytes: (w * case.pixel_bytes) as i64,
-        format: case.format,
-    };
-    let mut src = source.to_vec();
-    let descs: Vec<capi::Frame> = (0..FRAMES)
-        .map(|k| frame(src[k * n..].as_mut_ptr()))
-        .collect();
-    let mut io = capi::InvertOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.invert_options_init)(&mut io) };
-    io.steps = STEPS;
-    io.seed = SEED;
-    let mut inv = std::ptr::null_mut();
-    // SAFETY: valid frames, options and out pointer.
-    let st = unsafe { (api.invert_video)(pipe.ptr, descs.as_ptr(), FRAMES, &io, &mut inv) };
-    api.check(st).unwrap();
-    let inv = capi::InversionHandle { api, ptr: inv };
-    assert_eq!(inv.frame_count().unwrap(), FRAMES);
-    let mut out = vec![0u8; FRAMES * n];
-    let outs: Vec<capi::Frame> = (0..FRAMES)
-        .map(|k| frame(out[k * n..].as_mut_ptr()))
-        .collect();
-    let prompt = CString::new(PROMPT).unwrap();
-    let mut eo = capi::EditOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.edit_options_init)(&mut eo) };
-    eo.prompt = prompt.as_ptr();
-    eo.guidance_scale = GUIDANCE;
-    eo.seed = SEED;
-    // SAFETY: live pipeline and inversion; outputs sized as the inversion says.
-    let st = unsafe { (api.edit_with_prompt)(pipe.ptr, inv.ptr, &eo, outs.as_ptr(), FRAMES) };
-    api.check(st).unwrap();
-    out
-}
-
 /// Sample values of a frame (8- or 16-bit).
 fn values(buf: &[u8], pixel_bytes: usize) -> Vec<u32> {
     if pixel_bytes == 8 {
@@ -355,7 +339,7 @@ fn run_case(case: Case) {
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
-    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b");
     let base = vec!["-profile".to_string(), profile.display().to_string()];
 
     // The source as the filter sees it, from a run without the filter.
@@ -386,11 +370,7 @@ fn run_case(case: Case) {
     let out = melt_frames(&case, &dir("out.raw"), &log, &args, passes * FRAMES);
     let n = case.frame_bytes();
     let frame = |buf: &[u8], k: usize| buf[k * n..(k + 1) * n].to_vec();
-    let lib = setup()
-        .unwrap()
-        .1
-        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
-    let expected = c_api_edit(&case, &lib, &checkpoint, &source);
+    let expected = c_api_edit(&case, &checkpoint, &source);
 
     // Before the last pass each frame is the source (collected, or rendered
     // before the segment was complete) or the result; with one render thread
@@ -556,7 +536,7 @@ fn edit_results_are_read_back_from_disk_in_a_new_process() {
     let (log_a, log_b) = (dir("a.log"), dir("b.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
-    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b");
     let base = vec!["-profile".to_string(), profile.display().to_string()];
     let mut args = base.clone();
     args.push(clip.display().to_string());
@@ -628,7 +608,7 @@ fn edit_with_frame_step_two_blends_between_model_frames() {
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, host_frames);
     write_profile(&profile);
-    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b");
     let base = vec!["-profile".to_string(), profile.display().to_string()];
     let mut args = base.clone();
     args.push(clip.display().to_string());
@@ -651,11 +631,7 @@ fn edit_with_frame_step_two_blends_between_model_frames() {
     let n = case.frame_bytes();
     let frame = |buf: &[u8], k: usize| buf[k * n..(k + 1) * n].to_vec();
     let model_source: Vec<u8> = (0..FRAMES).flat_map(|k| frame(&source, 2 * k)).collect();
-    let lib = setup()
-        .unwrap()
-        .1
-        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
-    let expected = c_api_edit(&case, &lib, &checkpoint, &model_source);
+    let expected = c_api_edit(&case, &checkpoint, &model_source);
     for j in 0..host_frames - 1 {
         assert!(
             frame(&out, j) == frame(&source, j),
@@ -680,44 +656,6 @@ fn edit_with_frame_step_two_blends_between_model_frames() {
     let _ = std::fs::remove_dir(case_dir.parent().unwrap());
 }
 
-/// What the C API's image-to-video returns for `image` and the options the
-/// test gives the Animate effect.
-fn c_api_animate(case: &Case, lib: &Path, checkpoint: &Path, image: &[u8]) -> Vec<u8> {
-    let api: &'static Api = Box::leak(Box::new(Api::open(lib.to_str().unwrap()).unwrap()));
-    let mut lo = capi::LoadOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.load_options_init)(&mut lo) };
-    let pipe = PipelineHandle::load(api, checkpoint.to_str().unwrap(), &lo).unwrap();
-    let (w, h) = case.size();
-    let n = case.frame_bytes();
-    let frame = |data: *mut u8| capi::Frame {
-        data: data.cast(),
-        width: w as i32,
-        height: h as i32,
-        stride_bytes: (w * case.pixel_bytes) as i64,
-        format: case.format,
-    };
-    let mut img = image.to_vec();
-    let img = frame(img.as_mut_ptr());
-    let mut out = vec![0u8; FRAMES * n];
-    let outs: Vec<capi::Frame> = (0..FRAMES)
-        .map(|k| frame(out[k * n..].as_mut_ptr()))
-        .collect();
-    let prompt = CString::new(PROMPT).unwrap();
-    let mut o = capi::AnimateOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.animate_options_init)(&mut o) };
-    o.prompt = prompt.as_ptr();
-    o.num_frames = FRAMES as i32;
-    o.steps = STEPS;
-    o.guidance_scale = GUIDANCE;
-    o.seed = SEED;
-    // SAFETY: valid image, options and outputs.
-    let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, outs.as_ptr(), FRAMES) };
-    api.check(st).unwrap();
-    out
-}
-
 #[test]
 fn animate_in_melt_equals_the_c_api() {
     if setup().is_none() {
@@ -736,7 +674,7 @@ fn animate_in_melt_equals_the_c_api() {
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
-    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
     let base = vec!["-profile".to_string(), profile.display().to_string()];
     let mut args = base.clone();
     args.push(clip.display().to_string());
@@ -758,12 +696,8 @@ fn animate_in_melt_equals_the_c_api() {
     ]);
     let out = melt_frames(&case, &dir("out.raw"), &log, &args, FRAMES);
     let n = case.frame_bytes();
-    let lib = setup()
-        .unwrap()
-        .1
-        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
     // The first frame is the image: the clip is computed on the first pass.
-    let expected = c_api_animate(&case, &lib, &checkpoint, &source[..n]);
+    let expected = c_api_animate(&case, &checkpoint, &source[..n]);
     for k in 0..FRAMES {
         let got = &out[k * n..(k + 1) * n];
         assert!(
@@ -842,41 +776,6 @@ fn melt_lists_the_effects_and_their_parameters() {
     let _ = std::fs::remove_dir_all(tempfile("query"));
 }
 
-/// What the C API's text-to-video returns at the case's output size for the
-/// options the test gives the Generate effect.
-fn c_api_generate(case: &Case, lib: &Path, checkpoint: &Path) -> Vec<u8> {
-    let api: &'static Api = Box::leak(Box::new(Api::open(lib.to_str().unwrap()).unwrap()));
-    let mut lo = capi::LoadOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.load_options_init)(&mut lo) };
-    let pipe = PipelineHandle::load(api, checkpoint.to_str().unwrap(), &lo).unwrap();
-    let (w, h) = case.size();
-    let n = case.frame_bytes();
-    let mut out = vec![0u8; FRAMES * n];
-    let outs: Vec<capi::Frame> = (0..FRAMES)
-        .map(|k| capi::Frame {
-            data: out[k * n..].as_mut_ptr().cast(),
-            width: w as i32,
-            height: h as i32,
-            stride_bytes: (w * case.pixel_bytes) as i64,
-            format: case.format,
-        })
-        .collect();
-    let prompt = CString::new(PROMPT).unwrap();
-    let mut o = capi::GenerateOptions::default();
-    // SAFETY: writable options.
-    unsafe { (api.generate_options_init)(&mut o) };
-    o.prompt = prompt.as_ptr();
-    o.num_frames = FRAMES as i32;
-    o.steps = STEPS;
-    o.guidance_scale = GUIDANCE;
-    o.seed = SEED;
-    // SAFETY: valid options and outputs.
-    let st = unsafe { (api.generate_video)(pipe.ptr, &o, outs.as_ptr(), FRAMES) };
-    api.check(st).unwrap();
-    out
-}
-
 /// Generate as a filter (MLT has no generator context): the clip replaces
 /// the source over the segment on the first pass, equal to the C API's; a
 /// later process at render scale 0.5 decodes the latents the first one
@@ -901,7 +800,7 @@ fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
     let (log_a, log_b) = (dir("a.log"), dir("b.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
-    let checkpoint = repo().join("tests/data/tiny/cogvideox-5b");
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b");
     let mut args = vec!["-profile".to_string(), profile.display().to_string()];
     args.push(clip.display().to_string());
     let source = melt_frames(&full, &dir("source.raw"), &log_a, &args, FRAMES);
@@ -916,10 +815,6 @@ fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
         "frame_step=1".to_string(),
         format!("segment_length={FRAMES}"),
     ]);
-    let lib = setup()
-        .unwrap()
-        .1
-        .join("CogVideoX.ofx.bundle/Contents/Linux-x86-64/libcogvideo.so");
     for (case, log) in [(&full, &log_a), (&half, &log_b)] {
         let out = melt_frames(
             case,
@@ -928,7 +823,7 @@ fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
             &args,
             FRAMES,
         );
-        let expected = c_api_generate(case, &lib, &checkpoint);
+        let expected = c_api_generate(case, &checkpoint);
         let n = case.frame_bytes();
         for k in 0..FRAMES {
             let got = &out[k * n..(k + 1) * n];
@@ -990,14 +885,18 @@ fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
         FILTER.to_string(),
         format!(
             "checkpoint={}",
-            repo().join("tests/data/tiny/cogvideox-5b").display()
+            common::repo()
+                .join("tests/data/tiny/cogvideox-5b")
+                .display()
         ),
     ];
     let animate = [
         "openfx.org.cogvideo.CogVideoXAnimate".to_string(),
         format!(
             "checkpoint={}",
-            repo().join("tests/data/tiny/cogvideox-5b-i2v").display()
+            common::repo()
+                .join("tests/data/tiny/cogvideox-5b-i2v")
+                .display()
         ),
         "source_frame=0".to_string(),
     ];
