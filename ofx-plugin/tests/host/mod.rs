@@ -251,7 +251,14 @@ impl Effect {
 
 impl Drop for Effect {
     fn drop(&mut self) {
-        registry::remove(self.handle() as usize);
+        let me = self.handle() as usize;
+        registry::remove(me);
+        // A later effect may get this address: its events are its own.
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|e| e.effect() != Some(me));
     }
 }
 
