@@ -20,8 +20,9 @@ mod host;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use cogvideox_ofx::capi;
 use fixtures::*;
-use host::{Binary, Depth, Event, HostConfig, Instance, Layout, Render, Setup, Temporal};
+use host::{Binary, Depth, Event, HostConfig, Instance, Layout, Pixels, Render, Setup, Temporal};
 
 /// The bundle in a host with full temporal access, Load sent to each
 /// effect.
@@ -158,9 +159,9 @@ fn cogvideox_edit_fetches_its_segment_in_the_first_render() {
 }
 
 /// With frame step 2 the model frames are every other host frame; Animate
-/// asks for the image it animates.
+/// asks for the image it animates, and its first render fetches it.
 #[test]
-fn cogvideox_frames_needed_with_frame_step_two_and_for_animate() {
+fn cogvideox_frames_needed_with_frame_step_two_and_animate_fetches_its_image() {
     let _serial = serial();
     env();
     let setup = Setup {
@@ -187,6 +188,10 @@ fn cogvideox_frames_needed_with_frame_step_two_and_for_animate() {
     let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
     let sets = [
         inst.set_string("checkpoint", checkpoint.to_str().unwrap()),
+        inst.set_string("prompt", PROMPT),
+        inst.set_int("seed", SEED),
+        inst.set_double("guidance", GUIDANCE),
+        inst.set_int("steps", STEPS),
         inst.set_int("frame_step", 1),
         inst.set_int("segment_length", FRAMES as i32),
         inst.set_int("source_frame", 2),
@@ -195,6 +200,39 @@ fn cogvideox_frames_needed_with_frame_step_two_and_for_animate() {
     assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
     assert_eq!(frames_needed(&inst, 5.0), [(2.0, 2.0), (5.0, 5.0)]);
     assert_eq!(frames_needed(&inst, 2.0), [(2.0, 2.0)]);
+
+    // The first render of any frame fetches the image at its time and
+    // returns the C API's clip.
+    let r = inst.render(&Render::at(5.0));
+    assert_eq!(other_time_fetches(&inst.events()), [(2.0, 5.0, true)]);
+    let src = pattern_source(W, H, Depth::Byte);
+    let inputs = common::AnimateInputs {
+        checkpoint: &checkpoint,
+        prompt: PROMPT,
+        frames: FRAMES,
+        steps: STEPS,
+        seed: SEED as u64,
+        guidance: GUIDANCE as f32,
+    };
+    let image = [src(2.0, 1.0).unwrap().data];
+    let image = common::Frames {
+        width: W,
+        height: H,
+        format: capi::FORMAT_RGBA8,
+        frames: &image,
+    };
+    let want = common::c_api_animate(&inputs, &image);
+    let want = |k: usize| Pixels {
+        width: W,
+        height: H,
+        depth: Depth::Byte,
+        data: want[k].clone(),
+    };
+    assert_same(&r.pixels, &want(5), "animate, frame 5");
+    assert_eq!(frames_needed(&inst, 5.0), [(5.0, 5.0)]);
+    let r = inst.render(&Render::at(0.0));
+    assert_same(&r.pixels, &want(0), "animate, frame 0");
+    assert_eq!(inst.live_images(), 0);
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
