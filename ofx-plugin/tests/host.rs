@@ -962,8 +962,14 @@ fn cogvideox_edit_abort_of_a_final_render_while_a_background_job_runs() {
     let src = pattern_source(W, H, Depth::Byte);
     let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
     collect_interactively(&inst, &src);
-    let r = poll(&inst, 4.0, |_| message(&inst).contains("processing"));
-    assert_eq!(r.pixels, src(4.0, 1.0).unwrap());
+    let source = src(4.0, 1.0).unwrap();
+    let r = poll(&inst, 4.0, |r| {
+        message(&inst).contains("processing") || r.pixels != source
+    });
+    assert_eq!(
+        r.pixels, source,
+        "the job ended before the test could abort"
+    );
 
     inst.abort_at_progress_update(1);
     let r = inst.render(&Render::at(4.0));
