@@ -1001,3 +1001,37 @@ fn cogvideox_edit_abort_of_a_final_render_while_a_background_job_runs() {
     inst.destroy();
     assert_no_violations();
 }
+
+/// RGB images (no alpha), 16-bit, bottom-up rows with padding: the plugin
+/// reads them as opaque RGBA and writes the result's colour only.
+#[test]
+fn cogvideox_edit_rgb_images() {
+    env();
+    const VERSION: i32 = 1100;
+    let layout = Layout {
+        negative: true,
+        padding: 6,
+        rgb: true,
+    };
+    let inst = edit_instance(edit_setup(Depth::Short, layout), VERSION);
+    let src = pattern_source(W, H, Depth::Short);
+    let want = expected_opaque(Depth::Short, &[PROMPT]);
+    for k in 0..FRAMES - 1 {
+        let r = inst.render(&Render::at(k as f64));
+        let mut source = src(k as f64, 1.0).unwrap();
+        set_alpha(&mut source, &[0, 0]);
+        assert_eq!(r.pixels, source, "frame {k}: not the source's colour");
+        assert!(r.padding_intact);
+    }
+    for k in (0..FRAMES).rev() {
+        let r = inst.render(&Render::at(k as f64));
+        assert!(r.padding_intact);
+        let mut want = want[0][k].clone();
+        set_alpha(&mut want, &[0, 0]);
+        assert_same(&r.pixels, &want, &format!("RGB, frame {k}"));
+    }
+    assert_eq!(processed(VERSION), 1);
+    assert_eq!(inst.live_images(), 0);
+    inst.destroy();
+    assert_no_violations();
+}

@@ -50,10 +50,6 @@ impl Pixels {
         }
     }
 
-    pub fn row_bytes(&self) -> usize {
-        self.width * 4 * self.depth.bytes()
-    }
-
     /// Sample `i` (row-major, 4 per pixel) as a float (8- and 16-bit as
     /// integers, not normalised).
     pub fn sample(&self, i: usize) -> f64 {
@@ -77,20 +73,37 @@ pub struct Layout {
     pub negative: bool,
     /// Bytes after each row's pixels.
     pub padding: usize,
+    /// RGB images (three samples a pixel, no alpha) instead of RGBA.
+    pub rgb: bool,
 }
 
 impl Layout {
     pub const PLAIN: Layout = Layout {
         negative: false,
         padding: 0,
+        rgb: false,
     };
+
+    /// Samples a pixel in memory.
+    pub fn channels(self) -> usize {
+        if self.rgb { 3 } else { 4 }
+    }
+
+    pub fn components(self) -> &'static CStr {
+        if self.rgb {
+            kOfxImageComponentRGB
+        } else {
+            kOfxImageComponentRGBA
+        }
+    }
 }
 
 /// Filler of padding and of untouched output: a plugin that writes outside
 /// its rows, or leaves part of the render window unwritten, shows.
 pub const FILL: u8 = 0xA5;
 
-/// An image's memory as the host hands it to a plugin.
+/// An image's memory as the host hands it to a plugin (RGB images hold
+/// the RGBA pixels' colour; read back, their alpha is 0).
 pub struct Buffer {
     pub width: usize,
     pub height: usize,
@@ -101,7 +114,7 @@ pub struct Buffer {
 
 impl Buffer {
     pub fn new(width: usize, height: usize, depth: Depth, layout: Layout) -> Buffer {
-        let stride = width * 4 * depth.bytes() + layout.padding;
+        let stride = width * layout.channels() * depth.bytes() + layout.padding;
         Buffer {
             width,
             height,
@@ -113,16 +126,23 @@ impl Buffer {
 
     pub fn from_pixels(p: &Pixels, layout: Layout) -> Buffer {
         let mut b = Buffer::new(p.width, p.height, p.depth, layout);
-        let rb = p.row_bytes();
+        let (px, bx) = (4 * p.depth.bytes(), b.pixel_bytes());
         for r in 0..p.height {
             let off = b.offset_of_top_row(r);
-            b.mem[off..off + rb].copy_from_slice(&p.data[r * rb..(r + 1) * rb]);
+            for x in 0..p.width {
+                let from = (r * p.width + x) * px;
+                b.mem[off + x * bx..off + (x + 1) * bx].copy_from_slice(&p.data[from..from + bx]);
+            }
         }
         b
     }
 
+    fn pixel_bytes(&self) -> usize {
+        self.layout.channels() * self.depth.bytes()
+    }
+
     fn stride(&self) -> usize {
-        self.width * 4 * self.depth.bytes() + self.layout.padding
+        self.width * self.pixel_bytes() + self.layout.padding
     }
 
     /// Where top-down row `r` starts in memory. OpenFX row y (bottom-up)
@@ -153,17 +173,20 @@ impl Buffer {
 
     pub fn to_pixels(&self) -> Pixels {
         let mut p = Pixels::new(self.width, self.height, self.depth);
-        let rb = p.row_bytes();
+        let (px, bx) = (4 * self.depth.bytes(), self.pixel_bytes());
         for r in 0..self.height {
             let off = self.offset_of_top_row(r);
-            p.data[r * rb..(r + 1) * rb].copy_from_slice(&self.mem[off..off + rb]);
+            for x in 0..self.width {
+                let to = (r * self.width + x) * px;
+                p.data[to..to + bx].copy_from_slice(&self.mem[off + x * bx..off + (x + 1) * bx]);
+            }
         }
         p
     }
 
     /// Whether every padding byte still holds `FILL`.
     pub fn padding_intact(&self) -> bool {
-        let rb = self.width * 4 * self.depth.bytes();
+        let rb = self.width * self.pixel_bytes();
         (0..self.height).all(|r| {
             let off = self.offset_of_top_row(r) + rb;
             self.mem[off..off + self.layout.padding]

@@ -608,7 +608,7 @@ impl Plugin {
                 .set(kOfxImageEffectPropPixelDepth, vec![depth.clone()]);
             c.props
                 .set(kOfxImageClipPropUnmappedPixelDepth, vec![depth]);
-            let comps = s(kOfxImageComponentRGBA);
+            let comps = s(setup.layout.components());
             c.props
                 .set(kOfxImageEffectPropComponents, vec![comps.clone()]);
             c.props
@@ -790,7 +790,7 @@ impl Instance {
         for c in self.effect.clip_names() {
             out.set_named(
                 &format!("OfxImageClipPropComponents_{c}"),
-                vec![s(kOfxImageComponentRGBA)],
+                vec![s(self.setup().layout.components())],
             );
             out.set_named(&format!("OfxImageClipPropDepth_{c}"), vec![depth.clone()]);
             out.set_named(
@@ -1097,15 +1097,20 @@ fn read_image(p: &PropSet) -> Pixels {
         (bounds[2] - bounds[0]) as usize,
         (bounds[3] - bounds[1]) as usize,
     );
+    let rgb = p.string(kOfxImageEffectPropComponents).as_deref() == Some("OfxImageComponentRGB");
+    let bx = if rgb { 3 } else { 4 } * depth.bytes();
     let mut px = Pixels::new(w, h, depth);
-    let rb = px.row_bytes();
+    let px_bytes = 4 * depth.bytes();
     for r in 0..h {
         let y = (h - 1 - r) as isize;
         // SAFETY: rows inside the image's bounds.
         let row = unsafe {
-            std::slice::from_raw_parts((data as *const u8).wrapping_offset(y * row_bytes), rb)
+            std::slice::from_raw_parts((data as *const u8).wrapping_offset(y * row_bytes), w * bx)
         };
-        px.data[r * rb..(r + 1) * rb].copy_from_slice(row);
+        for x in 0..w {
+            let to = (r * w + x) * px_bytes;
+            px.data[to..to + bx].copy_from_slice(&row[x * bx..(x + 1) * bx]);
+        }
     }
     px
 }

@@ -202,7 +202,7 @@ fn image_props(buf: &mut Buffer, depth: Depth, scale: f64, id: &str) -> Box<Prop
     p.set(kOfxImageEffectPropPixelDepth, vec![s(depth.name())]);
     p.set(
         kOfxImageEffectPropComponents,
-        vec![s(kOfxImageComponentRGBA)],
+        vec![s(buf.layout.components())],
     );
     p.set(
         kOfxImageEffectPropPreMultiplication,
