@@ -411,7 +411,7 @@ enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeli
 // `p` must be a live pipeline; `fps` writable.
 enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
 
-// Fills `info` with zeros and its `struct_size` (NULL is ignored).
+// Sets `info`'s `struct_size` and zeroes the rest (NULL is ignored).
 //
 // # Safety
 // `info` must be NULL or writable.

@@ -658,7 +658,7 @@ pub struct cogvideo_memory_info {
     pub current_rss_bytes: u64,
 }
 
-/// Fills `info` with zeros and its `struct_size` (NULL is ignored).
+/// Sets `info`'s `struct_size` and zeroes the rest (NULL is ignored).
 ///
 /// # Safety
 /// `info` must be NULL or writable.
@@ -667,7 +667,7 @@ pub unsafe extern "C" fn cogvideo_memory_info_init(info: *mut cogvideo_memory_in
     if let Some(info) = unsafe { info.as_mut() } {
         *info = cogvideo_memory_info {
             struct_size: std::mem::size_of::<cogvideo_memory_info>() as u32,
-            residency: COGVIDEO_RESIDENCY_RESIDENT,
+            residency: 0,
             weight_bytes: 0,
             kept_weight_bytes: 0,
             estimated_peak_bytes: 0,
