@@ -67,7 +67,13 @@
 
 #define COGVIDEO_RESIDENCY_RESIDENT 1
 
+// The T5 encoder and the transformer are loaded for each use; the VAE stays.
 #define COGVIDEO_RESIDENCY_PER_COMPONENT 2
+
+// The blocks of the T5 encoder and of the transformer are read from the
+// checkpoint right before they run, the next one while the current one
+// runs; the rest stays loaded.
+#define COGVIDEO_RESIDENCY_STREAMED 3
 
 #define COGVIDEO_TILING_AS_LOADED 0
 
@@ -116,15 +122,37 @@ typedef struct cogvideo_load_options {
   // Encode and decode the VAE in spatial tiles (less memory).
   bool vae_tiling;
   // Since 1.1: what stays loaded between calls, a `COGVIDEO_RESIDENCY_*`
-  // value. `_AUTO` (default) keeps everything loaded when the weights and
-  // a default-size call fit in the memory budget, else loads the T5
-  // encoder and the transformer for each use (`_PER_COMPONENT`, the peak
-  // holding the larger of the two instead of both; the VAE stays).
+  // value. `_AUTO` (default) takes the first of `_RESIDENT`,
+  // `_PER_COMPONENT` and `_STREAMED` whose weights and a default-size
+  // call fit in nine tenths of the memory budget (`_STREAMED` when none
+  // does).
   uint32_t residency;
-  // Since 1.1: the memory `_AUTO` may plan for, in bytes; 0 takes what the
-  // system has available at load time.
+  // Since 1.1: the memory `_AUTO` plans for and decoding keeps to (it
+  // tiles when the untiled decode would not fit), in bytes; 0 takes what
+  // the system has available. On a GPU, pass the device's free memory.
   uint64_t memory_budget;
 } cogvideo_load_options;
+
+// Memory of a pipeline, from [`cogvideo_pipeline_memory`].
+typedef struct cogvideo_memory_info {
+  // `sizeof(cogvideo_memory_info)`, set by the caller (or
+  // `cogvideo_memory_info_init`): the library fills the fields it covers.
+  uint32_t struct_size;
+  // What stays loaded: `COGVIDEO_RESIDENCY_RESIDENT`, `_PER_COMPONENT` or
+  // `_STREAMED` (the choice `_AUTO` made).
+  uint32_t residency;
+  // All models' weights in their compute dtypes.
+  uint64_t weight_bytes;
+  // The weights held between calls in this residency.
+  uint64_t kept_weight_bytes;
+  // Estimated peak memory of the running or last call (weights held
+  // during it included); 0 before the first call.
+  uint64_t estimated_peak_bytes;
+  // The process's peak and current resident memory (CPU memory; the host
+  // application's included); 0 where the system does not say.
+  uint64_t peak_rss_bytes;
+  uint64_t current_rss_bytes;
+} cogvideo_memory_info;
 
 // Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
 // `total` units of that stage are finished. Return false to cancel; the
@@ -383,18 +411,21 @@ enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeli
 // `p` must be a live pipeline; `fps` writable.
 enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
 
-// What stays loaded (`COGVIDEO_RESIDENCY_RESIDENT` or `_PER_COMPONENT`, the
-// choice `_AUTO` made), the bytes of all models' weights in the compute
-// dtype, and the process's peak resident memory so far (bytes; 0 where
-// the system does not say). Any pointer may be NULL. Never waits for a
-// running call.
+// Sets `info`'s `struct_size` and zeroes the rest (NULL is ignored).
 //
 // # Safety
-// `p` must be a live pipeline; the out pointers writable or NULL.
+// `info` must be NULL or writable.
+void cogvideo_memory_info_init(struct cogvideo_memory_info *info);
+
+// The residency in effect, the weights' size, and the estimated and
+// measured peak memory (see [`cogvideo_memory_info`]); fills `info` up to
+// its `struct_size`. Never waits for a running call, so a progress
+// callback may call it to show the figures.
+//
+// # Safety
+// `p` must be a live pipeline; `info` writable for its `struct_size` bytes.
 enum cogvideo_status cogvideo_pipeline_memory(const struct cogvideo_pipeline *p,
-                                              uint32_t *residency,
-                                              uint64_t *weight_bytes,
-                                              uint64_t *peak_rss_bytes);
+                                              struct cogvideo_memory_info *info);
 
 // The number of frames text-, image-to-video or video-to-video produces
 // for `num_frames` (0: the default), i.e. the length of the output array

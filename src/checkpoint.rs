@@ -808,12 +808,18 @@ pub fn load_weights<M>(
 /// shards), read from the headers alone: what the model takes in memory,
 /// times the compute dtype's size.
 pub fn weight_count(dir: &Path, stem: &str) -> Result<u64> {
+    Ok(tensor_counts(dir, stem)?.iter().map(|(_, n)| n).sum())
+}
+
+/// Values stored in each tensor of a component's weights, by name, read
+/// from the headers alone.
+pub fn tensor_counts(dir: &Path, stem: &str) -> Result<Vec<(String, u64)>> {
     let weights = Weights::open(dir, stem)?;
     Ok(weights
         .tensors
-        .values()
-        .map(|t| t.shape.iter().product::<usize>() as u64)
-        .sum())
+        .iter()
+        .map(|(name, t)| (name.clone(), t.shape.iter().product::<usize>() as u64))
+        .collect())
 }
 
 /// Loads one model component from its folder: reads `config.json`, then the

@@ -27,6 +27,18 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some((usage.ru_maxrss.max(0) as u64) * 1024)
 }
 
+/// The process's peak and current resident memory (Linux `VmHWM` and
+/// `VmRSS`), in bytes.
+pub fn rss_bytes() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }

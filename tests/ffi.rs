@@ -933,9 +933,13 @@ extern "C" fn query_own_pipeline(user: *mut c_void, _stage: i32, _done: i32, _to
     let p = user as *const cogvideo_pipeline;
     let mut fps = 0;
     let mut n = 0;
+    let mut memory = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
+    unsafe { cogvideo_memory_info_init(&mut memory) };
     let ok = unsafe { cogvideo_pipeline_fps(p, &mut fps) } == COGVIDEO_OK
-        && unsafe { cogvideo_output_frame_count(p, 9, &mut n) } == COGVIDEO_OK;
-    ok && fps == 8 && n == 9
+        && unsafe { cogvideo_output_frame_count(p, 9, &mut n) } == COGVIDEO_OK
+        && unsafe { cogvideo_pipeline_memory(p, &mut memory) } == COGVIDEO_OK;
+    // The running call's estimate is there for a plugin to show.
+    ok && fps == 8 && n == 9 && memory.estimated_peak_bytes > memory.weight_bytes
 }
 
 #[test]
@@ -1191,14 +1195,26 @@ fn residency_is_chosen_at_load_and_reported() {
         "",
     );
     let per_component = Handle(p);
-    let (mut mode, mut weights, mut peak) = (9u32, 0u64, 0u64);
-    let st =
-        unsafe { cogvideo_pipeline_memory(per_component.0, &mut mode, &mut weights, &mut peak) };
-    expect(st, COGVIDEO_OK, "");
-    assert_eq!(mode, COGVIDEO_RESIDENCY_PER_COMPONENT);
-    assert!(weights > 0 && peak > weights, "{weights} {peak}");
+    let info = |h: &Handle| {
+        let mut info = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
+        unsafe { cogvideo_memory_info_init(&mut info) };
+        expect(
+            unsafe { cogvideo_pipeline_memory(h.0, &mut info) },
+            COGVIDEO_OK,
+            "",
+        );
+        info
+    };
+    let i = info(&per_component);
+    assert_eq!(i.residency, COGVIDEO_RESIDENCY_PER_COMPONENT);
+    assert!(
+        i.weight_bytes > i.kept_weight_bytes && i.kept_weight_bytes > 0,
+        "{i:?}"
+    );
+    assert!(i.peak_rss_bytes >= i.current_rss_bytes && i.current_rss_bytes > 0);
+    assert_eq!(i.estimated_peak_bytes, 0, "no call yet");
 
-    // A budget of one byte: Auto cannot keep everything.
+    // A budget of one byte: Auto takes the leanest mode.
     o.residency = COGVIDEO_RESIDENCY_AUTO;
     o.memory_budget = 1;
     expect(
@@ -1207,12 +1223,30 @@ fn residency_is_chosen_at_load_and_reported() {
         "",
     );
     let auto = Handle(p);
-    let st = unsafe { cogvideo_pipeline_memory(auto.0, &mut mode, null_mut(), null_mut()) };
-    expect(st, COGVIDEO_OK, "");
-    assert_eq!(mode, COGVIDEO_RESIDENCY_PER_COMPONENT);
+    assert_eq!(info(&auto).residency, COGVIDEO_RESIDENCY_STREAMED);
 
-    // Both give the frames a resident pipeline gives.
+    // Too small a struct is refused, naming the init function.
+    let mut small = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
+    small.struct_size = 8;
+    let st = unsafe { cogvideo_pipeline_memory(auto.0, &mut small) };
+    expect(
+        st,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "cogvideo_memory_info_init",
+    );
+
+    // Both give the frames a resident pipeline gives; in a budget the
+    // untiled decode does not fit, decoding is tiled as `vae_tiling` does.
     let resident = Handle::load("cogvideox-5b");
+    o.residency = COGVIDEO_RESIDENCY_RESIDENT;
+    o.memory_budget = 0;
+    o.vae_tiling = true;
+    expect(
+        unsafe { cogvideo_load_pipeline(path.as_ptr(), &o, &mut p) },
+        COGVIDEO_OK,
+        "",
+    );
+    let tiled = Handle(p);
     let frames = |h: &Handle| {
         let out = Frames::rgb8(9);
         let st = unsafe { cogvideo_generate_video(h.0, &gen_opts(2, 5), out.descs.as_ptr(), 9) };
@@ -1221,7 +1255,11 @@ fn residency_is_chosen_at_load_and_reported() {
     };
     let want = frames(&resident);
     assert!(frames(&per_component) == want);
-    assert!(frames(&auto) == want);
+    let want_tiled = frames(&tiled);
+    assert!(want_tiled != want);
+    assert!(frames(&auto) == want_tiled);
+    let i = info(&auto);
+    assert!(i.estimated_peak_bytes > i.kept_weight_bytes, "{i:?}");
 
     o.residency = 7;
     let st = unsafe { cogvideo_load_pipeline(path.as_ptr(), &o, &mut p) };

@@ -18,7 +18,7 @@ use cogvideo::frames::{
 };
 use cogvideo::pipelines::{
     AnimateOptions, DecodeOptions, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
-    NoiseOptions, Pipeline, Progress, Residency, SamplingOptions, SchedulerKind, VideoOutput,
+    NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind, VideoOutput,
     VideoToVideoOptions,
 };
 use common::{assert_close, load_json, load_tensors, tiny};
@@ -481,58 +481,4 @@ fn edit_strength_spans_the_source_clip_to_the_full_edit() {
             "{err}"
         );
     }
-}
-
-#[test]
-fn residency_modes_give_the_same_frames_and_auto_follows_the_budget() {
-    let load = |residency, memory_budget| {
-        let opts = LoadOptions {
-            residency,
-            memory_budget,
-            ..Default::default()
-        };
-        Pipeline::load(tiny("cogvideox-5b"), &opts).unwrap()
-    };
-    let resident = load(Residency::Resident, None);
-    let per_component = load(Residency::PerComponent, None);
-    assert_eq!(resident.residency(), Residency::Resident);
-    assert_eq!(per_component.residency(), Residency::PerComponent);
-    assert!(resident.weight_bytes() > 0);
-    assert_eq!(resident.weight_bytes(), per_component.weight_bytes());
-    let opts = tiny_generate(2);
-    let a = resident
-        .generate_video(&opts, &mut Progress::none())
-        .unwrap();
-    let b = per_component
-        .generate_video(&opts, &mut Progress::none())
-        .unwrap();
-    assert_eq!(max_diff(&a.video, &b.video), 0.0);
-    let inv_opts = InvertOptions {
-        steps: 2,
-        ..Default::default()
-    };
-    let edit = EditOptions {
-        prompt: "a wolf".into(),
-        ..Default::default()
-    };
-    let edited = |p: &Pipeline| {
-        let inv = p
-            .invert_video(&a.video, &inv_opts, &mut Progress::none())
-            .unwrap();
-        p.edit_with_prompt(&inv, &edit, &mut Progress::none())
-            .unwrap()
-            .video
-    };
-    assert_eq!(max_diff(&edited(&resident), &edited(&per_component)), 0.0);
-
-    // Auto: a budget below the weights loads per use, a roomy one keeps all.
-    let weights = resident.weight_bytes();
-    assert_eq!(
-        load(Residency::Auto, Some(weights / 2)).residency(),
-        Residency::PerComponent
-    );
-    assert_eq!(
-        load(Residency::Auto, Some(1 << 40)).residency(),
-        Residency::Resident
-    );
 }

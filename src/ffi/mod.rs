@@ -635,38 +635,96 @@ pub unsafe extern "C" fn cogvideo_pipeline_fps(
     })
 }
 
-/// What stays loaded (`COGVIDEO_RESIDENCY_RESIDENT` or `_PER_COMPONENT`, the
-/// choice `_AUTO` made), the bytes of all models' weights in the compute
-/// dtype, and the process's peak resident memory so far (bytes; 0 where
-/// the system does not say). Any pointer may be NULL. Never waits for a
-/// running call.
+/// Memory of a pipeline, from [`cogvideo_pipeline_memory`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct cogvideo_memory_info {
+    /// `sizeof(cogvideo_memory_info)`, set by the caller (or
+    /// `cogvideo_memory_info_init`): the library fills the fields it covers.
+    pub struct_size: u32,
+    /// What stays loaded: `COGVIDEO_RESIDENCY_RESIDENT`, `_PER_COMPONENT` or
+    /// `_STREAMED` (the choice `_AUTO` made).
+    pub residency: u32,
+    /// All models' weights in their compute dtypes.
+    pub weight_bytes: u64,
+    /// The weights held between calls in this residency.
+    pub kept_weight_bytes: u64,
+    /// Estimated peak memory of the running or last call (weights held
+    /// during it included); 0 before the first call.
+    pub estimated_peak_bytes: u64,
+    /// The process's peak and current resident memory (CPU memory; the host
+    /// application's included); 0 where the system does not say.
+    pub peak_rss_bytes: u64,
+    pub current_rss_bytes: u64,
+}
+
+/// Sets `info`'s `struct_size` and zeroes the rest (NULL is ignored).
 ///
 /// # Safety
-/// `p` must be a live pipeline; the out pointers writable or NULL.
+/// `info` must be NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_memory_info_init(info: *mut cogvideo_memory_info) {
+    if let Some(info) = unsafe { info.as_mut() } {
+        *info = cogvideo_memory_info {
+            struct_size: std::mem::size_of::<cogvideo_memory_info>() as u32,
+            residency: 0,
+            weight_bytes: 0,
+            kept_weight_bytes: 0,
+            estimated_peak_bytes: 0,
+            peak_rss_bytes: 0,
+            current_rss_bytes: 0,
+        };
+    }
+}
+
+/// The residency in effect, the weights' size, and the estimated and
+/// measured peak memory (see [`cogvideo_memory_info`]); fills `info` up to
+/// its `struct_size`. Never waits for a running call, so a progress
+/// callback may call it to show the figures.
+///
+/// # Safety
+/// `p` must be a live pipeline; `info` writable for its `struct_size` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_pipeline_memory(
     p: *const cogvideo_pipeline,
-    residency: *mut u32,
-    weight_bytes: *mut u64,
-    peak_rss_bytes: *mut u64,
+    info: *mut cogvideo_memory_info,
 ) -> cogvideo_status {
     guard(|| {
         let pipeline = &pipeline_ref(p)?.pipeline;
-        let mode = match pipeline.residency() {
-            pipelines::Residency::PerComponent => COGVIDEO_RESIDENCY_PER_COMPONENT,
-            _ => COGVIDEO_RESIDENCY_RESIDENT,
+        if info.is_null() {
+            return Err(Error::invalid("info is NULL"));
+        }
+        // SAFETY: the struct starts with its u32 struct_size.
+        let size = unsafe { *(info as *const u32) } as usize;
+        let min = std::mem::offset_of!(cogvideo_memory_info, current_rss_bytes) + 8;
+        if size < min {
+            return Err(Error::invalid(format!(
+                "cogvideo_memory_info: struct_size {size} is smaller than the {min} bytes of the oldest version; initialise it with cogvideo_memory_info_init"
+            )));
+        }
+        let r = pipeline.memory_report();
+        let out = cogvideo_memory_info {
+            struct_size: size as u32,
+            residency: match r.residency {
+                pipelines::Residency::PerComponent => COGVIDEO_RESIDENCY_PER_COMPONENT,
+                pipelines::Residency::Streamed => COGVIDEO_RESIDENCY_STREAMED,
+                _ => COGVIDEO_RESIDENCY_RESIDENT,
+            },
+            weight_bytes: r.weights.total(),
+            kept_weight_bytes: r.kept_weight_bytes,
+            estimated_peak_bytes: r.estimated_peak_bytes,
+            peak_rss_bytes: r.peak_rss_bytes.unwrap_or(0),
+            current_rss_bytes: r.current_rss_bytes.unwrap_or(0),
         };
-        // SAFETY: each pointer is NULL or a writable slot of its type.
+        let len = size.min(std::mem::size_of::<cogvideo_memory_info>());
+        // SAFETY: the caller's struct is writable for `size` bytes; ours is
+        // plain data of at least `len` bytes.
         unsafe {
-            if let Some(r) = residency.as_mut() {
-                *r = mode;
-            }
-            if let Some(w) = weight_bytes.as_mut() {
-                *w = pipeline.weight_bytes();
-            }
-            if let Some(peak) = peak_rss_bytes.as_mut() {
-                *peak = crate::memory::peak_rss_bytes().unwrap_or(0);
-            }
+            std::ptr::copy_nonoverlapping(
+                (&out as *const cogvideo_memory_info) as *const u8,
+                info as *mut u8,
+                len,
+            );
         }
         Ok(())
     })

@@ -55,19 +55,25 @@ pub struct cogvideo_load_options {
     /// Encode and decode the VAE in spatial tiles (less memory).
     pub vae_tiling: bool,
     /// Since 1.1: what stays loaded between calls, a `COGVIDEO_RESIDENCY_*`
-    /// value. `_AUTO` (default) keeps everything loaded when the weights and
-    /// a default-size call fit in the memory budget, else loads the T5
-    /// encoder and the transformer for each use (`_PER_COMPONENT`, the peak
-    /// holding the larger of the two instead of both; the VAE stays).
+    /// value. `_AUTO` (default) takes the first of `_RESIDENT`,
+    /// `_PER_COMPONENT` and `_STREAMED` whose weights and a default-size
+    /// call fit in nine tenths of the memory budget (`_STREAMED` when none
+    /// does).
     pub residency: u32,
-    /// Since 1.1: the memory `_AUTO` may plan for, in bytes; 0 takes what the
-    /// system has available at load time.
+    /// Since 1.1: the memory `_AUTO` plans for and decoding keeps to (it
+    /// tiles when the untiled decode would not fit), in bytes; 0 takes what
+    /// the system has available. On a GPU, pass the device's free memory.
     pub memory_budget: u64,
 }
 
 pub const COGVIDEO_RESIDENCY_AUTO: u32 = 0;
 pub const COGVIDEO_RESIDENCY_RESIDENT: u32 = 1;
+/// The T5 encoder and the transformer are loaded for each use; the VAE stays.
 pub const COGVIDEO_RESIDENCY_PER_COMPONENT: u32 = 2;
+/// The blocks of the T5 encoder and of the transformer are read from the
+/// checkpoint right before they run, the next one while the current one
+/// runs; the rest stays loaded.
+pub const COGVIDEO_RESIDENCY_STREAMED: u32 = 3;
 
 /// Text-to-video options.
 #[repr(C)]
@@ -572,9 +578,10 @@ pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
         COGVIDEO_RESIDENCY_AUTO => Residency::Auto,
         COGVIDEO_RESIDENCY_RESIDENT => Residency::Resident,
         COGVIDEO_RESIDENCY_PER_COMPONENT => Residency::PerComponent,
+        COGVIDEO_RESIDENCY_STREAMED => Residency::Streamed,
         other => {
             return Err(Error::invalid(format!(
-                "residency {other} is not one of COGVIDEO_RESIDENCY_AUTO (0), _RESIDENT (1) or _PER_COMPONENT (2)"
+                "residency {other} is not one of COGVIDEO_RESIDENCY_AUTO (0), _RESIDENT (1), _PER_COMPONENT (2) or _STREAMED (3)"
             )));
         }
     };

@@ -3,4 +3,5 @@
 pub mod attention;
 pub mod autoencoders;
 pub mod embeddings;
+pub mod layers;
 pub mod transformers;

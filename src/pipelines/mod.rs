@@ -14,8 +14,6 @@ pub mod progress;
 pub mod residency;
 pub(crate) mod sampling;
 
-use std::sync::Arc;
-
 use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
@@ -34,7 +32,7 @@ pub use pipeline_cogvideox_image2video::AnimateOptions;
 pub use pipeline_cogvideox_video2video::VideoToVideoOptions;
 pub use progress::{Progress, Stage};
 use residency::Component;
-pub use residency::Residency;
+pub use residency::{Residency, WeightBytes};
 use sampling::Stepper;
 
 /// Where the models run.
@@ -71,8 +69,10 @@ pub struct LoadOptions {
     pub vae_tiling: bool,
     /// What stays loaded between calls (see [`Residency`]).
     pub residency: Residency,
-    /// Memory `Residency::Auto` may plan for, in bytes; `None` takes what
-    /// the system has available at load time.
+    /// Memory `Residency::Auto` plans for, in bytes, and that decoding
+    /// keeps to (tiling when the untiled decode would not fit); `None`
+    /// takes what the system has available (at load time for `Auto`, at
+    /// each call for decoding). On a GPU, pass the device's free memory.
     pub memory_budget: Option<u64>,
 }
 
@@ -241,6 +241,27 @@ pub struct VideoOutput {
     pub video: Tensor,
 }
 
+/// What [`Pipeline::memory_report`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// The residency in effect (never `Auto`).
+    pub residency: Residency,
+    pub weights: WeightBytes,
+    /// Weights held between calls in this residency.
+    pub kept_weight_bytes: u64,
+    /// Estimated working memory of a default-size call with guidance,
+    /// which `Auto` plans for beside the weights.
+    pub default_call_bytes: u64,
+    /// Estimated peak memory of the running or last call, weights held
+    /// during it included; 0 before the first call.
+    pub estimated_peak_bytes: u64,
+    /// The process's peak and current resident memory (the CPU path's
+    /// measured use; the host application's own memory included), where
+    /// the system says.
+    pub peak_rss_bytes: Option<u64>,
+    pub current_rss_bytes: Option<u64>,
+}
+
 /// The pipeline joins its components with fixed factors (8x spatial and 4x
 /// temporal compression, the transformer working on the VAE's latents and
 /// the T5 width): components that each load but do not fit together are a
@@ -310,6 +331,72 @@ pub fn edited_frame_count(inversion: &Inversion) -> usize {
     decoded_frame_count(inversion.inverted_latents().dims()[1])
 }
 
+fn transformer_loader(
+    ckpt: &Checkpoint,
+    dtype: DType,
+    device: &Device,
+    streamed: bool,
+) -> Component<CogVideoXTransformer3DModel> {
+    let (ckpt, device) = (ckpt.clone(), device.clone());
+    Component::PerUse(Box::new(move || {
+        CogVideoXTransformer3DModel::from_checkpoint_with(&ckpt, dtype, &device, streamed)
+    }))
+}
+
+fn text_encoder_loader(
+    ckpt: &Checkpoint,
+    dtype: DType,
+    device: &Device,
+    streamed: bool,
+) -> Component<TextEncoder> {
+    let (ckpt, device) = (ckpt.clone(), device.clone());
+    Component::PerUse(Box::new(move || {
+        TextEncoder::from_checkpoint_with(&ckpt, dtype, &device, streamed)
+    }))
+}
+
+/// The models' weight bytes in their compute dtypes, from the headers, with
+/// the largest block of the T5 encoder (`encoder.block.N.`) and of the
+/// transformer (`transformer_blocks.N.`) and what lies outside the blocks.
+fn count_weights(ckpt: &Checkpoint, text_dtype: DType, dtype: DType) -> Result<WeightBytes> {
+    // (all, largest block, outside the blocks)
+    let count = |component: &str, stem: &str, blocks: &str, elem: DType| -> Result<[u64; 3]> {
+        let mut per_block = std::collections::HashMap::<String, u64>::new();
+        let (mut total, mut rest) = (0, 0);
+        for (name, n) in checkpoint::tensor_counts(&ckpt.component_dir(component)?, stem)? {
+            let bytes = n * elem.size_in_bytes() as u64;
+            total += bytes;
+            match name.strip_prefix(blocks) {
+                Some(tail) => {
+                    let index = tail.split('.').next().unwrap_or_default();
+                    *per_block.entry(index.to_string()).or_default() += bytes;
+                }
+                None => rest += bytes,
+            }
+        }
+        Ok([total, per_block.values().copied().max().unwrap_or(0), rest])
+    };
+    let [text_encoder, text_encoder_block, text_encoder_rest] =
+        count("text_encoder", "model", "encoder.block.", text_dtype)?;
+    let [transformer, transformer_block, transformer_rest] = count(
+        "transformer",
+        "diffusion_pytorch_model",
+        "transformer_blocks.",
+        dtype,
+    )?;
+    let vae = checkpoint::weight_count(&ckpt.component_dir("vae")?, "diffusion_pytorch_model")?
+        * dtype.size_in_bytes() as u64;
+    Ok(WeightBytes {
+        text_encoder,
+        text_encoder_block,
+        text_encoder_rest,
+        transformer,
+        transformer_block,
+        transformer_rest,
+        vae,
+    })
+}
+
 /// A loaded CogVideoX checkpoint: text encoder, transformer, VAE and the
 /// scheduler configuration.
 pub struct Pipeline {
@@ -322,8 +409,12 @@ pub struct Pipeline {
     /// The VAE stays loaded in every residency: it is about 2% of the weights.
     vae: AutoencoderKLCogVideoX,
     residency: Residency,
-    /// Bytes of all models' weights in the compute dtype.
-    weight_bytes: u64,
+    weight_bytes: WeightBytes,
+    memory_budget: Option<u64>,
+    /// Estimated peak memory (bytes, kept weights included) of the running
+    /// or last call; 0 before the first. Atomic, so the memory query never
+    /// waits for a call.
+    estimated_peak: std::sync::atomic::AtomicU64,
     scheduler: SchedulerConfig,
     device: Device,
     dtype: DType,
@@ -340,8 +431,11 @@ impl Pipeline {
         }
         let device = opts.device.open()?;
         let ckpt = Checkpoint::open(root)?;
-        let transformer = CogVideoXTransformer3DModel::from_checkpoint(&ckpt, opts.dtype, &device)?;
-        let variant = transformer.variant();
+        let transformer_cfg: TransformerConfig = checkpoint::read_component_config(
+            &ckpt.component_dir("transformer")?,
+            TransformerConfig::validate,
+        )?;
+        let variant = Variant::detect(&transformer_cfg);
         let scheduler = SchedulerConfig::load(
             ckpt.component_dir("scheduler")?
                 .join("scheduler_config.json"),
@@ -358,54 +452,52 @@ impl Pipeline {
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
-        let elem = |d: DType| d.size_in_bytes() as u64;
-        let count = |component: &str, stem: &str| -> Result<u64> {
-            checkpoint::weight_count(&ckpt.component_dir(component)?, stem)
-        };
-        let weight_bytes = elem(text_dtype) * count("text_encoder", "model")?
-            + elem(opts.dtype)
-                * (count("transformer", "diffusion_pytorch_model")?
-                    + count("vae", "diffusion_pytorch_model")?);
-        let transformer_cfg = transformer.config().clone();
-        let (c1, d1) = (ckpt.clone(), device.clone());
+        let weight_bytes = count_weights(&ckpt, text_dtype, opts.dtype)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut pipeline = Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             variant,
-            text_encoder: Component::PerUse(Box::new(move || {
-                TextEncoder::from_checkpoint(&c1, text_dtype, &d1)
-            })),
-            transformer: Component::Kept(Arc::new(transformer)),
+            text_encoder: text_encoder_loader(&ckpt, text_dtype, &device, false),
+            transformer: transformer_loader(&ckpt, opts.dtype, &device, false),
             transformer_cfg,
             vae,
             residency: Residency::Resident,
             weight_bytes,
+            memory_budget: opts.memory_budget,
+            estimated_peak: Default::default(),
             scheduler,
             device,
             dtype: opts.dtype,
         };
-        pipeline.residency = pipeline.choose_residency(opts);
-        if pipeline.residency == Residency::PerComponent {
-            // Dropped before the text encoder is loaded, so that loading too
-            // holds one large model at a time.
-            let (dtype, device) = (opts.dtype, pipeline.device.clone());
-            let c2 = ckpt.clone();
-            pipeline.transformer = Component::PerUse(Box::new(move || {
-                CogVideoXTransformer3DModel::from_checkpoint(&c2, dtype, &device)
-            }));
-        }
-        // Loaded once in every mode: it checks the files and that the
-        // encoder fits the transformer.
-        let text_encoder = pipeline.text_encoder.get()?;
+        let residency = pipeline.choose_residency(opts);
+        pipeline.residency = residency;
+        let streamed = residency == Residency::Streamed;
+        let kept = residency != Residency::PerComponent;
+        // Each model is loaded once here in every mode, which checks its
+        // files; per use, it is dropped before the next one is loaded, so
+        // that loading too holds one large model at a time.
+        let transformer = transformer_loader(&ckpt, opts.dtype, &pipeline.device, streamed);
+        let model = transformer.get()?;
+        pipeline.transformer = if kept {
+            Component::Kept(model)
+        } else {
+            drop(model);
+            transformer
+        };
+        let text_encoder = text_encoder_loader(&ckpt, text_dtype, &pipeline.device, streamed);
+        let model = text_encoder.get()?;
         check_components(
             &ckpt,
             &pipeline.transformer_cfg,
             pipeline.vae.config(),
-            text_encoder.encoder().config().d_model,
+            model.encoder().config().d_model,
         )?;
-        if pipeline.residency == Residency::Resident {
-            pipeline.text_encoder = Component::Kept(text_encoder);
-        }
+        pipeline.text_encoder = if kept {
+            Component::Kept(model)
+        } else {
+            drop(model);
+            text_encoder
+        };
         Ok(pipeline)
     }
 
@@ -416,13 +508,31 @@ impl Pipeline {
 
     /// Bytes of all models' weights in the compute dtype.
     pub fn weight_bytes(&self) -> u64 {
-        self.weight_bytes
+        self.weight_bytes.total()
     }
 
-    /// `Auto`: resident when every model plus a default-size call fits in
-    /// nine tenths of the budget, else the T5 encoder and the transformer
-    /// are loaded per use. On a GPU the budget is not known yet
-    /// (issue 10), so `Auto` keeps everything resident there.
+    /// Memory in use and planned; see [`MemoryReport`].
+    pub fn memory_report(&self) -> MemoryReport {
+        let (peak_rss, current_rss) = match crate::memory::rss_bytes() {
+            Some((peak, current)) => (Some(peak), Some(current)),
+            None => (None, None),
+        };
+        MemoryReport {
+            residency: self.residency,
+            weights: self.weight_bytes,
+            kept_weight_bytes: self.weight_bytes.kept(self.residency),
+            default_call_bytes: self.default_call_bytes(),
+            estimated_peak_bytes: self
+                .estimated_peak
+                .load(std::sync::atomic::Ordering::Relaxed),
+            peak_rss_bytes: peak_rss,
+            current_rss_bytes: current_rss,
+        }
+    }
+
+    /// `Auto`: see [`residency::choose`], for a default-size call with
+    /// guidance. The budget is `memory_budget`, else on the CPU the memory
+    /// available; on a GPU without a budget `Auto` keeps everything.
     fn choose_residency(&self, opts: &LoadOptions) -> Residency {
         match opts.residency {
             Residency::Auto => {}
@@ -436,13 +546,12 @@ impl Pipeline {
             },
             None => return Residency::Resident,
         };
+        residency::choose(&self.weight_bytes, self.default_call_bytes(), budget)
+    }
+
+    fn default_call_bytes(&self) -> u64 {
         let (h, w, t) = self.default_video_size();
-        let call = self.sampling_peak_bytes(h, w, t, 2);
-        if self.weight_bytes.saturating_add(call) <= budget / 10 * 9 {
-            Residency::Resident
-        } else {
-            Residency::PerComponent
-        }
+        self.sampling_peak_bytes(h, w, t, 2)
     }
 
     pub fn variant(&self) -> Variant {
@@ -621,7 +730,61 @@ impl Pipeline {
         Ok(estimate + estimate / 4 + (input as u64) * elem)
     }
 
-    /// Refuses a decode whose working memory cannot fit on the CPU.
+    /// Bytes a call may use beyond the weights kept between calls: nine
+    /// tenths of the memory available (CPU) and of the budget less the
+    /// kept weights; `None` when neither is known.
+    fn room(&self) -> Option<u64> {
+        let available = if self.device.is_cpu() {
+            crate::memory::available_bytes().map(|a| a / 10 * 9)
+        } else {
+            None
+        };
+        let budget = self
+            .memory_budget
+            .map(|b| (b / 10 * 9).saturating_sub(self.weight_bytes.kept(self.residency)));
+        match (available, budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Records `need` bytes of working memory as the call's estimated peak
+    /// (with the `holds` bytes of weights it holds) and, on the CPU,
+    /// refuses a call that cannot fit with [`Error::OutOfMemory`] (GPU
+    /// allocation failures are errors already). The budget plans, it does
+    /// not refuse: a caller may know better than the estimate.
+    fn reserve(&self, need: u64, holds: u64, what: &str) -> Result<()> {
+        self.estimated_peak.store(
+            need.saturating_add(holds),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if self.device.is_cpu() {
+            crate::memory::ensure_fits(need, what)?;
+        }
+        Ok(())
+    }
+
+    /// The tiling a decode uses: `Model` with tiling off becomes the
+    /// default tiles when the untiled decode would not fit ([`Self::room`]).
+    fn decode_tiling(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+        tiling: VaeTiling,
+    ) -> Result<VaeTiling> {
+        if tiling != VaeTiling::Model || self.vae.tiling().is_some() {
+            return Ok(tiling);
+        }
+        let untiled = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &VaeTiling::Off)?;
+        Ok(match self.room() {
+            Some(room) if untiled > room => VaeTiling::Default,
+            _ => VaeTiling::Model,
+        })
+    }
+
+    /// Refuses a decode whose working memory cannot fit, after choosing its
+    /// tiling as [`Self::decode_latents`] does.
     pub(crate) fn check_decode_fits(
         &self,
         height: usize,
@@ -629,18 +792,17 @@ impl Pipeline {
         frames: usize,
         opts: &DecodeOptions,
     ) -> Result<()> {
-        if !self.device.is_cpu() {
-            return Ok(());
-        }
-        let need = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &opts.tiling)?;
-        crate::memory::ensure_fits(
+        let tiling = self.decode_tiling(height, width, frames, opts.tiling)?;
+        let need = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &tiling)?;
+        self.reserve(
             need,
+            self.weight_bytes.kept(self.residency),
             &format!("decoding a {width}x{height} clip of {frames} frames"),
         )
     }
 
     /// Refuses, with [`Error::OutOfMemory`], a call whose working memory
-    /// cannot fit on the CPU (GPU allocation failures are errors already).
+    /// cannot fit (see [`Self::reserve`]).
     pub(crate) fn check_fits(
         &self,
         height: usize,
@@ -649,19 +811,26 @@ impl Pipeline {
         guidance: bool,
         reference: bool,
     ) -> Result<()> {
-        if !self.device.is_cpu() {
-            return Ok(());
-        }
         let batch = (1 + guidance as u64) * (1 + reference as u64);
-        let loaded = VaeTiling::Model;
+        let decode = self.decode_tiling(height, width, frames, VaeTiling::Model)?;
         // The clip itself, in and out, as f32 pixels.
         let pixels = 3 * (frames * height * width) as u64 * 4;
         let need = pixels
             + self
                 .sampling_peak_bytes(height, width, frames, batch)
-                .max(self.vae_peak_bytes(VaeOp::Encode, height, width, frames, &loaded)?)
-                .max(self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &loaded)?);
-        crate::memory::ensure_fits(need, &format!("a {width}x{height} clip of {frames} frames"))
+                .max(self.vae_peak_bytes(
+                    VaeOp::Encode,
+                    height,
+                    width,
+                    frames,
+                    &VaeTiling::Model,
+                )?)
+                .max(self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &decode)?);
+        self.reserve(
+            need,
+            self.weight_bytes.peak(self.residency),
+            &format!("a {width}x{height} clip of {frames} frames"),
+        )
     }
 
     /// Latent frames for `frames` pixel frames, and how many padding latent
@@ -807,10 +976,13 @@ impl Pipeline {
         progress: &mut Progress,
     ) -> Result<Tensor> {
         self.check_latent_dims(latents.dims())?;
+        let dims = latents.dims();
+        let (h, w, frames) = (8 * dims[3], 8 * dims[4], decoded_frame_count(dims[1]));
+        self.check_decode_fits(h, w, frames, opts)?;
         let sf = self.vae.config().scaling_factor;
         let z = (latents.to_dtype(self.dtype)?.permute((0, 2, 1, 3, 4))? * (1.0 / sf))?;
         let run = VaeRunOptions {
-            tiling: opts.tiling,
+            tiling: self.decode_tiling(h, w, frames, opts.tiling)?,
         };
         let video = self.vae.decode_with(&z, &run, &mut |done, total| {
             progress.report(Stage::DecodeVideo, done, total)

@@ -53,8 +53,20 @@ impl TextEncoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with(tokenizer_dir, text_encoder_dir, dtype, device, false)
+    }
+
+    /// [`Self::load`], with the encoder's blocks streamed from the
+    /// checkpoint for each use when `streamed` (see [`T5Encoder::load_with`]).
+    pub fn load_with(
+        tokenizer_dir: impl AsRef<Path>,
+        text_encoder_dir: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+        streamed: bool,
+    ) -> Result<Self> {
         let tokenizer = T5Tokenizer::from_dir(tokenizer_dir)?;
-        let encoder = T5Encoder::load(&text_encoder_dir, dtype, device)?;
+        let encoder = T5Encoder::load_with(&text_encoder_dir, dtype, device, streamed)?;
         if let Some(msg) = vocab_mismatch(&tokenizer, &encoder) {
             let config = text_encoder_dir.as_ref().join("config.json");
             return Err(Error::bad_checkpoint(config, msg));
@@ -64,11 +76,22 @@ impl TextEncoder {
 
     /// Loads `tokenizer/` and `text_encoder/` of a checkpoint.
     pub fn from_checkpoint(ckpt: &Checkpoint, dtype: DType, device: &Device) -> Result<Self> {
-        Self::load(
+        Self::from_checkpoint_with(ckpt, dtype, device, false)
+    }
+
+    /// [`Self::from_checkpoint`], streaming the encoder's blocks when `streamed`.
+    pub fn from_checkpoint_with(
+        ckpt: &Checkpoint,
+        dtype: DType,
+        device: &Device,
+        streamed: bool,
+    ) -> Result<Self> {
+        Self::load_with(
             ckpt.component_dir("tokenizer")?,
             ckpt.component_dir("text_encoder")?,
             dtype,
             device,
+            streamed,
         )
     }
 

@@ -20,6 +20,7 @@ use crate::models::embeddings::{
     RopeGrid, RotaryEmbedding, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
+use crate::models::layers::Layers;
 use crate::text_encoder::MAX_SEQUENCE_LENGTH;
 use crate::variant::Variant;
 
@@ -412,7 +413,7 @@ pub struct CogVideoXTransformer3DModel {
     patch_embed: PatchEmbed,
     time_embedding: TimestepEmbedding,
     ofs_embedding: Option<TimestepEmbedding>,
-    blocks: Vec<CogVideoXBlock>,
+    blocks: Layers<CogVideoXBlock>,
     norm_final: LayerNorm,
     norm_out_linear: Linear,
     norm_out_norm: LayerNorm,
@@ -422,7 +423,13 @@ pub struct CogVideoXTransformer3DModel {
 }
 
 impl CogVideoXTransformer3DModel {
-    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+    pub fn load(vb: VarBuilder<'static>, cfg: &Config) -> Result<Self> {
+        Self::load_with(vb, cfg, false)
+    }
+
+    /// [`Self::load`], with the blocks streamed from `vb` for each forward
+    /// pass when `streamed` (see [`Layers`]).
+    pub fn load_with(vb: VarBuilder<'static>, cfg: &Config, streamed: bool) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let dim = cfg.inner_dim();
         let p = cfg.patch_size;
@@ -459,9 +466,13 @@ impl CogVideoXTransformer3DModel {
             Some(d) => Some(TimestepEmbedding::load(vb.pp("ofs_embedding"), d, d)?),
             None => None,
         };
-        let blocks = (0..cfg.num_layers)
-            .map(|i| CogVideoXBlock::load(vb.pp(format!("transformer_blocks.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let block_cfg = cfg.clone();
+        let blocks = Layers::load(
+            cfg.num_layers,
+            vb.pp("transformer_blocks"),
+            streamed,
+            move |_, vb| CogVideoXBlock::load(vb, &block_cfg),
+        )?;
         let out_dim = p * p * cfg.patch_size_t.unwrap_or(1) * cfg.out_channels();
         Ok(Self {
             norm_final: layer_norm(dim, cfg.norm_eps, vb.pp("norm_final"))?,
@@ -485,6 +496,17 @@ impl CogVideoXTransformer3DModel {
         dtype: DType,
         device: &Device,
     ) -> crate::Result<Self> {
+        Self::from_checkpoint_with(ckpt, dtype, device, false)
+    }
+
+    /// [`Self::from_checkpoint`], with the blocks streamed from the
+    /// checkpoint for each forward pass when `streamed`.
+    pub fn from_checkpoint_with(
+        ckpt: &Checkpoint,
+        dtype: DType,
+        device: &Device,
+        streamed: bool,
+    ) -> crate::Result<Self> {
         let dir = ckpt.component_dir("transformer")?;
         let cfg: Config = read_component_config(&dir, Config::validate)?;
         let variant = Variant::detect(&cfg);
@@ -502,7 +524,7 @@ impl CogVideoXTransformer3DModel {
             ));
         }
         load_weights(&dir, "diffusion_pytorch_model", dtype, device, |vb| {
-            Self::load(vb, &cfg)
+            Self::load_with(vb, &cfg, streamed)
         })
     }
 
@@ -790,11 +812,11 @@ impl CogVideoXTransformer3DModel {
             None => (enc, vid),
         };
 
-        let mut x = Tensor::cat(&[&enc, &vid], 1)?;
+        let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
-        for block in &self.blocks {
-            x = block.forward(&x, text_len, &emb_silu, rope, reference)?;
-        }
+        let x = self.blocks.try_fold(x, |x, block| {
+            block.forward(&x, text_len, &emb_silu, rope, reference)
+        })?;
 
         let s = x.dim(1)?;
         let vid = self
