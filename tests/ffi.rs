@@ -664,10 +664,10 @@ fn latent_shape(p: &Handle) -> [i64; 5] {
 }
 
 #[test]
-fn abi_version_is_1_1() {
+fn abi_version_is_1_2() {
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
     assert_eq!(cogvideo_abi_version() >> 16, 1);
-    assert_eq!(cogvideo_abi_version() & 0xffff, 1);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 2);
 }
 
 #[test]

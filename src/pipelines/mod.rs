@@ -38,8 +38,12 @@ pub use residency::Residency;
 use sampling::Stepper;
 
 /// Where the models run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DeviceKind {
+    /// The first CUDA device when the library is built with `cuda` and one
+    /// opens, else the CPU.
+    #[default]
+    Auto,
     Cpu,
     /// An NVIDIA GPU by ordinal; needs the `cuda` build.
     Cuda(usize),
@@ -49,12 +53,34 @@ impl DeviceKind {
     fn open(self) -> Result<Device> {
         match self {
             DeviceKind::Cpu => Ok(Device::Cpu),
-            DeviceKind::Cuda(i) => Device::new_cuda(i).map_err(|e| {
-                Error::Device(format!(
-                    "cannot open CUDA device {i} (is this a `cuda` build with a driver present?): {e}"
-                ))
-            }),
+            // A machine with the driver but no usable GPU falls back to the
+            // CPU rather than failing: that is what "automatic" promises.
+            DeviceKind::Auto => Ok(open_cuda(0).unwrap_or(Device::Cpu)),
+            DeviceKind::Cuda(i) => open_cuda(i),
         }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(i: usize) -> Result<Device> {
+    Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open CUDA device {i}: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(i: usize) -> Result<Device> {
+    Err(Error::Device(format!(
+        "CUDA device {i} asked for, but this library was built without CUDA support (build it with `--features cuda`)"
+    )))
+}
+
+/// The compute dtype when the caller leaves it open: bf16 on a GPU (what
+/// CogVideoX was trained in and what diffusers runs there), f32 on the CPU
+/// (exact parity, and bf16 matmuls are slow on most CPUs).
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
     }
 }
 
@@ -63,8 +89,11 @@ impl DeviceKind {
 pub struct LoadOptions {
     pub device: DeviceKind,
     /// Compute precision of all models: F32 (exact parity), BF16 (the
-    /// precision CogVideoX was trained in; half the memory) or F16.
-    pub dtype: DType,
+    /// precision CogVideoX was trained in; half the memory) or F16; `None`
+    /// takes [`default_dtype`] of the device. Timestep and rotary tables,
+    /// scheduler arithmetic and guidance stay in f32 whatever this is, as
+    /// in diffusers.
+    pub dtype: Option<DType>,
     /// Decode and encode in spatial tiles of the VAE's default size (less
     /// memory, slightly different numbers at tile seams, as diffusers'
     /// `enable_tiling()`).
@@ -72,15 +101,16 @@ pub struct LoadOptions {
     /// What stays loaded between calls (see [`Residency`]).
     pub residency: Residency,
     /// Memory `Residency::Auto` may plan for, in bytes; `None` takes what
-    /// the system has available at load time.
+    /// the device has available at load time (host RAM on the CPU, the
+    /// driver's free memory on a GPU).
     pub memory_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            device: DeviceKind::Cpu,
-            dtype: DType::F32,
+            device: DeviceKind::Auto,
+            dtype: None,
             vae_tiling: false,
             residency: Residency::Auto,
             memory_budget: None,
@@ -332,15 +362,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads every component of a diffusers-layout checkpoint folder.
     pub fn load(root: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
-        if !matches!(opts.dtype, DType::F32 | DType::BF16 | DType::F16) {
+        if let Some(dtype) = opts.dtype
+            && !matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+        {
             return Err(Error::invalid(format!(
-                "unsupported compute dtype {:?}",
-                opts.dtype
+                "unsupported compute dtype {dtype:?}"
             )));
         }
         let device = opts.device.open()?;
+        let dtype = opts.dtype.unwrap_or_else(|| default_dtype(&device));
         let ckpt = Checkpoint::open(root)?;
-        let transformer = CogVideoXTransformer3DModel::from_checkpoint(&ckpt, opts.dtype, &device)?;
+        let transformer = CogVideoXTransformer3DModel::from_checkpoint(&ckpt, dtype, &device)?;
         let variant = transformer.variant();
         let scheduler = SchedulerConfig::load(
             ckpt.component_dir("scheduler")?
@@ -348,13 +380,12 @@ impl Pipeline {
         )?;
         // T5 overflows in f16 (transformers keeps parts of it in f32 for that);
         // bf16 has the range, and the embeddings are cast on use.
-        let text_dtype = if opts.dtype == DType::F16 {
+        let text_dtype = if dtype == DType::F16 {
             DType::BF16
         } else {
-            opts.dtype
+            dtype
         };
-        let mut vae =
-            AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, opts.dtype, &device)?;
+        let mut vae = AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, dtype, &device)?;
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
@@ -362,10 +393,11 @@ impl Pipeline {
         let count = |component: &str, stem: &str| -> Result<u64> {
             checkpoint::weight_count(&ckpt.component_dir(component)?, stem)
         };
-        let weight_bytes = elem(text_dtype) * count("text_encoder", "model")?
-            + elem(opts.dtype)
-                * (count("transformer", "diffusion_pytorch_model")?
-                    + count("vae", "diffusion_pytorch_model")?);
+        // The transformer and the VAE are loaded by now; the text encoder not.
+        let loaded_bytes = elem(dtype)
+            * (count("transformer", "diffusion_pytorch_model")?
+                + count("vae", "diffusion_pytorch_model")?);
+        let weight_bytes = elem(text_dtype) * count("text_encoder", "model")? + loaded_bytes;
         let transformer_cfg = transformer.config().clone();
         let (c1, d1) = (ckpt.clone(), device.clone());
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -382,13 +414,13 @@ impl Pipeline {
             weight_bytes,
             scheduler,
             device,
-            dtype: opts.dtype,
+            dtype,
         };
-        pipeline.residency = pipeline.choose_residency(opts);
+        pipeline.residency = pipeline.choose_residency(opts, loaded_bytes);
         if pipeline.residency == Residency::PerComponent {
             // Dropped before the text encoder is loaded, so that loading too
             // holds one large model at a time.
-            let (dtype, device) = (opts.dtype, pipeline.device.clone());
+            let device = pipeline.device.clone();
             let c2 = ckpt.clone();
             pipeline.transformer = Component::PerUse(Box::new(move || {
                 CogVideoXTransformer3DModel::from_checkpoint(&c2, dtype, &device)
@@ -421,20 +453,22 @@ impl Pipeline {
 
     /// `Auto`: resident when every model plus a default-size call fits in
     /// nine tenths of the budget, else the T5 encoder and the transformer
-    /// are loaded per use. On a GPU the budget is not known yet
-    /// (issue 10), so `Auto` keeps everything resident there.
-    fn choose_residency(&self, opts: &LoadOptions) -> Residency {
+    /// are loaded per use. Without a budget it plans for what the device
+    /// has free now (host RAM, or the GPU driver's free memory, which the
+    /// weights already loaded, `loaded_bytes`, have reduced, so they are
+    /// added back).
+    fn choose_residency(&self, opts: &LoadOptions, loaded_bytes: u64) -> Residency {
         match opts.residency {
             Residency::Auto => {}
             chosen => return chosen,
         }
         let budget = match opts.memory_budget {
             Some(b) => b,
-            None if self.device.is_cpu() => match crate::memory::available_bytes() {
-                Some(b) => b,
+            None => match crate::memory::device_available_bytes(&self.device) {
+                Some(b) if self.device.is_cpu() => b,
+                Some(b) => b.saturating_add(loaded_bytes),
                 None => return Residency::Resident,
             },
-            None => return Residency::Resident,
         };
         let (h, w, t) = self.default_video_size();
         let call = self.sampling_peak_bytes(h, w, t, 2);
@@ -451,6 +485,19 @@ impl Pipeline {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The compute dtype in effect (what `LoadOptions::dtype`, or its
+    /// default for the device, chose).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Which attention kernel this pipeline's device and dtype run, e.g.
+    /// "cuDNN 9.13.1 unified SDPA" or "chunked (cuDNN not found: ...)",
+    /// with the shapes cuDNN refused so far.
+    pub fn attention_backend(&self) -> String {
+        crate::models::attention::backend_description(&self.device, self.dtype)
     }
 
     /// The default output size `(height, width)` in pixels and frame count.
