@@ -437,13 +437,7 @@ fn plan_for(dev: &candle_core::CudaDevice, ordinal: usize, key: Key) -> Plain<Op
         }
         let built = build_plan(lib, state.handle, key).map(Arc::new);
         if let Err(e) = &built {
-            refused()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!(
-                    "[B {}, H {}, Sq {}, Sk {}, D {}]: {e}",
-                    key.b, key.h, key.sq, key.sk, key.d
-                ));
+            note_refusal(key, e);
         }
         state.plans.insert(key, built.clone());
         Ok(built.ok())
@@ -521,7 +515,35 @@ pub(super) fn attention(
         ordinal: ordinal(q),
         scale: scale as f32,
     };
-    Ok(Some(aligned(q)?.apply_op3_no_bwd(&k, &v, &op)?))
+    match aligned(q)?.apply_op3_no_bwd(&k, &v, &op) {
+        Ok(out) => Ok(Some(out)),
+        // A plan that builds but does not run is refused from now on: the
+        // chunked path is slower, but a call that works beats one that fails.
+        Err(e) => {
+            refuse(dev, ordinal(q), key, format!("execution failed: {e}"));
+            Ok(None)
+        }
+    }
+}
+
+/// Marks `key` as refused on the device, so later calls go to the chunked
+/// path at once.
+fn refuse(dev: &candle_core::CudaDevice, ordinal: usize, key: Key, why: String) {
+    note_refusal(key, &why);
+    let _ = with_device(dev, ordinal, |_, state| {
+        state.plans.insert(key, Err(why));
+        Ok(())
+    });
+}
+
+fn note_refusal(key: Key, why: &str) {
+    refused()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(format!(
+            "[B {}, H {}, Sq {}, Sk {}, D {}]: {why}",
+            key.b, key.h, key.sq, key.sk, key.d
+        ));
 }
 
 struct Sdpa {
