@@ -6,7 +6,8 @@
 #   bash scripts/gpu/run.sh            (see its header)
 #
 # Env: PROFILE=release (default) or dev; CARGO_TARGET_DIR (default
-# target-cuda, kept apart from the CPU build). Needs ../shared (the CUDA
+# target-cuda, kept apart from the CPU build); SHARED (default ../shared,
+# where CI keeps it). Needs shared/ (the CUDA
 # toolchain from PyPI wheels) and network access to PyPI for the wheels.
 # A cold release build takes about 20 minutes on 2 cores (most of it
 # candle's CUDA kernels).
@@ -18,7 +19,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-cuda}
 out=$root/.gpu
 diffusers=$(sed -n 's/^diffusers==//p' scripts/golden/requirements.txt)
 
-eval "$(bash ../shared/scripts/cuda-build-env.sh)"
+shared=${SHARED:-../shared}
+env_sh=$(bash "$shared/scripts/cuda-build-env.sh") || { echo "no CUDA toolchain: $shared/scripts/cuda-build-env.sh failed (set SHARED)" >&2; exit 1; }
+eval "$env_sh"
 flags=(--features cuda)
 [ "$profile" = release ] && flags+=(--release)
 dir=$([ "$profile" = release ] && echo release || echo debug)
