@@ -246,7 +246,7 @@ fn write_checkpoint(dir: &Path, every: usize) -> BoxResult<()> {
 fn run_child(a: &Args, mode: &str, dir: &Path) -> BoxResult<()> {
     let t0 = Instant::now();
     let opts = LoadOptions {
-        dtype: compute_dtype(&a.dtype)?,
+        dtype: Some(compute_dtype(&a.dtype)?),
         residency: residency(mode)?,
         ..Default::default()
     };

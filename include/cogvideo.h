@@ -23,7 +23,7 @@
 // Minor versions only add functions and append fields to options structs
 // (a caller built against an older header keeps working: its smaller
 // `struct_size` is honoured); a new major version breaks compatibility.
-#define COGVIDEO_ABI_VERSION ((1 << 16) | 1)
+#define COGVIDEO_ABI_VERSION ((1 << 16) | 2)
 
 #define COGVIDEO_FORMAT_RGB8 0
 
@@ -47,11 +47,18 @@
 
 #define COGVIDEO_DEVICE_CUDA 1
 
+// Since 1.2 (the default): the first CUDA device when the library is built
+// with CUDA and one opens, else the CPU; `device_index` is not used.
+#define COGVIDEO_DEVICE_AUTO 2
+
 #define COGVIDEO_DTYPE_F32 0
 
 #define COGVIDEO_DTYPE_BF16 1
 
 #define COGVIDEO_DTYPE_F16 2
+
+// Since 1.2 (the default): bf16 on a GPU, f32 on the CPU.
+#define COGVIDEO_DTYPE_AUTO 3
 
 #define COGVIDEO_SCHEDULER_DPM 0
 
@@ -114,10 +121,14 @@ typedef struct cogvideo_pipeline cogvideo_pipeline;
 typedef struct cogvideo_load_options {
   // `sizeof(cogvideo_load_options)`, set by the init function.
   uint32_t struct_size;
-  // `COGVIDEO_DEVICE_CPU` (default) or `COGVIDEO_DEVICE_CUDA`.
+  // `COGVIDEO_DEVICE_AUTO` (default since 1.2; 1.0 and 1.1 defaulted to
+  // `_CPU`), `COGVIDEO_DEVICE_CPU` or `COGVIDEO_DEVICE_CUDA`.
   uint32_t device;
+  // The CUDA device's ordinal, for `COGVIDEO_DEVICE_CUDA`.
   int32_t device_index;
-  // `COGVIDEO_DTYPE_F32` (default, exact), `_BF16` or `_F16`.
+  // `COGVIDEO_DTYPE_AUTO` (default since 1.2: bf16 on a GPU, f32 on the
+  // CPU), `_F32` (exact), `_BF16` or `_F16`. Timestep and rotary tables,
+  // scheduler arithmetic and guidance run in f32 whatever this is.
   uint32_t dtype;
   // Encode and decode the VAE in spatial tiles (less memory).
   bool vae_tiling;
@@ -129,11 +140,11 @@ typedef struct cogvideo_load_options {
   uint32_t residency;
   // Since 1.1: the memory `_AUTO` plans for and decoding keeps to (it
   // tiles when the untiled decode would not fit), in bytes; 0 takes what
-  // the system has available. On a GPU, pass the device's free memory.
+  // the device has available (host RAM, or a GPU's free memory).
   uint64_t memory_budget;
 } cogvideo_load_options;
 
-// Memory of a pipeline, from [`cogvideo_pipeline_memory`].
+// Memory of a pipeline, from [`cogvideo_pipeline_memory_info`].
 typedef struct cogvideo_memory_info {
   // `sizeof(cogvideo_memory_info)`, set by the caller (or
   // `cogvideo_memory_info_init`): the library fills the fields it covers.
@@ -420,12 +431,55 @@ void cogvideo_memory_info_init(struct cogvideo_memory_info *info);
 // The residency in effect, the weights' size, and the estimated and
 // measured peak memory (see [`cogvideo_memory_info`]); fills `info` up to
 // its `struct_size`. Never waits for a running call, so a progress
-// callback may call it to show the figures.
+// callback may call it to show the figures. Since 1.2.
 //
 // # Safety
 // `p` must be a live pipeline; `info` writable for its `struct_size` bytes.
+enum cogvideo_status cogvideo_pipeline_memory_info(const struct cogvideo_pipeline *p,
+                                                   struct cogvideo_memory_info *info);
+
+// What stays loaded (`COGVIDEO_RESIDENCY_*`, the choice `_AUTO` made), the
+// bytes of all models' weights in their compute dtypes, and the process's
+// peak resident memory so far (bytes; 0 where the system does not say).
+// Any pointer may be NULL. Never waits for a running call. Since 1.1;
+// [`cogvideo_pipeline_memory_info`] reports more.
+//
+// # Safety
+// `p` must be a live pipeline; the out pointers writable or NULL.
 enum cogvideo_status cogvideo_pipeline_memory(const struct cogvideo_pipeline *p,
-                                              struct cogvideo_memory_info *info);
+                                              uint32_t *residency,
+                                              uint64_t *weight_bytes,
+                                              uint64_t *peak_rss_bytes);
+
+// Since 1.2: where the pipeline runs, as loading resolved
+// `COGVIDEO_DEVICE_AUTO` and `COGVIDEO_DTYPE_AUTO`: `COGVIDEO_DEVICE_CPU` or
+// `_CUDA`, the CUDA ordinal (0 on the CPU) and the compute dtype
+// (`COGVIDEO_DTYPE_F32`, `_BF16` or `_F16`). Any pointer may be NULL.
+// Never waits for a running call.
+//
+// # Safety
+// `p` must be a live pipeline; the out pointers writable or NULL.
+enum cogvideo_status cogvideo_pipeline_device(const struct cogvideo_pipeline *p,
+                                              uint32_t *device,
+                                              int32_t *device_index,
+                                              uint32_t *dtype);
+
+// Since 1.2: which attention kernel the pipeline runs, in words, for logs
+// and support: "cuDNN 9.13.1 unified SDPA", "chunked (cuDNN not found:
+// ...)", "fused CPU kernel (f32)"; shapes cuDNN refused (run chunked) are
+// listed as they occur. Writes at most `len` bytes including the NUL
+// (truncating; `buf` may be NULL with `len` 0) and the full length
+// without the NUL to `needed` (may be NULL). Never waits for a running
+// call. `COGVIDEO_ATTENTION=chunked` in the environment forces the chunked
+// path (for parity checks).
+//
+// # Safety
+// `p` must be a live pipeline; `buf` writable for `len` bytes (or NULL
+// with `len` 0); `needed` writable or NULL.
+enum cogvideo_status cogvideo_pipeline_attention(const struct cogvideo_pipeline *p,
+                                                 char *buf,
+                                                 uintptr_t len,
+                                                 uintptr_t *needed);
 
 // The number of frames text-, image-to-video or video-to-video produces
 // for `num_frames` (0: the default), i.e. the length of the output array

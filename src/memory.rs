@@ -16,6 +16,22 @@ pub fn available_bytes() -> Option<u64> {
     Some(kib.saturating_mul(1024))
 }
 
+/// Bytes `device` can allocate now: [`available_bytes`] on the CPU, the
+/// driver's free memory on a CUDA device (other processes' use, such as the
+/// host application's own GPU work, already taken off). `None` where
+/// neither says.
+pub fn device_available_bytes(device: &candle_core::Device) -> Option<u64> {
+    match device {
+        candle_core::Device::Cpu => available_bytes(),
+        #[cfg(feature = "cuda")]
+        candle_core::Device::Cuda(dev) => {
+            let (free, _total) = dev.cuda_stream().context().mem_get_info().ok()?;
+            Some(free as u64)
+        }
+        _ => None,
+    }
+}
+
 /// The process's peak resident memory so far (`ru_maxrss`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     // SAFETY: getrusage fills the zeroed struct it is given.
@@ -83,5 +99,14 @@ mod tests {
         assert!(try_zeroed::<f32>(usize::MAX / 2, "buffer").is_err());
         assert_eq!(try_zeroed::<f32>(3, "buffer").unwrap(), [0.0; 3]);
         ensure_fits(1, "a byte").unwrap();
+    }
+
+    #[test]
+    fn the_cpu_device_reports_host_memory() {
+        let dev = candle_core::Device::Cpu;
+        assert_eq!(
+            device_available_bytes(&dev).is_some(),
+            available_bytes().is_some()
+        );
     }
 }

@@ -664,10 +664,10 @@ fn latent_shape(p: &Handle) -> [i64; 5] {
 }
 
 #[test]
-fn abi_version_is_1_1() {
+fn abi_version_is_1_2() {
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
     assert_eq!(cogvideo_abi_version() >> 16, 1);
-    assert_eq!(cogvideo_abi_version() & 0xffff, 1);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 2);
 }
 
 #[test]
@@ -937,7 +937,7 @@ extern "C" fn query_own_pipeline(user: *mut c_void, _stage: i32, _done: i32, _to
     unsafe { cogvideo_memory_info_init(&mut memory) };
     let ok = unsafe { cogvideo_pipeline_fps(p, &mut fps) } == COGVIDEO_OK
         && unsafe { cogvideo_output_frame_count(p, 9, &mut n) } == COGVIDEO_OK
-        && unsafe { cogvideo_pipeline_memory(p, &mut memory) } == COGVIDEO_OK;
+        && unsafe { cogvideo_pipeline_memory_info(p, &mut memory) } == COGVIDEO_OK;
     // The running call's estimate is there for a plugin to show.
     ok && fps == 8 && n == 9 && memory.estimated_peak_bytes > memory.weight_bytes
 }
@@ -1199,7 +1199,7 @@ fn residency_is_chosen_at_load_and_reported() {
         let mut info = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
         unsafe { cogvideo_memory_info_init(&mut info) };
         expect(
-            unsafe { cogvideo_pipeline_memory(h.0, &mut info) },
+            unsafe { cogvideo_pipeline_memory_info(h.0, &mut info) },
             COGVIDEO_OK,
             "",
         );
@@ -1213,6 +1213,14 @@ fn residency_is_chosen_at_load_and_reported() {
     );
     assert!(i.peak_rss_bytes >= i.current_rss_bytes && i.current_rss_bytes > 0);
     assert_eq!(i.estimated_peak_bytes, 0, "no call yet");
+    // The 1.1 query reports the same, and takes NULL for what it skips.
+    let (mut mode, mut weights) = (0u32, 0u64);
+    expect(
+        unsafe { cogvideo_pipeline_memory(per_component.0, &mut mode, &mut weights, null_mut()) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert_eq!((mode, weights), (i.residency, i.weight_bytes));
 
     // A budget of one byte: Auto takes the leanest mode.
     o.residency = COGVIDEO_RESIDENCY_AUTO;
@@ -1228,7 +1236,7 @@ fn residency_is_chosen_at_load_and_reported() {
     // Too small a struct is refused, naming the init function.
     let mut small = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
     small.struct_size = 8;
-    let st = unsafe { cogvideo_pipeline_memory(auto.0, &mut small) };
+    let st = unsafe { cogvideo_pipeline_memory_info(auto.0, &mut small) };
     expect(
         st,
         COGVIDEO_ERR_INVALID_ARGUMENT,

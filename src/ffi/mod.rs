@@ -153,7 +153,7 @@ pub extern "C" fn cogvideo_version() -> *const c_char {
 /// Minor versions only add functions and append fields to options structs
 /// (a caller built against an older header keeps working: its smaller
 /// `struct_size` is honoured); a new major version breaks compatibility.
-pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 1;
+pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 2;
 
 /// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
 /// built from: compare `>> 16` with the header's to check compatibility.
@@ -635,7 +635,7 @@ pub unsafe extern "C" fn cogvideo_pipeline_fps(
     })
 }
 
-/// Memory of a pipeline, from [`cogvideo_pipeline_memory`].
+/// Memory of a pipeline, from [`cogvideo_pipeline_memory_info`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_memory_info {
@@ -680,12 +680,12 @@ pub unsafe extern "C" fn cogvideo_memory_info_init(info: *mut cogvideo_memory_in
 /// The residency in effect, the weights' size, and the estimated and
 /// measured peak memory (see [`cogvideo_memory_info`]); fills `info` up to
 /// its `struct_size`. Never waits for a running call, so a progress
-/// callback may call it to show the figures.
+/// callback may call it to show the figures. Since 1.2.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `info` writable for its `struct_size` bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cogvideo_pipeline_memory(
+pub unsafe extern "C" fn cogvideo_pipeline_memory_info(
     p: *const cogvideo_pipeline,
     info: *mut cogvideo_memory_info,
 ) -> cogvideo_status {
@@ -725,6 +725,129 @@ pub unsafe extern "C" fn cogvideo_pipeline_memory(
                 info as *mut u8,
                 len,
             );
+        }
+        Ok(())
+    })
+}
+
+/// What stays loaded (`COGVIDEO_RESIDENCY_*`, the choice `_AUTO` made), the
+/// bytes of all models' weights in their compute dtypes, and the process's
+/// peak resident memory so far (bytes; 0 where the system does not say).
+/// Any pointer may be NULL. Never waits for a running call. Since 1.1;
+/// [`cogvideo_pipeline_memory_info`] reports more.
+///
+/// # Safety
+/// `p` must be a live pipeline; the out pointers writable or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_pipeline_memory(
+    p: *const cogvideo_pipeline,
+    residency: *mut u32,
+    weight_bytes: *mut u64,
+    peak_rss_bytes: *mut u64,
+) -> cogvideo_status {
+    let mut info = std::mem::MaybeUninit::<cogvideo_memory_info>::uninit();
+    // SAFETY: init fills the whole struct; the query reads p and writes info.
+    let status = unsafe {
+        cogvideo_memory_info_init(info.as_mut_ptr());
+        cogvideo_pipeline_memory_info(p, info.as_mut_ptr())
+    };
+    if status != cogvideo_status::COGVIDEO_OK {
+        return status;
+    }
+    // SAFETY: initialised above; each out pointer is NULL or writable.
+    unsafe {
+        let info = info.assume_init();
+        if let Some(r) = residency.as_mut() {
+            *r = info.residency;
+        }
+        if let Some(w) = weight_bytes.as_mut() {
+            *w = info.weight_bytes;
+        }
+        if let Some(peak) = peak_rss_bytes.as_mut() {
+            *peak = info.peak_rss_bytes;
+        }
+    }
+    status
+}
+
+/// Since 1.2: where the pipeline runs, as loading resolved
+/// `COGVIDEO_DEVICE_AUTO` and `COGVIDEO_DTYPE_AUTO`: `COGVIDEO_DEVICE_CPU` or
+/// `_CUDA`, the CUDA ordinal (0 on the CPU) and the compute dtype
+/// (`COGVIDEO_DTYPE_F32`, `_BF16` or `_F16`). Any pointer may be NULL.
+/// Never waits for a running call.
+///
+/// # Safety
+/// `p` must be a live pipeline; the out pointers writable or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_pipeline_device(
+    p: *const cogvideo_pipeline,
+    device: *mut u32,
+    device_index: *mut i32,
+    dtype: *mut u32,
+) -> cogvideo_status {
+    guard(|| {
+        let pipeline = &pipeline_ref(p)?.pipeline;
+        let (kind, index) = match pipeline.device().location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => (COGVIDEO_DEVICE_CUDA, gpu_id),
+            _ => (COGVIDEO_DEVICE_CPU, 0),
+        };
+        let code = match pipeline.dtype() {
+            DType::BF16 => COGVIDEO_DTYPE_BF16,
+            DType::F16 => COGVIDEO_DTYPE_F16,
+            _ => COGVIDEO_DTYPE_F32,
+        };
+        if !device_index.is_null() {
+            i32_out(device_index, index, "device_index")?;
+        }
+        // SAFETY: each pointer is NULL or a writable slot of its type.
+        unsafe {
+            if let Some(d) = device.as_mut() {
+                *d = kind;
+            }
+            if let Some(t) = dtype.as_mut() {
+                *t = code;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Since 1.2: which attention kernel the pipeline runs, in words, for logs
+/// and support: "cuDNN 9.13.1 unified SDPA", "chunked (cuDNN not found:
+/// ...)", "fused CPU kernel (f32)"; shapes cuDNN refused (run chunked) are
+/// listed as they occur. Writes at most `len` bytes including the NUL
+/// (truncating; `buf` may be NULL with `len` 0) and the full length
+/// without the NUL to `needed` (may be NULL). Never waits for a running
+/// call. `COGVIDEO_ATTENTION=chunked` in the environment forces the chunked
+/// path (for parity checks).
+///
+/// # Safety
+/// `p` must be a live pipeline; `buf` writable for `len` bytes (or NULL
+/// with `len` 0); `needed` writable or NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_pipeline_attention(
+    p: *const cogvideo_pipeline,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> cogvideo_status {
+    guard(|| {
+        let text = pipeline_ref(p)?.pipeline.attention_backend();
+        if buf.is_null() && len != 0 {
+            return Err(Error::invalid("buf is NULL but len is not 0"));
+        }
+        let bytes = text.as_bytes();
+        if len > 0 {
+            let n = bytes.len().min(len - 1);
+            // SAFETY: `buf` is writable for `len` > n bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, n);
+                *buf.add(n) = 0;
+            }
+        }
+        // SAFETY: NULL or a writable slot.
+        if let Some(out) = unsafe { needed.as_mut() } {
+            *out = bytes.len();
         }
         Ok(())
     })
@@ -1337,7 +1460,7 @@ pub(crate) fn dtype_of(code: u32) -> Result<DType> {
         COGVIDEO_DTYPE_BF16 => Ok(DType::BF16),
         COGVIDEO_DTYPE_F16 => Ok(DType::F16),
         other => Err(Error::invalid(format!(
-            "dtype {other} is not one of COGVIDEO_DTYPE_F32 (0), _BF16 (1) or _F16 (2)"
+            "dtype {other} is not one of COGVIDEO_DTYPE_F32 (0), _BF16 (1), _F16 (2) or _AUTO (3)"
         ))),
     }
 }

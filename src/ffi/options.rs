@@ -29,10 +29,15 @@ pub const COGVIDEO_STAGE_DECODE_VIDEO: i32 = 4;
 
 pub const COGVIDEO_DEVICE_CPU: u32 = 0;
 pub const COGVIDEO_DEVICE_CUDA: u32 = 1;
+/// Since 1.2 (the default): the first CUDA device when the library is built
+/// with CUDA and one opens, else the CPU; `device_index` is not used.
+pub const COGVIDEO_DEVICE_AUTO: u32 = 2;
 
 pub const COGVIDEO_DTYPE_F32: u32 = 0;
 pub const COGVIDEO_DTYPE_BF16: u32 = 1;
 pub const COGVIDEO_DTYPE_F16: u32 = 2;
+/// Since 1.2 (the default): bf16 on a GPU, f32 on the CPU.
+pub const COGVIDEO_DTYPE_AUTO: u32 = 3;
 
 pub const COGVIDEO_SCHEDULER_DPM: u32 = 0;
 pub const COGVIDEO_SCHEDULER_DDIM: u32 = 1;
@@ -47,10 +52,14 @@ pub const COGVIDEO_RESIZE_FIT: u32 = 2;
 pub struct cogvideo_load_options {
     /// `sizeof(cogvideo_load_options)`, set by the init function.
     pub struct_size: u32,
-    /// `COGVIDEO_DEVICE_CPU` (default) or `COGVIDEO_DEVICE_CUDA`.
+    /// `COGVIDEO_DEVICE_AUTO` (default since 1.2; 1.0 and 1.1 defaulted to
+    /// `_CPU`), `COGVIDEO_DEVICE_CPU` or `COGVIDEO_DEVICE_CUDA`.
     pub device: u32,
+    /// The CUDA device's ordinal, for `COGVIDEO_DEVICE_CUDA`.
     pub device_index: i32,
-    /// `COGVIDEO_DTYPE_F32` (default, exact), `_BF16` or `_F16`.
+    /// `COGVIDEO_DTYPE_AUTO` (default since 1.2: bf16 on a GPU, f32 on the
+    /// CPU), `_F32` (exact), `_BF16` or `_F16`. Timestep and rotary tables,
+    /// scheduler arithmetic and guidance run in f32 whatever this is.
     pub dtype: u32,
     /// Encode and decode the VAE in spatial tiles (less memory).
     pub vae_tiling: bool,
@@ -62,7 +71,7 @@ pub struct cogvideo_load_options {
     pub residency: u32,
     /// Since 1.1: the memory `_AUTO` plans for and decoding keeps to (it
     /// tiles when the untiled decode would not fit), in bytes; 0 takes what
-    /// the system has available. On a GPU, pass the device's free memory.
+    /// the device has available (host RAM, or a GPU's free memory).
     pub memory_budget: u64,
 }
 
@@ -339,9 +348,9 @@ impl Defaults for cogvideo_load_options {
     fn defaults() -> Self {
         Self {
             struct_size: size_of_u32::<Self>(),
-            device: COGVIDEO_DEVICE_CPU,
+            device: COGVIDEO_DEVICE_AUTO,
             device_index: 0,
-            dtype: COGVIDEO_DTYPE_F32,
+            dtype: COGVIDEO_DTYPE_AUTO,
             vae_tiling: false,
             residency: COGVIDEO_RESIDENCY_AUTO,
             memory_budget: 0,
@@ -560,6 +569,7 @@ pub unsafe extern "C" fn cogvideo_video_to_video_options_init(
 
 pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
     let device = match o.device {
+        COGVIDEO_DEVICE_AUTO => DeviceKind::Auto,
         COGVIDEO_DEVICE_CPU => DeviceKind::Cpu,
         COGVIDEO_DEVICE_CUDA if o.device_index >= 0 => DeviceKind::Cuda(o.device_index as usize),
         COGVIDEO_DEVICE_CUDA => {
@@ -570,7 +580,7 @@ pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
         }
         other => {
             return Err(Error::invalid(format!(
-                "device {other} is not one of COGVIDEO_DEVICE_CPU (0) or COGVIDEO_DEVICE_CUDA (1)"
+                "device {other} is not one of COGVIDEO_DEVICE_CPU (0), _CUDA (1) or _AUTO (2)"
             )));
         }
     };
@@ -587,7 +597,10 @@ pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {
     };
     Ok(LoadOptions {
         device,
-        dtype: dtype_of(o.dtype)?,
+        dtype: match o.dtype {
+            COGVIDEO_DTYPE_AUTO => None,
+            code => Some(dtype_of(code)?),
+        },
         vae_tiling: o.vae_tiling,
         residency,
         memory_budget: (o.memory_budget != 0).then_some(o.memory_budget),

@@ -10,6 +10,13 @@ mod chunked;
 mod flash;
 pub(crate) mod kernels;
 
+// The GPU dispatch: which kernel a device runs (every build) and cuDNN's
+// fused SDPA (the `cuda` build).
+mod backend;
+#[cfg(feature = "cuda")]
+mod cudnn;
+pub use backend::{ATTENTION_ENV, backend_description};
+
 /// Upper bound on one chunk of attention scores in the generic path, in
 /// elements. Full scores for the 5b model at 480x720 would be
 /// `48 x 17776^2` floats per sample (about 60 GB); chunking the queries
@@ -24,8 +31,9 @@ pub(crate) const MAX_SCORE_ELEMENTS: usize = 1 << 28;
 /// f32 whatever the activation dtype, as the fused attention kernels of
 /// PyTorch accumulate.
 ///
-/// f32 on the CPU runs the fused, tiled kernel of `attention/flash.rs`; everything else
-/// the query-chunked candle ops of `attention/chunked.rs`.
+/// f32 on the CPU runs the fused, tiled kernel of `attention/flash.rs`;
+/// bf16/f16 on a GPU cuDNN's fused SDPA where `attention/backend.rs` finds
+/// it; everything else the query-chunked candle ops of `attention/chunked.rs`.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     kv: &[(&Tensor, &Tensor)],
@@ -36,6 +44,11 @@ pub fn scaled_dot_product_attention(
     }
     if flash::applies(q, kv) {
         return flash::attention(q, kv, scale as f32);
+    }
+    // cuDNN when `backend` selects it and it has a plan for the shape.
+    #[cfg(feature = "cuda")]
+    if let Some(out) = cudnn::attention(q, kv, scale)? {
+        return Ok(out);
     }
     generic_attention(q, kv, scale)
 }

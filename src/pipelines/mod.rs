@@ -36,8 +36,12 @@ pub use residency::{Residency, WeightBytes};
 use sampling::Stepper;
 
 /// Where the models run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DeviceKind {
+    /// The first CUDA device when the library is built with `cuda` and one
+    /// opens, else the CPU.
+    #[default]
+    Auto,
     Cpu,
     /// An NVIDIA GPU by ordinal; needs the `cuda` build.
     Cuda(usize),
@@ -47,12 +51,34 @@ impl DeviceKind {
     fn open(self) -> Result<Device> {
         match self {
             DeviceKind::Cpu => Ok(Device::Cpu),
-            DeviceKind::Cuda(i) => Device::new_cuda(i).map_err(|e| {
-                Error::Device(format!(
-                    "cannot open CUDA device {i} (is this a `cuda` build with a driver present?): {e}"
-                ))
-            }),
+            // A machine with the driver but no usable GPU falls back to the
+            // CPU rather than failing: that is what "automatic" promises.
+            DeviceKind::Auto => Ok(open_cuda(0).unwrap_or(Device::Cpu)),
+            DeviceKind::Cuda(i) => open_cuda(i),
         }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(i: usize) -> Result<Device> {
+    Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open CUDA device {i}: {e}")))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(i: usize) -> Result<Device> {
+    Err(Error::Device(format!(
+        "CUDA device {i} asked for, but this library was built without CUDA support (build it with `--features cuda`)"
+    )))
+}
+
+/// The compute dtype when the caller leaves it open: bf16 on a GPU (what
+/// CogVideoX was trained in and what diffusers runs there), f32 on the CPU
+/// (exact parity, and bf16 matmuls are slow on most CPUs).
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
     }
 }
 
@@ -61,8 +87,11 @@ impl DeviceKind {
 pub struct LoadOptions {
     pub device: DeviceKind,
     /// Compute precision of all models: F32 (exact parity), BF16 (the
-    /// precision CogVideoX was trained in; half the memory) or F16.
-    pub dtype: DType,
+    /// precision CogVideoX was trained in; half the memory) or F16; `None`
+    /// takes [`default_dtype`] of the device. Timestep and rotary tables,
+    /// scheduler arithmetic and guidance stay in f32 whatever this is, as
+    /// in diffusers.
+    pub dtype: Option<DType>,
     /// Decode and encode in spatial tiles of the VAE's default size (less
     /// memory, slightly different numbers at tile seams, as diffusers'
     /// `enable_tiling()`).
@@ -71,16 +100,17 @@ pub struct LoadOptions {
     pub residency: Residency,
     /// Memory `Residency::Auto` plans for, in bytes, and that decoding
     /// keeps to (tiling when the untiled decode would not fit); `None`
-    /// takes what the system has available (at load time for `Auto`, at
-    /// each call for decoding). On a GPU, pass the device's free memory.
+    /// takes what the device has available (host RAM on the CPU, the
+    /// driver's free memory on a GPU; at load time for `Auto`, at each call
+    /// for decoding).
     pub memory_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            device: DeviceKind::Cpu,
-            dtype: DType::F32,
+            device: DeviceKind::Auto,
+            dtype: None,
             vae_tiling: false,
             residency: Residency::Auto,
             memory_budget: None,
@@ -423,13 +453,15 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads every component of a diffusers-layout checkpoint folder.
     pub fn load(root: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
-        if !matches!(opts.dtype, DType::F32 | DType::BF16 | DType::F16) {
+        if let Some(dtype) = opts.dtype
+            && !matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+        {
             return Err(Error::invalid(format!(
-                "unsupported compute dtype {:?}",
-                opts.dtype
+                "unsupported compute dtype {dtype:?}"
             )));
         }
         let device = opts.device.open()?;
+        let dtype = opts.dtype.unwrap_or_else(|| default_dtype(&device));
         let ckpt = Checkpoint::open(root)?;
         let transformer_cfg: TransformerConfig = checkpoint::read_component_config(
             &ckpt.component_dir("transformer")?,
@@ -442,23 +474,22 @@ impl Pipeline {
         )?;
         // T5 overflows in f16 (transformers keeps parts of it in f32 for that);
         // bf16 has the range, and the embeddings are cast on use.
-        let text_dtype = if opts.dtype == DType::F16 {
+        let text_dtype = if dtype == DType::F16 {
             DType::BF16
         } else {
-            opts.dtype
+            dtype
         };
-        let mut vae =
-            AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, opts.dtype, &device)?;
+        let mut vae = AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, dtype, &device)?;
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
-        let weight_bytes = count_weights(&ckpt, text_dtype, opts.dtype)?;
+        let weight_bytes = count_weights(&ckpt, text_dtype, dtype)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut pipeline = Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             variant,
             text_encoder: text_encoder_loader(&ckpt, text_dtype, &device, false),
-            transformer: transformer_loader(&ckpt, opts.dtype, &device, false),
+            transformer: transformer_loader(&ckpt, dtype, &device, false),
             transformer_cfg,
             vae,
             residency: Residency::Resident,
@@ -467,7 +498,7 @@ impl Pipeline {
             estimated_peak: Default::default(),
             scheduler,
             device,
-            dtype: opts.dtype,
+            dtype,
         };
         let residency = pipeline.choose_residency(opts);
         pipeline.residency = residency;
@@ -476,7 +507,7 @@ impl Pipeline {
         // Each model is loaded once here in every mode, which checks its
         // files; per use, it is dropped before the next one is loaded, so
         // that loading too holds one large model at a time.
-        let transformer = transformer_loader(&ckpt, opts.dtype, &pipeline.device, streamed);
+        let transformer = transformer_loader(&ckpt, dtype, &pipeline.device, streamed);
         let model = transformer.get()?;
         pipeline.transformer = if kept {
             Component::Kept(model)
@@ -531,8 +562,9 @@ impl Pipeline {
     }
 
     /// `Auto`: see [`residency::choose`], for a default-size call with
-    /// guidance. The budget is `memory_budget`, else on the CPU the memory
-    /// available; on a GPU without a budget `Auto` keeps everything.
+    /// guidance. The budget is `memory_budget`, else what the device has
+    /// free now: host RAM, or the GPU driver's free memory, which the VAE
+    /// loaded before the choice has reduced, so it is added back.
     fn choose_residency(&self, opts: &LoadOptions) -> Residency {
         match opts.residency {
             Residency::Auto => {}
@@ -540,11 +572,11 @@ impl Pipeline {
         }
         let budget = match opts.memory_budget {
             Some(b) => b,
-            None if self.device.is_cpu() => match crate::memory::available_bytes() {
-                Some(b) => b,
+            None => match crate::memory::device_available_bytes(&self.device) {
+                Some(b) if self.device.is_cpu() => b,
+                Some(b) => b.saturating_add(self.weight_bytes.vae),
                 None => return Residency::Resident,
             },
-            None => return Residency::Resident,
         };
         residency::choose(&self.weight_bytes, self.default_call_bytes(), budget)
     }
@@ -560,6 +592,19 @@ impl Pipeline {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The compute dtype in effect (what `LoadOptions::dtype`, or its
+    /// default for the device, chose).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Which attention kernel this pipeline's device and dtype run, e.g.
+    /// "cuDNN 9.13.1 unified SDPA" or "chunked (cuDNN not found: ...)",
+    /// with the shapes cuDNN refused so far.
+    pub fn attention_backend(&self) -> String {
+        crate::models::attention::backend_description(&self.device, self.dtype)
     }
 
     /// The default output size `(height, width)` in pixels and frame count.
@@ -731,14 +776,11 @@ impl Pipeline {
     }
 
     /// Bytes a call may use beyond the weights kept between calls: nine
-    /// tenths of the memory available (CPU) and of the budget less the
-    /// kept weights; `None` when neither is known.
+    /// tenths of what the device has free (host RAM, or the GPU driver's
+    /// free memory) and of the budget less the kept weights; `None` when
+    /// neither is known.
     fn room(&self) -> Option<u64> {
-        let available = if self.device.is_cpu() {
-            crate::memory::available_bytes().map(|a| a / 10 * 9)
-        } else {
-            None
-        };
+        let available = crate::memory::device_available_bytes(&self.device).map(|a| a / 10 * 9);
         let budget = self
             .memory_budget
             .map(|b| (b / 10 * 9).saturating_sub(self.weight_bytes.kept(self.residency)));
