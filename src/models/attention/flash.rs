@@ -18,7 +18,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::kernels::{LANES, Shared, exp, par_pieces, try_zeros, with_slices};
+use super::kernels::{LANES, Shared, exp_nonpositive, par_pieces, try_zeros, with_slices};
 
 /// Queries per task. Each task packs every key and value block of its head
 /// for the GEMMs, so larger query blocks pack less often; with [`BLOCK_K`]
@@ -270,7 +270,9 @@ fn softmax_step(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { softmax_step_avx512(scores, cols, max, sum, corr) };
         }
@@ -284,7 +286,7 @@ fn softmax_step(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 fn softmax_step_avx512(
     scores: &mut [f32],
     cols: usize,
@@ -334,20 +336,20 @@ fn softmax_step_generic(
         } else {
             max[r]
         };
-        corr[r] = exp(max[r] - new_max);
+        corr[r] = exp_nonpositive(max[r] - new_max);
         max[r] = new_max;
         let mut acc = [0f32; LANES];
         let mut chunks = row.chunks_exact_mut(LANES);
         for c in &mut chunks {
             for i in 0..LANES {
-                let e = exp(c[i] - new_max);
+                let e = exp_nonpositive(c[i] - new_max);
                 c[i] = e;
                 acc[i] += e;
             }
         }
         let mut block_sum = 0f32;
         for v in chunks.into_remainder() {
-            *v = exp(*v - new_max);
+            *v = exp_nonpositive(*v - new_max);
             block_sum += *v;
         }
         sum[r] = sum[r] * corr[r] + block_sum + acc.iter().sum::<f32>();
