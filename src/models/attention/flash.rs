@@ -9,13 +9,16 @@
 //! the scores stay in the cache between the two products instead of making a
 //! round trip through memory as the chunked path's do.
 //!
-//! Tensors are token-major (`[B, S, H, Dh]`, the layout of the projections),
-//! read in place through strides, and the output is written in the same
-//! layout, so no head transposes are needed on either side.
+//! Queries, values and the output are token-major (`[B, S, H, Dh]`, the
+//! layout of the projections), read and written in place through strides.
+//! The keys alone are copied once, per head and transposed (`[B, H, Dh, S]`):
+//! the GEMM kernel packs an operand whose rows are not contiguous on every
+//! call, and token-major keys were re-packed (a gather) for every query
+//! block, about a tenth of the time at long sequence lengths.
 
 use candle_core::{DType, Result, Tensor};
 
-use super::kernels::{LANES, Shared, exp, try_zeros, with_slices};
+use super::kernels::{LANES, Shared, exp_nonpositive, par_pieces, try_zeros, with_slices};
 
 /// Queries per task. Each task packs every key and value block of its head
 /// for the GEMMs, so larger query blocks pack less often; with [`BLOCK_K`]
@@ -52,6 +55,12 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
         ts.push(k.contiguous()?);
         ts.push(v.contiguous()?);
     }
+    let keys_t = with_slices(&ts[1..], |s| {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| transpose_keys(s[2 * i], (b, len, h, d)))
+            .collect::<Result<Vec<_>>>()
+    })?;
     let threads = candle_core::utils::get_num_threads().max(1);
     let tasks = b * h * sq.div_ceil(BLOCK_Q);
     let workers = threads.min(tasks).max(1);
@@ -66,7 +75,7 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
             .iter()
             .enumerate()
             .map(|(i, &len)| Segment {
-                k: segs[2 * i],
+                k_t: &keys_t[i],
                 v: segs[2 * i + 1],
                 len,
             })
@@ -117,9 +126,33 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
     Tensor::from_vec(out, (b, sq, h, d), q.device())
 }
 
-/// The keys and values of one segment of the key sequence.
+/// Tokens per step of [`transpose_keys`]: a tile of 16 key rows stays in the
+/// L1 cache while each of its columns is written out as 16 contiguous values.
+const TRANSPOSE_TILE: usize = 16;
+
+/// The keys `k` `[B, S, H, Dh]` as `[B, H, Dh, S]`, every head of every
+/// sample transposed by one task.
+fn transpose_keys(k: &[f32], (b, s, h, d): (usize, usize, usize, usize)) -> Result<Vec<f32>> {
+    let mut out = try_zeros(b * h * d * s, "transposed attention keys")?;
+    par_pieces(&mut out, d * s, |bh, dst| {
+        let (bi, hi) = (bh / h, bh % h);
+        for t0 in (0..s).step_by(TRANSPOSE_TILE) {
+            let tile = TRANSPOSE_TILE.min(s - t0);
+            for j in 0..d {
+                let col = &mut dst[j * s + t0..][..tile];
+                for (t, c) in col.iter_mut().enumerate() {
+                    *c = k[((bi * s + t0 + t) * h + hi) * d + j];
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// The keys (transposed, `[B, H, Dh, S]`) and values (`[B, S, H, Dh]`) of
+/// one segment of the key sequence.
 struct Segment<'a> {
-    k: &'a [f32],
+    k_t: &'a [f32],
     v: &'a [f32],
     len: usize,
 }
@@ -146,12 +179,14 @@ fn query_block(
     debug_assert!(q.len() >= (rows - 1) * stride + d);
     for seg in segments {
         let base = (bi * seg.len * h + hi) * d;
+        let base_t = (bi * h + hi) * d * seg.len;
         let mut k0 = 0;
         while k0 < seg.len {
             let cols = BLOCK_K.min(seg.len - k0);
             let off = base + k0 * stride;
-            // SAFETY: the query rows lie in `q` (checked above), key and value
-            // rows k0..k0+cols of head hi lie in their segment, and the
+            // SAFETY: the query rows lie in `q` (checked above), keys
+            // k0..k0+cols of head hi (columns of its `[Dh, len]` block in
+            // `k_t`, rows of `v`) lie in their segment, and the
             // scratch blocks are disjoint slices of this worker's own buffer.
             unsafe {
                 // scores[rows x cols] = scale * q[rows x d] k[cols x d]^T
@@ -166,9 +201,9 @@ fn query_block(
                     q.as_ptr(),
                     1,
                     stride as isize,
-                    seg.k.as_ptr().add(off),
-                    stride as isize,
+                    seg.k_t.as_ptr().add(base_t + k0),
                     1,
+                    seg.len as isize,
                     0.0,
                     scale,
                     false,
@@ -235,7 +270,9 @@ fn softmax_step(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { softmax_step_avx512(scores, cols, max, sum, corr) };
         }
@@ -249,7 +286,7 @@ fn softmax_step(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 fn softmax_step_avx512(
     scores: &mut [f32],
     cols: usize,
@@ -299,20 +336,20 @@ fn softmax_step_generic(
         } else {
             max[r]
         };
-        corr[r] = exp(max[r] - new_max);
+        corr[r] = exp_nonpositive(max[r] - new_max);
         max[r] = new_max;
         let mut acc = [0f32; LANES];
         let mut chunks = row.chunks_exact_mut(LANES);
         for c in &mut chunks {
             for i in 0..LANES {
-                let e = exp(c[i] - new_max);
+                let e = exp_nonpositive(c[i] - new_max);
                 c[i] = e;
                 acc[i] += e;
             }
         }
         let mut block_sum = 0f32;
         for v in chunks.into_remainder() {
-            *v = exp(*v - new_max);
+            *v = exp_nonpositive(*v - new_max);
             block_sum += *v;
         }
         sum[r] = sum[r] * corr[r] + block_sum + acc.iter().sum::<f32>();

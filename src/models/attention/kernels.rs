@@ -87,45 +87,67 @@ pub(crate) fn par_pieces(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f3
     });
 }
 
+/// Below this `exp` is taken as 0 (the normal range ends near -87.3).
+const EXP_MIN: f32 = -87.0;
+/// Above this `exp` is taken as infinite (`f32::MAX` is `exp(88.72)`).
+const EXP_MAX: f32 = 88.0;
+
 /// `exp(x)` to about 1 ulp (Cephes' `expf`: `2^n` times a polynomial of the
 /// remainder), in plain arithmetic so that it vectorises. Below -87 it
 /// gives 0 (the normal range ends there; `-inf` included), above 88 `inf`.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const MIN: f32 = -87.0;
-    const MAX: f32 = 88.0;
-    let (zero, inf) = (x < MIN, x > MAX);
-    let x = if zero {
-        MIN
+    let (zero, inf) = (x < EXP_MIN, x > EXP_MAX);
+    let y = exp_in_range(if zero {
+        EXP_MIN
     } else if inf {
-        MAX
+        EXP_MAX
     } else {
         x
-    };
-    let n = x * LOG2E + ROUND;
-    let nf = n - ROUND;
-    let r = x - nf * LN2_HI - nf * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    let k = n.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let pow2 = f32::from_bits(((k + 127) as u32) << 23);
+    });
     if zero {
         0.0
     } else if inf {
         f32::INFINITY
     } else {
-        y * pow2
+        y
     }
+}
+
+/// `exp(x)` for `x <= 0` (as the softmax's `score - max` are), to about
+/// 1 ulp, cheaper than [`exp`]: no overflow to handle, and below -87 it
+/// gives `exp(-87)` (1.6e-38, `-inf` included) rather than 0, which no sum
+/// of softmax weights (at least 1, from the maximum) can tell apart. A NaN
+/// stays NaN.
+#[inline(always)]
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
+    // `x < MIN ? MIN : x` is one vector `max` instruction.
+    exp_in_range(if x < EXP_MIN { EXP_MIN } else { x })
+}
+
+/// The polynomial of [`exp`] for `x` in `[EXP_MIN, EXP_MAX]`, with fused
+/// multiply-adds: the callers' `fma` target feature makes each one
+/// instruction (Rust never fuses `a * b + c` on its own); only the generic
+/// fallbacks, for x86 CPUs older than FMA (2013), pay for libm's `fmaf`.
+#[inline(always)]
+fn exp_in_range(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let n = x.mul_add(LOG2E, ROUND);
+    let nf = n - ROUND;
+    let r = nf.mul_add(-LN2_LO, nf.mul_add(-LN2_HI, x));
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    let y = (p * r).mul_add(r, r) + 1.0;
+    let k = n.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    y * f32::from_bits(((k + 127) as u32) << 23)
 }
 
 /// Tanh GELU, `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`,
@@ -145,7 +167,7 @@ fn gelu_slice_generic(src: &[f32], dst: &mut [f32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 fn gelu_slice_avx512(src: &[f32], dst: &mut [f32]) {
     gelu_slice_generic(src, dst)
 }
@@ -159,7 +181,9 @@ fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
 fn gelu_slice(src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { gelu_slice_avx512(src, dst) };
         }
@@ -265,6 +289,16 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(exp(100.0), f32::INFINITY);
+        // The softmax's variant: the same values down to -87, then exp(-87).
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            assert_eq!(exp_nonpositive(x), exp(x), "at {x}");
+            x += 0.001_3;
+        }
+        for x in [-87.5, -1e4, f32::NEG_INFINITY] {
+            assert_eq!(exp_nonpositive(x), exp(EXP_MIN));
+        }
+        assert!(exp_nonpositive(f32::NAN).is_nan());
     }
 
     /// The fast GELU and candle's agree within f32 rounding, over a range
