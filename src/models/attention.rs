@@ -230,19 +230,23 @@ impl FeedForward {
 }
 
 impl Module for FeedForward {
-    /// `x` is `[B, S, D]`; long sequences run in chunks of tokens, which
-    /// gives the same values (every token is computed on its own).
+    /// `x` is `[B, S, D]`; many tokens run in chunks of tokens, which gives
+    /// the same values (every token is computed on its own). The chunks are
+    /// rows of `[B * S, D]`, so each is contiguous whatever the batch (with
+    /// guidance B is 2): candle's linear layer takes its slower broadcast
+    /// product for a non-contiguous input.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let s = x.dim(1)?;
-        if s <= FF_CHUNK_TOKENS {
+        let (b, s, d) = x.dims3()?;
+        if b * s <= FF_CHUNK_TOKENS {
             return self.forward_tokens(x);
         }
-        let mut outs = Vec::with_capacity(s.div_ceil(FF_CHUNK_TOKENS));
-        for start in (0..s).step_by(FF_CHUNK_TOKENS) {
-            let len = FF_CHUNK_TOKENS.min(s - start);
-            outs.push(self.forward_tokens(&x.narrow(1, start, len)?)?);
+        let rows = x.reshape((b * s, d))?;
+        let mut outs = Vec::with_capacity((b * s).div_ceil(FF_CHUNK_TOKENS));
+        for start in (0..b * s).step_by(FF_CHUNK_TOKENS) {
+            let len = FF_CHUNK_TOKENS.min(b * s - start);
+            outs.push(self.forward_tokens(&rows.narrow(0, start, len)?)?);
         }
-        Tensor::cat(&outs, 1)
+        Tensor::cat(&outs, 0)?.reshape((b, s, ()))
     }
 }
 

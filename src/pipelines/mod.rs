@@ -733,8 +733,9 @@ impl Pipeline {
             + cfg.max_text_seq_length as u64;
         let elem = if self.dtype == DType::F32 { 4 } else { 2 };
         // Block input, norms, q/k/v, attention output and the 4x feed-forward
-        // hidden state with its GELU: about 16 hidden-sized tensors, some f32.
-        let activations = 16 * batch * tokens * cfg.inner_dim() as u64 * elem;
+        // hidden state with its GELU, the fused CPU attention's transposed
+        // keys: about 17 hidden-sized tensors, some f32.
+        let activations = 17 * batch * tokens * cfg.inner_dim() as u64 * elem;
         // The fused f32 CPU attention holds a block of scores per thread and
         // the feed-forward a chunk of tokens; the generic path a chunk of
         // scores and its softmax.
