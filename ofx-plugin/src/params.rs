@@ -32,8 +32,10 @@ const fn p(name: &'static CStr, label: &'static CStr, hint: &'static CStr, kind:
 }
 
 pub const RESIZE_MODES: &[&str] = &["Stretch", "Crop", "Fit"];
-pub const DEVICES: &[&str] = &["CPU", "CUDA"];
-pub const DTYPES: &[&str] = &["f32 (exact)", "bf16", "f16"];
+// The option's index is the C API's constant (`COGVIDEO_DEVICE_*`,
+// `COGVIDEO_DTYPE_*`), automatic last since the C API added it last.
+pub const DEVICES: &[&str] = &["CPU", "CUDA", "Automatic"];
+pub const DTYPES: &[&str] = &["f32 (exact)", "bf16", "f16", "Automatic"];
 
 /// The model and device options every effect has.
 const MODEL: [Param; 6] = [
@@ -46,8 +48,8 @@ const MODEL: [Param; 6] = [
     p(
         c"device",
         c"Device",
-        c"Where the model runs",
-        Kind::Choice(DEVICES, 0),
+        c"Where the model runs (automatic: the GPU when there is one)",
+        Kind::Choice(DEVICES, 2),
     ),
     p(
         c"device_index",
@@ -58,8 +60,8 @@ const MODEL: [Param; 6] = [
     p(
         c"dtype",
         c"Precision",
-        c"Weights and activations",
-        Kind::Choice(DTYPES, 0),
+        c"Weights and activations (automatic: bf16 on a GPU, f32 on the CPU)",
+        Kind::Choice(DTYPES, 3),
     ),
     p(
         c"vae_tiling",

@@ -467,6 +467,9 @@ fn cogvideox_effects_describe_in_every_context() {
             assert_eq!(inst.param("steps"), [host::Value::Int(50)]);
             assert_eq!(inst.param("seed"), [host::Value::Int(42)]);
             assert_eq!(inst.param("guidance"), [host::Value::Double(6.0)]);
+            // Automatic device and precision (COGVIDEO_DEVICE_AUTO, _DTYPE_AUTO).
+            assert_eq!(inst.param("device"), [host::Value::Int(2)]);
+            assert_eq!(inst.param("dtype"), [host::Value::Int(3)]);
             if context != generator {
                 // Without temporal access the host's default (this frame).
                 assert_eq!(
