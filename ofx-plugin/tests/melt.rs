@@ -145,6 +145,32 @@ struct Case {
 }
 
 impl Case {
+    /// 8-bit RGBA at full size on one render thread, as most tests run.
+    fn rgba8(name: &'static str) -> Self {
+        Case {
+            name,
+            pix_fmt: "rgba",
+            image_format: "rgba",
+            format: capi::FORMAT_RGBA8,
+            pixel_bytes: 4,
+            scale: 1.0,
+            real_time: "-1",
+        }
+    }
+
+    /// A file in this case's own temporary folder.
+    fn path(&self, file: &str) -> PathBuf {
+        tempfile(&format!("{}/{file}", self.name))
+    }
+
+    /// Removes this case's folder, and the run's when no other case still
+    /// uses it (the second removal fails harmlessly otherwise).
+    fn remove_files(&self) {
+        let case_dir = self.path("");
+        let _ = std::fs::remove_dir_all(&case_dir);
+        let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    }
+
     fn size(&self) -> (usize, usize) {
         (
             (W as f64 * self.scale) as usize,
@@ -335,7 +361,7 @@ fn run_case(case: Case) {
     if setup().is_none() {
         return;
     }
-    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let dir = |f: &str| case.path(f);
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
@@ -414,23 +440,12 @@ fn run_case(case: Case) {
     assert_eq!(log.matches("processing segment").count(), 1, "{log}");
     // MLT's module has no temporal access, and says so.
     assert!(log.contains("the host has no temporal access"), "{log}");
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    // Fails, harmlessly, while other cases still use it.
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    case.remove_files();
 }
 
 #[test]
 fn edit_8bit() {
-    run_case(Case {
-        name: "8bit",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    });
+    run_case(Case::rgba8("8bit"));
 }
 
 #[test]
@@ -449,26 +464,16 @@ fn edit_16bit() {
 #[test]
 fn edit_at_render_scale_half() {
     run_case(Case {
-        name: "scale-half",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
         scale: 0.5,
-        real_time: "-1",
+        ..Case::rgba8("scale-half")
     });
 }
 
 #[test]
 fn edit_with_two_render_threads() {
     run_case(Case {
-        name: "two-threads",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
         real_time: "-2",
+        ..Case::rgba8("two-threads")
     });
 }
 
@@ -477,16 +482,8 @@ fn edit_with_a_broken_checkpoint_passes_the_source_through_and_loads_once() {
     if setup().is_none() {
         return;
     }
-    let case = Case {
-        name: "broken-checkpoint",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    };
-    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let case = Case::rgba8("broken-checkpoint");
+    let dir = |f: &str| case.path(f);
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
@@ -512,9 +509,7 @@ fn edit_with_a_broken_checkpoint_passes_the_source_through_and_loads_once() {
         text.contains(&format!("(log: {})", log.display())),
         "{text}"
     );
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    case.remove_files();
 }
 
 #[test]
@@ -522,16 +517,8 @@ fn edit_results_are_read_back_from_disk_in_a_new_process() {
     if setup().is_none() {
         return;
     }
-    let case = Case {
-        name: "disk-cache",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    };
-    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let case = Case::rgba8("disk-cache");
+    let dir = |f: &str| case.path(f);
     let (clip, profile) = (dir("clip.y4m"), dir("profile"));
     let (log_a, log_b) = (dir("a.log"), dir("b.log"));
     write_clip(&clip, FRAMES);
@@ -583,9 +570,7 @@ fn edit_results_are_read_back_from_disk_in_a_new_process() {
     let text_c = std::fs::read_to_string(&log_c).unwrap();
     assert_eq!(text_c.matches("processing segment").count(), 1, "{text_c}");
     assert!(!text_c.contains("segment read from"), "{text_c}");
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    case.remove_files();
 }
 
 #[test]
@@ -593,18 +578,10 @@ fn edit_with_frame_step_two_blends_between_model_frames() {
     if setup().is_none() {
         return;
     }
-    let case = Case {
-        name: "frame-step",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    };
+    let case = Case::rgba8("frame-step");
     // Model frame k is host frame 2k: 17 host frames for 9 model frames.
     let host_frames = 2 * FRAMES - 1;
-    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let dir = |f: &str| case.path(f);
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, host_frames);
     write_profile(&profile);
@@ -651,9 +628,7 @@ fn edit_with_frame_step_two_blends_between_model_frames() {
         };
         assert_same(&case, &got, &want, &format!("second pass, host frame {j}"));
     }
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    case.remove_files();
 }
 
 #[test]
@@ -661,16 +636,8 @@ fn animate_in_melt_equals_the_c_api() {
     if setup().is_none() {
         return;
     }
-    let case = Case {
-        name: "animate",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    };
-    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let case = Case::rgba8("animate");
+    let dir = |f: &str| case.path(f);
     let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("plugin.log"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
@@ -713,9 +680,7 @@ fn animate_in_melt_equals_the_c_api() {
     }
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.matches("animating").count(), 1, "{text}");
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    case.remove_files();
 }
 
 /// `melt -query` lists the effects MLT can use (filters: Edit, Animate, and
@@ -785,17 +750,9 @@ fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
     if setup().is_none() {
         return;
     }
-    let full = Case {
-        name: "generate",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    };
+    let full = Case::rgba8("generate");
     let half = Case { scale: 0.5, ..full };
-    let dir = |f: &str| tempfile(&format!("{}/{f}", full.name));
+    let dir = |f: &str| full.path(f);
     let (clip, profile) = (dir("clip.y4m"), dir("profile"));
     let (log_a, log_b) = (dir("a.log"), dir("b.log"));
     write_clip(&clip, FRAMES);
@@ -847,9 +804,7 @@ fn generate_in_melt_equals_the_c_api_and_a_new_size_decodes_cached_latents() {
         "{text_b}"
     );
     assert!(text_b.contains("latents read from"), "{text_b}");
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    full.remove_files();
 }
 
 /// Edit and Animate keep their latents on disk beside the frames: a later
@@ -860,16 +815,8 @@ fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
     if setup().is_none() {
         return;
     }
-    let case = Case {
-        name: "latents",
-        pix_fmt: "rgba",
-        image_format: "rgba",
-        format: capi::FORMAT_RGBA8,
-        pixel_bytes: 4,
-        scale: 1.0,
-        real_time: "-1",
-    };
-    let dir = |f: &str| tempfile(&format!("{}/{f}", case.name));
+    let case = Case::rgba8("latents");
+    let dir = |f: &str| case.path(f);
     let (clip, profile) = (dir("clip.y4m"), dir("profile"));
     write_clip(&clip, FRAMES);
     write_profile(&profile);
@@ -935,7 +882,5 @@ fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
         // The same decoder on the same latents: the same bytes.
         assert!(out_a == out_b, "{what}: the decoded frames differ");
     }
-    let case_dir = dir("");
-    let _ = std::fs::remove_dir_all(&case_dir);
-    let _ = std::fs::remove_dir(case_dir.parent().unwrap());
+    case.remove_files();
 }
