@@ -166,12 +166,20 @@ impl Attention {
         reference: bool,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
-        let q = self.prepare_qk(&self.to_q.forward(x)?, &self.norm_q, text_len, rope)?;
-        let k = self.prepare_qk(&self.to_k.forward(x)?, &self.norm_k, text_len, rope)?;
-        let v = self
-            .to_v
-            .forward(x)?
-            .reshape((b, s, self.heads, self.head_dim))?;
+        let q = self.prepare_qk(
+            &kernels::linear(&self.to_q, x, false)?,
+            &self.norm_q,
+            text_len,
+            rope,
+        )?;
+        let k = self.prepare_qk(
+            &kernels::linear(&self.to_k, x, false)?,
+            &self.norm_k,
+            text_len,
+            rope,
+        )?;
+        let v =
+            kernels::linear(&self.to_v, x, false)?.reshape((b, s, self.heads, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = if reference {
             if b % 2 != 0 {
@@ -190,8 +198,11 @@ impl Attention {
         } else {
             scaled_dot_product_attention(&q, &[(&k, &v)], scale)?
         };
-        self.to_out
-            .forward(&out.reshape((b, s, self.heads * self.head_dim))?)
+        kernels::linear(
+            &self.to_out,
+            &out.reshape((b, s, self.heads * self.head_dim))?,
+            false,
+        )
     }
 }
 
@@ -219,13 +230,8 @@ const FF_CHUNK_TOKENS: usize = 2048;
 
 impl FeedForward {
     fn forward_tokens(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.proj_in.forward(x)?;
-        let h = if kernels::applies(&h) {
-            kernels::gelu(&h)?
-        } else {
-            h.gelu()?
-        };
-        self.proj_out.forward(&h)
+        let h = kernels::linear(&self.proj_in, x, true)?;
+        kernels::linear(&self.proj_out, &h, false)
     }
 }
 
