@@ -489,9 +489,6 @@ struct Weights {
     origin: PathBuf,
     tensors: HashMap<String, StoredTensor>,
     used: Mutex<HashSet<String>>,
-    /// The last read that failed: candle's loaders only pass on a message,
-    /// this keeps the error kind (bad checkpoint, out of memory).
-    fault: Mutex<Option<Error>>,
 }
 
 impl Weights {
@@ -556,7 +553,6 @@ impl Weights {
             origin,
             tensors,
             used: Mutex::new(HashSet::new()),
-            fault: Mutex::new(None),
         })
     }
 
@@ -665,13 +661,6 @@ impl Weights {
             ),
         ))
     }
-
-    /// Keeps `e` for [`load_weights`] and hands candle its one-line message.
-    fn fail(&self, e: Error) -> candle_core::Error {
-        let msg = e.to_string();
-        *self.fault.lock() = Some(e);
-        candle_core::Error::Msg(msg)
-    }
 }
 
 /// The compute dtypes weights are converted to, each conversion rounding
@@ -764,13 +753,13 @@ impl SimpleBackend for Tracked {
     ) -> candle_core::Result<Tensor> {
         self.0
             .load(name, Some(&s), dtype, dev)
-            .map_err(|e| self.0.fail(e))
+            .map_err(Error::into_candle)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         self.0
             .load(name, None, dtype, dev)
-            .map_err(|e| self.0.fail(e))
+            .map_err(Error::into_candle)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
@@ -796,7 +785,7 @@ pub fn load_weights<M>(
             weights.check_all_used()?;
             Ok(model)
         }
-        Err(e) => Err(weights.fault.lock().take().unwrap_or_else(|| {
+        Err(e) => Err(Error::take_raised(&e).unwrap_or_else(|| {
             // Only the message: a backtrace (RUST_BACKTRACE) follows it.
             let msg = e.to_string();
             Error::bad_checkpoint(dir, msg.lines().next().unwrap_or_default())

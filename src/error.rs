@@ -77,12 +77,46 @@ impl Error {
     }
 }
 
+/// Errors of ours raised inside candle's callbacks (a weight read in a
+/// `VarBuilder` backend), which candle carries as messages only, kept by
+/// message so that converting candle's error back restores the kind. A read
+/// failing mid-call (a streamed layer) surfaces far from where it was
+/// raised; the few most recent are enough, the rest age out.
+static RAISED: parking_lot::Mutex<Vec<(String, Error)>> = parking_lot::Mutex::new(Vec::new());
+const RAISED_KEPT: usize = 8;
+
+impl Error {
+    /// `self` as a candle error with the same message, its kind restored
+    /// when the error comes back through [`From<candle_core::Error>`] or
+    /// [`Error::take_raised`].
+    pub(crate) fn into_candle(self) -> candle_core::Error {
+        let msg = self.to_string();
+        let mut raised = RAISED.lock();
+        if raised.len() == RAISED_KEPT {
+            raised.remove(0);
+        }
+        raised.push((msg.clone(), self));
+        candle_core::Error::Msg(msg)
+    }
+
+    /// The error raised by [`Error::into_candle`] that `e` carries, if any.
+    pub(crate) fn take_raised(e: &candle_core::Error) -> Option<Error> {
+        let msg = first_line(e);
+        let mut raised = RAISED.lock();
+        let i = raised.iter().rposition(|(m, _)| *m == msg)?;
+        Some(raised.remove(i).1)
+    }
+}
+
+/// candle's message: with RUST_BACKTRACE set candle appends a backtrace on
+/// further lines.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 impl From<candle_core::Error> for Error {
     fn from(e: candle_core::Error) -> Self {
-        // With RUST_BACKTRACE set candle appends a backtrace on further
-        // lines; messages are one line.
-        let msg = e.to_string();
-        classify_candle_error(msg.lines().next().unwrap_or_default().to_string())
+        Error::take_raised(&e).unwrap_or_else(|| classify_candle_error(first_line(&e)))
     }
 }
 

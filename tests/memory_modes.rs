@@ -169,3 +169,46 @@ fn auto_picks_each_mode_from_the_budget_and_reports_it() {
     let roomy = load("cogvideox-5b", Residency::Streamed, Some(1 << 40));
     assert_eq!(max_diff(&decode(&roomy, VaeTiling::Model), &untiled), 0.0);
 }
+
+/// A streamed layer whose file breaks after loading fails the call with the
+/// read's own error (the file named, the kind kept), not an internal error,
+/// and the pipeline stays usable for a call that does not need the file.
+#[test]
+fn a_streamed_read_failing_mid_call_keeps_its_kind() {
+    let scratch = common::ScratchCheckpoint::copy_of("cogvideox-5b", "streamed-broken");
+    let opts = LoadOptions {
+        residency: Residency::Streamed,
+        ..Default::default()
+    };
+    let p = Pipeline::load(&scratch.root, &opts).unwrap();
+    let generate = GenerateOptions {
+        sampling: sampling(1),
+        height: Some(64),
+        width: Some(96),
+        num_frames: Some(9),
+    };
+    let latents = p
+        .generate_latents(&generate, &mut Progress::none())
+        .unwrap();
+    let dir = scratch.root.join("transformer");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(64).unwrap();
+        }
+    }
+    let err = p
+        .generate_latents(&generate, &mut Progress::none())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cogvideo::Error::Io { .. } | cogvideo::Error::BadCheckpoint { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("transformer"), "{err}");
+    p.decode_latents(&latents, &DecodeOptions::default(), &mut Progress::none())
+        .unwrap();
+}
