@@ -17,11 +17,21 @@ use cogvideo::frames::{
     FrameMut, FrameRef, PixelFormat, ResizeMode, frames_to_video, video_to_frames,
 };
 use cogvideo::pipelines::{
-    AnimateOptions, DecodeOptions, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
-    NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind, VideoOutput,
+    AnimateOptions, DecodeOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions,
+    LoadOptions, NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind, VideoOutput,
     VideoToVideoOptions,
 };
 use common::{assert_close, load_json, load_tensors, tiny};
+
+/// The goldens are diffusers' f32 numbers: the pipelines run on the CPU in
+/// f32 even in a `cuda` build on a GPU machine, where the default would
+/// pick the GPU in bf16 (tests/device.rs covers that).
+fn cpu_f32() -> LoadOptions {
+    LoadOptions {
+        device: DeviceKind::Cpu,
+        ..Default::default()
+    }
+}
 
 fn u8_bytes(t: &Tensor) -> Vec<u8> {
     t.to_dtype(DType::U8)
@@ -119,7 +129,7 @@ fn pipelines_match_the_reference() {
         let g = load_tensors(case["file"].as_str().unwrap());
         let p = pipelines
             .entry(variant.to_string())
-            .or_insert_with(|| Pipeline::load(tiny(variant), &LoadOptions::default()).unwrap());
+            .or_insert_with(|| Pipeline::load(tiny(variant), &cpu_f32()).unwrap());
         let pad = usize_of(&case["padding_frames"]);
         let prompt = case["prompt"].as_str().unwrap().to_string();
         let steps = usize_of(&case["steps"]);
@@ -208,7 +218,7 @@ fn pipelines_match_the_reference() {
 
 #[test]
 fn wrong_variant_for_the_call_is_refused() {
-    let t2v = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let t2v = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
     let image = Tensor::zeros((1, 3, 64, 96), DType::F32, &Device::Cpu).unwrap();
     let err = t2v
         .animate_image(&image, &AnimateOptions::default(), &mut Progress::none())
@@ -218,7 +228,7 @@ fn wrong_variant_for_the_call_is_refused() {
         "{err}"
     );
 
-    let sincos = Pipeline::load(tiny("cogvideox-2b"), &LoadOptions::default()).unwrap();
+    let sincos = Pipeline::load(tiny("cogvideox-2b"), &cpu_f32()).unwrap();
     let video = Tensor::zeros((1, 3, 9, 64, 96), DType::F32, &Device::Cpu).unwrap();
     let err = sincos
         .invert_video(&video, &InvertOptions::default(), &mut Progress::none())
@@ -229,7 +239,7 @@ fn wrong_variant_for_the_call_is_refused() {
     );
     assert!(err.to_string().contains("rotary"), "{err}");
 
-    let i2v = Pipeline::load(tiny("cogvideox-5b-i2v"), &LoadOptions::default()).unwrap();
+    let i2v = Pipeline::load(tiny("cogvideox-5b-i2v"), &cpu_f32()).unwrap();
     let err = i2v
         .generate_video(&GenerateOptions::default(), &mut Progress::none())
         .unwrap_err();
@@ -241,7 +251,7 @@ fn wrong_variant_for_the_call_is_refused() {
 
 #[test]
 fn bad_sizes_and_frame_counts_are_errors() {
-    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
     let run = |h, w, f| {
         let opts = GenerateOptions {
             sampling: SamplingOptions {
@@ -264,7 +274,7 @@ fn bad_sizes_and_frame_counts_are_errors() {
 
 #[test]
 fn cancelling_stops_the_call_and_keeps_the_pipeline_usable() {
-    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
     let opts = GenerateOptions {
         sampling: SamplingOptions {
             prompt: "a fox".into(),
@@ -319,7 +329,7 @@ fn video_to_video_matches_the_reference() {
         let g = load_tensors(case["file"].as_str().unwrap());
         let p = pipelines
             .entry(variant.to_string())
-            .or_insert_with(|| Pipeline::load(tiny(variant), &LoadOptions::default()).unwrap());
+            .or_insert_with(|| Pipeline::load(tiny(variant), &cpu_f32()).unwrap());
         let opts = VideoToVideoOptions {
             sampling: SamplingOptions {
                 prompt: case["prompt"].as_str().unwrap().to_string(),
@@ -367,7 +377,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn latents_decode_to_the_same_video_and_noise_is_checked_against_the_plan() {
-    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
     let opts = tiny_generate(4);
     let out = p.generate_video(&opts, &mut Progress::none()).unwrap();
     let latents = p.generate_latents(&opts, &mut Progress::none()).unwrap();
@@ -405,7 +415,7 @@ fn latents_decode_to_the_same_video_and_noise_is_checked_against_the_plan() {
 
 #[test]
 fn edit_strength_spans_the_source_clip_to_the_full_edit() {
-    let p = Pipeline::load(tiny("cogvideox-5b"), &LoadOptions::default()).unwrap();
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
     let source = p
         .generate_video(&tiny_generate(2), &mut Progress::none())
         .unwrap()
