@@ -1,18 +1,21 @@
 """Times the CogVideoX VAE (encode and decode, untiled and tiled) on the CPU in
-diffusers and in libcogvideo, on the same random weights and inputs, in the
-same run, and reports each case's peak resident memory.
+diffusers and in libcogvideo, on the same random weights and inputs,
+interleaved in one run, and reports each case's peak resident memory.
 
 Usage (from the repository root, with the golden-reference venv):
     python scripts/bench/bench_vae.py [--threads N] [--runs R] [--warmup W] [--cases a,b]
 
 It writes a full-size VAE (diffusers' default AutoencoderKLCogVideoX config,
 as in CogVideoX-5b's vae/config.json) with random weights, a 9-frame 240x360
-clip and a 3 x 30 x 45 latent to a temporary folder, builds
-`examples/bench_vae.rs`, then runs every case once in diffusers and once in
-libcogvideo, each in a process of its own so that the process's peak resident
-memory (ru_maxrss) belongs to that case alone. Both sides include their
-runtime and weights in that peak; the resident memory after loading is
-printed as well. The Rust outputs are compared with diffusers'.
+clip and a 3 x 30 x 45 latent to a temporary folder and builds
+`examples/bench_vae.rs`. Each case then runs in two processes at once, one
+diffusers and one libcogvideo, each loaded and waiting for requests: W
+warm-up runs each, then torch, rust, torch, rust, ... R times, so that both
+see the same machine load; the median of the R runs is reported. One process
+per case and implementation, so that the process's peak resident memory
+(ru_maxrss) belongs to that case alone. Both sides include their runtime and
+weights in that peak; the resident memory after loading is printed as well.
+The Rust outputs are compared with diffusers'.
 """
 
 import argparse
@@ -71,8 +74,10 @@ def random_weights_(model, seed):
             p.copy_(0.02 * torch.randn(p.shape, generator=g))
 
 
-def worker(folder, case, runs, warmup, threads):
-    """One case in diffusers: prints run_s / rss_loaded_kb lines like the Rust example."""
+def worker(folder, case, threads):
+    """One case in diffusers, with the protocol of examples/bench_vae.rs:
+    `rss_loaded_kb=` once loaded, then one run per `run` line on stdin, each
+    printing `run_s=`; at the end of input the last output is saved."""
     from diffusers import AutoencoderKLCogVideoX
 
     torch.set_num_threads(threads)
@@ -83,35 +88,62 @@ def worker(folder, case, runs, warmup, threads):
     x = load_file(os.path.join(folder, "inputs.safetensors"))["video" if encode else "latents"]
     print(f"rss_loaded_kb={rss_kb()}", flush=True)
 
-    def run():
-        with torch.no_grad():
-            return vae.encode(x).latent_dist.mean if encode else vae.decode(x).sample
-
-    for _ in range(warmup):
-        run()
     out = None
-    for _ in range(max(runs, 1)):
+    for line in sys.stdin:
+        if line.strip() != "run":
+            sys.exit(f"unknown command {line!r}")
         out = None  # free the previous output first so it does not add to the peak
         start = time.perf_counter()
-        out = run()
+        with torch.no_grad():
+            out = vae.encode(x).latent_dist.mean if encode else vae.decode(x).sample
         print(f"run_s={time.perf_counter() - start:.4f}", flush=True)
     save_file({"output": out.contiguous()}, os.path.join(folder, f"torch_{case}.safetensors"))
 
 
-def measure(cmd, log, env=None):
-    """Runs one case process; returns (median run seconds, peak RSS KiB, RSS after loading KiB)."""
-    with open(log, "w+") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
+class Case:
+    """One implementation's process for one case, loaded and waiting for `run` lines."""
+
+    def __init__(self, cmd, env=None):
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.loaded = int(self.expect(r"rss_loaded_kb=(\d+)"))
+        self.times = []
+
+    def expect(self, pattern):
+        line = self.proc.stdout.readline()
+        m = re.match(pattern, line)
+        if not m:
+            self.proc.kill()
+            sys.exit(f"{' '.join(self.cmd)} failed: {line!r}")
+        return m.group(1)
+
+    def run(self):
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return float(self.expect(r"run_s=([0-9.]+)"))
+
+    def finish(self):
+        """Ends input (the process saves its output); returns (min and median run seconds, peak RSS KiB, RSS after loading KiB)."""
+        self.proc.stdin.close()
         # wait4 rather than proc.wait(): it also gives this child's own peak RSS.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        f.seek(0)
-        out = f.read()
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out}")
-    times = sorted(float(t) for t in re.findall(r"run_s=([0-9.]+)", out))
-    loaded = int(re.search(r"rss_loaded_kb=(\d+)", out).group(1))
-    return times[len(times) // 2], usage.ru_maxrss, loaded
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if self.proc.returncode != 0:
+            sys.exit(f"{' '.join(self.cmd)} failed with status {self.proc.returncode}")
+        times = sorted(self.times)
+        return (times[0], times[len(times) // 2]), usage.ru_maxrss, self.loaded
+
+
+def interleaved(torch_cmd, rust_cmd, runs, warmup, env):
+    """Both processes loaded, then warm-ups and runs alternating torch, rust."""
+    sides = [Case(torch_cmd), Case(rust_cmd, env)]
+    for _ in range(warmup):
+        for side in sides:
+            side.run()
+    for _ in range(max(runs, 1)):
+        for side in sides:
+            side.times.append(side.run())
+    return [side.finish() for side in sides]
 
 
 def rust_binary():
@@ -144,48 +176,44 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--rust-bin", help="a prebuilt bench_vae (e.g. built with other features) instead of cargo build")
     ap.add_argument("--worker", nargs=2, metavar=("FOLDER", "CASE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(*args.worker, args.runs, args.warmup, args.threads)
+        worker(*args.worker, args.threads)
         return
     cases = args.cases.split(",")
     if not set(cases) <= set(CASES):
         sys.exit(f"unknown case in {args.cases}; cases are {CASES}")
 
-    binary = rust_binary()
+    binary = args.rust_bin or rust_binary()
     folder = tempfile.mkdtemp(prefix="cogvideo-bench-vae-")
     try:
         params = prepare(folder)
         print(
             f"VAE: diffusers' default AutoencoderKLCogVideoX config ({params / 1e6:.1f} M parameters), random weights, "
             f"f32; video 1x3x{FRAMES}x{HEIGHT}x{WIDTH}, latents {'x'.join(map(str, LATENT))}; "
-            f"tiled: {TILE}; {args.threads} threads, {args.warmup} warm-up + median of {args.runs} runs",
+            f"tiled: {TILE}; {args.threads} threads, {args.warmup} warm-up + median of {args.runs} interleaved runs",
             flush=True,
         )
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-        common = ["--runs", str(args.runs), "--warmup", str(args.warmup), "--threads", str(args.threads)]
         tile_args = [str(TILE[k]) for k in TILE]
         rows = []
         for case in cases:
-            torch_res = measure(
-                [sys.executable, __file__, "--worker", folder, case, *common],
-                os.path.join(folder, f"torch_{case}.log"),
-            )
             rust_out = os.path.join(folder, f"rust_{case}.safetensors")
             op = case.split("_")[0]
-            rust_res = measure(
+            torch_res, rust_res = interleaved(
+                [sys.executable, __file__, "--worker", folder, case, "--threads", str(args.threads)],
                 [
                     binary,
                     os.path.join(folder, "vae"),
                     os.path.join(folder, "inputs.safetensors"),
                     op,
                     rust_out,
-                    str(args.runs),
-                    str(args.warmup),
                     *(tile_args if case.endswith("_tiled") else []),
                 ],
-                os.path.join(folder, f"rust_{case}.log"),
+                args.runs,
+                args.warmup,
                 env,
             )
             ref = load_file(os.path.join(folder, f"torch_{case}.safetensors"))["output"]
@@ -196,9 +224,10 @@ def main():
             scale = ref.abs().max().item()
             rows.append((case, torch_res, rust_res, diff, scale))
             print(
-                f"{case}: torch {torch_res[0]:.2f} s, peak {torch_res[1] / 2**20:.2f} GiB "
-                f"(loaded {torch_res[2] / 2**20:.2f}); rust {rust_res[0]:.2f} s, peak {rust_res[1] / 2**20:.2f} GiB "
-                f"(loaded {rust_res[2] / 2**20:.2f}); max abs diff {diff:.2e} (max |ref| {scale:.2f})",
+                f"{case}: torch min {torch_res[0][0]:.2f} s, median {torch_res[0][1]:.2f} s, peak {torch_res[1] / 2**20:.2f} GiB "
+                f"(loaded {torch_res[2] / 2**20:.2f}); rust min {rust_res[0][0]:.2f} s, median {rust_res[0][1]:.2f} s, "
+                f"peak {rust_res[1] / 2**20:.2f} GiB (loaded {rust_res[2] / 2**20:.2f}); "
+                f"max abs diff {diff:.2e} (max |ref| {scale:.2f})",
                 flush=True,
             )
     finally:
@@ -208,13 +237,13 @@ def main():
             shutil.rmtree(folder, ignore_errors=True)
 
     print()
-    print(f"| case | torch {torch.__version__.split('+')[0]} time | libcogvideo time | ratio "
+    print(f"| case | torch {torch.__version__.split('+')[0]} min / median | libcogvideo min / median | ratio min / median "
           "| torch peak RSS | libcogvideo peak RSS | ratio | max abs diff (max abs ref) |")
     print("|---|---|---|---|---|---|---|---|")
-    for case, (tt, tm, _), (rt, rm, _), diff, scale in rows:
+    for case, ((tmin, tmed), tm, _), ((rmin, rmed), rm, _), diff, scale in rows:
         print(
-            f"| {case} | {tt:.2f} s | {rt:.2f} s | {rt / tt:.2f} | {tm / 2**20:.2f} GiB | {rm / 2**20:.2f} GiB "
-            f"| {rm / tm:.2f} | {diff:.1e} ({scale:.2f}) |"
+            f"| {case} | {tmin:.2f} s / {tmed:.2f} s | {rmin:.2f} s / {rmed:.2f} s | {rmin / tmin:.2f} / {rmed / tmed:.2f} "
+            f"| {tm / 2**20:.2f} GiB | {rm / 2**20:.2f} GiB | {rm / tm:.2f} | {diff:.1e} ({scale:.2f}) |"
         )
 
 
