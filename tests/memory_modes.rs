@@ -151,6 +151,35 @@ fn auto_picks_each_mode_from_the_budget_and_reports_it() {
     let (peak_rss, current_rss) = (r.peak_rss_bytes.unwrap(), r.current_rss_bytes.unwrap());
     assert!(peak_rss >= current_rss && current_rss > 0, "{r:?}");
 
+    // A call that ends in a decode keeps the estimate of its peak (here the
+    // transformer's weights, held while sampling), not the decode's alone;
+    // a decode on its own records its own.
+    let p = load("cogvideox-5b", Residency::PerComponent, None);
+    let out = p
+        .generate_video(
+            &GenerateOptions {
+                sampling: sampling(1),
+                height: Some(64),
+                width: Some(96),
+                num_frames: Some(9),
+            },
+            &mut Progress::none(),
+        )
+        .unwrap();
+    let call_peak = p.memory_report().estimated_peak_bytes;
+    assert!(call_peak > w.peak(Residency::PerComponent), "{call_peak}");
+    p.decode_latents(
+        &out.latents,
+        &DecodeOptions::default(),
+        &mut Progress::none(),
+    )
+    .unwrap();
+    let decode_peak = p.memory_report().estimated_peak_bytes;
+    assert!(
+        decode_peak > w.kept(Residency::PerComponent) && decode_peak < call_peak,
+        "{decode_peak} vs {call_peak}"
+    );
+
     // A budget the untiled decode does not fit turns tiling on; the same
     // frames as an explicitly tiled decode, unlike the untiled ones.
     let decode = |p: &Pipeline, tiling| {

@@ -1264,7 +1264,13 @@ pub unsafe extern "C" fn cogvideo_decode_latents(
         // Checked before a value is read: the shape says how much to read.
         pipeline.check_latent_dims(&dims)?;
         let (f, h, w) = (dims[1], dims[3], dims[4]);
-        pipeline.check_decode_fits(8 * h, 8 * w, pipelines::decoded_frame_count(f), &decode)?;
+        pipeline.check_decode_fits(
+            8 * h,
+            8 * w,
+            pipelines::decoded_frame_count(f),
+            &decode,
+            true,
+        )?;
         let mut frames =
             unsafe { output_frames(out, out_count, pipelines::decoded_frame_count(f)) }?;
         let n: usize = dims.iter().product();

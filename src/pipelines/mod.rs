@@ -791,16 +791,19 @@ impl Pipeline {
         }
     }
 
-    /// Records `need` bytes of working memory as the call's estimated peak
-    /// (with the `holds` bytes of weights it holds) and, on the CPU,
+    /// Records (with `record`) `need` bytes of working memory as the
+    /// call's estimated peak (with the `holds` bytes of weights it holds)
+    /// and, on the CPU,
     /// refuses a call that cannot fit with [`Error::OutOfMemory`] (GPU
     /// allocation failures are errors already). The budget plans, it does
     /// not refuse: a caller may know better than the estimate.
-    fn reserve(&self, need: u64, holds: u64, what: &str) -> Result<()> {
-        self.estimated_peak.store(
-            need.saturating_add(holds),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    fn reserve(&self, need: u64, holds: u64, what: &str, record: bool) -> Result<()> {
+        if record {
+            self.estimated_peak.store(
+                need.saturating_add(holds),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if self.device.is_cpu() {
             crate::memory::ensure_fits(need, what)?;
         }
@@ -827,13 +830,15 @@ impl Pipeline {
     }
 
     /// Refuses a decode whose working memory cannot fit, after choosing its
-    /// tiling as [`Self::decode_latents`] does.
+    /// tiling as [`Self::decode_latents`] does; `record` as in
+    /// [`Self::reserve`].
     pub(crate) fn check_decode_fits(
         &self,
         height: usize,
         width: usize,
         frames: usize,
         opts: &DecodeOptions,
+        record: bool,
     ) -> Result<()> {
         let tiling = self.decode_tiling(height, width, frames, opts.tiling)?;
         let need = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &tiling)?;
@@ -841,6 +846,7 @@ impl Pipeline {
             need,
             self.weight_bytes.kept(self.residency),
             &format!("decoding a {width}x{height} clip of {frames} frames"),
+            record,
         )
     }
 
@@ -873,6 +879,7 @@ impl Pipeline {
             need,
             self.weight_bytes.peak(self.residency),
             &format!("a {width}x{height} clip of {frames} frames"),
+            true,
         )
     }
 
@@ -1018,10 +1025,24 @@ impl Pipeline {
         opts: &DecodeOptions,
         progress: &mut Progress,
     ) -> Result<Tensor> {
+        self.decode(latents, opts, progress, true)
+    }
+
+    /// [`Self::decode_latents`]; `record` is false for the decode that ends
+    /// a generating call, whose estimate (made by [`Self::check_fits`] at
+    /// its start, weights at their peak included) covers the decode already
+    /// and must not be replaced by the decode's alone.
+    fn decode(
+        &self,
+        latents: &Tensor,
+        opts: &DecodeOptions,
+        progress: &mut Progress,
+        record: bool,
+    ) -> Result<Tensor> {
         self.check_latent_dims(latents.dims())?;
         let dims = latents.dims();
         let (h, w, frames) = (8 * dims[3], 8 * dims[4], decoded_frame_count(dims[1]));
-        self.check_decode_fits(h, w, frames, opts)?;
+        self.check_decode_fits(h, w, frames, opts, record)?;
         let sf = self.vae.config().scaling_factor;
         let z = (latents.to_dtype(self.dtype)?.permute((0, 2, 1, 3, 4))? * (1.0 / sf))?;
         let run = VaeRunOptions {
@@ -1035,7 +1056,7 @@ impl Pipeline {
 
     /// Decodes the latents a generating call produced into its output.
     fn finish(&self, latents: Tensor, progress: &mut Progress) -> Result<VideoOutput> {
-        let video = self.decode_latents(&latents, &DecodeOptions::default(), progress)?;
+        let video = self.decode(&latents, &DecodeOptions::default(), progress, false)?;
         Ok(VideoOutput { latents, video })
     }
 }
