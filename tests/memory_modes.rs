@@ -32,6 +32,16 @@ fn sampling(steps: usize) -> SamplingOptions {
     }
 }
 
+/// Text-to-video of 9 frames at 96x64 in `steps` steps.
+fn small_clip(steps: usize) -> GenerateOptions {
+    GenerateOptions {
+        sampling: sampling(steps),
+        height: Some(64),
+        width: Some(96),
+        num_frames: Some(9),
+    }
+}
+
 const MODES: [Residency; 3] = [
     Residency::Resident,
     Residency::PerComponent,
@@ -45,12 +55,7 @@ fn every_mode_gives_the_frames_of_resident() {
         assert_eq!(p.residency(), m);
         assert_eq!(p.weight_bytes(), pipelines[0].weight_bytes());
     }
-    let generate = GenerateOptions {
-        sampling: sampling(2),
-        height: Some(64),
-        width: Some(96),
-        num_frames: Some(9),
-    };
+    let generate = small_clip(2);
     let inv_opts = InvertOptions {
         steps: 2,
         ..Default::default()
@@ -133,15 +138,7 @@ fn auto_picks_each_mode_from_the_budget_and_reports_it() {
     // A call records its estimate, weights it holds included.
     let p = load("cogvideox-5b", Residency::Streamed, None);
     let latents = p
-        .generate_latents(
-            &GenerateOptions {
-                sampling: sampling(1),
-                height: Some(64),
-                width: Some(96),
-                num_frames: Some(9),
-            },
-            &mut Progress::none(),
-        )
+        .generate_latents(&small_clip(1), &mut Progress::none())
         .unwrap();
     let r = p.memory_report();
     assert!(
@@ -156,15 +153,7 @@ fn auto_picks_each_mode_from_the_budget_and_reports_it() {
     // a decode on its own records its own.
     let p = load("cogvideox-5b", Residency::PerComponent, None);
     let out = p
-        .generate_video(
-            &GenerateOptions {
-                sampling: sampling(1),
-                height: Some(64),
-                width: Some(96),
-                num_frames: Some(9),
-            },
-            &mut Progress::none(),
-        )
+        .generate_video(&small_clip(1), &mut Progress::none())
         .unwrap();
     let call_peak = p.memory_report().estimated_peak_bytes;
     assert!(call_peak > w.peak(Residency::PerComponent), "{call_peak}");
@@ -210,12 +199,7 @@ fn a_streamed_read_failing_mid_call_keeps_its_kind() {
         ..Default::default()
     };
     let p = Pipeline::load(&scratch.root, &opts).unwrap();
-    let generate = GenerateOptions {
-        sampling: sampling(1),
-        height: Some(64),
-        width: Some(96),
-        num_frames: Some(9),
-    };
+    let generate = small_clip(1);
     let latents = p
         .generate_latents(&generate, &mut Progress::none())
         .unwrap();

@@ -207,6 +207,15 @@ fn gelu_in_place(xs: &mut [f32]) {
     gelu_slice(tail);
 }
 
+/// How the large products run: on candle's number of threads, as its own
+/// matmul does.
+pub(crate) fn gemm_parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        threads => gemm::Parallelism::Rayon(threads),
+    }
+}
+
 /// A linear layer's `x W^T + b` for an f32 CPU input `[..., K]`, followed by
 /// the tanh GELU when `gelu` is set. candle's `Linear` writes the product
 /// into a fresh tensor and adds the bias into another, one full-size
@@ -236,12 +245,6 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
         if let Some(&bias) = v.get(2) {
             par_pieces(&mut out, n, |_, row| row.copy_from_slice(bias));
         }
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
         // SAFETY: out is [m, n] row-major, xs [m, k] row-major and ws
         // [n, k] row-major, read as its transpose [k, n] (column stride k);
         // all three hold exactly the elements these strides reach.
@@ -265,7 +268,7 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
                 false,
                 false,
                 false,
-                parallelism,
+                gemm_parallelism(),
             );
         }
         Ok(())

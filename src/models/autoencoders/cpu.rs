@@ -25,10 +25,11 @@
 
 use std::alloc::{Layout, alloc_zeroed};
 
-use candle_core::utils::{barrier_pool, get_num_threads};
+use candle_core::utils::barrier_pool;
 use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{Error, Result};
+use crate::models::attention::kernels::gemm_parallelism;
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -363,12 +364,6 @@ unsafe fn gemm_acc(
     rhs: *const f32,
     rhs_rs: usize,
 ) {
-    let threads = get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: as promised by the caller; gemm computes
     // dst = 1 * dst + 1 * lhs * rhs with these strides.
     unsafe {
@@ -391,7 +386,7 @@ unsafe fn gemm_acc(
             false,
             false,
             false,
-            parallelism,
+            gemm_parallelism(),
         );
     }
 }
