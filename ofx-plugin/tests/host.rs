@@ -499,7 +499,7 @@ fn cogvideox_generate_renders_the_c_api_clip() {
         ..edit_setup(Depth::Float, LAYOUTS[3])
     };
     let inst = p.create_instance(&ctx, generator, setup).unwrap();
-    set_generate_params(&inst, VERSION);
+    set_params(&inst, &checkpoint(), VERSION);
     let want = expected_generate(1.0);
     for k in [4, 0, 1, 2, 3, 5, 6, 7, 8] {
         let r = inst.render(&Render::at(k as f64));
@@ -772,19 +772,9 @@ fn cogvideox_animate_renders_the_c_api_clip() {
         .create_instance(&ctx, general, edit_setup(Depth::Byte, LAYOUTS[2]))
         .unwrap();
     let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
-    let sets = [
-        inst.set_string("checkpoint", checkpoint.to_str().unwrap()),
-        inst.set_string("prompt", PROMPT),
-        inst.set_int("seed", SEED),
-        inst.set_double("guidance", GUIDANCE),
-        inst.set_int("steps", STEPS),
-        inst.set_int("frame_step", 1),
-        // The image-to-video default is 49 frames.
-        inst.set_int("segment_length", FRAMES as i32),
-        inst.set_int("source_frame", 2),
-        inst.set_int("cache_version", 600),
-    ];
-    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
+    // Image-to-video's default segment is 49 frames; the shared ones set {FRAMES}.
+    set_params(&inst, &checkpoint, 600);
+    assert!(ok_or_default(inst.set_int("source_frame", 2)));
     let src = pattern_source(W, H, Depth::Byte);
     // Before the image is seen: the source, with a status.
     let r = inst.render(&Render::at(0.0));

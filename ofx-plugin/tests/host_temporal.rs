@@ -186,18 +186,9 @@ fn cogvideox_frames_needed_with_frame_step_two_and_animate_fetches_its_image() {
     let (_, ctx) = p.describe_in_context(&desc, filter);
     let inst = p.create_instance(&ctx, filter, setup).unwrap();
     let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
-    let sets = [
-        inst.set_string("checkpoint", checkpoint.to_str().unwrap()),
-        inst.set_string("prompt", PROMPT),
-        inst.set_int("seed", SEED),
-        inst.set_double("guidance", GUIDANCE),
-        inst.set_int("steps", STEPS),
-        inst.set_int("frame_step", 1),
-        inst.set_int("segment_length", FRAMES as i32),
-        inst.set_int("source_frame", 2),
-        inst.set_int("cache_version", 201),
-    ];
-    assert!(sets.iter().all(|&st| ok_or_default(st)), "{sets:?}");
+    // Image-to-video's default segment is 49 frames; the shared ones set {FRAMES}.
+    set_params(&inst, &checkpoint, 201);
+    assert!(ok_or_default(inst.set_int("source_frame", 2)));
     assert_eq!(frames_needed(&inst, 5.0), [(2.0, 2.0), (5.0, 5.0)]);
     assert_eq!(frames_needed(&inst, 2.0), [(2.0, 2.0)]);
 
@@ -254,7 +245,7 @@ fn cogvideox_generate_decodes_cached_latents_after_a_purge() {
         ..edit_setup(Depth::Float, Layout::PLAIN)
     };
     let inst = p.create_instance(&ctx, generator, setup).unwrap();
-    set_generate_params(&inst, VERSION);
+    set_params(&inst, &checkpoint(), VERSION);
     let r = inst.render(&Render::at(3.0));
     assert_same(&r.pixels, &expected_generate(1.0)[3], "scale 1");
     assert_eq!(generated(VERSION), 1);
