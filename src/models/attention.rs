@@ -98,10 +98,10 @@ impl Attention {
     ) -> Result<Self> {
         let inner = heads * head_dim;
         Ok(Self {
-            to_q: linear_b(dim, inner, bias, vb.pp("to_q"))?,
-            to_k: linear_b(dim, inner, bias, vb.pp("to_k"))?,
-            to_v: linear_b(dim, inner, bias, vb.pp("to_v"))?,
-            to_out: linear(inner, dim, vb.pp("to_out.0"))?,
+            to_q: kernels::cpu_linear(linear_b(dim, inner, bias, vb.pp("to_q"))?)?,
+            to_k: kernels::cpu_linear(linear_b(dim, inner, bias, vb.pp("to_k"))?)?,
+            to_v: kernels::cpu_linear(linear_b(dim, inner, bias, vb.pp("to_v"))?)?,
+            to_out: kernels::cpu_linear(linear(inner, dim, vb.pp("to_out.0"))?)?,
             norm_q: layer_norm(head_dim, QK_NORM_EPS, vb.pp("norm_q"))?,
             norm_k: layer_norm(head_dim, QK_NORM_EPS, vb.pp("norm_k"))?,
             heads,
@@ -216,8 +216,8 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn load(vb: VarBuilder, dim: usize, inner: usize) -> Result<Self> {
         Ok(Self {
-            proj_in: linear(dim, inner, vb.pp("net.0.proj"))?,
-            proj_out: linear(inner, dim, vb.pp("net.2"))?,
+            proj_in: kernels::cpu_linear(linear(dim, inner, vb.pp("net.0.proj"))?)?,
+            proj_out: kernels::cpu_linear(linear(inner, dim, vb.pp("net.2"))?)?,
         })
     }
 }
