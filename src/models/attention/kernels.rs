@@ -228,8 +228,35 @@ pub(super) fn cpu_linear(lin: Linear) -> Result<Linear> {
     if !applies(w) || !w.is_contiguous() {
         return Ok(lin);
     }
-    let stored = w.t()?.contiguous()?.t()?;
+    let (n, k) = w.dims2()?;
+    let t = with_slices(std::slice::from_ref(w), |s| transpose(s[0], (n, k)))?;
+    let stored = Tensor::from_vec(t, (k, n), w.device())?.t()?;
     Ok(Linear::new(stored, lin.bias().cloned()))
+}
+
+/// Output rows (source columns) of a [`transpose`] task.
+const TILE: usize = 16;
+
+/// `src` `[rows, cols]` as `[cols, rows]`, row-major, across the threads
+/// (candle's strided copy runs on one thread, and streamed weights are
+/// transposed again at every call).
+fn transpose(src: &[f32], (rows, cols): (usize, usize)) -> Result<Vec<f32>> {
+    let mut out = try_zeros(rows * cols, "a transposed weight")?;
+    // Source row by source row: one cache line read, one value appended to
+    // each of the tile's output rows.
+    let tile = |first: usize, dst: &mut [f32]| {
+        let width = dst.len() / rows.max(1);
+        for r in 0..rows {
+            for (i, &v) in src[r * cols + first..][..width].iter().enumerate() {
+                dst[i * rows + r] = v;
+            }
+        }
+    };
+    let body = cols - cols % TILE;
+    let (head, tail) = out.split_at_mut(body * rows);
+    par_pieces(head, TILE * rows, |t, dst| tile(t * TILE, dst));
+    tile(body, tail);
+    Ok(out)
 }
 
 /// A linear layer's `x W^T + b` for an f32 CPU input `[..., K]`, followed by
