@@ -18,7 +18,9 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::kernels::{LANES, Shared, exp_nonpositive, par_pieces, try_zeros, with_slices};
+use super::kernels::{
+    LANES, Shared, exp_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
+};
 
 /// Queries per task. Each task packs every key and value block of its head
 /// for the GEMMs, so larger query blocks pack less often; with [`BLOCK_K`]
@@ -256,58 +258,20 @@ fn query_block(
     }
 }
 
-/// The online softmax over one block of scores (`max.len()` rows of `cols`
-/// values, row stride [`BLOCK_K`]): replaces the scores by
-/// `exp(score - new_max)`, updates each row's running maximum and sum, and
-/// leaves in `corr` the factor `exp(old_max - new_max)` by which what was
-/// accumulated for the row must be rescaled.
-fn softmax_step(
-    scores: &mut [f32],
-    cols: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    corr: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { softmax_step_avx512(scores, cols, max, sum, corr) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { softmax_step_avx2(scores, cols, max, sum, corr) };
-        }
-    }
-    softmax_step_generic(scores, cols, max, sum, corr)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn softmax_step_avx512(
-    scores: &mut [f32],
-    cols: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    corr: &mut [f32],
-) {
-    softmax_step_generic(scores, cols, max, sum, corr)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_step_avx2(
-    scores: &mut [f32],
-    cols: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    corr: &mut [f32],
-) {
-    softmax_step_generic(scores, cols, max, sum, corr)
-}
+multiversion!(
+    /// The online softmax over one block of scores (`max.len()` rows of `cols`
+    /// values, row stride [`BLOCK_K`]): replaces the scores by
+    /// `exp(score - new_max)`, updates each row's running maximum and sum, and
+    /// leaves in `corr` the factor `exp(old_max - new_max)` by which what was
+    /// accumulated for the row must be rescaled.
+    fn softmax_step(
+        scores: &mut [f32],
+        cols: usize,
+        max: &mut [f32],
+        sum: &mut [f32],
+        corr: &mut [f32],
+    ) = softmax_step_generic
+);
 
 #[inline(always)]
 fn softmax_step_generic(

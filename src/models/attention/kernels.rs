@@ -12,6 +12,45 @@ use candle_nn::Linear;
 /// compiler keeps each in vector registers of the enabled width.
 pub(super) const LANES: usize = 16;
 
+/// `$vis fn $name(args) -> R` running `$generic` (an `#[inline(always)]` fn
+/// of the same arguments) compiled for AVX-512 or AVX2, both with FMA, when
+/// the CPU has them. The crate is built for baseline x86-64 (SSE2), where
+/// the kernels' loops are 4 lanes wide and `mul_add` is a libm call; each
+/// call checks the (cached) CPU features once, so a call should cover at
+/// least a row of work.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $generic:path) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
 /// Whether `x` takes the f32 CPU paths.
 pub(super) fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -167,35 +206,7 @@ fn gelu_slice_generic(xs: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn gelu_slice_avx512(xs: &mut [f32]) {
-    gelu_slice_generic(xs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn gelu_slice_avx2(xs: &mut [f32]) {
-    gelu_slice_generic(xs)
-}
-
-fn gelu_slice(xs: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { gelu_slice_avx512(xs) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { gelu_slice_avx2(xs) };
-        }
-    }
-    gelu_slice_generic(xs)
-}
+multiversion!(fn gelu_slice(xs: &mut [f32]) = gelu_slice_generic);
 
 /// Tanh GELU of `xs` in place (candle's `gelu` is scalar and
 /// single-threaded), in vectorised pieces across the threads.
@@ -366,30 +377,69 @@ pub(super) fn qk_norm_rope(
         let tables = (v.len() == 5).then(|| (v[3], v[4]));
         par_pieces(&mut out, d, |row, dst| {
             let tok = (row / heads) % s;
-            let src = &xs[row * d..][..d];
-            let mean = src.iter().sum::<f32>() / d as f32;
-            let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for i in 0..d {
-                dst[i] = (src[i] - mean) * rstd * w[i] + bi[i];
-            }
-            if let (Some((cos, sin)), true) = (tables, tok >= text_len) {
-                let half = d / 2;
-                let (cos, sin) = (
-                    &cos[(tok - text_len) * half..][..half],
-                    &sin[(tok - text_len) * half..][..half],
-                );
-                for j in 0..half {
-                    let (x0, x1) = (dst[2 * j], dst[2 * j + 1]);
-                    dst[2 * j] = x0 * cos[j] - x1 * sin[j];
-                    dst[2 * j + 1] = x0 * sin[j] + x1 * cos[j];
+            let rope = match tables {
+                Some((cos, sin)) if tok >= text_len => {
+                    let half = d / 2;
+                    let at = (tok - text_len) * half;
+                    Some((&cos[at..][..half], &sin[at..][..half]))
                 }
-            }
+                _ => None,
+            };
+            qk_row(&xs[row * d..][..d], dst, w, bi, eps, rope);
         });
         Ok(())
     })?;
     Tensor::from_vec(out, (b, s, heads, d), x.device())
 }
+
+/// Sum of `f(x)` over `xs`, in [`LANES`] partial sums so that it vectorises.
+#[inline(always)]
+pub(crate) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + acc.iter().sum::<f32>()
+}
+
+/// One head's row of [`qk_norm_rope`]: LayerNorm of `src` into `dst`, then,
+/// given the row's `cos` and `sin`, the rotation of its interleaved pairs.
+#[inline(always)]
+fn qk_row_generic(
+    src: &[f32],
+    dst: &mut [f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    rope: Option<(&[f32], &[f32])>,
+) {
+    let d = src.len() as f32;
+    let mean = lane_sum(src, |v| v) / d;
+    let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for (((o, &v), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
+        *o = (v - mean) * rstd * w + b;
+    }
+    if let Some((cos, sin)) = rope {
+        for ((pair, &c), &s) in dst.chunks_exact_mut(2).zip(cos).zip(sin) {
+            let (x0, x1) = (pair[0], pair[1]);
+            pair[0] = x0 * c - x1 * s;
+            pair[1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+multiversion!(fn qk_row(
+    src: &[f32],
+    dst: &mut [f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    rope: Option<(&[f32], &[f32])>,
+) = qk_row_generic);
 
 #[cfg(test)]
 mod tests {

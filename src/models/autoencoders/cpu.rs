@@ -517,9 +517,11 @@ mod tests {
 
     #[test]
     fn failed_allocations_are_errors() {
-        // Beyond `isize::MAX` bytes, and beyond any address space.
+        // Beyond `isize::MAX` bytes, and beyond any address space. The
+        // buffer escapes through `black_box`: an optimised build may
+        // otherwise drop an allocation that is never used, failure included.
         for n in [usize::MAX, 1 << 58] {
-            match zeros(n, "a test buffer") {
+            match zeros(n, "a test buffer").map(std::hint::black_box) {
                 Err(Error::OutOfMemory(msg)) => {
                     let bytes = n as u128 * 4;
                     assert_eq!(

@@ -12,7 +12,9 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::models::attention::kernels::{par_pieces, try_zeros, with_slices};
+use crate::models::attention::kernels::{
+    lane_sum, multiversion, par_pieces, try_zeros, with_slices,
+};
 
 /// The six modulation chunks of `CogVideoXLayerNormZero`, in the order of
 /// its linear layer's output `[B, 6 D]`.
@@ -30,20 +32,6 @@ pub(super) enum Chunk {
 fn chunk(mods: &[f32], d: usize, b: usize, video: Chunk, text: Chunk, is_text: bool) -> &[f32] {
     let c = if is_text { text } else { video } as usize;
     &mods[(b * 6 + c) * d..][..d]
-}
-
-/// Lanes of the row sums, so that they vectorise.
-const LANES: usize = 8;
-
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            acc[i] += f(c[i]);
-        }
-    }
-    chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + acc.iter().sum::<f32>()
 }
 
 /// `LayerNorm(x) * (1 + scale) + shift` over `x` `[B, S, D]` whose first
@@ -71,14 +59,7 @@ pub(super) fn modulated_norm(
             let is_text = tok < text_len;
             let scale = chunk(m, d, sample, Chunk::Scale, Chunk::EncScale, is_text);
             let shift = chunk(m, d, sample, Chunk::Shift, Chunk::EncShift, is_text);
-            let src = &xs[row * d..][..d];
-            let mean = lane_sum(src, |v| v) / d as f32;
-            let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for i in 0..d {
-                let y = (src[i] - mean) * rstd * w[i] + bi[i];
-                dst[i] = y * (1.0 + scale[i]) + shift[i];
-            }
+            norm_row(&xs[row * d..][..d], dst, w, bi, eps, scale, shift);
         });
         Ok(())
     })?;
@@ -100,12 +81,51 @@ pub(super) fn gated_add(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) 
         par_pieces(&mut out, d, |row, dst| {
             let (sample, tok) = (row / s, row % s);
             let gate = chunk(m, d, sample, Chunk::Gate, Chunk::EncGate, tok < text_len);
-            let (xr, yr) = (&xs[row * d..][..d], &ys[row * d..][..d]);
-            for i in 0..d {
-                dst[i] = xr[i] + yr[i] * gate[i];
-            }
+            gated_row(&xs[row * d..][..d], &ys[row * d..][..d], gate, dst);
         });
         Ok(())
     })?;
     Tensor::from_vec(out, (b, s, d), x.device())
 }
+
+/// One row of [`modulated_norm`].
+#[inline(always)]
+fn norm_row_generic(
+    src: &[f32],
+    dst: &mut [f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    scale: &[f32],
+    shift: &[f32],
+) {
+    let d = src.len() as f32;
+    let mean = lane_sum(src, |v| v) / d;
+    let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d;
+    let rstd = 1.0 / (var + eps).sqrt();
+    let params = weight.iter().zip(bias).zip(scale.iter().zip(shift));
+    for ((o, &v), ((&w, &b), (&sc, &sh))) in dst.iter_mut().zip(src).zip(params) {
+        let y = (v - mean) * rstd * w + b;
+        *o = y * (1.0 + sc) + sh;
+    }
+}
+
+multiversion!(fn norm_row(
+    src: &[f32],
+    dst: &mut [f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+    scale: &[f32],
+    shift: &[f32],
+) = norm_row_generic);
+
+/// One row of [`gated_add`].
+#[inline(always)]
+fn gated_row_generic(x: &[f32], y: &[f32], gate: &[f32], dst: &mut [f32]) {
+    for (((o, &a), &b), &g) in dst.iter_mut().zip(x).zip(y).zip(gate) {
+        *o = a + b * g;
+    }
+}
+
+multiversion!(fn gated_row(x: &[f32], y: &[f32], gate: &[f32], dst: &mut [f32]) = gated_row_generic);
