@@ -136,7 +136,7 @@ const EXP_MAX: f32 = 88.0;
 /// remainder), in plain arithmetic so that it vectorises. Below -87 it
 /// gives 0 (the normal range ends there; `-inf` included), above 88 `inf`.
 #[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     let (zero, inf) = (x < EXP_MIN, x > EXP_MAX);
     let y = exp_in_range(if zero {
         EXP_MIN

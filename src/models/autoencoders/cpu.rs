@@ -29,7 +29,7 @@ use candle_core::utils::barrier_pool;
 use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::attention::kernels::gemm_parallelism;
+use crate::models::attention::kernels::{exp, gemm_parallelism, multiversion};
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -105,16 +105,56 @@ fn par_pieces(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync)
     });
 }
 
-/// `torch.nn.functional.silu` as torch computes it in f32.
-#[inline]
+/// `torch.nn.functional.silu`, `v / (1 + exp(-v))`, with an `exp` that
+/// vectorises (libm's is a scalar call per value).
+#[inline(always)]
 fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
+    v / (1.0 + exp(-v))
 }
+
+/// `dst = silu(src * scale + shift)`: a row of the GroupNorm and SiLU that
+/// feed a convolution.
+#[inline(always)]
+fn norm_silu_row_generic(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = silu(v * scale + shift);
+    }
+}
+
+multiversion!(fn norm_silu_row(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) = norm_silu_row_generic);
+
+/// [`norm_silu_row`] with the spatial norm's modulation: column `i` is
+/// multiplied by `ys[cols[i]]` and shifted by `bs[cols[i]]` before the SiLU.
+#[inline(always)]
+fn modulated_silu_row_generic(
+    dst: &mut [f32],
+    src: &[f32],
+    scale: f32,
+    shift: f32,
+    ys: &[f32],
+    bs: &[f32],
+    cols: &[usize],
+) {
+    for ((d, &v), &k) in dst.iter_mut().zip(src).zip(cols) {
+        *d = silu((v * scale + shift) * ys[k] + bs[k]);
+    }
+}
+
+multiversion!(fn modulated_silu_row(
+    dst: &mut [f32],
+    src: &[f32],
+    scale: f32,
+    shift: f32,
+    ys: &[f32],
+    bs: &[f32],
+    cols: &[usize],
+) = modulated_silu_row_generic);
 
 /// Sum of `xs` (with `shift` subtracted and squared when `square`): f32 lanes
 /// over short runs, f64 across runs, so the millions of values of a group
 /// keep their precision.
-fn group_sum(xs: &[f32], shift: f32, square: bool) -> f64 {
+#[inline(always)]
+fn group_sum_generic(xs: &[f32], shift: f32, square: bool) -> f64 {
     const LANES: usize = 16;
     let mut total = 0f64;
     for run in xs.chunks(4096) {
@@ -135,6 +175,8 @@ fn group_sum(xs: &[f32], shift: f32, square: bool) -> f64 {
     }
     total
 }
+
+multiversion!(fn group_sum(xs: &[f32], shift: f32, square: bool) -> f64 = group_sum_generic);
 
 /// GroupNorm as a per-sample, per-channel `scale` and `shift`
 /// (`y = x * scale + shift`) for `x` `[B, C, ...]` with `spatial` values per
@@ -284,11 +326,7 @@ pub(crate) fn fill_padded(
                     let src = &x[((bc * t + tf) * h + y) * w..][..w];
                     let (s, sh) = (n.scale[bc], n.shift[bc]);
                     match &n.modulation {
-                        None => {
-                            for (d, &v) in dst.iter_mut().zip(src) {
-                                *d = silu(v * s + sh);
-                            }
-                        }
+                        None => norm_silu_row(dst, src, s, sh),
                         Some(m) => {
                             let (tz, hz, wz) = m.size;
                             let row = |ch: usize| {
@@ -296,9 +334,7 @@ pub(crate) fn fill_padded(
                                 &m.yb[at * wz..][..wz]
                             };
                             let (ys, bs) = (row(ci), row(c + ci));
-                            for ((d, &v), &k) in dst.iter_mut().zip(src).zip(&m.cols) {
-                                *d = silu((v * s + sh) * ys[k] + bs[k]);
-                            }
+                            modulated_silu_row(dst, src, s, sh, ys, bs, &m.cols);
                         }
                     }
                 }
