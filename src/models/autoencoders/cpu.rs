@@ -124,7 +124,7 @@ fn norm_silu_row_generic(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) {
 multiversion!(fn norm_silu_row(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) = norm_silu_row_generic);
 
 /// [`norm_silu_row`] with the spatial norm's modulation: column `i` is
-/// multiplied by `ys[cols[i]]` and shifted by `bs[cols[i]]` before the SiLU.
+/// multiplied by `ys[i]` and shifted by `bs[i]` before the SiLU.
 #[inline(always)]
 fn modulated_silu_row_generic(
     dst: &mut [f32],
@@ -133,10 +133,9 @@ fn modulated_silu_row_generic(
     shift: f32,
     ys: &[f32],
     bs: &[f32],
-    cols: &[usize],
 ) {
-    for ((d, &v), &k) in dst.iter_mut().zip(src).zip(cols) {
-        *d = silu((v * scale + shift) * ys[k] + bs[k]);
+    for (((d, &v), &y), &b) in dst.iter_mut().zip(src).zip(ys).zip(bs) {
+        *d = silu((v * scale + shift) * y + b);
     }
 }
 
@@ -147,7 +146,6 @@ multiversion!(fn modulated_silu_row(
     shift: f32,
     ys: &[f32],
     bs: &[f32],
-    cols: &[usize],
 ) = modulated_silu_row_generic);
 
 /// Sum of `xs` (with `shift` subtracted and squared when `square`): f32 lanes
@@ -312,6 +310,10 @@ pub(crate) fn fill_padded(
         }
         let tf = f.saturating_sub(pad.context);
         let (bi, ci) = (bc / c, bc % c);
+        // The modulation rows `conv_y`, `conv_b` of the latent row last
+        // used, resized to the feature width: nearest-resized rows repeat,
+        // so each is gathered once and the row kernel reads it in order.
+        let mut resized: Option<(usize, Vec<f32>)> = None;
         for (y, dst) in rows.enumerate() {
             let dst = &mut dst[pad.left..][..wo];
             match fill {
@@ -334,7 +336,26 @@ pub(crate) fn fill_padded(
                                 &m.yb[at * wz..][..wz]
                             };
                             let (ys, bs) = (row(ci), row(c + ci));
-                            modulated_silu_row(dst, src, s, sh, ys, bs, &m.cols);
+                            if wz == wo {
+                                // Same width: the nearest resize is the identity.
+                                modulated_silu_row(dst, src, s, sh, ys, bs);
+                                continue;
+                            }
+                            if resized.as_ref().is_none_or(|(r, _)| *r != m.rows[y]) {
+                                let mut both = match resized.take() {
+                                    Some((_, both)) => both,
+                                    None => vec![0f32; 2 * wo],
+                                };
+                                let (yr, br) = both.split_at_mut(wo);
+                                for ((a, b), &k) in yr.iter_mut().zip(br).zip(&m.cols) {
+                                    (*a, *b) = (ys[k], bs[k]);
+                                }
+                                resized = Some((m.rows[y], both));
+                            }
+                            if let Some((_, both)) = &resized {
+                                let (yr, br) = both.split_at(wo);
+                                modulated_silu_row(dst, src, s, sh, yr, br);
+                            }
                         }
                     }
                 }
