@@ -497,12 +497,21 @@ impl ConvShape {
     }
 }
 
+/// Columns of the GEMMs' output, which `gemm` wants a multiple of: with a
+/// band of any other width it packs the im2col band on the calling thread
+/// while the others wait (the vector width of f32 on AVX-512). A band of
+/// 855 values ran 15% slower than one of 864.
+const GEMM_COLUMNS: usize = 16;
+
 /// Adds the convolution of `xp` to `out` `[B, O, T, Ho, Wo]` (see the
 /// `causal_conv3d` module for the im2col layout). `weight` is
 /// `[kt, O, kh * kw * C]`, columns ordered `(kh, kw, c)`. The im2col matrix
 /// is built for bands of output rows of at most `budget` values (at least one
 /// row) and reused from band to band; each output frame and temporal tap is
-/// one GEMM into the output's rows.
+/// one GEMM into the output's rows. Each frame of the matrix is padded to a
+/// multiple of [`GEMM_COLUMNS`]; when that adds columns, the GEMMs of an
+/// output frame accumulate into a scratch block as wide, added into `out`
+/// after its last tap.
 pub(crate) fn conv(
     xp: &[f32],
     shape: ConvShape,
@@ -519,47 +528,73 @@ pub(crate) fn conv(
     assert!(xp.len() == b * c * tp * hp * wp && weight.len() == kt * o * k);
     assert!(out.len() == b * o * t * ho * wo && (ho - 1) * s + kh <= hp && (wo - 1) * s + kw <= wp);
     let band = (budget / (k * tp * wo).max(1)).clamp(1, ho);
-    let mut cols = zeros(k * tp * band * wo, "a convolution's im2col matrix")?;
+    let frame_max = (band * wo).next_multiple_of(GEMM_COLUMNS);
+    let mut cols = zeros(k * tp * frame_max, "a convolution's im2col matrix")?;
+    let mut scratch = Vec::new();
     for i in 0..b {
         let x = &xp[i * c * tp * hp * wp..][..c * tp * hp * wp];
         let y = &mut out[i * o * t * ho * wo..][..o * t * ho * wo];
         for r0 in (0..ho).step_by(band) {
             let n = band.min(ho - r0);
-            let width = tp * n * wo;
+            let frame = (n * wo).next_multiple_of(GEMM_COLUMNS);
+            let width = tp * frame;
             // Row (di, dj, ci) of the matrix: input channel ci shifted by
             // (di, dj), for every padded frame and output row of the band.
             par_pieces(&mut cols[..k * width], width, |q, row| {
                 let (tap, ci) = (q / c, q % c);
                 let (di, dj) = (tap / kw, tap % kw);
-                for (fy, dst) in row.chunks_mut(wo).enumerate() {
-                    let (f, yy) = (fy / n, fy % n);
-                    let src = &x[((ci * tp + f) * hp + (r0 + yy) * s + di) * wp + dj..];
-                    if s == 1 {
-                        dst.copy_from_slice(&src[..wo]);
-                    } else {
-                        for (xx, d) in dst.iter_mut().enumerate() {
-                            *d = src[xx * s];
+                for (f, frame_row) in row.chunks_mut(frame).enumerate() {
+                    for (yy, dst) in frame_row.chunks_mut(wo).take(n).enumerate() {
+                        let src = &x[((ci * tp + f) * hp + (r0 + yy) * s + di) * wp + dj..];
+                        if s == 1 {
+                            dst.copy_from_slice(&src[..wo]);
+                        } else {
+                            for (xx, d) in dst.iter_mut().enumerate() {
+                                *d = src[xx * s];
+                            }
                         }
                     }
                 }
             });
+            if frame != n * wo && scratch.is_empty() {
+                scratch = zeros(o * frame_max, "a convolution's output block")?;
+            }
             for ti in 0..t {
+                let at = (ti * ho + r0) * wo;
+                // Straight into the output rows when they are as wide as the
+                // matrix's frames, else into the scratch block.
+                let (dst, dst_rs) = if frame == n * wo {
+                    (y[at..].as_mut_ptr(), t * ho * wo)
+                } else {
+                    scratch[..o * frame].fill(0.0);
+                    (scratch.as_mut_ptr(), frame)
+                };
                 for tap in 0..kt {
-                    // SAFETY: output rows hold n * wo values from
-                    // (ti * ho + r0) * wo, channel after channel t * ho * wo
-                    // apart, inside `y`; weight rows are the k values of tap
-                    // `tap`; matrix rows hold n * wo values of frame ti + tap
-                    // < tp, width apart, inside the first k * width of cols.
+                    // SAFETY: `dst` holds o rows of `frame` values, dst_rs
+                    // apart: output rows from `at` (n * wo = frame values
+                    // per channel, t * ho * wo apart, inside `y`) or the
+                    // scratch block (o * frame values); weight rows are the
+                    // k values of tap `tap`; matrix rows hold `frame` values
+                    // of frame ti + tap < tp, width apart, inside the first
+                    // k * width of cols.
                     unsafe {
                         gemm_acc(
-                            (o, n * wo, k),
-                            y[(ti * ho + r0) * wo..].as_mut_ptr(),
-                            t * ho * wo,
+                            (o, frame, k),
+                            dst,
+                            dst_rs,
                             weight[tap * o * k..].as_ptr(),
                             k,
-                            cols[(ti + tap) * n * wo..].as_ptr(),
+                            cols[(ti + tap) * frame..].as_ptr(),
                             width,
                         );
+                    }
+                }
+                if frame != n * wo {
+                    for (ch, block) in scratch.chunks(frame).take(o).enumerate() {
+                        let rows = &mut y[ch * t * ho * wo + at..][..n * wo];
+                        for (d, &v) in rows.iter_mut().zip(block) {
+                            *d += v;
+                        }
                     }
                 }
             }
