@@ -13,7 +13,7 @@ Configurations:
   tokens, the length the 5b models run at.
 
 For each configuration it writes the random model and its inputs to a
-temporary folder, starts `cargo run --release --example bench_transformer`
+temporary folder (removed at the end), starts `cargo run --release --example bench_transformer`
 on them (which loads the model and then runs one forward per request), and
 alternates: one warm-up forward each, then torch, rust, torch, rust, ... so
 that both see the same machine load. It prints min and median of each, their
@@ -84,9 +84,14 @@ def peak_rss_gib():
 
 
 def bench(name, runs, threads, rust_bin):
+    # The model folder is removed afterwards: 0.3 GB for mid, 0.6 GB for real.
+    with tempfile.TemporaryDirectory(prefix=f"cogvideo-bench-{name}-") as tmp:
+        bench_in(tmp, name, runs, threads, rust_bin)
+
+
+def bench_in(tmp, name, runs, threads, rust_bin):
     config, latent = CONFIGS[name]
     torch.manual_seed(0)
-    tmp = tempfile.mkdtemp(prefix=f"cogvideo-bench-{name}-")
     model = CogVideoXTransformer3DModel(**config).eval()
     with torch.no_grad():
         for p in model.parameters():
