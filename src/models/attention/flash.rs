@@ -258,7 +258,7 @@ fn query_block(
     }
 }
 
-multiversion!(
+multiversion! {
     /// The online softmax over one block of scores (`max.len()` rows of `cols`
     /// values, row stride [`BLOCK_K`]): replaces the scores by
     /// `exp(score - new_max)`, updates each row's running maximum and sum, and
@@ -270,52 +270,43 @@ multiversion!(
         max: &mut [f32],
         sum: &mut [f32],
         corr: &mut [f32],
-    ) = softmax_step_generic
-);
-
-#[inline(always)]
-fn softmax_step_generic(
-    scores: &mut [f32],
-    cols: usize,
-    max: &mut [f32],
-    sum: &mut [f32],
-    corr: &mut [f32],
-) {
-    for (r, row) in scores.chunks_mut(BLOCK_K).take(max.len()).enumerate() {
-        let row = &mut row[..cols];
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+    ) {
+        for (r, row) in scores.chunks_mut(BLOCK_K).take(max.len()).enumerate() {
+            let row = &mut row[..cols];
+            let mut lanes = [f32::NEG_INFINITY; LANES];
+            let mut chunks = row.chunks_exact(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+                }
             }
-        }
-        let block_max = chunks
-            .remainder()
-            .iter()
-            .chain(&lanes)
-            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-        let new_max = if block_max > max[r] {
-            block_max
-        } else {
-            max[r]
-        };
-        corr[r] = exp_nonpositive(max[r] - new_max);
-        max[r] = new_max;
-        let mut acc = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                let e = exp_nonpositive(c[i] - new_max);
-                c[i] = e;
-                acc[i] += e;
+            let block_max = chunks
+                .remainder()
+                .iter()
+                .chain(&lanes)
+                .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+            let new_max = if block_max > max[r] {
+                block_max
+            } else {
+                max[r]
+            };
+            corr[r] = exp_nonpositive(max[r] - new_max);
+            max[r] = new_max;
+            let mut acc = [0f32; LANES];
+            let mut chunks = row.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    let e = exp_nonpositive(c[i] - new_max);
+                    c[i] = e;
+                    acc[i] += e;
+                }
             }
+            let mut block_sum = 0f32;
+            for v in chunks.into_remainder() {
+                *v = exp_nonpositive(*v - new_max);
+                block_sum += *v;
+            }
+            sum[r] = sum[r] * corr[r] + block_sum + acc.iter().sum::<f32>();
         }
-        let mut block_sum = 0f32;
-        for v in chunks.into_remainder() {
-            *v = exp_nonpositive(*v - new_max);
-            block_sum += *v;
-        }
-        sum[r] = sum[r] * corr[r] + block_sum + acc.iter().sum::<f32>();
     }
 }

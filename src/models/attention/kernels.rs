@@ -12,25 +12,26 @@ use candle_nn::Linear;
 /// compiler keeps each in vector registers of the enabled width.
 pub(super) const LANES: usize = 16;
 
-/// `$vis fn $name(args) -> R` running `$generic` (an `#[inline(always)]` fn
-/// of the same arguments) compiled for AVX-512 or AVX2, both with FMA, when
-/// the CPU has them. The crate is built for baseline x86-64 (SSE2), where
-/// the kernels' loops are 4 lanes wide and `mul_add` is a libm call; each
-/// call checks the (cached) CPU features once, so a call should cover at
-/// least a row of work.
+/// Defines `$vis fn $name(args) -> R { body }` so that the body runs
+/// compiled for AVX-512 or AVX2, both with FMA, when the CPU has them. The
+/// crate is built for baseline x86-64 (SSE2), where the kernels' loops are 4
+/// lanes wide and `mul_add` is a libm call; each call checks the (cached)
+/// CPU features once, so a call should cover at least a row of work.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $generic:path) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,fma")]
                 fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    $generic($($arg),*)
+                    generic($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $generic($($arg),*)
+                    generic($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("fma")
@@ -45,7 +46,7 @@ macro_rules! multiversion {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            $generic($($arg),*)
+            generic($($arg),*)
         }
     };
 }
@@ -199,14 +200,13 @@ fn gelu_one(x: f32) -> f32 {
     x / (1.0 + exp(-2.0 * u))
 }
 
-#[inline(always)]
-fn gelu_slice_generic(xs: &mut [f32]) {
-    for x in xs {
-        *x = gelu_one(*x);
+multiversion! {
+    fn gelu_slice(xs: &mut [f32]) {
+        for x in xs {
+            *x = gelu_one(*x);
+        }
     }
 }
-
-multiversion!(fn gelu_slice(xs: &mut [f32]) = gelu_slice_generic);
 
 /// Tanh GELU of `xs` in place (candle's `gelu` is scalar and
 /// single-threaded), in vectorised pieces across the threads.
@@ -434,41 +434,33 @@ pub(crate) fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + acc.iter().sum::<f32>()
 }
 
-/// One head's row of [`qk_norm_rope`]: LayerNorm of `src` into `dst`, then,
-/// given the row's `cos` and `sin`, the rotation of its interleaved pairs.
-#[inline(always)]
-fn qk_row_generic(
-    src: &[f32],
-    dst: &mut [f32],
-    weight: &[f32],
-    bias: &[f32],
-    eps: f32,
-    rope: Option<(&[f32], &[f32])>,
-) {
-    let d = src.len() as f32;
-    let mean = lane_sum(src, |v| v) / d;
-    let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d;
-    let rstd = 1.0 / (var + eps).sqrt();
-    for (((o, &v), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
-        *o = (v - mean) * rstd * w + b;
-    }
-    if let Some((cos, sin)) = rope {
-        for ((pair, &c), &s) in dst.chunks_exact_mut(2).zip(cos).zip(sin) {
-            let (x0, x1) = (pair[0], pair[1]);
-            pair[0] = x0 * c - x1 * s;
-            pair[1] = x0 * s + x1 * c;
+multiversion! {
+    /// One head's row of [`qk_norm_rope`]: LayerNorm of `src` into `dst`, then,
+    /// given the row's `cos` and `sin`, the rotation of its interleaved pairs.
+    fn qk_row(
+        src: &[f32],
+        dst: &mut [f32],
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+        rope: Option<(&[f32], &[f32])>,
+    ) {
+        let d = src.len() as f32;
+        let mean = lane_sum(src, |v| v) / d;
+        let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (((o, &v), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
+            *o = (v - mean) * rstd * w + b;
+        }
+        if let Some((cos, sin)) = rope {
+            for ((pair, &c), &s) in dst.chunks_exact_mut(2).zip(cos).zip(sin) {
+                let (x0, x1) = (pair[0], pair[1]);
+                pair[0] = x0 * c - x1 * s;
+                pair[1] = x0 * s + x1 * c;
+            }
         }
     }
 }
-
-multiversion!(fn qk_row(
-    src: &[f32],
-    dst: &mut [f32],
-    weight: &[f32],
-    bias: &[f32],
-    eps: f32,
-    rope: Option<(&[f32], &[f32])>,
-) = qk_row_generic);
 
 #[cfg(test)]
 mod tests {

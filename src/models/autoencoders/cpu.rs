@@ -112,69 +112,59 @@ fn silu(v: f32) -> f32 {
     v / (1.0 + exp(-v))
 }
 
-/// `dst = silu(src * scale + shift)`: a row of the GroupNorm and SiLU that
-/// feed a convolution.
-#[inline(always)]
-fn norm_silu_row_generic(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d = silu(v * scale + shift);
-    }
-}
-
-multiversion!(fn norm_silu_row(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) = norm_silu_row_generic);
-
-/// [`norm_silu_row`] with the spatial norm's modulation: column `i` is
-/// multiplied by `ys[i]` and shifted by `bs[i]` before the SiLU.
-#[inline(always)]
-fn modulated_silu_row_generic(
-    dst: &mut [f32],
-    src: &[f32],
-    scale: f32,
-    shift: f32,
-    ys: &[f32],
-    bs: &[f32],
-) {
-    for (((d, &v), &y), &b) in dst.iter_mut().zip(src).zip(ys).zip(bs) {
-        *d = silu((v * scale + shift) * y + b);
-    }
-}
-
-multiversion!(fn modulated_silu_row(
-    dst: &mut [f32],
-    src: &[f32],
-    scale: f32,
-    shift: f32,
-    ys: &[f32],
-    bs: &[f32],
-) = modulated_silu_row_generic);
-
-/// Sum of `xs` (with `shift` subtracted and squared when `square`): f32 lanes
-/// over short runs, f64 across runs, so the millions of values of a group
-/// keep their precision.
-#[inline(always)]
-fn group_sum_generic(xs: &[f32], shift: f32, square: bool) -> f64 {
-    const LANES: usize = 16;
-    let mut total = 0f64;
-    for run in xs.chunks(4096) {
-        let mut acc = [0f32; LANES];
-        let body = run.chunks_exact(LANES);
-        let tail: f32 = body
-            .remainder()
-            .iter()
-            .map(|&v| if square { (v - shift) * (v - shift) } else { v })
-            .sum();
-        for lanes in body {
-            for (a, &v) in acc.iter_mut().zip(lanes) {
-                let d = v - shift;
-                *a += if square { d * d } else { v };
-            }
+multiversion! {
+    /// `dst = silu(src * scale + shift)`: a row of the GroupNorm and SiLU that
+    /// feed a convolution.
+    fn norm_silu_row(dst: &mut [f32], src: &[f32], scale: f32, shift: f32) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = silu(v * scale + shift);
         }
-        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
     }
-    total
 }
 
-multiversion!(fn group_sum(xs: &[f32], shift: f32, square: bool) -> f64 = group_sum_generic);
+multiversion! {
+    /// [`norm_silu_row`] with the spatial norm's modulation: column `i` is
+    /// multiplied by `ys[i]` and shifted by `bs[i]` before the SiLU.
+    fn modulated_silu_row(
+        dst: &mut [f32],
+        src: &[f32],
+        scale: f32,
+        shift: f32,
+        ys: &[f32],
+        bs: &[f32],
+    ) {
+        for (((d, &v), &y), &b) in dst.iter_mut().zip(src).zip(ys).zip(bs) {
+            *d = silu((v * scale + shift) * y + b);
+        }
+    }
+}
+
+multiversion! {
+    /// Sum of `xs` (with `shift` subtracted and squared when `square`): f32 lanes
+    /// over short runs, f64 across runs, so the millions of values of a group
+    /// keep their precision.
+    fn group_sum(xs: &[f32], shift: f32, square: bool) -> f64 {
+        const LANES: usize = 16;
+        let mut total = 0f64;
+        for run in xs.chunks(4096) {
+            let mut acc = [0f32; LANES];
+            let body = run.chunks_exact(LANES);
+            let tail: f32 = body
+                .remainder()
+                .iter()
+                .map(|&v| if square { (v - shift) * (v - shift) } else { v })
+                .sum();
+            for lanes in body {
+                for (a, &v) in acc.iter_mut().zip(lanes) {
+                    let d = v - shift;
+                    *a += if square { d * d } else { v };
+                }
+            }
+            total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+        }
+        total
+    }
+}
 
 /// GroupNorm as a per-sample, per-channel `scale` and `shift`
 /// (`y = x * scale + shift`) for `x` `[B, C, ...]` with `spatial` values per

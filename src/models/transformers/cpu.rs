@@ -88,44 +88,34 @@ pub(super) fn gated_add(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) 
     Tensor::from_vec(out, (b, s, d), x.device())
 }
 
-/// One row of [`modulated_norm`].
-#[inline(always)]
-fn norm_row_generic(
-    src: &[f32],
-    dst: &mut [f32],
-    weight: &[f32],
-    bias: &[f32],
-    eps: f32,
-    scale: &[f32],
-    shift: &[f32],
-) {
-    let d = src.len() as f32;
-    let mean = lane_sum(src, |v| v) / d;
-    let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d;
-    let rstd = 1.0 / (var + eps).sqrt();
-    let params = weight.iter().zip(bias).zip(scale.iter().zip(shift));
-    for ((o, &v), ((&w, &b), (&sc, &sh))) in dst.iter_mut().zip(src).zip(params) {
-        let y = (v - mean) * rstd * w + b;
-        *o = y * (1.0 + sc) + sh;
+multiversion! {
+    /// One row of [`modulated_norm`].
+    fn norm_row(
+        src: &[f32],
+        dst: &mut [f32],
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+        scale: &[f32],
+        shift: &[f32],
+    ) {
+        let d = src.len() as f32;
+        let mean = lane_sum(src, |v| v) / d;
+        let var = lane_sum(src, |v| (v - mean) * (v - mean)) / d;
+        let rstd = 1.0 / (var + eps).sqrt();
+        let params = weight.iter().zip(bias).zip(scale.iter().zip(shift));
+        for ((o, &v), ((&w, &b), (&sc, &sh))) in dst.iter_mut().zip(src).zip(params) {
+            let y = (v - mean) * rstd * w + b;
+            *o = y * (1.0 + sc) + sh;
+        }
     }
 }
 
-multiversion!(fn norm_row(
-    src: &[f32],
-    dst: &mut [f32],
-    weight: &[f32],
-    bias: &[f32],
-    eps: f32,
-    scale: &[f32],
-    shift: &[f32],
-) = norm_row_generic);
-
-/// One row of [`gated_add`].
-#[inline(always)]
-fn gated_row_generic(x: &[f32], y: &[f32], gate: &[f32], dst: &mut [f32]) {
-    for (((o, &a), &b), &g) in dst.iter_mut().zip(x).zip(y).zip(gate) {
-        *o = a + b * g;
+multiversion! {
+    /// One row of [`gated_add`].
+    fn gated_row(x: &[f32], y: &[f32], gate: &[f32], dst: &mut [f32]) {
+        for (((o, &a), &b), &g) in dst.iter_mut().zip(x).zip(y).zip(gate) {
+            *o = a + b * g;
+        }
     }
 }
-
-multiversion!(fn gated_row(x: &[f32], y: &[f32], gate: &[f32], dst: &mut [f32]) = gated_row_generic);
