@@ -29,7 +29,7 @@ use candle_core::utils::barrier_pool;
 use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::attention::kernels::{exp, gemm_parallelism, multiversion};
+use crate::models::attention::kernels::{GEMM_LANES, exp, gemm_parallelism, multiversion};
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -487,19 +487,13 @@ impl ConvShape {
     }
 }
 
-/// Columns of the GEMMs' output, which `gemm` wants a multiple of: with a
-/// band of any other width it packs the im2col band on the calling thread
-/// while the others wait (the vector width of f32 on AVX-512). A band of
-/// 855 values ran 15% slower than one of 864.
-const GEMM_COLUMNS: usize = 16;
-
 /// Adds the convolution of `xp` to `out` `[B, O, T, Ho, Wo]` (see the
 /// `causal_conv3d` module for the im2col layout). `weight` is
 /// `[kt, O, kh * kw * C]`, columns ordered `(kh, kw, c)`. The im2col matrix
 /// is built for bands of output rows of at most `budget` values (at least one
 /// row) and reused from band to band; each output frame and temporal tap is
 /// one GEMM into the output's rows. Each frame of the matrix is padded to a
-/// multiple of [`GEMM_COLUMNS`]; when that adds columns, the GEMMs of an
+/// multiple of [`GEMM_LANES`]; when that adds columns, the GEMMs of an
 /// output frame accumulate into a scratch block as wide, added into `out`
 /// after its last tap.
 pub(crate) fn conv(
@@ -518,7 +512,7 @@ pub(crate) fn conv(
     assert!(xp.len() == b * c * tp * hp * wp && weight.len() == kt * o * k);
     assert!(out.len() == b * o * t * ho * wo && (ho - 1) * s + kh <= hp && (wo - 1) * s + kw <= wp);
     let band = (budget / (k * tp * wo).max(1)).clamp(1, ho);
-    let frame_max = (band * wo).next_multiple_of(GEMM_COLUMNS);
+    let frame_max = (band * wo).next_multiple_of(GEMM_LANES);
     let mut cols = zeros(k * tp * frame_max, "a convolution's im2col matrix")?;
     let mut scratch = Vec::new();
     for i in 0..b {
@@ -526,7 +520,7 @@ pub(crate) fn conv(
         let y = &mut out[i * o * t * ho * wo..][..o * t * ho * wo];
         for r0 in (0..ho).step_by(band) {
             let n = band.min(ho - r0);
-            let frame = (n * wo).next_multiple_of(GEMM_COLUMNS);
+            let frame = (n * wo).next_multiple_of(GEMM_LANES);
             let width = tp * frame;
             // Row (di, dj, ci) of the matrix: input channel ci shifted by
             // (di, dj), for every padded frame and output row of the band.
