@@ -263,7 +263,9 @@ multiversion! {
     /// values, row stride [`BLOCK_K`]): replaces the scores by
     /// `exp(score - new_max)`, updates each row's running maximum and sum, and
     /// leaves in `corr` the factor `exp(old_max - new_max)` by which what was
-    /// accumulated for the row must be rescaled.
+    /// accumulated for the row must be rescaled. The per-row steps (new
+    /// maximum, correction) run as one pass over all rows, vectorised across
+    /// them, rather than a scalar `exp` at the end of each row.
     fn softmax_step(
         scores: &mut [f32],
         cols: usize,
@@ -271,29 +273,31 @@ multiversion! {
         sum: &mut [f32],
         corr: &mut [f32],
     ) {
-        for (r, row) in scores.chunks_mut(BLOCK_K).take(max.len()).enumerate() {
-            let row = &mut row[..cols];
+        let rows = max.len();
+        let corr = &mut corr[..rows];
+        // The block's row maxima, held in `corr` until the next pass.
+        for (row, m) in scores.chunks(BLOCK_K).zip(corr.iter_mut()) {
             let mut lanes = [f32::NEG_INFINITY; LANES];
-            let mut chunks = row.chunks_exact(LANES);
+            let mut chunks = row[..cols].chunks_exact(LANES);
             for c in &mut chunks {
                 for i in 0..LANES {
                     lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
                 }
             }
-            let block_max = chunks
-                .remainder()
-                .iter()
-                .chain(&lanes)
-                .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-            let new_max = if block_max > max[r] {
-                block_max
-            } else {
-                max[r]
-            };
-            corr[r] = exp_nonpositive(max[r] - new_max);
-            max[r] = new_max;
+            for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+                *l = if v > *l { v } else { *l };
+            }
+            *m = fold_lanes(lanes, |a, b| if b > a { b } else { a });
+        }
+        for (m, c) in max.iter_mut().zip(corr.iter_mut()) {
+            let new_max = if *c > *m { *c } else { *m };
+            *c = exp_nonpositive(*m - new_max);
+            *m = new_max;
+        }
+        for (r, row) in scores.chunks_mut(BLOCK_K).take(rows).enumerate() {
+            let new_max = max[r];
             let mut acc = [0f32; LANES];
-            let mut chunks = row.chunks_exact_mut(LANES);
+            let mut chunks = row[..cols].chunks_exact_mut(LANES);
             for c in &mut chunks {
                 for i in 0..LANES {
                     let e = exp_nonpositive(c[i] - new_max);
@@ -301,12 +305,25 @@ multiversion! {
                     acc[i] += e;
                 }
             }
-            let mut block_sum = 0f32;
-            for v in chunks.into_remainder() {
+            for (a, v) in acc.iter_mut().zip(chunks.into_remainder()) {
                 *v = exp_nonpositive(*v - new_max);
-                block_sum += *v;
+                *a += *v;
             }
-            sum[r] = sum[r] * corr[r] + block_sum + acc.iter().sum::<f32>();
+            sum[r] = sum[r] * corr[r] + fold_lanes(acc, |a, b| a + b);
         }
     }
+}
+
+/// `f` over the lanes of a vector by halves (a tree: log2(LANES) vector
+/// steps where a left-to-right fold takes LANES scalar ones).
+#[inline(always)]
+fn fold_lanes(mut lanes: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for i in 0..half {
+            lanes[i] = f(lanes[i], lanes[i + half]);
+        }
+        half /= 2;
+    }
+    lanes[0]
 }
