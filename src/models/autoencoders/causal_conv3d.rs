@@ -26,7 +26,9 @@
 //!
 //! In f32 on the CPU the same convolution runs on raw slices (the `cpu`
 //! module): the padded input is written in one pass together with the norm
-//! and SiLU before it, and the GEMMs accumulate into the output directly.
+//! and SiLU before it, and the GEMMs accumulate into the output. There the
+//! convolutions with many channels skip the im2col matrix: a channels-last
+//! copy of the input is the GEMMs' operand as it is (`cpu::conv`).
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;

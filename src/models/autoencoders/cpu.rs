@@ -11,9 +11,10 @@
 //! - [`fill_padded`] writes a convolution's zero-padded input (carried frames
 //!   in front) in one pass, applying on the way the GroupNorm, the spatial
 //!   norm's modulation and the SiLU, or the upsampler's nearest resize.
-//! - [`conv`] runs the im2col + GEMM convolution of `causal_conv3d` with
-//!   GEMMs that accumulate straight into the output, which [`init_output`]
-//!   starts as bias plus shortcut.
+//! - [`conv`] runs the convolution of `causal_conv3d` as GEMMs that
+//!   accumulate into the output, which [`init_output`] starts as bias plus
+//!   shortcut: on a channels-last copy of the input read in place where the
+//!   channel counts allow, else on an im2col matrix.
 //!
 //! The spatial norm's `conv_y(zq)` and `conv_b(zq)` are pointwise, so they
 //! commute with the nearest resize of `zq`: they are computed at the
@@ -487,15 +488,12 @@ impl ConvShape {
     }
 }
 
-/// Adds the convolution of `xp` to `out` `[B, O, T, Ho, Wo]` (see the
-/// `causal_conv3d` module for the im2col layout). `weight` is
-/// `[kt, O, kh * kw * C]`, columns ordered `(kh, kw, c)`. The im2col matrix
-/// is built for bands of output rows of at most `budget` values (at least one
-/// row) and reused from band to band; each output frame and temporal tap is
-/// one GEMM into the output's rows. Each frame of the matrix is padded to a
-/// multiple of [`GEMM_LANES`]; when that adds columns, the GEMMs of an
-/// output frame accumulate into a scratch block as wide, added into `out`
-/// after its last tap.
+/// Adds the convolution of `xp` to `out` `[B, O, T, Ho, Wo]`. `weight` is
+/// `[kt, O, kh * kw * C]`, columns ordered `(kh, kw, c)`; `budget` bounds the
+/// values of the input copies made per band of output rows. Stride 1 with at
+/// least [`CHANNELS_LAST_MIN`] input and output channels (the resnets' and
+/// mid blocks' convolutions) runs [`conv_channels_last`], the rest (the first
+/// and last convolutions, the downsamplers) [`conv_im2col`].
 pub(crate) fn conv(
     xp: &[f32],
     shape: ConvShape,
@@ -511,6 +509,34 @@ pub(crate) fn conv(
     let s = shape.stride;
     assert!(xp.len() == b * c * tp * hp * wp && weight.len() == kt * o * k);
     assert!(out.len() == b * o * t * ho * wo && (ho - 1) * s + kh <= hp && (wo - 1) * s + kw <= wp);
+    let lanes = |n: usize| n >= CHANNELS_LAST_MIN && n.is_multiple_of(GEMM_LANES);
+    if s == 1 && lanes(o) && lanes(c) {
+        conv_channels_last(xp, shape, weight, out, budget)
+    } else {
+        conv_im2col(xp, shape, weight, out, budget)
+    }
+}
+
+/// [`conv`] through an im2col matrix (see the `causal_conv3d` module for its
+/// layout), built for bands of output rows of at most `budget` values (at
+/// least one row) and reused from band to band; each output frame and
+/// temporal tap is one GEMM into the output's rows. Each frame of the matrix
+/// is padded to a multiple of [`GEMM_LANES`]; when that adds columns, the
+/// GEMMs of an output frame accumulate into a scratch block as wide, added
+/// into `out` after its last tap. Shapes as [`conv`] checks them.
+fn conv_im2col(
+    xp: &[f32],
+    shape: ConvShape,
+    weight: &[f32],
+    out: &mut [f32],
+    budget: usize,
+) -> Result<()> {
+    let [b, c, tp, hp, wp] = shape.input;
+    let (kt, kh, kw) = shape.kernel;
+    let (t, ho, wo) = shape.output();
+    let k = kh * kw * c;
+    let o = weight.len() / (kt * k);
+    let s = shape.stride;
     let band = (budget / (k * tp * wo).max(1)).clamp(1, ho);
     let frame_max = (band * wo).next_multiple_of(GEMM_LANES);
     let mut cols = zeros(k * tp * frame_max, "a convolution's im2col matrix")?;
@@ -587,9 +613,180 @@ pub(crate) fn conv(
     Ok(())
 }
 
+/// Fewest output channels for [`conv_channels_last`]: its GEMMs run the
+/// output channels along the vector lanes.
+const CHANNELS_LAST_MIN: usize = 64;
+/// Values of a [`conv_channels_last`] output block (`[pixels, O]`), sized to
+/// stay in a core's L2 cache while the taps accumulate into it.
+const BLOCK_VALUES: usize = 1 << 18;
+
+/// [`conv`] for stride 1 without an im2col matrix. Each band of input rows
+/// is copied channels-last (`[Tp, rows, Wp, C]`); then the `kw` taps of a
+/// kernel row are one GEMM whose right-hand side is that copy read in place:
+/// output pixel `p` of a row reads the `kw * C` contiguous values from pixel
+/// `p` on, so the pixel stride is `C` and the rows of the product overlap.
+/// Output rows are computed `Wp` wide (the `kw - 1` values past each row's end
+/// are computed and dropped) so that a band is one product per kernel row.
+/// The output channels are the GEMM's vector lanes: `gemm` packs the weights
+/// (`O x kw * C` per call) instead of an im2col band (`kh * kw * C x pixels`,
+/// nine times the input, copied and then packed once per temporal tap).
+/// Shapes as [`conv`] checks them, stride 1, `C` and `O` multiples of
+/// [`GEMM_LANES`].
+fn conv_channels_last(
+    xp: &[f32],
+    shape: ConvShape,
+    weight: &[f32],
+    out: &mut [f32],
+    budget: usize,
+) -> Result<()> {
+    let [b, c, tp, hp, wp] = shape.input;
+    let (kt, kh, kw) = shape.kernel;
+    let (t, ho, wo) = shape.output();
+    let k = kh * kw * c;
+    let o = weight.len() / (kt * k);
+    let band = (BLOCK_VALUES / (o * wp))
+        .min((budget / (tp * wp * c)).saturating_sub(kh - 1))
+        .clamp(1, ho);
+    let mut xcl = zeros(
+        tp * (band + kh - 1) * wp * c,
+        "a convolution's channels-last input",
+    )?;
+    let mut block = zeros(band * wp * o, "a convolution's output block")?;
+    for i in 0..b {
+        let x = &xp[i * c * tp * hp * wp..][..c * tp * hp * wp];
+        let y = &mut out[i * o * t * ho * wo..][..o * t * ho * wo];
+        for r0 in (0..ho).step_by(band) {
+            let n = band.min(ho - r0);
+            let rows = n + kh - 1;
+            // Row (f, rr) of the copy: padded input row r0 + rr of frame f.
+            // In tiles of GEMM_LANES channels by GEMM_LANES pixels, so that
+            // reads and writes both run along cache lines.
+            par_pieces(&mut xcl[..tp * rows * wp * c], wp * c, |q, dst| {
+                let (f, rr) = (q / rows, q % rows);
+                let src = |ci: usize| &x[((ci * tp + f) * hp + r0 + rr) * wp..][..wp];
+                let mut tile = [[0f32; GEMM_LANES]; GEMM_LANES];
+                for c0 in (0..c).step_by(GEMM_LANES) {
+                    for x0 in (0..wp).step_by(GEMM_LANES) {
+                        let xs = GEMM_LANES.min(wp - x0);
+                        for (j, row) in tile.iter_mut().enumerate() {
+                            for (t, &v) in row.iter_mut().zip(&src(c0 + j)[x0..x0 + xs]) {
+                                *t = v;
+                            }
+                        }
+                        for xx in 0..xs {
+                            let d: &mut [f32; GEMM_LANES] = (&mut dst[(x0 + xx) * c + c0..]
+                                [..GEMM_LANES])
+                                .try_into()
+                                .unwrap();
+                            for (j, d) in d.iter_mut().enumerate() {
+                                *d = tile[j][xx];
+                            }
+                        }
+                    }
+                }
+            });
+            // The last row only as wide as the output: its overrun would
+            // read past the band.
+            let pixels = (n - 1) * wp + wo;
+            for ti in 0..t {
+                let mut first = true;
+                for tap in 0..kt {
+                    for di in 0..kh {
+                        // SAFETY: the block holds `pixels` rows of o values;
+                        // the weight rows of tap `tap` are k apart and this
+                        // kernel row's kw * c columns lie inside each; pixel
+                        // p reads kw * c values from (row di + p / wp, column
+                        // p % wp) of frame ti + tap < tp of the copy, and the
+                        // last one ends at the band's last row's column
+                        // wo - 1 + kw - 1 = wp - 1.
+                        unsafe {
+                            gemm::gemm(
+                                o,
+                                pixels,
+                                kw * c,
+                                block.as_mut_ptr(),
+                                o as isize,
+                                1,
+                                !first,
+                                weight[tap * o * k + di * kw * c..].as_ptr(),
+                                1,
+                                k as isize,
+                                xcl[((ti + tap) * rows + di) * wp * c..].as_ptr(),
+                                c as isize,
+                                1,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm_parallelism(),
+                            );
+                        }
+                        first = false;
+                    }
+                }
+                // GEMM_LANES channels per task (o is a multiple), each pixel's
+                // values for them one contiguous read.
+                let block = &block[..pixels * o];
+                let plane = t * ho * wo;
+                par_pieces(y, GEMM_LANES * plane, |g, planes| {
+                    let ch0 = g * GEMM_LANES;
+                    for r in 0..n {
+                        let at = (ti * ho + r0 + r) * wo;
+                        for xx in 0..wo {
+                            let src = &block[(r * wp + xx) * o + ch0..][..GEMM_LANES];
+                            for (j, &v) in src.iter().enumerate() {
+                                planes[j * plane + at + xx] += v;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The channels-last convolution matches the im2col one: three bands (a
+    /// budget of two output rows), two samples, three temporal taps, output
+    /// rows 7 wide (not a multiple of the vector width), onto a nonzero output.
+    #[test]
+    fn channels_last_conv_matches_im2col() {
+        let (b, c, o, tp, hp, wp) = (2, 64, 80, 4, 7, 9);
+        let shape = ConvShape {
+            input: [b, c, tp, hp, wp],
+            kernel: (3, 3, 3),
+            stride: 1,
+        };
+        let (t, ho, wo) = shape.output();
+        // Deterministic values in [-1, 1).
+        let values = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| {
+                    let h = (i ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x85eb_ca6b);
+                    (h >> 8) as f32 / (1 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        let xp = values(b * c * tp * hp * wp, 1);
+        let weight = values(3 * o * 9 * c, 2);
+        let start = values(b * o * t * ho * wo, 3);
+        let budget = tp * wp * c * (2 + 2);
+        let mut fast = start.clone();
+        conv_channels_last(&xp, shape, &weight, &mut fast, budget).unwrap();
+        let mut reference = start;
+        conv_im2col(&xp, shape, &weight, &mut reference, budget).unwrap();
+        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = fast
+            .iter()
+            .zip(&reference)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5 * scale, "max difference {diff} (max {scale})");
+    }
 
     #[test]
     fn failed_allocations_are_errors() {
