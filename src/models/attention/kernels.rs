@@ -59,12 +59,12 @@ pub(super) fn applies(x: &Tensor) -> bool {
 
 /// A pointer that may be shared by worker threads, each of which only
 /// touches its own disjoint part.
-pub(super) struct Shared(pub(super) *mut f32);
+pub(crate) struct Shared(pub(crate) *mut f32);
 // SAFETY: see the users; every task writes a part no other task writes.
 unsafe impl Sync for Shared {}
 impl Shared {
     // A method, so that closures capture the `Sync` wrapper, not the pointer.
-    pub(super) fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }

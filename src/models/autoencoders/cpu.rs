@@ -30,7 +30,7 @@ use candle_core::utils::barrier_pool;
 use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::attention::kernels::{GEMM_LANES, exp, gemm_parallelism, multiversion};
+use crate::models::attention::kernels::{GEMM_LANES, Shared, exp, gemm_parallelism, multiversion};
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -688,11 +688,21 @@ fn conv_channels_last(
             // The last row only as wide as the output: its overrun would
             // read past the band.
             let pixels = (n - 1) * wp + wo;
+            // Each thread takes its own pixels through every tap and into the
+            // output: gemm's own split meets at a barrier after every block
+            // of every product.
+            let per = pixels.div_ceil(candle_core::utils::get_num_threads().max(1));
+            let (block_ptr, y_ptr) = (Shared(block.as_mut_ptr()), Shared(y.as_mut_ptr()));
+            let plane = t * ho * wo;
             for ti in 0..t {
-                let mut first = true;
-                for tap in 0..kt {
-                    for di in 0..kh {
-                        // SAFETY: the block holds `pixels` rows of o values;
+                let part = |p0: usize| {
+                    let count = per.min(pixels - p0);
+                    for (j, (tap, di)) in (0..kt)
+                        .flat_map(|a| (0..kh).map(move |b| (a, b)))
+                        .enumerate()
+                    {
+                        // SAFETY: the block holds `pixels` rows of o values,
+                        // of which this part alone writes rows p0..p0 + count;
                         // the weight rows of tap `tap` are k apart and this
                         // kernel row's kw * c columns lie inside each; pixel
                         // p reads kw * c values from (row di + p / wp, column
@@ -702,16 +712,16 @@ fn conv_channels_last(
                         unsafe {
                             gemm::gemm(
                                 o,
-                                pixels,
+                                count,
                                 kw * c,
-                                block.as_mut_ptr(),
+                                block_ptr.get().add(p0 * o),
                                 o as isize,
                                 1,
-                                !first,
+                                j > 0,
                                 weight[tap * o * k + di * kw * c..].as_ptr(),
                                 1,
                                 k as isize,
-                                xcl[((ti + tap) * rows + di) * wp * c..].as_ptr(),
+                                xcl[((ti + tap) * rows + di) * wp * c + p0 * c..].as_ptr(),
                                 c as isize,
                                 1,
                                 1.0,
@@ -719,26 +729,47 @@ fn conv_channels_last(
                                 false,
                                 false,
                                 false,
-                                gemm_parallelism(),
+                                gemm::Parallelism::None,
                             );
                         }
-                        first = false;
                     }
-                }
-                // GEMM_LANES channels per task (o is a multiple), each pixel's
-                // values for them one contiguous read.
-                let block = &block[..pixels * o];
-                let plane = t * ho * wo;
-                par_pieces(y, GEMM_LANES * plane, |g, planes| {
-                    let ch0 = g * GEMM_LANES;
-                    for r in 0..n {
-                        let at = (ti * ho + r0 + r) * wo;
-                        for xx in 0..wo {
-                            let src = &block[(r * wp + xx) * o + ch0..][..GEMM_LANES];
-                            for (j, &v) in src.iter().enumerate() {
-                                planes[j * plane + at + xx] += v;
+                    // This part's output pixels: columns x0..x1 of row r.
+                    let end = p0 + count;
+                    for r in p0 / wp..=(end - 1) / wp {
+                        let (x0, x1) = (
+                            p0.max(r * wp) - r * wp,
+                            end.min(r * wp + wo).saturating_sub(r * wp),
+                        );
+                        if x1 <= x0 {
+                            continue;
+                        }
+                        let at = (ti * ho + r0 + r) * wo + x0;
+                        for ch in 0..o {
+                            // SAFETY: output row r0 + r of frame ti, channel
+                            // ch, columns x0..x1 < wo: inside `y`, and written
+                            // by this part alone (its pixels); the block rows
+                            // read are this part's own.
+                            let (dst, src) = unsafe {
+                                (
+                                    std::slice::from_raw_parts_mut(
+                                        y_ptr.get().add(ch * plane + at),
+                                        x1 - x0,
+                                    ),
+                                    std::slice::from_raw_parts(
+                                        block_ptr.get().add((r * wp + x0) * o + ch),
+                                        (x1 - x0 - 1) * o + 1,
+                                    ),
+                                )
+                            };
+                            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(o)) {
+                                *d += v;
                             }
                         }
+                    }
+                };
+                barrier_pool().execute_chunked(pixels.div_ceil(per), |range| {
+                    for q in range {
+                        part(q * per);
                     }
                 });
             }
