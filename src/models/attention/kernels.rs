@@ -258,7 +258,7 @@ const TILE: usize = 16;
 /// `src` `[rows, cols]` as `[cols, rows]`, row-major, across the threads
 /// (candle's strided copy runs on one thread, and streamed weights are
 /// transposed again at every call).
-fn transpose(src: &[f32], (rows, cols): (usize, usize)) -> Result<Vec<f32>> {
+pub(crate) fn transpose(src: &[f32], (rows, cols): (usize, usize)) -> Result<Vec<f32>> {
     let mut out = try_zeros(rows * cols, "a transposed weight")?;
     // Source row by source row: one cache line read, one value appended to
     // each of the tile's output rows.

@@ -30,7 +30,9 @@ use candle_core::utils::barrier_pool;
 use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::attention::kernels::{GEMM_LANES, Shared, exp, gemm_parallelism, multiversion};
+use crate::models::attention::kernels::{
+    GEMM_LANES, Shared, exp, gemm_parallelism, multiversion, transpose,
+};
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
@@ -647,6 +649,11 @@ fn conv_channels_last(
     let band = (BLOCK_VALUES / (o * wp))
         .min((budget / (tp * wp * c)).saturating_sub(kh - 1))
         .clamp(1, ho);
+    // Each tap's weights `[k, O]`: packing them for the vector lanes is then
+    // a copy, where from `[O, k]` it gathers (8% of a decode).
+    let taps = (0..kt)
+        .map(|tap| transpose(&weight[tap * o * k..][..o * k], (o, k)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let mut xcl = zeros(
         tp * (band + kh - 1) * wp * c,
         "a convolution's channels-last input",
@@ -703,8 +710,8 @@ fn conv_channels_last(
                     {
                         // SAFETY: the block holds `pixels` rows of o values,
                         // of which this part alone writes rows p0..p0 + count;
-                        // the weight rows of tap `tap` are k apart and this
-                        // kernel row's kw * c columns lie inside each; pixel
+                        // this kernel row's kw * c rows of o weights lie in
+                        // tap `tap`'s k rows; pixel
                         // p reads kw * c values from (row di + p / wp, column
                         // p % wp) of frame ti + tap < tp of the copy, and the
                         // last one ends at the band's last row's column
@@ -718,9 +725,9 @@ fn conv_channels_last(
                                 o as isize,
                                 1,
                                 j > 0,
-                                weight[tap * o * k + di * kw * c..].as_ptr(),
+                                taps[tap][di * kw * c * o..].as_ptr(),
+                                o as isize,
                                 1,
-                                k as isize,
                                 xcl[((ti + tap) * rows + di) * wp * c + p0 * c..].as_ptr(),
                                 c as isize,
                                 1,
