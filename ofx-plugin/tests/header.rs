@@ -280,6 +280,7 @@ fn declarations_match_the_header() {
         String::from_utf8_lossy(&out.stderr)
     );
     let run = Command::new(&exe).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8(run.stdout).unwrap();
     let c_layouts: Vec<Vec<usize>> = text
         .lines()
