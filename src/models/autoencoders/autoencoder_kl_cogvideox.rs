@@ -25,7 +25,7 @@ use super::causal_conv3d::{
     CausalConv3d, ConvCache, GroupNorm, IM2COL_BUDGET_CPU, IM2COL_BUDGET_GPU, Pointwise, Residual,
     SlotCounter, gather, nearest_indices,
 };
-use super::cpu::{self, Fill, Modulation, NormSilu};
+use super::cpu::{self, ConvShape, Fill, Modulation, NormSilu};
 use super::downsampling::CogVideoXDownsample3D;
 use super::tiling::{TileGrid, Tiling, run_tiled};
 use super::upsampling::CogVideoXUpsample3D;
@@ -1150,8 +1150,19 @@ impl PeakModel {
                 ),
             )
         } else {
+            let scratch = if cpu::takes_channels_last(c, out_c, stride) {
+                let shape = ConvShape {
+                    input: [1, c, tp, h.saturating_add(2), w.saturating_add(2)],
+                    kernel: (taps, 3, 3),
+                    stride,
+                };
+                let budget = (self.im2col_budget / self.elem) as usize;
+                (cpu::channels_last_scratch(shape, out_c, budget) as u64).saturating_mul(self.elem)
+            } else {
+                cols
+            };
             held.saturating_add(padded)
-                .saturating_add(cols)
+                .saturating_add(scratch)
                 .saturating_add(out)
         };
         self.note(live.saturating_add(context));

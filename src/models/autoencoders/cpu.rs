@@ -483,7 +483,7 @@ impl ConvShape {
         let [_, _, tp, hp, wp] = self.input;
         let (kt, kh, kw) = self.kernel;
         (
-            tp + 1 - kt,
+            tp - (kt - 1),
             (hp - kh) / self.stride + 1,
             (wp - kw) / self.stride + 1,
         )
@@ -511,8 +511,7 @@ pub(crate) fn conv(
     let s = shape.stride;
     assert!(xp.len() == b * c * tp * hp * wp && weight.len() == kt * o * k);
     assert!(out.len() == b * o * t * ho * wo && (ho - 1) * s + kh <= hp && (wo - 1) * s + kw <= wp);
-    let lanes = |n: usize| n >= CHANNELS_LAST_MIN && n.is_multiple_of(GEMM_LANES);
-    if s == 1 && lanes(o) && lanes(c) {
+    if takes_channels_last(c, o, s) {
         conv_channels_last(xp, shape, weight, out, budget)
     } else {
         conv_im2col(xp, shape, weight, out, budget)
@@ -622,6 +621,36 @@ const CHANNELS_LAST_MIN: usize = 64;
 /// stay in a core's L2 cache while the taps accumulate into it.
 const BLOCK_VALUES: usize = 1 << 18;
 
+/// Whether [`conv`] runs [`conv_channels_last`] for `c` input and `o`
+/// output channels at spatial `stride`.
+pub(crate) fn takes_channels_last(c: usize, o: usize, stride: usize) -> bool {
+    let lanes = |n: usize| n >= CHANNELS_LAST_MIN && n.is_multiple_of(GEMM_LANES);
+    stride == 1 && lanes(o) && lanes(c)
+}
+
+/// Output rows per band of [`conv_channels_last`]: the output block within
+/// [`BLOCK_VALUES`], the channels-last copy within `budget` values.
+fn channels_last_band(shape: ConvShape, o: usize, budget: usize) -> usize {
+    let [_, c, tp, _, wp] = shape.input;
+    let kh = shape.kernel.1;
+    // Saturating: the memory estimate asks for any size.
+    (BLOCK_VALUES / o.saturating_mul(wp).max(1))
+        .min((budget / tp.saturating_mul(wp).saturating_mul(c).max(1)).saturating_sub(kh - 1))
+        .clamp(1, shape.output().1)
+}
+
+/// Values [`conv_channels_last`] allocates besides its input and output:
+/// the transposed weights, the channels-last copy and the output block.
+pub(crate) fn channels_last_scratch(shape: ConvShape, o: usize, budget: usize) -> usize {
+    let [_, c, tp, _, wp] = shape.input;
+    let (kt, kh, kw) = shape.kernel;
+    let band = channels_last_band(shape, o, budget);
+    let product = |xs: &[usize]| xs.iter().fold(1usize, |a, &x| a.saturating_mul(x));
+    product(&[kt, o, kh, kw, c])
+        .saturating_add(product(&[tp, band.saturating_add(kh - 1), wp, c]))
+        .saturating_add(product(&[band, wp, o]))
+}
+
 /// [`conv`] for stride 1 without an im2col matrix. Each band of input rows
 /// is copied channels-last (`[Tp, rows, Wp, C]`); then the `kw` taps of a
 /// kernel row are one GEMM whose right-hand side is that copy read in place:
@@ -646,9 +675,7 @@ fn conv_channels_last(
     let (t, ho, wo) = shape.output();
     let k = kh * kw * c;
     let o = weight.len() / (kt * k);
-    let band = (BLOCK_VALUES / (o * wp))
-        .min((budget / (tp * wp * c)).saturating_sub(kh - 1))
-        .clamp(1, ho);
+    let band = channels_last_band(shape, o, budget);
     // Each tap's weights `[k, O]`: packing them for the vector lanes is then
     // a copy, where from `[O, k]` it gathers (8% of a decode).
     let taps = (0..kt)
@@ -824,6 +851,26 @@ mod tests {
             .zip(&reference)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(diff < 1e-5 * scale, "max difference {diff} (max {scale})");
+    }
+
+    /// What the memory estimate adds for a channels-last convolution: the
+    /// three buffers, and no overflow at any size.
+    #[test]
+    fn channels_last_scratch_counts_its_buffers() {
+        let shape = ConvShape {
+            input: [1, 64, 4, 7, 9],
+            kernel: (3, 3, 3),
+            stride: 1,
+        };
+        // Band: all 5 output rows (within both bounds).
+        assert_eq!(channels_last_band(shape, 80, 1 << 20), 5);
+        let values = 3 * 80 * 9 * 64 + 4 * 7 * 9 * 64 + 5 * 9 * 80;
+        assert_eq!(channels_last_scratch(shape, 80, 1 << 20), values);
+        let huge = ConvShape {
+            input: [1, 512, usize::MAX, usize::MAX, usize::MAX],
+            ..shape
+        };
+        assert_eq!(channels_last_scratch(huge, 512, 1 << 24), usize::MAX);
     }
 
     #[test]
