@@ -708,12 +708,9 @@ fn conv_channels_last(
                             }
                         }
                         for xx in 0..xs {
-                            let d: &mut [f32; GEMM_LANES] = (&mut dst[(x0 + xx) * c + c0..]
-                                [..GEMM_LANES])
-                                .try_into()
-                                .unwrap();
-                            for (j, d) in d.iter_mut().enumerate() {
-                                *d = tile[j][xx];
+                            let d = &mut dst[(x0 + xx) * c + c0..][..GEMM_LANES];
+                            for (d, row) in d.iter_mut().zip(&tile) {
+                                *d = row[xx];
                             }
                         }
                     }
@@ -738,11 +735,10 @@ fn conv_channels_last(
                         // SAFETY: the block holds `pixels` rows of o values,
                         // of which this part alone writes rows p0..p0 + count;
                         // this kernel row's kw * c rows of o weights lie in
-                        // tap `tap`'s k rows; pixel
-                        // p reads kw * c values from (row di + p / wp, column
-                        // p % wp) of frame ti + tap < tp of the copy, and the
-                        // last one ends at the band's last row's column
-                        // wo - 1 + kw - 1 = wp - 1.
+                        // tap `tap`'s k rows; pixel p reads kw * c values from
+                        // (row di + p / wp, column p % wp) of frame ti + tap <
+                        // tp of the copy, and the last one ends at the band's
+                        // last row's column wo - 1 + kw - 1 = wp - 1.
                         unsafe {
                             gemm::gemm(
                                 o,
