@@ -24,6 +24,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("usage: {} <checkpoint-dir> <inputs.safetensors>", args[0]);
         std::process::exit(2);
     }
+    // On stderr, so the benchmark's record of a run names the code paths.
+    eprintln!(
+        "libcogvideo kernels: {}",
+        if cfg!(feature = "avx512") {
+            "AVX-512 where the CPU has it, else AVX2"
+        } else {
+            "AVX2 (built without the avx512 feature)"
+        }
+    );
     let device = Device::Cpu;
     let ckpt = Checkpoint::open(&args[1])?;
     let model = CogVideoXTransformer3DModel::from_checkpoint(&ckpt, DType::F32, &device)?;

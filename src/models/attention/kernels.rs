@@ -25,19 +25,22 @@ macro_rules! multiversion {
             fn generic($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,fma")]
-                fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    generic($($arg),*)
+                #[cfg(feature = "avx512")]
+                {
+                    #[target_feature(enable = "avx512f,fma")]
+                    fn avx512($($arg: $ty),*) $(-> $ret)? {
+                        generic($($arg),*)
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: the CPU has the features `avx512` is compiled for.
+                        return unsafe { avx512($($arg),*) };
+                    }
                 }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? {
                     generic($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `avx512` is compiled for.
-                    return unsafe { avx512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
