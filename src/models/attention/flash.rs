@@ -19,14 +19,14 @@
 use candle_core::{DType, Result, Tensor};
 
 use super::kernels::{
-    LANES, Shared, exp_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
+    LANES, Shared, exp2_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
 };
 
 /// Queries per task. Each task packs every key and value block of its head
 /// for the GEMMs, so larger query blocks pack less often; with [`BLOCK_K`]
 /// the score block is 256 KiB, which stays in a core's L2 cache between the
 /// two products.
-const BLOCK_Q: usize = 256;
+const BLOCK_Q: usize = 512;
 /// Keys per step.
 const BLOCK_K: usize = 256;
 
@@ -103,7 +103,8 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
                 &segments,
                 (bi, hi, rows),
                 (h, d),
-                scale,
+                // Scores in base 2 (see `softmax_step`).
+                scale * std::f32::consts::LOG2_E,
                 scratch,
                 out_rows,
             );
@@ -161,12 +162,14 @@ struct Segment<'a> {
 
 /// One block of `rows` queries (starting at `q`, row stride `h * d`) against
 /// every key; writes the normalised outputs at `out` with the same strides.
+/// `scale2` is the attention's scale times `log2(e)`: the softmax then works
+/// in base 2, the same weights for a cheaper exponential.
 fn query_block(
     q: &[f32],
     segments: &[Segment],
     (bi, hi, rows): (usize, usize, usize),
     (h, d): (usize, usize),
-    scale: f32,
+    scale2: f32,
     scratch: &mut [f32],
     out: *mut f32,
 ) {
@@ -191,7 +194,7 @@ fn query_block(
             // `k_t`, rows of `v`) lie in their segment, and the
             // scratch blocks are disjoint slices of this worker's own buffer.
             unsafe {
-                // scores[rows x cols] = scale * q[rows x d] k[cols x d]^T
+                // scores[rows x cols] = scale2 * q[rows x d] k[cols x d]^T
                 gemm::gemm(
                     rows,
                     cols,
@@ -207,7 +210,7 @@ fn query_block(
                     1,
                     seg.len as isize,
                     0.0,
-                    scale,
+                    scale2,
                     false,
                     false,
                     false,
@@ -261,11 +264,11 @@ fn query_block(
 multiversion! {
     /// The online softmax over one block of scores (`max.len()` rows of `cols`
     /// values, row stride [`BLOCK_K`]): replaces the scores by
-    /// `exp(score - new_max)`, updates each row's running maximum and sum, and
-    /// leaves in `corr` the factor `exp(old_max - new_max)` by which what was
+    /// `2^(score - new_max)`, updates each row's running maximum and sum, and
+    /// leaves in `corr` the factor `2^(old_max - new_max)` by which what was
     /// accumulated for the row must be rescaled. The per-row steps (new
     /// maximum, correction) run as one pass over all rows, vectorised across
-    /// them, rather than a scalar `exp` at the end of each row.
+    /// them, rather than a scalar exponential at the end of each row.
     fn softmax_step(
         scores: &mut [f32],
         cols: usize,
@@ -291,7 +294,7 @@ multiversion! {
         }
         for (m, c) in max.iter_mut().zip(corr.iter_mut()) {
             let new_max = if *c > *m { *c } else { *m };
-            *c = exp_nonpositive(*m - new_max);
+            *c = exp2_nonpositive(*m - new_max);
             *m = new_max;
         }
         for (r, row) in scores.chunks_mut(BLOCK_K).take(rows).enumerate() {
@@ -300,13 +303,13 @@ multiversion! {
             let mut chunks = row[..cols].chunks_exact_mut(LANES);
             for c in &mut chunks {
                 for i in 0..LANES {
-                    let e = exp_nonpositive(c[i] - new_max);
+                    let e = exp2_nonpositive(c[i] - new_max);
                     c[i] = e;
                     acc[i] += e;
                 }
             }
             for (a, v) in acc.iter_mut().zip(chunks.into_remainder()) {
-                *v = exp_nonpositive(*v - new_max);
+                *v = exp2_nonpositive(*v - new_max);
                 *a += *v;
             }
             sum[r] = sum[r] * corr[r] + fold_lanes(acc, |a, b| a + b);
