@@ -24,8 +24,9 @@ use super::kernels::{
 
 /// Queries per task. Each task packs every key and value block of its head
 /// for the GEMMs, so larger query blocks pack less often; with [`BLOCK_K`]
-/// the score block is 256 KiB, which stays in a core's L2 cache between the
-/// two products.
+/// the score block is 512 KiB, which stays in a current server core's L2
+/// cache (2 MiB) between the two products. 256 took 3% longer (Emerald
+/// Rapids, AVX2 and AVX-512 builds alike), 128 another 3%.
 const BLOCK_Q: usize = 512;
 /// Keys per step.
 const BLOCK_K: usize = 256;
