@@ -27,11 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // On stderr, so the benchmark's record of a run names the code paths.
     eprintln!(
         "libcogvideo kernels: {}",
-        if cfg!(feature = "avx512") {
-            "AVX-512 where the CPU has it, else AVX2"
-        } else {
-            "AVX2 (built without the avx512 feature)"
-        }
+        cogvideo::models::cpu_code_paths()
     );
     let device = Device::Cpu;
     let ckpt = Checkpoint::open(&args[1])?;

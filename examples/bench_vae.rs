@@ -65,6 +65,11 @@ fn main() -> BoxResult<()> {
         None
     };
 
+    // On stderr, so the benchmark's record of a run names the code paths.
+    eprintln!(
+        "libcogvideo kernels: {}",
+        cogvideo::models::cpu_code_paths()
+    );
     let device = Device::Cpu;
     let mut vae = AutoencoderKLCogVideoX::from_dir(&args[1], DType::F32, &device)?;
     vae.set_tiling(tiling)?;

@@ -193,7 +193,8 @@ def main():
         print(
             f"VAE: diffusers' default AutoencoderKLCogVideoX config ({params / 1e6:.1f} M parameters), random weights, "
             f"f32; video 1x3x{FRAMES}x{HEIGHT}x{WIDTH}, latents {'x'.join(map(str, LATENT))}; "
-            f"tiled: {TILE}; {args.threads} threads, {args.warmup} warm-up + median of {args.runs} interleaved runs",
+            f"tiled: {TILE}; {args.threads} threads, {args.warmup} warm-up + median of {args.runs} interleaved runs; "
+            f"torch kernels: {torch.backends.cpu.get_cpu_capability()}",
             flush=True,
         )
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))

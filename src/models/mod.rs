@@ -5,3 +5,13 @@ pub mod autoencoders;
 pub mod embeddings;
 pub mod layers;
 pub mod transformers;
+
+/// The CPU code paths this build has, for benchmark records and bug reports:
+/// without the `avx512` feature it runs AVX2 code at most.
+pub fn cpu_code_paths() -> &'static str {
+    if cfg!(feature = "avx512") {
+        "AVX-512 where the CPU has it, else AVX2"
+    } else {
+        "AVX2 (built without the avx512 feature)"
+    }
+}

@@ -13,10 +13,11 @@ use candle_nn::Linear;
 pub(super) const LANES: usize = 16;
 
 /// Defines `$vis fn $name(args) -> R { body }` so that the body runs
-/// compiled for AVX-512 or AVX2, both with FMA, when the CPU has them. The
-/// crate is built for baseline x86-64 (SSE2), where the kernels' loops are 4
-/// lanes wide and `mul_add` is a libm call; each call checks the (cached)
-/// CPU features once, so a call should cover at least a row of work.
+/// compiled for AVX-512 (with the `avx512` feature, on by default) or AVX2,
+/// both with FMA, when the CPU has them. The crate is built for baseline
+/// x86-64 (SSE2), where the kernels' loops are 4 lanes wide and `mul_add` is
+/// a libm call; each call checks the (cached) CPU features once, so a call
+/// should cover at least a row of work.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
@@ -161,7 +162,8 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// `2^x` for `x <= 0`, to about 1 ulp (Cephes' `exp2f`: `2^n` times a
 /// polynomial of the remainder in `[-1/2, 1/2]`). The softmax works in base 2
 /// (its scores come out of the GEMM already multiplied by `log2(e)`), which
-/// saves `exp`'s range reduction by `ln 2`, a fifth of its instructions. No
+/// saves `exp`'s range reduction (`x * log2(e)`, then the remainder times
+/// `ln 2` in two parts): three of its multiply-adds. No
 /// overflow to handle, and below -126 it gives `2^-126` (1.2e-38, `-inf`
 /// included) rather than 0, which no sum of softmax weights (at least 1, from
 /// the maximum) can tell apart. A NaN stays NaN.
