@@ -2,11 +2,12 @@
 
     python scripts/bench/ab_builds.py [--runs R] [--threads N] BIN_A BIN_B [ARGS...]
 
-BIN_A and BIN_B are release builds of `examples/bench_transformer.rs` or
-`examples/bench_attn.rs` (say, before and after a change); both get ARGS
-(`bench_transformer`: a checkpoint folder and its inputs file, as
-`bench_transformer.py` writes them; `bench_attn`: a sequence length and a
-head count). Both processes start at once and stay up; each takes one
+BIN_A and BIN_B are release builds of `examples/bench_transformer.rs`,
+`examples/bench_attn.rs` or `examples/bench_vae.rs` (say, before and after a
+change); both get ARGS (`bench_transformer`: a checkpoint folder and its
+inputs file, as `bench_transformer.py` writes them; `bench_attn`: a sequence
+length and a head count; `bench_vae`: its usage line; both builds write its
+output file as they exit, so that file compares nothing). Both processes start at once and stay up; each takes one
 warm-up run, then R runs in turn, so that both see the same machine load.
 Prints each build's min and median seconds and the ratio B / A. Needs only
 the Python standard library.
@@ -36,11 +37,11 @@ def main():
     def run(p):
         p.stdin.write("run\n")
         p.stdin.flush()
-        line = p.stdout.readline()
-        m = re.match(r"rust_forward_s=([0-9.]+)", line)
-        if not m:
-            sys.exit(f"{p.args[0]} failed: {line!r}")
-        return float(m.group(1))
+        # Other lines (bench_vae's resident memory once loaded) are skipped.
+        while line := p.stdout.readline():
+            if m := re.match(r"(?:rust_forward_s|run_s)=([0-9.]+)", line):
+                return float(m.group(1))
+        sys.exit(f"{p.args[0]} ended without a time")
 
     for p in procs:
         run(p)

@@ -1155,6 +1155,8 @@ impl PeakModel {
                     input: [1, c, tp, h.saturating_add(2), w.saturating_add(2)],
                     kernel: (taps, 3, 3),
                     stride,
+                    // A first frame batch's, the larger.
+                    replicated: taps - 1,
                 };
                 let budget = (self.im2col_budget / self.elem) as usize;
                 (cpu::channels_last_scratch(shape, out_c, budget) as u64).saturating_mul(self.elem)

@@ -156,6 +156,7 @@ impl Kernel {
             input: padded,
             kernel: (self.taps(), self.kh, self.kw),
             stride,
+            replicated: if prev.is_none() { pad.context } else { 0 },
         };
         let (t, ho, wo) = shape.output();
         let o = self.bias.dim(0)?;

@@ -469,12 +469,18 @@ pub(crate) fn pointwise_acc(
 }
 
 /// Shapes of one convolution: input `[B, C, Tp, Hp, Wp]` (already padded),
-/// kernel `kt x kh x kw`, spatial stride.
+/// kernel `kt x kh x kw`, spatial stride, and how many of the input's
+/// leading frames are copies of the frame after them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvShape {
     pub input: [usize; 5],
     pub kernel: (usize, usize, usize),
     pub stride: usize,
+    /// A causal convolution's first frame batch puts copies of its first
+    /// frame in front ([`fill_padded`] without context frames): the taps of
+    /// an output frame that read those copies are one product with the sum
+    /// of their weights ([`frame_taps`]). 0 when the frames are distinct.
+    pub replicated: usize,
 }
 
 impl ConvShape {
@@ -488,6 +494,35 @@ impl ConvShape {
             (wp - kw) / self.stride + 1,
         )
     }
+}
+
+/// The products of output frame `ti` of a convolution with `kt` temporal
+/// taps whose first `replicated` input frames copy the frame after them, as
+/// `(matrix, input frame)`: matrix `k < kt` is tap `k`'s weights, matrix
+/// `kt + m - 1` the sum of taps `0..=m` ([`merged_taps`]). Taps `0..=m` of
+/// the early output frames all read copies of frame `replicated`; one
+/// product with their summed weights does their work (a 9-frame clip's
+/// first convolution makes 24 frame products instead of 27, a single image's
+/// one instead of three).
+fn frame_taps(ti: usize, kt: usize, replicated: usize) -> impl Iterator<Item = (usize, usize)> {
+    let m = replicated.saturating_sub(ti).min(kt - 1);
+    (m..kt).map(move |k| (if k == m && m > 0 { kt + m - 1 } else { k }, ti + k))
+}
+
+/// The summed weights [`frame_taps`] names, from the taps' matrices (any
+/// one layout): entry `m - 1` is the sum of taps `0..=m`, for `m` in
+/// `1..=min(replicated, kt - 1)`.
+fn merged_taps(taps: &[&[f32]], replicated: usize) -> Result<Vec<Vec<f32>>> {
+    let mut merged: Vec<Vec<f32>> = Vec::new();
+    for &tap in taps.iter().take(replicated + 1).skip(1) {
+        let before = merged.last().map_or(taps[0], Vec::as_slice);
+        let mut sum = zeros(tap.len(), "a convolution's summed taps")?;
+        for ((d, &a), &w) in sum.iter_mut().zip(before).zip(tap) {
+            *d = a + w;
+        }
+        merged.push(sum);
+    }
+    Ok(merged)
 }
 
 /// Adds the convolution of `xp` to `out` `[B, O, T, Ho, Wo]`. `weight` is
@@ -539,6 +574,9 @@ fn conv_im2col(
     let o = weight.len() / (kt * k);
     let s = shape.stride;
     let band = (budget / (k * tp * wo).max(1)).clamp(1, ho);
+    let mut taps: Vec<&[f32]> = weight.chunks(o * k).collect();
+    let merged = merged_taps(&taps, shape.replicated)?;
+    taps.extend(merged.iter().map(Vec::as_slice));
     let frame_max = (band * wo).next_multiple_of(GEMM_LANES);
     let mut cols = zeros(k * tp * frame_max, "a convolution's im2col matrix")?;
     let mut scratch = Vec::new();
@@ -554,7 +592,8 @@ fn conv_im2col(
             par_pieces(&mut cols[..k * width], width, |q, row| {
                 let (tap, ci) = (q / c, q % c);
                 let (di, dj) = (tap / kw, tap % kw);
-                for (f, frame_row) in row.chunks_mut(frame).enumerate() {
+                // The replicated frames are never read (frame_taps).
+                for (f, frame_row) in row.chunks_mut(frame).enumerate().skip(shape.replicated) {
                     for (yy, dst) in frame_row.chunks_mut(wo).take(n).enumerate() {
                         let src = &x[((ci * tp + f) * hp + (r0 + yy) * s + di) * wp + dj..];
                         if s == 1 {
@@ -580,22 +619,22 @@ fn conv_im2col(
                     scratch[..o * frame].fill(0.0);
                     (scratch.as_mut_ptr(), frame)
                 };
-                for tap in 0..kt {
+                for (j, f) in frame_taps(ti, kt, shape.replicated) {
                     // SAFETY: `dst` holds o rows of `frame` values, dst_rs
                     // apart: output rows from `at` (n * wo = frame values
                     // per channel, t * ho * wo apart, inside `y`) or the
-                    // scratch block (o * frame values); weight rows are the
-                    // k values of tap `tap`; matrix rows hold `frame` values
-                    // of frame ti + tap < tp, width apart, inside the first
-                    // k * width of cols.
+                    // scratch block (o * frame values); the weights are o
+                    // rows of k values; matrix rows hold `frame` values of
+                    // frame f <= ti + kt - 1 < tp, width apart, inside the
+                    // first k * width of cols.
                     unsafe {
                         gemm_acc(
                             (o, frame, k),
                             dst,
                             dst_rs,
-                            weight[tap * o * k..].as_ptr(),
+                            taps[j].as_ptr(),
                             k,
-                            cols[(ti + tap) * frame..].as_ptr(),
+                            cols[f * frame..].as_ptr(),
                             width,
                         );
                     }
@@ -640,13 +679,15 @@ fn channels_last_band(shape: ConvShape, o: usize, budget: usize) -> usize {
 }
 
 /// Values [`conv_channels_last`] allocates besides its input and output:
-/// the transposed weights, the channels-last copy and the output block.
+/// the transposed and summed weights, the channels-last copy and the output
+/// block.
 pub(crate) fn channels_last_scratch(shape: ConvShape, o: usize, budget: usize) -> usize {
     let [_, c, tp, _, wp] = shape.input;
     let (kt, kh, kw) = shape.kernel;
     let band = channels_last_band(shape, o, budget);
     let product = |xs: &[usize]| xs.iter().fold(1usize, |a, &x| a.saturating_mul(x));
-    product(&[kt, o, kh, kw, c])
+    let matrices = kt + shape.replicated.min(kt - 1);
+    product(&[matrices, o, kh, kw, c])
         .saturating_add(product(&[tp, band.saturating_add(kh - 1), wp, c]))
         .saturating_add(product(&[band, wp, o]))
 }
@@ -678,9 +719,15 @@ fn conv_channels_last(
     let band = channels_last_band(shape, o, budget);
     // Each tap's weights `[k, O]`: packing them for the vector lanes is then
     // a copy, where from `[O, k]` it gathers (8% of a decode).
-    let taps = (0..kt)
-        .map(|tap| transpose(&weight[tap * o * k..][..o * k], (o, k)))
+    let mut taps = weight
+        .chunks(o * k)
+        .map(|tap| transpose(tap, (o, k)))
         .collect::<candle_core::Result<Vec<_>>>()?;
+    let merged = merged_taps(
+        &taps.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        shape.replicated,
+    )?;
+    taps.extend(merged);
     let mut xcl = zeros(
         tp * (band + kh - 1) * wp * c,
         "a convolution's channels-last input",
@@ -697,6 +744,10 @@ fn conv_channels_last(
             // reads and writes both run along cache lines.
             par_pieces(&mut xcl[..tp * rows * wp * c], wp * c, |q, dst| {
                 let (f, rr) = (q / rows, q % rows);
+                if f < shape.replicated {
+                    // Never read (frame_taps).
+                    return;
+                }
                 let src = |ci: usize| &x[((ci * tp + f) * hp + r0 + rr) * wp..][..wp];
                 let mut tile = [[0f32; GEMM_LANES]; GEMM_LANES];
                 for c0 in (0..c).step_by(GEMM_LANES) {
@@ -728,17 +779,18 @@ fn conv_channels_last(
             for ti in 0..t {
                 let part = |p0: usize| {
                     let count = per.min(pixels - p0);
-                    for (j, (tap, di)) in (0..kt)
+                    for (j, ((tap, f), di)) in frame_taps(ti, kt, shape.replicated)
                         .flat_map(|a| (0..kh).map(move |b| (a, b)))
                         .enumerate()
                     {
                         // SAFETY: the block holds `pixels` rows of o values,
                         // of which this part alone writes rows p0..p0 + count;
                         // this kernel row's kw * c rows of o weights lie in
-                        // tap `tap`'s k rows; pixel p reads kw * c values from
-                        // (row di + p / wp, column p % wp) of frame ti + tap <
-                        // tp of the copy, and the last one ends at the band's
-                        // last row's column wo - 1 + kw - 1 = wp - 1.
+                        // matrix `tap`'s k rows; pixel p reads kw * c values
+                        // from (row di + p / wp, column p % wp) of frame
+                        // f <= ti + kt - 1 < tp of the copy, and the last one
+                        // ends at the band's last row's column
+                        // wo - 1 + kw - 1 = wp - 1.
                         unsafe {
                             gemm::gemm(
                                 o,
@@ -751,7 +803,7 @@ fn conv_channels_last(
                                 taps[tap][di * kw * c * o..].as_ptr(),
                                 o as isize,
                                 1,
-                                xcl[((ti + tap) * rows + di) * wp * c + p0 * c..].as_ptr(),
+                                xcl[(f * rows + di) * wp * c + p0 * c..].as_ptr(),
                                 c as isize,
                                 1,
                                 1.0,
@@ -812,6 +864,26 @@ fn conv_channels_last(
 mod tests {
     use super::*;
 
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x85eb_ca6b);
+                (h >> 8) as f32 / (1 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Within f32 rounding of sums of a few thousand products.
+    fn assert_close(got: &[f32], reference: &[f32]) {
+        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(reference)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5 * scale, "max difference {diff} (max {scale})");
+    }
+
     /// The channels-last convolution matches the im2col one: three bands (a
     /// budget of two output rows), two samples, three temporal taps, output
     /// rows 7 wide (not a multiple of the vector width), onto a nonzero output.
@@ -822,17 +894,9 @@ mod tests {
             input: [b, c, tp, hp, wp],
             kernel: (3, 3, 3),
             stride: 1,
+            replicated: 0,
         };
         let (t, ho, wo) = shape.output();
-        // Deterministic values in [-1, 1).
-        let values = |n: usize, seed: u32| -> Vec<f32> {
-            (0..n as u32)
-                .map(|i| {
-                    let h = (i ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x85eb_ca6b);
-                    (h >> 8) as f32 / (1 << 23) as f32 - 1.0
-                })
-                .collect()
-        };
         let xp = values(b * c * tp * hp * wp, 1);
         let weight = values(3 * o * 9 * c, 2);
         let start = values(b * o * t * ho * wo, 3);
@@ -841,12 +905,62 @@ mod tests {
         conv_channels_last(&xp, shape, &weight, &mut fast, budget).unwrap();
         let mut reference = start;
         conv_im2col(&xp, shape, &weight, &mut reference, budget).unwrap();
-        let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let diff = fast
-            .iter()
-            .zip(&reference)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(diff < 1e-5 * scale, "max difference {diff} (max {scale})");
+        assert_close(&fast, &reference);
+    }
+
+    /// Output frames 0 and 1 of a causal convolution whose input starts
+    /// with two copies of frame 2 read it through summed taps.
+    #[test]
+    fn frame_taps_merge_the_replicated_frames() {
+        let frames = |ti, replicated| frame_taps(ti, 3, replicated).collect::<Vec<_>>();
+        assert_eq!(frames(0, 2), [(4, 2)]);
+        assert_eq!(frames(1, 2), [(3, 2), (2, 3)]);
+        assert_eq!(frames(2, 2), [(0, 2), (1, 3), (2, 4)]);
+        assert_eq!(frames(0, 0), [(0, 0), (1, 1), (2, 2)]);
+        assert_eq!(frames(0, 1), [(3, 1), (2, 2)]);
+        let (w0, w1, w2) = ([1.0, 2.0], [10.0, 20.0], [100.0, 200.0]);
+        let merged = merged_taps(&[&w0, &w1, &w2], 2).unwrap();
+        assert_eq!(merged, [vec![11.0, 22.0], vec![111.0, 222.0]]);
+    }
+
+    /// Both convolution paths give the same output when told that the
+    /// input's first two frames copy the third (a first frame batch): for a
+    /// single image (one output frame) and a clip, with biases and odd widths.
+    #[test]
+    fn replicated_frames_do_not_change_the_result() {
+        for t in [1, 4] {
+            let (b, c, o, hp, wp) = (2, 64, 80, 7, 9);
+            let tp = t + 2;
+            let exact = ConvShape {
+                input: [b, c, tp, hp, wp],
+                kernel: (3, 3, 3),
+                stride: 1,
+                replicated: 0,
+            };
+            let (_, ho, wo) = exact.output();
+            let mut xp = values(b * c * tp * hp * wp, 1);
+            for plane in xp.chunks_mut(tp * hp * wp) {
+                let (copies, rest) = plane.split_at_mut(2 * hp * wp);
+                for copy in copies.chunks_mut(hp * wp) {
+                    copy.copy_from_slice(&rest[..hp * wp]);
+                }
+            }
+            let weight = values(3 * o * 9 * c, 2);
+            let start = values(b * o * t * ho * wo, 3);
+            let budget = tp * wp * c * (2 + 2);
+            let mut reference = start.clone();
+            conv_im2col(&xp, exact, &weight, &mut reference, budget).unwrap();
+            let merged = ConvShape {
+                replicated: 2,
+                ..exact
+            };
+            let mut fast = start.clone();
+            conv_channels_last(&xp, merged, &weight, &mut fast, budget).unwrap();
+            let mut im2col = start;
+            conv_im2col(&xp, merged, &weight, &mut im2col, budget).unwrap();
+            assert_close(&fast, &reference);
+            assert_close(&im2col, &reference);
+        }
     }
 
     /// What the memory estimate adds for a channels-last convolution: the
@@ -857,6 +971,7 @@ mod tests {
             input: [1, 64, 4, 7, 9],
             kernel: (3, 3, 3),
             stride: 1,
+            replicated: 0,
         };
         // Band: all 5 output rows (within both bounds).
         assert_eq!(channels_last_band(shape, 80, 1 << 20), 5);
