@@ -964,7 +964,8 @@ mod tests {
     }
 
     /// What the memory estimate adds for a channels-last convolution: the
-    /// three buffers, and no overflow at any size.
+    /// three buffers (with the summed taps of a first frame batch), and no
+    /// overflow at any size.
     #[test]
     fn channels_last_scratch_counts_its_buffers() {
         let shape = ConvShape {
@@ -977,6 +978,13 @@ mod tests {
         assert_eq!(channels_last_band(shape, 80, 1 << 20), 5);
         let values = 3 * 80 * 9 * 64 + 4 * 7 * 9 * 64 + 5 * 9 * 80;
         assert_eq!(channels_last_scratch(shape, 80, 1 << 20), values);
+        // A first frame batch's two summed taps.
+        let first = ConvShape {
+            replicated: 2,
+            ..shape
+        };
+        let summed = 2 * 80 * 9 * 64;
+        assert_eq!(channels_last_scratch(first, 80, 1 << 20), values + summed);
         let huge = ConvShape {
             input: [1, 512, usize::MAX, usize::MAX, usize::MAX],
             ..shape
