@@ -884,30 +884,6 @@ mod tests {
         assert!(diff < 1e-5 * scale, "max difference {diff} (max {scale})");
     }
 
-    /// The channels-last convolution matches the im2col one: three bands (a
-    /// budget of two output rows), two samples, three temporal taps, output
-    /// rows 7 wide (not a multiple of the vector width), onto a nonzero output.
-    #[test]
-    fn channels_last_conv_matches_im2col() {
-        let (b, c, o, tp, hp, wp) = (2, 64, 80, 4, 7, 9);
-        let shape = ConvShape {
-            input: [b, c, tp, hp, wp],
-            kernel: (3, 3, 3),
-            stride: 1,
-            replicated: 0,
-        };
-        let (t, ho, wo) = shape.output();
-        let xp = values(b * c * tp * hp * wp, 1);
-        let weight = values(3 * o * 9 * c, 2);
-        let start = values(b * o * t * ho * wo, 3);
-        let budget = tp * wp * c * (2 + 2);
-        let mut fast = start.clone();
-        conv_channels_last(&xp, shape, &weight, &mut fast, budget).unwrap();
-        let mut reference = start;
-        conv_im2col(&xp, shape, &weight, &mut reference, budget).unwrap();
-        assert_close(&fast, &reference);
-    }
-
     /// Output frames 0 and 1 of a causal convolution whose input starts
     /// with two copies of frame 2 read it through summed taps.
     #[test]
@@ -923,12 +899,15 @@ mod tests {
         assert_eq!(merged, [vec![11.0, 22.0], vec![111.0, 222.0]]);
     }
 
-    /// Both convolution paths give the same output when told that the
-    /// input's first two frames copy the third (a first frame batch): for a
-    /// single image (one output frame) and a clip, with biases and odd widths.
+    /// The channels-last convolution matches the im2col one, and both match
+    /// themselves told that the input's first two frames copy the third (a
+    /// first frame batch, whose taps are then summed): three bands (a budget
+    /// of two output rows), two samples, three temporal taps, output rows 7
+    /// wide (not a multiple of the vector width), onto a nonzero output; a
+    /// clip of distinct frames, a single image and a clip after two copies.
     #[test]
-    fn replicated_frames_do_not_change_the_result() {
-        for t in [1, 4] {
+    fn convolution_paths_agree() {
+        for (t, replicated) in [(2, 0), (1, 2), (4, 2)] {
             let (b, c, o, hp, wp) = (2, 64, 80, 7, 9);
             let tp = t + 2;
             let exact = ConvShape {
@@ -940,7 +919,7 @@ mod tests {
             let (_, ho, wo) = exact.output();
             let mut xp = values(b * c * tp * hp * wp, 1);
             for plane in xp.chunks_mut(tp * hp * wp) {
-                let (copies, rest) = plane.split_at_mut(2 * hp * wp);
+                let (copies, rest) = plane.split_at_mut(replicated * hp * wp);
                 for copy in copies.chunks_mut(hp * wp) {
                     copy.copy_from_slice(&rest[..hp * wp]);
                 }
@@ -950,14 +929,14 @@ mod tests {
             let budget = tp * wp * c * (2 + 2);
             let mut reference = start.clone();
             conv_im2col(&xp, exact, &weight, &mut reference, budget).unwrap();
-            let merged = ConvShape {
-                replicated: 2,
+            let shape = ConvShape {
+                replicated,
                 ..exact
             };
             let mut fast = start.clone();
-            conv_channels_last(&xp, merged, &weight, &mut fast, budget).unwrap();
+            conv_channels_last(&xp, shape, &weight, &mut fast, budget).unwrap();
             let mut im2col = start;
-            conv_im2col(&xp, merged, &weight, &mut im2col, budget).unwrap();
+            conv_im2col(&xp, shape, &weight, &mut im2col, budget).unwrap();
             assert_close(&fast, &reference);
             assert_close(&im2col, &reference);
         }
