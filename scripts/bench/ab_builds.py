@@ -7,8 +7,9 @@ BIN_A and BIN_B are release builds of `examples/bench_transformer.rs`,
 change); both get ARGS (`bench_transformer`: a checkpoint folder and its
 inputs file, as `bench_transformer.py` writes them; `bench_attn`: a sequence
 length and a head count; `bench_vae`: its usage line; both builds write its
-output file as they exit, so that file compares nothing). Both processes start at once and stay up; each takes one
-warm-up run, then R runs in turn, so that both see the same machine load.
+output file as they exit, so that file compares nothing). Both processes
+start at once and stay up; each takes one warm-up run, then R runs in turn,
+so that both see the same machine load.
 Prints each build's min and median seconds and the ratio B / A. Needs only
 the Python standard library.
 """

@@ -779,14 +779,14 @@ fn conv_channels_last(
             for ti in 0..t {
                 let part = |p0: usize| {
                     let count = per.min(pixels - p0);
-                    for (j, ((tap, f), di)) in frame_taps(ti, kt, shape.replicated)
+                    for (j, ((matrix, f), di)) in frame_taps(ti, kt, shape.replicated)
                         .flat_map(|a| (0..kh).map(move |b| (a, b)))
                         .enumerate()
                     {
                         // SAFETY: the block holds `pixels` rows of o values,
                         // of which this part alone writes rows p0..p0 + count;
                         // this kernel row's kw * c rows of o weights lie in
-                        // matrix `tap`'s k rows; pixel p reads kw * c values
+                        // matrix `matrix`'s k rows; pixel p reads kw * c values
                         // from (row di + p / wp, column p % wp) of frame
                         // f <= ti + kt - 1 < tp of the copy, and the last one
                         // ends at the band's last row's column
@@ -800,7 +800,7 @@ fn conv_channels_last(
                                 o as isize,
                                 1,
                                 j > 0,
-                                taps[tap][di * kw * c * o..].as_ptr(),
+                                taps[matrix][di * kw * c * o..].as_ptr(),
                                 o as isize,
                                 1,
                                 xcl[(f * rows + di) * wp * c + p0 * c..].as_ptr(),
