@@ -2,14 +2,47 @@
  * libcogvideo: CogVideoX video diffusion (text-to-video, image-to-video,
  * video-to-video and prompt editing by DDIM inversion) behind a C ABI.
  *
+ * Usage (error checks shortened; every call returns a cogvideo_status):
+ *
+ *     cogvideo_pipeline *p = NULL;
+ *     cogvideo_load_options lo;
+ *     cogvideo_load_options_init(&lo);            // defaults: GPU if any, else CPU
+ *     if (cogvideo_load_pipeline("CogVideoX-5b", &lo, &p) != COGVIDEO_OK) {
+ *         fprintf(stderr, "%s\n", cogvideo_last_error());
+ *         return 1;
+ *     }
+ *     cogvideo_generate_options go;
+ *     cogvideo_generate_options_init(&go);
+ *     go.prompt = "a cat playing the piano";
+ *     int32_t n = 0;
+ *     cogvideo_output_frame_count(p, go.num_frames, &n);
+ *     // n caller-owned frames: data, width, height, stride_bytes, format
+ *     cogvideo_frame *frames = my_alloc_frames(n);
+ *     cogvideo_generate_video(p, &go, frames, n);
+ *     cogvideo_pipeline_free(p);
+ *
  * Conventions: every function returns a cogvideo_status; on failure
- * cogvideo_last_error() gives a message for the calling thread. Handles are
- * opaque and freed with their cogvideo_*_free function. Frame buffers are
- * owned by the caller; the library never returns memory for the caller to
- * free. Options structs are filled with defaults by their *_init function,
- * which also sets struct_size for ABI growth.
+ * cogvideo_last_error() gives a one-line message for the calling thread.
+ * Handles are opaque and freed with their cogvideo_*_free function. Frame
+ * buffers are owned by the caller; the library never returns memory for
+ * the caller to free. No call aborts the process or lets an exception out.
+ *
+ * Compatibility: a program built against any 1.x header runs with any
+ * later 1.x library. Every options struct starts with uint32_t struct_size
+ * and is filled with its defaults by its *_init(&opts) macro, which passes
+ * sizeof(opts) to the library's *_init_sized function; the library then
+ * reads and writes exactly struct_size bytes of it: the fields an older
+ * program's struct lacks take their defaults, and a newer program's fields
+ * unknown to the library must be 0 (every field added later has 0 as its
+ * default), else the call fails with COGVIDEO_ERR_INVALID_ARGUMENT. A
+ * struct_size that is not the size of any version of the struct (an
+ * uninitialised struct) is refused the same way. New versions only add
+ * functions and append fields. Programs built against the 1.0 to 1.2
+ * headers call the one-argument init symbols, which write the struct's 1.0
+ * layout (1.1 for the structs added in 1.1, 1.2 for cogvideo_memory_info):
+ * fields they set past it are
+ * ignored until they are rebuilt against this header.
  */
-
 #ifndef COGVIDEO_H
 #define COGVIDEO_H
 
@@ -19,11 +52,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Version of the C ABI this library implements: `major << 16 | minor`.
+// Version of the C ABI this library implements: major << 16 | minor.
 // Minor versions only add functions and append fields to options structs
 // (a caller built against an older header keeps working: its smaller
-// `struct_size` is honoured); a new major version breaks compatibility.
-#define COGVIDEO_ABI_VERSION ((1 << 16) | 2)
+// struct_size is honoured); a new major version breaks compatibility.
+#define COGVIDEO_ABI_VERSION ((1 << 16) | 3)
 
 #define COGVIDEO_FORMAT_RGB8 0
 
@@ -43,12 +76,16 @@
 
 #define COGVIDEO_STAGE_DECODE_VIDEO 4
 
+// Since 1.3: loading a checkpoint (cogvideo_load_options.progress), in MiB
+// of weights; reported before loading and after each model.
+#define COGVIDEO_STAGE_LOAD 5
+
 #define COGVIDEO_DEVICE_CPU 0
 
 #define COGVIDEO_DEVICE_CUDA 1
 
 // Since 1.2 (the default): the first CUDA device when the library is built
-// with CUDA and one opens, else the CPU; `device_index` is not used.
+// with CUDA and one opens, else the CPU; device_index is not used.
 #define COGVIDEO_DEVICE_AUTO 2
 
 #define COGVIDEO_DTYPE_F32 0
@@ -88,6 +125,15 @@
 
 #define COGVIDEO_TILING_ON 2
 
+#define COGVIDEO_OPERATION_GENERATE 0
+
+#define COGVIDEO_OPERATION_ANIMATE 1
+
+// Inversion and the edits of it.
+#define COGVIDEO_OPERATION_EDIT 2
+
+#define COGVIDEO_OPERATION_VIDEO_TO_VIDEO 3
+
 // Result of every call. Zero is success.
 typedef enum cogvideo_status {
   COGVIDEO_OK = 0,
@@ -108,8 +154,8 @@ typedef enum cogvideo_status {
   COGVIDEO_ERR_INTERNAL = 8,
 } cogvideo_status;
 
-// The result of [`cogvideo_invert_video`]: edit it any number of times with
-// [`cogvideo_edit_with_prompt`] on the same pipeline.
+// The result of cogvideo_invert_video: edit it any number of times with
+// cogvideo_edit_with_prompt on the same pipeline.
 typedef struct cogvideo_inversion cogvideo_inversion;
 
 // A loaded checkpoint. Calls on one pipeline from several threads are
@@ -117,62 +163,20 @@ typedef struct cogvideo_inversion cogvideo_inversion;
 // (sizes, frame counts, fps, noise plans) never wait for them.
 typedef struct cogvideo_pipeline cogvideo_pipeline;
 
-// How to load a pipeline.
-typedef struct cogvideo_load_options {
-  // `sizeof(cogvideo_load_options)`, set by the init function.
-  uint32_t struct_size;
-  // `COGVIDEO_DEVICE_AUTO` (default since 1.2; 1.0 and 1.1 defaulted to
-  // `_CPU`), `COGVIDEO_DEVICE_CPU` or `COGVIDEO_DEVICE_CUDA`.
-  uint32_t device;
-  // The CUDA device's ordinal, for `COGVIDEO_DEVICE_CUDA`.
-  int32_t device_index;
-  // `COGVIDEO_DTYPE_AUTO` (default since 1.2: bf16 on a GPU, f32 on the
-  // CPU), `_F32` (exact), `_BF16` or `_F16`. Timestep and rotary tables,
-  // scheduler arithmetic and guidance run in f32 whatever this is.
-  uint32_t dtype;
-  // Encode and decode the VAE in spatial tiles (less memory).
-  bool vae_tiling;
-  // Since 1.1: what stays loaded between calls, a `COGVIDEO_RESIDENCY_*`
-  // value. `_AUTO` (default) takes the first of `_RESIDENT`,
-  // `_PER_COMPONENT` and `_STREAMED` whose weights and a default-size
-  // call fit in nine tenths of the memory budget (`_STREAMED` when none
-  // does).
-  uint32_t residency;
-  // Since 1.1: the memory `_AUTO` plans for and decoding keeps to (it
-  // tiles when the untiled decode would not fit), in bytes; 0 takes what
-  // the device has available (host RAM, or a GPU's free memory).
-  uint64_t memory_budget;
-} cogvideo_load_options;
-
-// Memory of a pipeline, from [`cogvideo_pipeline_memory_info`].
-typedef struct cogvideo_memory_info {
-  // `sizeof(cogvideo_memory_info)`, set by the caller (or
-  // `cogvideo_memory_info_init`): the library fills the fields it covers.
-  uint32_t struct_size;
-  // What stays loaded: `COGVIDEO_RESIDENCY_RESIDENT`, `_PER_COMPONENT` or
-  // `_STREAMED` (the choice `_AUTO` made).
-  uint32_t residency;
-  // All models' weights in their compute dtypes.
-  uint64_t weight_bytes;
-  // The weights held between calls in this residency.
-  uint64_t kept_weight_bytes;
-  // Estimated peak memory of the running or last call (weights held
-  // during it included); 0 before the first call.
-  uint64_t estimated_peak_bytes;
-  // The process's peak and current resident memory (CPU memory; the host
-  // application's included); 0 where the system does not say.
-  uint64_t peak_rss_bytes;
-  uint64_t current_rss_bytes;
-} cogvideo_memory_info;
-
-// Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
-// `total` units of that stage are finished. Return false to cancel; the
-// call then returns `COGVIDEO_ERR_CANCELLED` at the next step boundary.
+// Progress callback: stage is a COGVIDEO_STAGE_* value, done of
+// total units of that stage are finished. Return false to cancel: the
+// call returns COGVIDEO_ERR_CANCELLED. Within a denoising or inversion
+// step the callback is also called before each transformer block with the
+// counts unchanged (since 1.3), and encoding and decoding report each frame
+// batch and tile, so a cancel lands within one block or tile; a caller
+// that draws progress may skip repeated counts.
 // It runs on the calling thread while the pipeline is busy, so it must not
 // call into the same pipeline (that call would wait forever).
 typedef bool (*cogvideo_progress_fn)(void *user, int32_t stage, int32_t done, int32_t total);
 
 // Text-to-video options.
+// Initialise with cogvideo_generate_options_init(&opts) (defaults and
+// struct_size), then set the fields to change.
 typedef struct cogvideo_generate_options {
   uint32_t struct_size;
   // UTF-8 prompt (NULL means "").
@@ -190,10 +194,10 @@ typedef struct cogvideo_generate_options {
   float guidance_scale;
   // CogVideoX's cosine guidance schedule (default on).
   bool dynamic_cfg;
-  // `COGVIDEO_SCHEDULER_DPM` (default) or `_DDIM`.
+  // COGVIDEO_SCHEDULER_DPM (default) or _DDIM.
   uint32_t scheduler;
   uint64_t seed;
-  // Optional caller noise, f32, `noise_len` values: the draws of the call
+  // Optional caller noise, f32, noise_len values: the draws of the call
   // concatenated in the documented order (initial latents, then DPM step
   // noise); the seed supplies whatever is not given.
   const float *noise;
@@ -203,28 +207,33 @@ typedef struct cogvideo_generate_options {
   cogvideo_progress_fn progress;
   void *progress_user;
   // Since 1.1. Optional caller buffer for the final latents (f32,
-  // `[1, F, 16, h, w]` row-major, `latents_out_len` values as
-  // [`cogvideo_latent_shape`] reports), written before decoding starts,
+  // [1, F, 16, h, w] row-major, latents_out_len values as
+  // cogvideo_latent_shape reports), written before decoding starts,
   // so they survive a failed or cancelled decode; decode them again with
-  // [`cogvideo_decode_latents`]. With `out == NULL` and `out_count == 0`
+  // cogvideo_decode_latents. With out == NULL and out_count == 0
   // the call samples only and does not decode.
   float *latents_out;
   uintptr_t latents_out_len;
 } cogvideo_generate_options;
 
-// A frame buffer owned by the caller. `data` points to the first byte of
-// the TOP row; `stride_bytes` is the signed distance from one row to the
-// next one down (negative for bottom-up images, as OpenFX hosts use).
-typedef struct cogvideo_frame {
-  void *data;
-  int32_t width;
-  int32_t height;
-  int64_t stride_bytes;
-  // One of the `COGVIDEO_FORMAT_*` values.
-  uint32_t format;
-} cogvideo_frame;
+// One random draw of a call, as cogvideo_generate_noise_plan and its
+// siblings report it: caller noise is these draws' values, f32 row-major
+// in shape, concatenated in order.
+typedef struct cogvideo_noise_draw {
+  // NUL-terminated, e.g. "initial latents", "VAE posterior sample",
+  // "DPM step 3".
+  char purpose[32];
+  int32_t ndim;
+  int64_t shape[5];
+  // Index of the draw's first value in the caller's noise array.
+  uint64_t offset;
+  // Values in the draw (the product of shape).
+  uint64_t count;
+} cogvideo_noise_draw;
 
 // Image-to-video options.
+// Initialise with cogvideo_animate_options_init(&opts) (defaults and
+// struct_size), then set the fields to change.
 typedef struct cogvideo_animate_options {
   uint32_t struct_size;
   const char *prompt;
@@ -244,17 +253,19 @@ typedef struct cogvideo_animate_options {
   const float *noise;
   uintptr_t noise_len;
   // How the input image maps to the working size and the result onto
-  // the output frames (default `COGVIDEO_RESIZE_STRETCH`, which maps
+  // the output frames (default COGVIDEO_RESIZE_STRETCH, which maps
   // back onto the same picture area).
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;
-  // Since 1.1: final latents, as in [`cogvideo_generate_options`].
+  // Since 1.1: final latents, as in cogvideo_generate_options.
   float *latents_out;
   uintptr_t latents_out_len;
 } cogvideo_animate_options;
 
 // DDIM inversion options.
+// Initialise with cogvideo_invert_options_init(&opts) (defaults and
+// struct_size), then set the fields to change.
 typedef struct cogvideo_invert_options {
   uint32_t struct_size;
   // Working size; 0 takes the variant's default.
@@ -275,6 +286,8 @@ typedef struct cogvideo_invert_options {
 } cogvideo_invert_options;
 
 // Prompt-editing options.
+// Initialise with cogvideo_edit_options_init(&opts) (defaults and
+// struct_size), then set the fields to change.
 typedef struct cogvideo_edit_options {
   uint32_t struct_size;
   const char *prompt;
@@ -293,22 +306,23 @@ typedef struct cogvideo_edit_options {
   void *progress_user;
   // Since 1.1: how much of the schedule the edit re-runs, in (0, 1]
   // (default 1, the full reconstruction). Below 1 the edit runs only the
-  // last `floor(steps * strength)` steps, starting from the inverted
+  // last floor(steps * strength) steps, starting from the inverted
   // clip's latent at that noise level (with the reference attention as
   // usual), so small strengths stay close to the source clip; when no
   // step is left the result is the source clip's own latents, as
-  // [`cogvideo_inversion_decode`] shows them. `start_from_inverted` only
+  // cogvideo_inversion_decode shows them. start_from_inverted only
   // matters at strength 1.
   double strength;
-  // Since 1.1: final latents, as in [`cogvideo_generate_options`]; see
-  // [`cogvideo_inversion_latent_shape`].
+  // Since 1.1: final latents, as in cogvideo_generate_options; see
+  // cogvideo_inversion_latent_shape.
   float *latents_out;
   uintptr_t latents_out_len;
 } cogvideo_edit_options;
 
 // Video-to-video options (since 1.1), as diffusers'
-// `CogVideoXVideoToVideoPipeline`: the clip is encoded, noised to
-// `strength` and denoised with the prompt.
+// CogVideoXVideoToVideoPipeline: the clip is encoded, noised to
+// strength and denoised with the prompt.
+// Initialise with cogvideo_video_to_video_options_init(&opts).
 typedef struct cogvideo_video_to_video_options {
   uint32_t struct_size;
   const char *prompt;
@@ -321,7 +335,7 @@ typedef struct cogvideo_video_to_video_options {
   bool dynamic_cfg;
   uint32_t scheduler;
   // How far the clip is noised, in (0, 1] (default 0.8): the call runs the
-  // last `floor(steps * strength)` steps; at least one must run.
+  // last floor(steps * strength) steps; at least one must run.
   double strength;
   uint64_t seed;
   // Optional caller noise: the clip's VAE posterior sample, the noise
@@ -333,19 +347,57 @@ typedef struct cogvideo_video_to_video_options {
   uint32_t resize_mode;
   cogvideo_progress_fn progress;
   void *progress_user;
-  // Final latents, as in [`cogvideo_generate_options`].
+  // Final latents, as in cogvideo_generate_options.
   float *latents_out;
   uintptr_t latents_out_len;
 } cogvideo_video_to_video_options;
 
+// How to load a pipeline.
+// Initialise with cogvideo_load_options_init(&opts) (defaults and
+// struct_size), then set the fields to change.
+typedef struct cogvideo_load_options {
+  // The size of the caller's struct, set by the init function (see
+  // Compatibility at the top of this header).
+  uint32_t struct_size;
+  // COGVIDEO_DEVICE_AUTO (default since 1.2; 1.0 and 1.1 defaulted to
+  // _CPU), COGVIDEO_DEVICE_CPU or COGVIDEO_DEVICE_CUDA.
+  uint32_t device;
+  // The CUDA device's ordinal, for COGVIDEO_DEVICE_CUDA.
+  int32_t device_index;
+  // COGVIDEO_DTYPE_AUTO (default since 1.2: bf16 on a GPU, f32 on the
+  // CPU), _F32 (exact), _BF16 or _F16. Timestep and rotary tables,
+  // scheduler arithmetic and guidance run in f32 whatever this is.
+  uint32_t dtype;
+  // Encode and decode the VAE in spatial tiles (less memory).
+  bool vae_tiling;
+  // Since 1.1: what stays loaded between calls, a COGVIDEO_RESIDENCY_*
+  // value. _AUTO (default) takes the first of _RESIDENT,
+  // _PER_COMPONENT and _STREAMED whose weights and a default-size
+  // call fit in nine tenths of the memory budget (_STREAMED when none
+  // does).
+  uint32_t residency;
+  // Since 1.1: the memory _AUTO plans for and decoding keeps to (it
+  // tiles when the untiled decode would not fit), in bytes; 0 takes what
+  // the device has available (host RAM, or a GPU's free memory).
+  uint64_t memory_budget;
+  // Since 1.3: reports COGVIDEO_STAGE_LOAD (MiB of weights loaded:
+  // before loading and after each model, 100% at the end) and may
+  // cancel; a cancelled load returns COGVIDEO_ERR_CANCELLED having
+  // freed everything it loaded.
+  cogvideo_progress_fn progress;
+  void *progress_user;
+} cogvideo_load_options;
+
 // Decoding options (since 1.1).
+// Initialise with cogvideo_decode_options_init(&opts) (defaults and
+// struct_size), then set the fields to change.
 typedef struct cogvideo_decode_options {
   uint32_t struct_size;
-  // `COGVIDEO_TILING_AS_LOADED` (default: `cogvideo_load_options.vae_tiling`),
-  // `_OFF` or `_ON` (spatial tiles: less memory, slightly different
+  // COGVIDEO_TILING_AS_LOADED (default: cogvideo_load_options.vae_tiling),
+  // _OFF or _ON (spatial tiles: less memory, slightly different
   // numbers at the seams).
   uint32_t tiling;
-  // Largest tile size in pixels with `COGVIDEO_TILING_ON` (rounded down to
+  // Largest tile size in pixels with COGVIDEO_TILING_ON (rounded down to
   // tiles that line up with the default overlaps: multiples of 48 rows
   // and 40 columns for the CogVideoX VAEs); 0 and 0 take the VAE's
   // default tile (half the model's sample size).
@@ -353,112 +405,269 @@ typedef struct cogvideo_decode_options {
   int32_t tile_height;
   // How the working size maps onto the output frames.
   uint32_t resize_mode;
-  // Reports `COGVIDEO_STAGE_DECODE_VIDEO` per frame batch and tile; may cancel.
+  // Reports COGVIDEO_STAGE_DECODE_VIDEO per frame batch and tile; may cancel.
   cogvideo_progress_fn progress;
   void *progress_user;
 } cogvideo_decode_options;
 
-// One random draw of a call, as [`cogvideo_generate_noise_plan`] and its
-// siblings report it: caller noise is these draws' values, f32 row-major
-// in `shape`, concatenated in order.
-typedef struct cogvideo_noise_draw {
-  // NUL-terminated, e.g. "initial latents", "VAE posterior sample",
-  // "DPM step 3".
-  char purpose[32];
-  int32_t ndim;
-  int64_t shape[5];
-  // Index of the draw's first value in the caller's noise array.
-  uint64_t offset;
-  // Values in the draw (the product of `shape`).
-  uint64_t count;
-} cogvideo_noise_draw;
+// Memory of a pipeline, from cogvideo_pipeline_memory_info.
+// Initialise with cogvideo_memory_info_init(&info).
+typedef struct cogvideo_memory_info {
+  // sizeof(cogvideo_memory_info), set by the caller (or
+  // cogvideo_memory_info_init): the library fills the fields it covers.
+  uint32_t struct_size;
+  // What stays loaded: COGVIDEO_RESIDENCY_RESIDENT, _PER_COMPONENT or
+  // _STREAMED (the choice _AUTO made).
+  uint32_t residency;
+  // All models' weights in their compute dtypes.
+  uint64_t weight_bytes;
+  // The weights held between calls in this residency.
+  uint64_t kept_weight_bytes;
+  // Estimated peak memory of the running or last call (weights held
+  // during it included); 0 before the first call.
+  uint64_t estimated_peak_bytes;
+  // The process's peak and current resident memory (CPU memory; the host
+  // application's included); 0 where the system does not say.
+  uint64_t peak_rss_bytes;
+  uint64_t current_rss_bytes;
+} cogvideo_memory_info;
+
+// A frame buffer owned by the caller. data points to the first byte of
+// the TOP row; stride_bytes is the signed distance from one row to the
+// next one down (negative for bottom-up images, as OpenFX hosts use).
+typedef struct cogvideo_frame {
+  void *data;
+  int32_t width;
+  int32_t height;
+  int64_t stride_bytes;
+  // One of the COGVIDEO_FORMAT_* values.
+  uint32_t format;
+} cogvideo_frame;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-// The message of the last failed call on this thread ("" after a
-// successful call). Valid until the next call on this thread.
-const char *cogvideo_last_error(void);
-
 // The library version, e.g. "0.1.0". Static; never free it.
 const char *cogvideo_version(void);
 
-// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
-// built from: compare `>> 16` with the header's to check compatibility.
+// The C ABI version, COGVIDEO_ABI_VERSION of the header the library was
+// built from: compare >> 16 with the header's to check compatibility.
 uint32_t cogvideo_abi_version(void);
 
-// Loads a checkpoint folder in the diffusers layout. `opts` may be NULL
-// for defaults. On success `*out` holds a pipeline to free with
-// [`cogvideo_pipeline_free`].
+// The random draws cogvideo_generate_video makes with these options:
+// *count receives their number and the first capacity are written to
+// draws (NULL with capacity 0 asks for the count only). Caller noise is
+// these draws' values concatenated: all of them, or a prefix ending at a
+// draw boundary (the seed supplies the rest). Never waits for a running call.
 //
-// # Safety
-// `path` must be a NUL-terminated string; `out` must be writable.
+// draws writable for capacity entries or NULL; count writable.
+enum cogvideo_status cogvideo_generate_noise_plan(const struct cogvideo_pipeline *p,
+                                                  const struct cogvideo_generate_options *opts,
+                                                  struct cogvideo_noise_draw *draws,
+                                                  uintptr_t capacity,
+                                                  uintptr_t *count);
+
+// As cogvideo_generate_noise_plan, for cogvideo_animate_image.
+//
+// As cogvideo_generate_noise_plan.
+enum cogvideo_status cogvideo_animate_noise_plan(const struct cogvideo_pipeline *p,
+                                                 const struct cogvideo_animate_options *opts,
+                                                 struct cogvideo_noise_draw *draws,
+                                                 uintptr_t capacity,
+                                                 uintptr_t *count);
+
+// As cogvideo_generate_noise_plan, for cogvideo_invert_video of a
+// clip of frame_count frames.
+//
+// As cogvideo_generate_noise_plan.
+enum cogvideo_status cogvideo_invert_noise_plan(const struct cogvideo_pipeline *p,
+                                                uintptr_t frame_count,
+                                                const struct cogvideo_invert_options *opts,
+                                                struct cogvideo_noise_draw *draws,
+                                                uintptr_t capacity,
+                                                uintptr_t *count);
+
+// As cogvideo_generate_noise_plan, for cogvideo_edit_with_prompt.
+//
+// As cogvideo_generate_noise_plan; inv a live inversion.
+enum cogvideo_status cogvideo_edit_noise_plan(const struct cogvideo_pipeline *p,
+                                              const struct cogvideo_inversion *inv,
+                                              const struct cogvideo_edit_options *opts,
+                                              struct cogvideo_noise_draw *draws,
+                                              uintptr_t capacity,
+                                              uintptr_t *count);
+
+// As cogvideo_generate_noise_plan, for cogvideo_video_to_video of
+// a clip of frame_count frames.
+//
+// As cogvideo_generate_noise_plan.
+enum cogvideo_status cogvideo_video_to_video_noise_plan(const struct cogvideo_pipeline *p,
+                                                        uintptr_t frame_count,
+                                                        const struct cogvideo_video_to_video_options *opts,
+                                                        struct cogvideo_noise_draw *draws,
+                                                        uintptr_t capacity,
+                                                        uintptr_t *count);
+
+// Fills the caller's cogvideo_load_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_load_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_load_options_init_sized(struct cogvideo_load_options *opts,
+                                                      uintptr_t size);
+
+// Fills the caller's cogvideo_generate_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_generate_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_generate_options_init_sized(struct cogvideo_generate_options *opts,
+                                                          uintptr_t size);
+
+// Fills the caller's cogvideo_animate_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_animate_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_animate_options_init_sized(struct cogvideo_animate_options *opts,
+                                                         uintptr_t size);
+
+// Fills the caller's cogvideo_invert_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_invert_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_invert_options_init_sized(struct cogvideo_invert_options *opts,
+                                                        uintptr_t size);
+
+// Fills the caller's cogvideo_edit_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_edit_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_edit_options_init_sized(struct cogvideo_edit_options *opts,
+                                                      uintptr_t size);
+
+// Fills the caller's cogvideo_decode_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_decode_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_decode_options_init_sized(struct cogvideo_decode_options *opts,
+                                                        uintptr_t size);
+
+// Fills the caller's cogvideo_video_to_video_options of size bytes (sizeof as the caller's
+// header declares it) with the defaults and sets struct_size to size;
+// call it through the cogvideo_video_to_video_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
+// size of a version of the struct. Since 1.3.
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_video_to_video_options_init_sized(struct cogvideo_video_to_video_options *opts,
+                                                                uintptr_t size);
+
+// Loads a checkpoint folder in the diffusers layout. opts may be NULL
+// for defaults. On success *out holds a pipeline to free with
+// cogvideo_pipeline_free.
+//
+// path must be a NUL-terminated string; out must be writable.
 enum cogvideo_status cogvideo_load_pipeline(const char *path,
                                             const struct cogvideo_load_options *opts,
                                             struct cogvideo_pipeline **out);
 
 // Frees a pipeline. NULL is ignored.
 //
-// # Safety
-// `p` must be NULL or a pipeline from [`cogvideo_load_pipeline`] not yet
+// p must be NULL or a pipeline from cogvideo_load_pipeline not yet
 // freed, with no call on it in progress.
 void cogvideo_pipeline_free(struct cogvideo_pipeline *p);
 
-// The default `(width, height, frames)` the loaded variant generates.
+// The default (width, height, frames) the loaded variant generates.
 // Never waits for a running call.
 //
-// # Safety
-// `p` must be a live pipeline; the out pointers must be writable or NULL.
+// p must be a live pipeline; the out pointers must be writable or NULL.
 enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeline *p,
                                                     int32_t *width,
                                                     int32_t *height,
                                                     int32_t *frames);
 
+// The frame count an operation (COGVIDEO_OPERATION_*) takes by default:
+// for text- and image-to-video what num_frames 0 means, for editing and
+// video-to-video the length of the input clip that gives a default-length
+// result (49 for CogVideoX 1.0; 77 for 1.5, the longest 8k+5 within its 81).
+// Never waits for a running call. Since 1.3.
+//
+// p must be a live pipeline; frames writable.
+enum cogvideo_status cogvideo_pipeline_default_frames(const struct cogvideo_pipeline *p,
+                                                      uint32_t operation,
+                                                      int32_t *frames);
+
+// The identity of the loaded checkpoint: a hash of its configs, tokenizer
+// files and weight headers (not the weights' values), the same in every
+// process and on every device, computed at load. Key caches of results on
+// it together with the call's options. Never waits for a running call.
+// Since 1.3.
+//
+// p must be a live pipeline; identity writable.
+enum cogvideo_status cogvideo_pipeline_identity(const struct cogvideo_pipeline *p,
+                                                uint64_t *identity);
+
 // Frames per second of the loaded variant's results (8 for CogVideoX 1.0
 // models, 16 for 1.5), for writing videos. Never waits for a running call.
 //
-// # Safety
-// `p` must be a live pipeline; `fps` writable.
+// p must be a live pipeline; fps writable.
 enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
 
-// Sets `info`'s `struct_size` and zeroes the rest (NULL is ignored).
+// Sets the struct_size of the caller's cogvideo_memory_info of size
+// bytes to size and zeroes the rest; call it through the
+// cogvideo_memory_info_init(info) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT when info is NULL or size is not the
+// size of a version of the struct. Since 1.3.
 //
-// # Safety
-// `info` must be NULL or writable.
-void cogvideo_memory_info_init(struct cogvideo_memory_info *info);
+// info must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_memory_info_init_sized(struct cogvideo_memory_info *info,
+                                                     uintptr_t size);
 
 // The residency in effect, the weights' size, and the estimated and
-// measured peak memory (see [`cogvideo_memory_info`]); fills `info` up to
-// its `struct_size`. Never waits for a running call, so a progress
+// measured peak memory (see cogvideo_memory_info); fills info up to
+// its struct_size. Never waits for a running call, so a progress
 // callback may call it to show the figures. Since 1.2.
 //
-// # Safety
-// `p` must be a live pipeline; `info` writable for its `struct_size` bytes.
+// p must be a live pipeline; info writable for its struct_size bytes.
 enum cogvideo_status cogvideo_pipeline_memory_info(const struct cogvideo_pipeline *p,
                                                    struct cogvideo_memory_info *info);
 
-// What stays loaded (`COGVIDEO_RESIDENCY_*`, the choice `_AUTO` made), the
+// What stays loaded (COGVIDEO_RESIDENCY_*, the choice _AUTO made), the
 // bytes of all models' weights in their compute dtypes, and the process's
 // peak resident memory so far (bytes; 0 where the system does not say).
 // Any pointer may be NULL. Never waits for a running call. Since 1.1;
-// [`cogvideo_pipeline_memory_info`] reports more.
+// cogvideo_pipeline_memory_info reports more.
 //
-// # Safety
-// `p` must be a live pipeline; the out pointers writable or NULL.
+// p must be a live pipeline; the out pointers writable or NULL.
 enum cogvideo_status cogvideo_pipeline_memory(const struct cogvideo_pipeline *p,
                                               uint32_t *residency,
                                               uint64_t *weight_bytes,
                                               uint64_t *peak_rss_bytes);
 
 // Since 1.2: where the pipeline runs, as loading resolved
-// `COGVIDEO_DEVICE_AUTO` and `COGVIDEO_DTYPE_AUTO`: `COGVIDEO_DEVICE_CPU` or
-// `_CUDA`, the CUDA ordinal (0 on the CPU) and the compute dtype
-// (`COGVIDEO_DTYPE_F32`, `_BF16` or `_F16`). Any pointer may be NULL.
+// COGVIDEO_DEVICE_AUTO and COGVIDEO_DTYPE_AUTO: COGVIDEO_DEVICE_CPU or
+// _CUDA, the CUDA ordinal (0 on the CPU) and the compute dtype
+// (COGVIDEO_DTYPE_F32, _BF16 or _F16). Any pointer may be NULL.
 // Never waits for a running call.
 //
-// # Safety
-// `p` must be a live pipeline; the out pointers writable or NULL.
+// p must be a live pipeline; the out pointers writable or NULL.
 enum cogvideo_status cogvideo_pipeline_device(const struct cogvideo_pipeline *p,
                                               uint32_t *device,
                                               int32_t *device_index,
@@ -467,67 +676,61 @@ enum cogvideo_status cogvideo_pipeline_device(const struct cogvideo_pipeline *p,
 // Since 1.2: which attention kernel the pipeline runs, in words, for logs
 // and support: "cuDNN 9.13.1 unified SDPA", "chunked (cuDNN not found:
 // ...)", "fused CPU kernel (f32)"; shapes cuDNN refused (run chunked) are
-// listed as they occur. Writes at most `len` bytes including the NUL
-// (truncating; `buf` may be NULL with `len` 0) and the full length
-// without the NUL to `needed` (may be NULL). Never waits for a running
-// call. `COGVIDEO_ATTENTION=chunked` in the environment forces the chunked
+// listed as they occur. Writes at most len bytes including the NUL
+// (truncating; buf may be NULL with len 0) and the full length
+// without the NUL to needed (may be NULL). Never waits for a running
+// call. COGVIDEO_ATTENTION=chunked in the environment forces the chunked
 // path (for parity checks).
 //
-// # Safety
-// `p` must be a live pipeline; `buf` writable for `len` bytes (or NULL
-// with `len` 0); `needed` writable or NULL.
+// p must be a live pipeline; buf writable for len bytes (or NULL
+// with len 0); needed writable or NULL.
 enum cogvideo_status cogvideo_pipeline_attention(const struct cogvideo_pipeline *p,
                                                  char *buf,
                                                  uintptr_t len,
                                                  uintptr_t *needed);
 
 // The number of frames text-, image-to-video or video-to-video produces
-// for `num_frames` (0: the default), i.e. the length of the output array
+// for num_frames (0: the default), i.e. the length of the output array
 // to pass. Never waits for a running call.
 //
-// # Safety
-// `p` must be a live pipeline; `out` writable.
+// p must be a live pipeline; out writable.
 enum cogvideo_status cogvideo_output_frame_count(const struct cogvideo_pipeline *p,
                                                  int32_t num_frames,
                                                  int32_t *out);
 
-// The shape `[1, F, 16, height/8, width/8]` of the latents a sampling call
+// The shape [1, F, 16, height/8, width/8] of the latents a sampling call
 // at this working size (0: the default) and frame count (0: the default)
-// returns through `latents_out`; their count is the product. Never waits
+// returns through latents_out; their count is the product. Never waits
 // for a running call.
 //
-// # Safety
-// `p` must be a live pipeline; `shape` writable for 5 values.
+// p must be a live pipeline; shape writable for 5 values.
 enum cogvideo_status cogvideo_latent_shape(const struct cogvideo_pipeline *p,
                                            int32_t width,
                                            int32_t height,
                                            int32_t num_frames,
                                            int64_t *shape);
 
-// The number of frames [`cogvideo_decode_latents`] produces from
-// `latent_frames` latent frames (an odd count F gives 4(F-1)+1 frames, an
+// The number of frames cogvideo_decode_latents produces from
+// latent_frames latent frames (an odd count F gives 4(F-1)+1 frames, an
 // even one 4F, as diffusers decodes).
 //
-// # Safety
-// `frames` must be writable.
+// frames must be writable.
 enum cogvideo_status cogvideo_decoded_frame_count(int32_t latent_frames, int32_t *frames);
 
-// Generates a clip from text into `out[0..out_count]` (`out_count` must
-// equal [`cogvideo_output_frame_count`] for `opts->num_frames`), and/or
-// its latents into `opts->latents_out`.
+// Generates a clip from text into out[0..out_count] (out_count must
+// equal cogvideo_output_frame_count for opts->num_frames), and/or
+// its latents into opts->latents_out.
 //
-// # Safety
-// Pointers as documented for [`cogvideo_frame`] and the options struct.
+// Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_generate_video(const struct cogvideo_pipeline *p,
                                              const struct cogvideo_generate_options *opts,
                                              const struct cogvideo_frame *out,
                                              uintptr_t out_count);
 
 // Animates one image into a clip (image-to-video checkpoints only). The
-// image is resized to the working size with `opts->resize_mode`.
+// image is resized to the working size with opts->resize_mode.
 //
-// # Safety
-// Pointers as documented for [`cogvideo_frame`] and the options struct.
+// Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_animate_image(const struct cogvideo_pipeline *p,
                                             const struct cogvideo_frame *image,
                                             const struct cogvideo_animate_options *opts,
@@ -535,13 +738,12 @@ enum cogvideo_status cogvideo_animate_image(const struct cogvideo_pipeline *p,
                                             uintptr_t out_count);
 
 // Inverts a clip for editing. Frames are resized to the working size
-// (`opts->width`/`height`, or the variant's default when 0); the clip is
+// (opts->width/height, or the variant's default when 0); the clip is
 // cut to the longest usable length (4k+1 frames; 8k+5 for 1.5 models).
-// On success `*out` holds an inversion to free with
-// [`cogvideo_inversion_free`].
+// On success *out holds an inversion to free with
+// cogvideo_inversion_free.
 //
-// # Safety
-// Pointers as documented for [`cogvideo_frame`] and the options struct.
+// Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_invert_video(const struct cogvideo_pipeline *p,
                                            const struct cogvideo_frame *frames,
                                            uintptr_t frame_count,
@@ -549,48 +751,69 @@ enum cogvideo_status cogvideo_invert_video(const struct cogvideo_pipeline *p,
                                            struct cogvideo_inversion **out);
 
 // The number of frames an edit of this inversion produces (the frames
-// array passed to [`cogvideo_edit_with_prompt`] must have this length).
+// array passed to cogvideo_edit_with_prompt must have this length).
 //
-// # Safety
-// `inv` must be a live inversion; `frames` writable.
+// inv must be a live inversion; frames writable.
 enum cogvideo_status cogvideo_inversion_frame_count(const struct cogvideo_inversion *inv,
                                                     int32_t *frames);
 
-// The shape `[1, F, 16, h, w]` of this inversion's latents: what an edit
-// returns through `latents_out`.
+// The shape [1, F, 16, h, w] of this inversion's latents: what an edit
+// returns through latents_out.
 //
-// # Safety
-// `inv` must be a live inversion; `shape` writable for 5 values.
+// inv must be a live inversion; shape writable for 5 values.
 enum cogvideo_status cogvideo_inversion_latent_shape(const struct cogvideo_inversion *inv,
                                                      int64_t *shape);
 
 // Frees an inversion. NULL is ignored.
 //
-// # Safety
-// `inv` must be NULL or a live inversion not in use by another call.
+// inv must be NULL or a live inversion not in use by another call.
 void cogvideo_inversion_free(struct cogvideo_inversion *inv);
 
-// Reconstructs an inverted clip under a new prompt into
-// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]) and/or its
-// latents into `opts->latents_out`.
+// Writes an inversion made by p to the file path (UTF-8), in a
+// versioned format that records the checkpoint's identity; the file
+// appears under its name only once complete. Takes p's lock like the
+// sampling calls. Since 1.3.
 //
-// # Safety
-// Pointers as documented for [`cogvideo_frame`] and the options struct;
-// `inv` must come from the same pipeline.
+// p must be a live pipeline, inv a live inversion, path a
+// NUL-terminated string.
+enum cogvideo_status cogvideo_inversion_save(const struct cogvideo_pipeline *p,
+                                             const struct cogvideo_inversion *inv,
+                                             const char *path);
+
+// Reads an inversion that cogvideo_inversion_save wrote, for editing with
+// p, which must hold the same checkpoint (same identity, see
+// cogvideo_pipeline_identity). A file that is not an inversion, is
+// truncated, comes from another checkpoint or format version, or holds a
+// clip p cannot edit is refused with COGVIDEO_ERR_INVALID_ARGUMENT
+// (COGVIDEO_ERR_IO when it cannot be read, _OUT_OF_MEMORY when it does
+// not fit). On success *out holds an inversion to free with
+// cogvideo_inversion_free. Since 1.3.
+//
+// p must be a live pipeline, path a NUL-terminated string, out
+// writable.
+enum cogvideo_status cogvideo_inversion_load(const struct cogvideo_pipeline *p,
+                                             const char *path,
+                                             struct cogvideo_inversion **out);
+
+// Reconstructs an inverted clip under a new prompt into
+// out[0..out_count] (see cogvideo_inversion_frame_count) and/or its
+// latents into opts->latents_out.
+//
+// Pointers as documented for cogvideo_frame and the options struct;
+// inv must come from the same pipeline.
 enum cogvideo_status cogvideo_edit_with_prompt(const struct cogvideo_pipeline *p,
                                                const struct cogvideo_inversion *inv,
                                                const struct cogvideo_edit_options *opts,
                                                const struct cogvideo_frame *out,
                                                uintptr_t out_count);
 
-// Restyles a clip by a prompt, as diffusers' `CogVideoXVideoToVideoPipeline`
+// Restyles a clip by a prompt, as diffusers' CogVideoXVideoToVideoPipeline
 // (text-to-video checkpoints): the clip is cut to its longest usable
-// length as for [`cogvideo_invert_video`], resized to the working size,
-// encoded, noised to `opts->strength` and denoised. `out_count` must equal
-// [`cogvideo_output_frame_count`] of the usable length.
+// length as for cogvideo_invert_video, resized to the working size,
+// encoded, noised to opts->strength and denoised. out_count must equal
+// cogvideo_output_frame_count of the usable length.
 //
-// # Safety
-// Pointers as documented for [`cogvideo_frame`] and the options struct.
+// Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_video_to_video(const struct cogvideo_pipeline *p,
                                              const struct cogvideo_frame *frames,
                                              uintptr_t frame_count,
@@ -598,14 +821,13 @@ enum cogvideo_status cogvideo_video_to_video(const struct cogvideo_pipeline *p,
                                              const struct cogvideo_frame *out,
                                              uintptr_t out_count);
 
-// Decodes latents (as a sampling call returned them through `latents_out`,
-// f32 `[1, F, 16, h, w]` row-major, `shape` giving those five numbers) into
-// `out[0..out_count]`, `out_count` being [`cogvideo_decoded_frame_count`]
-// of F. `opts` (NULL for defaults) chooses tiling for this call only.
+// Decodes latents (as a sampling call returned them through latents_out,
+// f32 [1, F, 16, h, w] row-major, shape giving those five numbers) into
+// out[0..out_count], out_count being cogvideo_decoded_frame_count
+// of F. opts (NULL for defaults) chooses tiling for this call only.
 //
-// # Safety
-// `latents` must hold the product of `shape` floats; frames as documented
-// for [`cogvideo_frame`].
+// latents must hold the product of shape floats; frames as documented
+// for cogvideo_frame.
 enum cogvideo_status cogvideo_decode_latents(const struct cogvideo_pipeline *p,
                                              const float *latents,
                                              const int64_t *shape,
@@ -614,120 +836,36 @@ enum cogvideo_status cogvideo_decode_latents(const struct cogvideo_pipeline *p,
                                              uintptr_t out_count);
 
 // Decodes an inversion's source latents (the clip as the model sees it,
-// after the VAE round trip, before any edit) into `out[0..out_count]`
-// ([`cogvideo_inversion_frame_count`] frames). `opts` may be NULL.
+// after the VAE round trip, before any edit) into out[0..out_count]
+// (cogvideo_inversion_frame_count frames). opts may be NULL.
 //
-// # Safety
-// As [`cogvideo_decode_latents`]; `inv` must come from the same pipeline.
+// As cogvideo_decode_latents; inv must come from the same pipeline.
 enum cogvideo_status cogvideo_inversion_decode(const struct cogvideo_pipeline *p,
                                                const struct cogvideo_inversion *inv,
                                                const struct cogvideo_decode_options *opts,
                                                const struct cogvideo_frame *out,
                                                uintptr_t out_count);
 
-// The random draws [`cogvideo_generate_video`] makes with these options:
-// `*count` receives their number and the first `capacity` are written to
-// `draws` (NULL with capacity 0 asks for the count only). Caller noise is
-// these draws' values concatenated: all of them, or a prefix ending at a
-// draw boundary (the seed supplies the rest). Never waits for a running call.
-//
-// # Safety
-// `draws` writable for `capacity` entries or NULL; `count` writable.
-enum cogvideo_status cogvideo_generate_noise_plan(const struct cogvideo_pipeline *p,
-                                                  const struct cogvideo_generate_options *opts,
-                                                  struct cogvideo_noise_draw *draws,
-                                                  uintptr_t capacity,
-                                                  uintptr_t *count);
-
-// As [`cogvideo_generate_noise_plan`], for [`cogvideo_animate_image`].
-//
-// # Safety
-// As [`cogvideo_generate_noise_plan`].
-enum cogvideo_status cogvideo_animate_noise_plan(const struct cogvideo_pipeline *p,
-                                                 const struct cogvideo_animate_options *opts,
-                                                 struct cogvideo_noise_draw *draws,
-                                                 uintptr_t capacity,
-                                                 uintptr_t *count);
-
-// As [`cogvideo_generate_noise_plan`], for [`cogvideo_invert_video`] of a
-// clip of `frame_count` frames.
-//
-// # Safety
-// As [`cogvideo_generate_noise_plan`].
-enum cogvideo_status cogvideo_invert_noise_plan(const struct cogvideo_pipeline *p,
-                                                uintptr_t frame_count,
-                                                const struct cogvideo_invert_options *opts,
-                                                struct cogvideo_noise_draw *draws,
-                                                uintptr_t capacity,
-                                                uintptr_t *count);
-
-// As [`cogvideo_generate_noise_plan`], for [`cogvideo_edit_with_prompt`].
-//
-// # Safety
-// As [`cogvideo_generate_noise_plan`]; `inv` a live inversion.
-enum cogvideo_status cogvideo_edit_noise_plan(const struct cogvideo_pipeline *p,
-                                              const struct cogvideo_inversion *inv,
-                                              const struct cogvideo_edit_options *opts,
-                                              struct cogvideo_noise_draw *draws,
-                                              uintptr_t capacity,
-                                              uintptr_t *count);
-
-// As [`cogvideo_generate_noise_plan`], for [`cogvideo_video_to_video`] of
-// a clip of `frame_count` frames.
-//
-// # Safety
-// As [`cogvideo_generate_noise_plan`].
-enum cogvideo_status cogvideo_video_to_video_noise_plan(const struct cogvideo_pipeline *p,
-                                                        uintptr_t frame_count,
-                                                        const struct cogvideo_video_to_video_options *opts,
-                                                        struct cogvideo_noise_draw *draws,
-                                                        uintptr_t capacity,
-                                                        uintptr_t *count);
-
-// Fills `opts` with the defaults and sets its `struct_size`.
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_load_options_init(struct cogvideo_load_options *opts);
-
-// Fills `opts` with the defaults and sets its `struct_size`.
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_generate_options_init(struct cogvideo_generate_options *opts);
-
-// Fills `opts` with the defaults and sets its `struct_size`.
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_animate_options_init(struct cogvideo_animate_options *opts);
-
-// Fills `opts` with the defaults and sets its `struct_size`.
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_invert_options_init(struct cogvideo_invert_options *opts);
-
-// Fills `opts` with the defaults and sets its `struct_size`.
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_edit_options_init(struct cogvideo_edit_options *opts);
-
-// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_decode_options_init(struct cogvideo_decode_options *opts);
-
-// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
-//
-// # Safety
-// `opts` must be NULL (ignored) or writable.
-void cogvideo_video_to_video_options_init(struct cogvideo_video_to_video_options *opts);
+// The message of the last failed call on this thread ("" after a
+// successful call). Valid until the next call on this thread.
+const char *cogvideo_last_error(void);
 
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus
 
-#endif  /* COGVIDEO_H */
+/*
+ * The init functions, as macros that pass the size of the caller's struct
+ * (see Compatibility above). Each returns COGVIDEO_OK, or
+ * COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer.
+ */
+#define cogvideo_load_options_init(opts) cogvideo_load_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_generate_options_init(opts) cogvideo_generate_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_animate_options_init(opts) cogvideo_animate_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_invert_options_init(opts) cogvideo_invert_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_edit_options_init(opts) cogvideo_edit_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_decode_options_init(opts) cogvideo_decode_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_video_to_video_options_init(opts) cogvideo_video_to_video_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_memory_info_init(opts) cogvideo_memory_info_init_sized((opts), sizeof *(opts))
+
+#endif /* COGVIDEO_H */

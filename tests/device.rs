@@ -140,7 +140,7 @@ fn last_error() -> String {
 #[test]
 fn c_api_device_options_and_queries() {
     let mut o = unsafe { std::mem::zeroed::<cogvideo_load_options>() };
-    unsafe { cogvideo_load_options_init(&mut o) };
+    unsafe { cogvideo_load_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     assert_eq!(o.device, COGVIDEO_DEVICE_AUTO);
     assert_eq!(o.dtype, COGVIDEO_DTYPE_AUTO);
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);

@@ -133,7 +133,7 @@ impl Frames {
 
 fn gen_opts(steps: i32, seed: u64) -> cogvideo_generate_options {
     let mut o = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_generate_options_init(&mut o) };
+    unsafe { cogvideo_generate_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     o.prompt = c"a red fox".as_ptr();
     o.steps = steps;
     o.seed = seed;
@@ -153,14 +153,14 @@ fn invert(p: &Handle, input: &Frames, o: *const cogvideo_invert_options) -> (cog
 
 fn invert_opts(steps: i32) -> cogvideo_invert_options {
     let mut o = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_invert_options_init(&mut o) };
+    unsafe { cogvideo_invert_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     o.steps = steps;
     o
 }
 
 fn edit_opts(prompt: &CStr) -> cogvideo_edit_options {
     let mut o = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_edit_options_init(&mut o) };
+    unsafe { cogvideo_edit_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     o.prompt = prompt.as_ptr();
     o
 }
@@ -194,7 +194,7 @@ fn bad_load_arguments_are_errors() {
     let st = unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) };
     expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "struct_size");
     for (field, value, needle) in [(0, 99, "device"), (1, 99, "dtype")] {
-        unsafe { cogvideo_load_options_init(&mut o) };
+        unsafe { cogvideo_load_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
         if field == 0 {
             o.device = value;
         } else {
@@ -203,7 +203,7 @@ fn bad_load_arguments_are_errors() {
         let st = unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) };
         expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, needle);
     }
-    unsafe { cogvideo_load_options_init(&mut o) };
+    unsafe { cogvideo_load_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     o.device = COGVIDEO_DEVICE_CUDA;
     o.device_index = 3;
     let st = unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) };
@@ -235,6 +235,9 @@ fn bad_load_arguments_are_errors() {
         cogvideo_animate_options_init(null_mut());
         cogvideo_invert_options_init(null_mut());
         cogvideo_edit_options_init(null_mut());
+        cogvideo_decode_options_init(null_mut());
+        cogvideo_video_to_video_options_init(null_mut());
+        cogvideo_memory_info_init(null_mut());
     }
 }
 
@@ -410,7 +413,7 @@ fn bad_call_arguments_are_errors() {
     // Image-to-video on a text-to-video model.
     let image = Frames::rgb8(1);
     let mut a = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_animate_options_init(&mut a) };
+    unsafe { cogvideo_animate_options_init_sized(&mut a, std::mem::size_of_val(&a)) };
     let st = unsafe {
         cogvideo_animate_image(
             p.0,
@@ -664,10 +667,80 @@ fn latent_shape(p: &Handle) -> [i64; 5] {
 }
 
 #[test]
-fn abi_version_is_1_2() {
+fn abi_version_is_1_3() {
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
     assert_eq!(cogvideo_abi_version() >> 16, 1);
-    assert_eq!(cogvideo_abi_version() & 0xffff, 2);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 3);
+}
+
+/// The compatibility rule of the header, as a caller built against a later
+/// header meets it: a larger struct is read as far as this library knows it
+/// when the rest is zero, and refused when a field it does not know is set;
+/// a size that no version of the struct has is refused without reading the
+/// struct, and so are NULL structs in the sized inits. tests/abi.rs covers
+/// callers built against earlier headers.
+#[test]
+fn structs_from_newer_headers_and_bad_sizes() {
+    #[repr(C)]
+    struct Newer {
+        o: cogvideo_generate_options,
+        added: u64,
+    }
+    let p = Handle::load("cogvideox-5b");
+    let mut newer = Newer {
+        o: gen_opts(1, 3),
+        added: 0xffff,
+    };
+    let size = std::mem::size_of::<Newer>();
+    let st = unsafe { cogvideo_generate_options_init_sized(&mut newer.o, size) };
+    expect(st, COGVIDEO_OK, "");
+    assert_eq!(newer.o.struct_size as usize, size);
+    assert_eq!(newer.added, 0, "init zeroes the fields it does not know");
+    newer.o.prompt = c"a red fox".as_ptr();
+    newer.o.steps = 1;
+    newer.o.seed = 3;
+    let want = Frames::rgb8(9);
+    let got = Frames::rgb8(9);
+    let ours = gen_opts(1, 3);
+    expect(
+        unsafe { cogvideo_generate_video(p.0, &ours, want.descs.as_ptr(), 9) },
+        COGVIDEO_OK,
+        "",
+    );
+    expect(
+        unsafe { cogvideo_generate_video(p.0, &newer.o, got.descs.as_ptr(), 9) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert!(got.buffers == want.buffers);
+    newer.added = 1;
+    expect(
+        unsafe { cogvideo_generate_video(p.0, &newer.o, got.descs.as_ptr(), 9) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "newer header",
+    );
+
+    // Garbage where struct_size belongs (an uninitialised struct), a size
+    // between two versions, NULL.
+    let mut o = gen_opts(1, 3);
+    for bad in [0x5a5a_5a5a_u32, 4096 * 2, ours.struct_size - 8] {
+        o.struct_size = bad;
+        expect(
+            unsafe { cogvideo_generate_video(p.0, &o, got.descs.as_ptr(), 9) },
+            COGVIDEO_ERR_INVALID_ARGUMENT,
+            "is not the size of any version",
+        );
+        expect(
+            unsafe { cogvideo_generate_options_init_sized(&mut o, bad as usize) },
+            COGVIDEO_ERR_INVALID_ARGUMENT,
+            "cogvideo_generate_options_init",
+        );
+    }
+    expect(
+        unsafe { cogvideo_load_options_init_sized(null_mut(), 32) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "NULL",
+    );
 }
 
 #[test]
@@ -717,7 +790,7 @@ fn latents_come_out_before_decoding_and_decode_to_the_same_frames() {
         "decode_latents reproduces the frames"
     );
     let mut d = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_decode_options_init(&mut d) };
+    unsafe { cogvideo_decode_options_init_sized(&mut d, std::mem::size_of_val(&d)) };
     d.tiling = COGVIDEO_TILING_OFF;
     let st = unsafe {
         cogvideo_decode_latents(
@@ -855,7 +928,7 @@ fn noise_plans_describe_the_draws_and_wrong_lengths_are_refused() {
     // Image-to-video and inversion plans start with the posterior sample.
     let i2v = Handle::load("cogvideox-5b-i2v");
     let mut a = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_animate_options_init(&mut a) };
+    unsafe { cogvideo_animate_options_init_sized(&mut a, std::mem::size_of_val(&a)) };
     a.num_frames = 9;
     a.steps = 2;
     let st = unsafe { cogvideo_animate_noise_plan(i2v.0, &a, draws.as_mut_ptr(), 4, &mut count) };
@@ -863,7 +936,7 @@ fn noise_plans_describe_the_draws_and_wrong_lengths_are_refused() {
     assert_eq!(purpose(&draws[0]), "VAE posterior sample");
     assert_eq!(draws[0].shape, [1, 16, 1, 8, 12]);
     let mut io = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_invert_options_init(&mut io) };
+    unsafe { cogvideo_invert_options_init_sized(&mut io, std::mem::size_of_val(&io)) };
     let st = unsafe { cogvideo_invert_noise_plan(p.0, 11, &io, draws.as_mut_ptr(), 4, &mut count) };
     expect(st, COGVIDEO_OK, "");
     assert_eq!((count, draws[0].shape), (1, [1, 16, 3, 8, 12]));
@@ -919,7 +992,7 @@ fn sizes_that_cannot_fit_are_refused_before_allocating() {
     // Small input frames: the working size is what counts.
     let clip = Frames::rgb8(1021);
     let mut io = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_invert_options_init(&mut io) };
+    unsafe { cogvideo_invert_options_init_sized(&mut io, std::mem::size_of_val(&io)) };
     io.width = 4096;
     io.height = 4096;
     io.steps = 1;
@@ -934,7 +1007,7 @@ extern "C" fn query_own_pipeline(user: *mut c_void, _stage: i32, _done: i32, _to
     let mut fps = 0;
     let mut n = 0;
     let mut memory = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
-    unsafe { cogvideo_memory_info_init(&mut memory) };
+    unsafe { cogvideo_memory_info_init_sized(&mut memory, std::mem::size_of_val(&memory)) };
     let ok = unsafe { cogvideo_pipeline_fps(p, &mut fps) } == COGVIDEO_OK
         && unsafe { cogvideo_output_frame_count(p, 9, &mut n) } == COGVIDEO_OK
         && unsafe { cogvideo_pipeline_memory_info(p, &mut memory) } == COGVIDEO_OK;
@@ -1003,7 +1076,7 @@ fn edit_strength_and_inversion_decode_through_the_c_api() {
     let p = Handle::load("cogvideox-5b");
     let clip = Frames::rgb8(9);
     let mut io = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_invert_options_init(&mut io) };
+    unsafe { cogvideo_invert_options_init_sized(&mut io, std::mem::size_of_val(&io)) };
     io.steps = 4;
     io.posterior_mean = true;
     let mut inv = null_mut();
@@ -1014,7 +1087,7 @@ fn edit_strength_and_inversion_decode_through_the_c_api() {
     expect(st, COGVIDEO_OK, "");
 
     let mut eo = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_edit_options_init(&mut eo) };
+    unsafe { cogvideo_edit_options_init_sized(&mut eo, std::mem::size_of_val(&eo)) };
     eo.prompt = c"snow".as_ptr();
     eo.strength = 0.1;
     let out = Frames::rgb8(9);
@@ -1056,7 +1129,7 @@ fn video_to_video_through_the_c_api() {
     let p = Handle::load("cogvideox-5b");
     let clip = Frames::rgb8(11);
     let mut o = unsafe { std::mem::zeroed() };
-    unsafe { cogvideo_video_to_video_options_init(&mut o) };
+    unsafe { cogvideo_video_to_video_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     assert_eq!(o.strength, 0.8);
     o.prompt = c"watercolor".as_ptr();
     o.steps = 4;
@@ -1185,7 +1258,7 @@ fn a_cancelled_decode_keeps_the_latents() {
 fn residency_is_chosen_at_load_and_reported() {
     let path = path("cogvideox-5b");
     let mut o = unsafe { std::mem::zeroed::<cogvideo_load_options>() };
-    unsafe { cogvideo_load_options_init(&mut o) };
+    unsafe { cogvideo_load_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
     assert_eq!(o.residency, COGVIDEO_RESIDENCY_AUTO);
     o.residency = COGVIDEO_RESIDENCY_PER_COMPONENT;
     let mut p = null_mut();
@@ -1197,7 +1270,7 @@ fn residency_is_chosen_at_load_and_reported() {
     let per_component = Handle(p);
     let info = |h: &Handle| {
         let mut info = unsafe { std::mem::zeroed::<cogvideo_memory_info>() };
-        unsafe { cogvideo_memory_info_init(&mut info) };
+        unsafe { cogvideo_memory_info_init_sized(&mut info, std::mem::size_of_val(&info)) };
         expect(
             unsafe { cogvideo_pipeline_memory_info(h.0, &mut info) },
             COGVIDEO_OK,
@@ -1272,4 +1345,259 @@ fn residency_is_chosen_at_load_and_reported() {
     o.residency = 7;
     let st = unsafe { cogvideo_load_pipeline(path.as_ptr(), &o, &mut p) };
     expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "COGVIDEO_RESIDENCY_AUTO");
+}
+
+#[test]
+fn default_frames_per_operation_and_checkpoint_identity() {
+    let t2v = Handle::load("cogvideox-5b");
+    let i2v = Handle::load("cogvideox-5b-i2v");
+    let v15 = Handle::load("cogvideox1.5-5b");
+    let frames = |h: &Handle, op: u32| {
+        let mut n = 0;
+        expect(
+            unsafe { cogvideo_pipeline_default_frames(h.0, op, &mut n) },
+            COGVIDEO_OK,
+            "",
+        );
+        n
+    };
+    // The tiny text models' sample_frames (9, and 13 for 1.5, which edits
+    // 8k+5 frames), and 49 for image-to-video.
+    assert_eq!(frames(&t2v, COGVIDEO_OPERATION_GENERATE), 9);
+    assert_eq!(frames(&t2v, COGVIDEO_OPERATION_EDIT), 9);
+    assert_eq!(frames(&t2v, COGVIDEO_OPERATION_VIDEO_TO_VIDEO), 9);
+    assert_eq!(frames(&i2v, COGVIDEO_OPERATION_ANIMATE), 49);
+    assert_eq!(frames(&v15, COGVIDEO_OPERATION_GENERATE), 13);
+    assert_eq!(frames(&v15, COGVIDEO_OPERATION_EDIT), 13);
+    let mut n = 0;
+    expect(
+        unsafe { cogvideo_pipeline_default_frames(t2v.0, 9, &mut n) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "operation 9",
+    );
+
+    let identity = |h: &Handle| {
+        let mut id = 0u64;
+        expect(
+            unsafe { cogvideo_pipeline_identity(h.0, &mut id) },
+            COGVIDEO_OK,
+            "",
+        );
+        id
+    };
+    let again = Handle::load("cogvideox-5b");
+    assert_eq!(identity(&t2v), identity(&again));
+    assert_ne!(identity(&t2v), identity(&i2v));
+    assert_ne!(identity(&t2v), identity(&v15));
+    assert_eq!(
+        identity(&t2v),
+        cogvideo::pipelines::identity::checkpoint_identity(&tiny("cogvideox-5b")).unwrap()
+    );
+    expect(
+        unsafe { cogvideo_pipeline_identity(t2v.0, null_mut()) },
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "identity is NULL",
+    );
+
+    // A changed config changes the identity; the weights' values do not
+    // enter it (only their headers).
+    let dir = std::env::temp_dir().join(format!("cogvideo-identity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&tiny("cogvideox-5b"), &dir);
+    let base = cogvideo::pipelines::identity::checkpoint_identity(&dir).unwrap();
+    assert_eq!(base, identity(&t2v));
+    let sched = dir.join("scheduler/scheduler_config.json");
+    let text = std::fs::read_to_string(&sched).unwrap();
+    std::fs::write(
+        &sched,
+        text.replace("\"snr_shift_scale\": 1.0", "\"snr_shift_scale\": 2.0"),
+    )
+    .unwrap();
+    assert_ne!(
+        cogvideo::pipelines::identity::checkpoint_identity(&dir).unwrap(),
+        base
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn saved_inversions_load_into_a_new_pipeline_and_bad_files_are_refused() {
+    let p = Handle::load("cogvideox-5b");
+    let clip = Frames::rgb8(9);
+    let (st, inv) = invert(&p, &clip, &invert_opts(2));
+    expect(st, COGVIDEO_OK, "");
+    let dir = std::env::temp_dir().join(format!("cogvideo-inv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("clip.inv");
+    let cpath = |p: &std::path::Path| CString::new(p.to_str().unwrap()).unwrap();
+    expect(
+        unsafe { cogvideo_inversion_save(p.0, inv.0, cpath(&file).as_ptr()) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert!(!dir.join("clip.partial").exists());
+
+    // Another pipeline of the same checkpoint edits the loaded inversion to
+    // the frames the original gives.
+    let q = Handle::load("cogvideox-5b");
+    let load = |h: &Handle, f: &std::path::Path| {
+        let mut out = null_mut();
+        let st = unsafe { cogvideo_inversion_load(h.0, cpath(f).as_ptr(), &mut out) };
+        (st, Inv(out))
+    };
+    let (st, loaded) = load(&q, &file);
+    expect(st, COGVIDEO_OK, "");
+    let edit = |h: &Handle, inv: &Inv| {
+        let out = Frames::rgb8(9);
+        let st = unsafe {
+            cogvideo_edit_with_prompt(h.0, inv.0, &edit_opts(c"snow"), out.descs.as_ptr(), 9)
+        };
+        expect(st, COGVIDEO_OK, "");
+        out.buffers
+    };
+    assert!(edit(&p, &inv) == edit(&q, &loaded));
+
+    // Truncated, foreign, from another checkpoint, missing.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.join("cut.inv");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+    let (st, none) = load(&q, &cut);
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "truncated");
+    assert!(none.0.is_null());
+    std::fs::write(&cut, &bytes[..30]).unwrap();
+    expect(load(&q, &cut).0, COGVIDEO_ERR_INVALID_ARGUMENT, "too short");
+    let foreign = dir.join("foreign.inv");
+    std::fs::write(&foreign, vec![7u8; 4096]).unwrap();
+    expect(
+        load(&q, &foreign).0,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "not a libcogvideo inversion file",
+    );
+    let v15 = Handle::load("cogvideox1.5-5b");
+    expect(
+        load(&v15, &file).0,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "another checkpoint",
+    );
+    expect(
+        load(&q, &dir.join("missing.inv")).0,
+        COGVIDEO_ERR_IO,
+        "missing.inv",
+    );
+    let mut newer = bytes.clone();
+    newer[8] = 2;
+    std::fs::write(&foreign, &newer).unwrap();
+    expect(
+        load(&q, &foreign).0,
+        COGVIDEO_ERR_INVALID_ARGUMENT,
+        "format 2",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn loading_reports_progress_and_can_be_cancelled() {
+    extern "C" fn record(user: *mut c_void, stage: i32, done: i32, total: i32) -> bool {
+        let calls = unsafe { &mut *(user as *mut Vec<(i32, i32, i32)>) };
+        calls.push((stage, done, total));
+        true
+    }
+    extern "C" fn cancel_at_half(user: *mut c_void, stage: i32, done: i32, total: i32) -> bool {
+        record(user, stage, done, total);
+        2 * done < total
+    }
+    let mut o = unsafe { std::mem::zeroed::<cogvideo_load_options>() };
+    unsafe { cogvideo_load_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
+    let mut calls: Vec<(i32, i32, i32)> = Vec::new();
+    o.progress = Some(record);
+    o.progress_user = &mut calls as *mut _ as *mut c_void;
+    let ckpt = path("cogvideox-5b");
+    let mut p = null_mut();
+    expect(
+        unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) },
+        COGVIDEO_OK,
+        "",
+    );
+    let _loaded = Handle(p);
+    let total = calls[0].2;
+    assert!(
+        total > 0 && calls[0] == (COGVIDEO_STAGE_LOAD, 0, total),
+        "{calls:?}"
+    );
+    assert_eq!(calls.last(), Some(&(COGVIDEO_STAGE_LOAD, total, total)));
+    assert!(calls.windows(2).all(|w| w[0].1 <= w[1].1), "{calls:?}");
+
+    calls.clear();
+    o.progress = Some(cancel_at_half);
+    let mut p = 1 as *mut cogvideo_pipeline;
+    expect(
+        unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) },
+        COGVIDEO_ERR_CANCELLED,
+        "cancel",
+    );
+    assert!(p.is_null());
+    // Nothing was reported after the callback said stop.
+    let (last, before) = calls.split_last().unwrap();
+    assert!(
+        2 * last.1 >= total && before.iter().all(|c| 2 * c.1 < total),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn a_cancel_lands_between_transformer_blocks() {
+    // The tiny models have two blocks: each step polls the callback before
+    // each of them with the step's counts unchanged.
+    extern "C" fn cancel_at_second_block(user: *mut c_void, stage: i32, done: i32, _: i32) -> bool {
+        let calls = unsafe { &mut *(user as *mut Vec<(i32, i32)>) };
+        calls.push((stage, done));
+        let polls = calls
+            .iter()
+            .filter(|&&c| c == (COGVIDEO_STAGE_DENOISE, 0))
+            .count();
+        polls < 3
+    }
+    extern "C" fn record(user: *mut c_void, stage: i32, done: i32, _: i32) -> bool {
+        let calls = unsafe { &mut *(user as *mut Vec<(i32, i32)>) };
+        calls.push((stage, done));
+        true
+    }
+    let p = Handle::load("cogvideox-5b");
+    let mut out = Frames::rgb8(9);
+    let mut calls: Vec<(i32, i32)> = Vec::new();
+    let mut o = gen_opts(2, 5);
+    o.progress = Some(record);
+    o.progress_user = &mut calls as *mut _ as *mut c_void;
+    expect(generate(&p, &o, &mut out), COGVIDEO_OK, "");
+    let denoise: Vec<i32> = calls
+        .iter()
+        .filter(|c| c.0 == COGVIDEO_STAGE_DENOISE)
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(
+        denoise,
+        [0, 0, 0, 1, 1, 1, 2],
+        "start, 2 blocks, step end, ..."
+    );
+
+    calls.clear();
+    o.progress = Some(cancel_at_second_block);
+    expect(generate(&p, &o, &mut out), COGVIDEO_ERR_CANCELLED, "cancel");
+    assert!(
+        !calls.contains(&(COGVIDEO_STAGE_DENOISE, 1)),
+        "the first step did not finish: {calls:?}"
+    );
 }

@@ -389,11 +389,14 @@ void progress_install_sigint(void) {
 
 bool progress_print(void *user, int32_t stage, int32_t done, int32_t total) {
     static const char *const names[] = {"encoding text", "encoding video", "inverting",
-                                        "denoising", "decoding video"};
-    const char *name = stage >= 0 && stage < 5 ? names[stage] : "working";
+                                        "denoising", "decoding video", "loading"};
+    static int said_cancelling = 0;
+    const char *name = stage >= 0 && stage < 6 ? names[stage] : "working";
+    /* Within a step the library calls again with the same counts (a chance
+     * to cancel between transformer blocks); \r keeps that to one line. */
     fprintf(stderr, "\r%s: %s %d/%d%s", user ? (const char *)user : "", name, done, total,
             done == total ? "\n" : "");
-    if (interrupted) fprintf(stderr, "\ncancelling...\n");
+    if (interrupted && !said_cancelling++) fprintf(stderr, "\ncancelling...\n");
     return !interrupted;
 }
 

@@ -5,7 +5,8 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::{dtype_of, str_arg};
+use super::args::{dtype_of, str_arg};
+use super::status::{cogvideo_status, guard};
 use crate::error::{Error, Result};
 use crate::pipelines::{
     AnimateOptions, DecodeOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions,
@@ -14,8 +15,12 @@ use crate::pipelines::{
 };
 
 /// Progress callback: `stage` is a `COGVIDEO_STAGE_*` value, `done` of
-/// `total` units of that stage are finished. Return false to cancel; the
-/// call then returns `COGVIDEO_ERR_CANCELLED` at the next step boundary.
+/// `total` units of that stage are finished. Return false to cancel: the
+/// call returns `COGVIDEO_ERR_CANCELLED`. Within a denoising or inversion
+/// step the callback is also called before each transformer block with the
+/// counts unchanged (since 1.3), and encoding and decoding report each frame
+/// batch and tile, so a cancel lands within one block or tile; a caller
+/// that draws progress may skip repeated counts.
 /// It runs on the calling thread while the pipeline is busy, so it must not
 /// call into the same pipeline (that call would wait forever).
 pub type cogvideo_progress_fn =
@@ -26,6 +31,9 @@ pub const COGVIDEO_STAGE_ENCODE_VIDEO: i32 = 1;
 pub const COGVIDEO_STAGE_INVERT: i32 = 2;
 pub const COGVIDEO_STAGE_DENOISE: i32 = 3;
 pub const COGVIDEO_STAGE_DECODE_VIDEO: i32 = 4;
+/// Since 1.3: loading a checkpoint (cogvideo_load_options.progress), in MiB
+/// of weights; reported before loading and after each model.
+pub const COGVIDEO_STAGE_LOAD: i32 = 5;
 
 pub const COGVIDEO_DEVICE_CPU: u32 = 0;
 pub const COGVIDEO_DEVICE_CUDA: u32 = 1;
@@ -47,10 +55,13 @@ pub const COGVIDEO_RESIZE_CROP: u32 = 1;
 pub const COGVIDEO_RESIZE_FIT: u32 = 2;
 
 /// How to load a pipeline.
+/// Initialise with `cogvideo_load_options_init(&opts)` (defaults and
+/// `struct_size`), then set the fields to change.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_load_options {
-    /// `sizeof(cogvideo_load_options)`, set by the init function.
+    /// The size of the caller's struct, set by the init function (see
+    /// Compatibility at the top of this header).
     pub struct_size: u32,
     /// `COGVIDEO_DEVICE_AUTO` (default since 1.2; 1.0 and 1.1 defaulted to
     /// `_CPU`), `COGVIDEO_DEVICE_CPU` or `COGVIDEO_DEVICE_CUDA`.
@@ -73,6 +84,12 @@ pub struct cogvideo_load_options {
     /// tiles when the untiled decode would not fit), in bytes; 0 takes what
     /// the device has available (host RAM, or a GPU's free memory).
     pub memory_budget: u64,
+    /// Since 1.3: reports `COGVIDEO_STAGE_LOAD` (MiB of weights loaded:
+    /// before loading and after each model, 100% at the end) and may
+    /// cancel; a cancelled load returns `COGVIDEO_ERR_CANCELLED` having
+    /// freed everything it loaded.
+    pub progress: cogvideo_progress_fn,
+    pub progress_user: *mut c_void,
 }
 
 pub const COGVIDEO_RESIDENCY_AUTO: u32 = 0;
@@ -85,6 +102,8 @@ pub const COGVIDEO_RESIDENCY_PER_COMPONENT: u32 = 2;
 pub const COGVIDEO_RESIDENCY_STREAMED: u32 = 3;
 
 /// Text-to-video options.
+/// Initialise with `cogvideo_generate_options_init(&opts)` (defaults and
+/// `struct_size`), then set the fields to change.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_generate_options {
@@ -127,6 +146,8 @@ pub struct cogvideo_generate_options {
 }
 
 /// Image-to-video options.
+/// Initialise with `cogvideo_animate_options_init(&opts)` (defaults and
+/// `struct_size`), then set the fields to change.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_animate_options {
@@ -159,6 +180,8 @@ pub struct cogvideo_animate_options {
 }
 
 /// DDIM inversion options.
+/// Initialise with `cogvideo_invert_options_init(&opts)` (defaults and
+/// `struct_size`), then set the fields to change.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_invert_options {
@@ -181,6 +204,8 @@ pub struct cogvideo_invert_options {
 }
 
 /// Prompt-editing options.
+/// Initialise with `cogvideo_edit_options_init(&opts)` (defaults and
+/// `struct_size`), then set the fields to change.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_edit_options {
@@ -219,6 +244,8 @@ pub const COGVIDEO_TILING_OFF: u32 = 1;
 pub const COGVIDEO_TILING_ON: u32 = 2;
 
 /// Decoding options (since 1.1).
+/// Initialise with `cogvideo_decode_options_init(&opts)` (defaults and
+/// `struct_size`), then set the fields to change.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_decode_options {
@@ -243,6 +270,7 @@ pub struct cogvideo_decode_options {
 /// Video-to-video options (since 1.1), as diffusers'
 /// `CogVideoXVideoToVideoPipeline`: the clip is encoded, noised to
 /// `strength` and denoised with the prompt.
+/// Initialise with `cogvideo_video_to_video_options_init(&opts)`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_video_to_video_options {
@@ -291,60 +319,166 @@ pub struct cogvideo_noise_draw {
     pub count: u64,
 }
 
-/// Reads an options struct, or its defaults when `p` is NULL. A struct
-/// from a caller built against an older header (smaller `struct_size`, at
-/// least the 1.0 size) is read as far as it goes, with defaults for the
-/// fields added since.
+/// How the library reads and writes a caller's struct whose first field is
+/// `uint32_t struct_size` (the header states the same rule for C callers):
+/// - `struct_size` must be the size of one released layout of the struct
+///   ([`Layout::SIZES`]) or larger than today's (a caller built against a
+///   newer header); anything else is refused before a byte past the size
+///   field is touched, so an uninitialised struct is an error, not a read of
+///   stray memory;
+/// - the library reads and writes exactly `struct_size` bytes: the fields
+///   an older caller lacks take their defaults, and the bytes of a newer
+///   caller's unknown fields must be zero (zero is every later field's
+///   default), else the call is refused rather than silently ignoring them.
+pub(super) trait Layout: Copy {
+    /// The C name, for messages.
+    const NAME: &'static str;
+    /// `sizeof` in each released ABI version that changed the struct,
+    /// oldest first (an older one as the offset of the first field its
+    /// successor added), the last today's. A field appended without its
+    /// entry here makes the previous version's callers fail `tests/abi`.
+    const SIZES: &'static [usize];
+    /// Today's layout with the defaults (`struct_size` is today's size).
+    fn defaults() -> Self;
+}
+
+/// The largest `struct_size` accepted from a caller built against a newer
+/// header; past it the value is taken for garbage rather than read.
+const MAX_STRUCT_SIZE: usize = 4096;
+
+fn check_size<T: Layout>(size: usize) -> Result<()> {
+    let ours = std::mem::size_of::<T>();
+    if T::SIZES.contains(&size) || (size > ours && size <= MAX_STRUCT_SIZE) {
+        return Ok(());
+    }
+    let sizes: Vec<String> = T::SIZES.iter().map(usize::to_string).collect();
+    Err(Error::invalid(format!(
+        "{}: struct_size {size} is not the size of any version of the struct ({} bytes); initialise it with {}_init",
+        T::NAME,
+        sizes.join(", "),
+        T::NAME
+    )))
+}
+
+/// Reads an options struct, or its defaults when `p` is NULL, under the
+/// rule of [`Layout`].
 ///
 /// # Safety
 /// `p` must be NULL or point to a struct whose `struct_size` is readable and
 /// which is valid for `struct_size` bytes.
-pub(super) unsafe fn read<T: Copy + Defaults>(p: *const T, what: &str) -> Result<T> {
+pub(super) unsafe fn read<T: Layout>(p: *const T) -> Result<T> {
     let mut out = T::defaults();
     if p.is_null() {
         return Ok(out);
     }
-    // SAFETY: every options struct starts with a u32 struct_size.
+    // SAFETY: every such struct starts with a u32 struct_size, which its
+    // alignment keeps aligned.
     let size = unsafe { *(p as *const u32) } as usize;
-    if size < T::MIN_SIZE {
-        return Err(Error::invalid(format!(
-            "{what}: struct_size {size} is smaller than the {} bytes of the oldest version; initialise the struct with its _init function",
-            T::MIN_SIZE
-        )));
-    }
-    let len = size.min(std::mem::size_of::<T>());
+    check_size::<T>(size)?;
+    let ours = std::mem::size_of::<T>();
     // SAFETY: the caller's struct is valid for `size` bytes and ours for
-    // `size_of::<T>()`; both are plain data (pointers, numbers, bools that
-    // the caller's own struct holds).
+    // `ours`; both are plain data (pointers, numbers, bools that the
+    // caller's own struct holds).
     unsafe {
-        std::ptr::copy_nonoverlapping(p as *const u8, (&mut out as *mut T) as *mut u8, len);
+        std::ptr::copy_nonoverlapping(
+            p as *const u8,
+            (&mut out as *mut T) as *mut u8,
+            size.min(ours),
+        );
+    }
+    if size > ours {
+        // SAFETY: within the caller's `size` bytes.
+        let unknown =
+            unsafe { std::slice::from_raw_parts((p as *const u8).add(ours), size - ours) };
+        if unknown.iter().any(|&b| b != 0) {
+            return Err(Error::invalid(format!(
+                "{}: fields past the {ours} bytes this library knows are set (struct_size {size}): the program was built against a newer header than this library (C ABI {}.{})",
+                T::NAME,
+                super::COGVIDEO_ABI_VERSION >> 16,
+                super::COGVIDEO_ABI_VERSION & 0xffff
+            )));
+        }
     }
     Ok(out)
 }
 
-pub(super) trait Defaults {
-    fn defaults() -> Self;
-    /// `struct_size` of the oldest layout still accepted.
-    const MIN_SIZE: usize;
-}
-
-/// Writes the defaults into a caller's struct (NULL is ignored).
+/// Writes `value` into a caller's struct of `size` bytes under the rule of
+/// [`Layout`]: the fields the caller's layout has, `struct_size` set to
+/// `size`, zeros in the bytes of fields this library does not know.
 ///
 /// # Safety
-/// `opts` must be NULL or writable.
-unsafe fn write_defaults<T: Defaults>(opts: *mut T) {
-    if !opts.is_null() {
-        // SAFETY: checked non-null, caller-owned.
-        unsafe { opts.write(T::defaults()) };
+/// `p` must be non-null and writable for `size` bytes, and `size` checked
+/// with [`check_size`].
+unsafe fn write_sized<T: Layout>(p: *mut T, value: &T, size: usize) {
+    let ours = std::mem::size_of::<T>();
+    let bytes = p as *mut u8;
+    // SAFETY: the caller's struct is writable for `size` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping((value as *const T) as *const u8, bytes, size.min(ours));
+        if size > ours {
+            std::ptr::write_bytes(bytes.add(ours), 0, size - ours);
+        }
+        (p as *mut u32).write(size as u32);
     }
+}
+
+/// What the `*_init_sized` functions do: the defaults in the caller's
+/// layout of `size` bytes.
+///
+/// # Safety
+/// `p` must be NULL or writable for `size` bytes.
+pub(super) unsafe fn init_sized<T: Layout>(p: *mut T, size: usize) -> Result<()> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{}: the struct is NULL", T::NAME)));
+    }
+    check_size::<T>(size)?;
+    unsafe { write_sized(p, &T::defaults(), size) };
+    Ok(())
+}
+
+/// What the one-argument `*_init` symbols of the 1.0 to 1.2 headers do for
+/// programs built against them: they cannot say how large their struct is,
+/// so only the oldest layout, which every released header's struct holds,
+/// is written (and named in `struct_size`). Fields a program sets past it
+/// are not read; rebuilt against a 1.3 header, whose `*_init` macros pass
+/// `sizeof`, they are.
+///
+/// # Safety
+/// `p` must be NULL (ignored) or writable for `T::SIZES[0]` bytes.
+pub(super) unsafe fn init_oldest<T: Layout>(p: *mut T) {
+    if !p.is_null() {
+        unsafe { write_sized(p, &T::defaults(), T::SIZES[0]) };
+    }
+}
+
+/// Fills a caller's output struct (such as [`super::cogvideo_memory_info`])
+/// up to its `struct_size`, under the rule of [`Layout`].
+///
+/// # Safety
+/// `p` must be NULL or point to a struct whose `struct_size` is readable and
+/// which is writable for `struct_size` bytes.
+pub(super) unsafe fn write_out<T: Layout>(p: *mut T, value: &T) -> Result<()> {
+    if p.is_null() {
+        return Err(Error::invalid(format!("{}: the struct is NULL", T::NAME)));
+    }
+    // SAFETY: the struct starts with its u32 struct_size.
+    let size = unsafe { *(p as *const u32) } as usize;
+    check_size::<T>(size)?;
+    unsafe { write_sized(p, value, size) };
+    Ok(())
 }
 
 fn size_of_u32<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
 
-impl Defaults for cogvideo_load_options {
-    const MIN_SIZE: usize = std::mem::offset_of!(Self, residency);
+impl Layout for cogvideo_load_options {
+    const NAME: &'static str = "cogvideo_load_options";
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, residency),
+        std::mem::offset_of!(Self, progress),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         Self {
             struct_size: size_of_u32::<Self>(),
@@ -354,12 +488,18 @@ impl Defaults for cogvideo_load_options {
             vae_tiling: false,
             residency: COGVIDEO_RESIDENCY_AUTO,
             memory_budget: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
         }
     }
 }
 
-impl Defaults for cogvideo_generate_options {
-    const MIN_SIZE: usize = std::mem::offset_of!(Self, latents_out);
+impl Layout for cogvideo_generate_options {
+    const NAME: &'static str = "cogvideo_generate_options";
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, latents_out),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         let d = SamplingOptions::default();
         Self {
@@ -385,8 +525,12 @@ impl Defaults for cogvideo_generate_options {
     }
 }
 
-impl Defaults for cogvideo_animate_options {
-    const MIN_SIZE: usize = std::mem::offset_of!(Self, latents_out);
+impl Layout for cogvideo_animate_options {
+    const NAME: &'static str = "cogvideo_animate_options";
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, latents_out),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         let a = AnimateOptions::default();
         let d = &a.sampling;
@@ -413,8 +557,12 @@ impl Defaults for cogvideo_animate_options {
     }
 }
 
-impl Defaults for cogvideo_invert_options {
-    const MIN_SIZE: usize = std::mem::offset_of!(Self, posterior_mean);
+impl Layout for cogvideo_invert_options {
+    const NAME: &'static str = "cogvideo_invert_options";
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, posterior_mean),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         let d = InvertOptions::default();
         Self {
@@ -433,8 +581,12 @@ impl Defaults for cogvideo_invert_options {
     }
 }
 
-impl Defaults for cogvideo_edit_options {
-    const MIN_SIZE: usize = std::mem::offset_of!(Self, strength);
+impl Layout for cogvideo_edit_options {
+    const NAME: &'static str = "cogvideo_edit_options";
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, strength),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         let d = EditOptions::default();
         Self {
@@ -456,8 +608,9 @@ impl Defaults for cogvideo_edit_options {
     }
 }
 
-impl Defaults for cogvideo_decode_options {
-    const MIN_SIZE: usize = std::mem::size_of::<Self>();
+impl Layout for cogvideo_decode_options {
+    const NAME: &'static str = "cogvideo_decode_options";
+    const SIZES: &'static [usize] = &[std::mem::size_of::<Self>()];
     fn defaults() -> Self {
         Self {
             struct_size: size_of_u32::<Self>(),
@@ -471,8 +624,9 @@ impl Defaults for cogvideo_decode_options {
     }
 }
 
-impl Defaults for cogvideo_video_to_video_options {
-    const MIN_SIZE: usize = std::mem::size_of::<Self>();
+impl Layout for cogvideo_video_to_video_options {
+    const NAME: &'static str = "cogvideo_video_to_video_options";
+    const SIZES: &'static [usize] = &[std::mem::size_of::<Self>()];
     fn defaults() -> Self {
         let v = VideoToVideoOptions::default();
         let d = &v.sampling;
@@ -500,63 +654,178 @@ impl Defaults for cogvideo_video_to_video_options {
 }
 
 // cbindgen reads these signatures, so they are written out rather than
-// generated by a macro.
+// generated by a macro. The header's `*_init(opts)` macros call the sized
+// functions with `sizeof *(opts)`; the one-argument symbols of the same
+// names stay exported for programs built against the 1.0 to 1.2 headers
+// (cbindgen.toml leaves them out of the header).
 
-/// Fills `opts` with the defaults and sets its `struct_size`.
+/// Fills the caller's `cogvideo_load_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_load_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_load_options_init_sized(
+    opts: *mut cogvideo_load_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.0 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_load_options_init(opts: *mut cogvideo_load_options) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
-/// Fills `opts` with the defaults and sets its `struct_size`.
+/// Fills the caller's `cogvideo_generate_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_generate_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_generate_options_init_sized(
+    opts: *mut cogvideo_generate_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.0 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_generate_options_init(opts: *mut cogvideo_generate_options) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
-/// Fills `opts` with the defaults and sets its `struct_size`.
+/// Fills the caller's `cogvideo_animate_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_animate_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_animate_options_init_sized(
+    opts: *mut cogvideo_animate_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.0 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_animate_options_init(opts: *mut cogvideo_animate_options) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
-/// Fills `opts` with the defaults and sets its `struct_size`.
+/// Fills the caller's `cogvideo_invert_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_invert_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_invert_options_init_sized(
+    opts: *mut cogvideo_invert_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.0 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_invert_options_init(opts: *mut cogvideo_invert_options) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
-/// Fills `opts` with the defaults and sets its `struct_size`.
+/// Fills the caller's `cogvideo_edit_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_edit_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_edit_options_init_sized(
+    opts: *mut cogvideo_edit_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.0 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_edit_options_init(opts: *mut cogvideo_edit_options) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
-/// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
+/// Fills the caller's `cogvideo_decode_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_decode_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_decode_options_init_sized(
+    opts: *mut cogvideo_decode_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.1 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cogvideo_decode_options_init(opts: *mut cogvideo_decode_options) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
-/// Fills `opts` with the defaults and sets its `struct_size` (since 1.1).
+/// Fills the caller's `cogvideo_video_to_video_options` of `size` bytes (`sizeof` as the caller's
+/// header declares it) with the defaults and sets `struct_size` to `size`;
+/// call it through the `cogvideo_video_to_video_options_init(opts)` macro. Fails with
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
+/// size of a version of the struct. Since 1.3.
+///
+/// # Safety
+/// `opts` must be NULL or writable for `size` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_video_to_video_options_init_sized(
+    opts: *mut cogvideo_video_to_video_options,
+    size: usize,
+) -> cogvideo_status {
+    guard(|| unsafe { init_sized(opts, size) })
+}
+
+/// The 1.1 to 1.2 headers' init: writes the oldest layout (see [`init_oldest`]).
 ///
 /// # Safety
 /// `opts` must be NULL (ignored) or writable.
@@ -564,7 +833,7 @@ pub unsafe extern "C" fn cogvideo_decode_options_init(opts: *mut cogvideo_decode
 pub unsafe extern "C" fn cogvideo_video_to_video_options_init(
     opts: *mut cogvideo_video_to_video_options,
 ) {
-    unsafe { write_defaults(opts) }
+    unsafe { init_oldest(opts) }
 }
 
 pub(super) fn load_options(o: &cogvideo_load_options) -> Result<LoadOptions> {

@@ -123,6 +123,24 @@ impl Inversion {
         }
     }
 
+    /// An inversion read back from a file by the pipeline `pipeline_id`
+    /// (`inversion_file` checks the parts against that pipeline).
+    pub(super) fn from_parts(
+        pipeline_id: u64,
+        source: Tensor,
+        trajectory: Vec<Tensor>,
+        (height, width, frames): (usize, usize, usize),
+    ) -> Self {
+        Self {
+            pipeline_id,
+            source,
+            trajectory,
+            height,
+            width,
+            frames,
+        }
+    }
+
     /// The fully inverted (noise-level) latent.
     pub fn inverted_latents(&self) -> &Tensor {
         &self.trajectory[self.trajectory.len() - 1]
@@ -130,7 +148,7 @@ impl Inversion {
 }
 
 impl Pipeline {
-    fn ensure_invertible(&self) -> Result<()> {
+    pub(super) fn ensure_invertible(&self) -> Result<()> {
         if self.variant.is_image_to_video() {
             return Err(Error::UnsupportedVariant(format!(
                 "{} cannot edit clips by DDIM inversion: editing needs a text-to-video checkpoint (CogVideoX-5b or 1.5-5B)",
@@ -231,7 +249,7 @@ impl Pipeline {
         Ok(plan)
     }
 
-    fn check_inversion(&self, inversion: &Inversion) -> Result<()> {
+    pub(super) fn check_inversion(&self, inversion: &Inversion) -> Result<()> {
         self.ensure_invertible()?;
         if inversion.pipeline_id != self.id {
             return Err(Error::invalid(

@@ -7,6 +7,8 @@
 //! strides, resizing) is the job of [`crate::frames`].
 
 pub mod ddim_inversion;
+pub mod identity;
+mod inversion_file;
 pub mod pipeline_cogvideox;
 pub mod pipeline_cogvideox_image2video;
 pub mod pipeline_cogvideox_video2video;
@@ -427,11 +429,23 @@ fn count_weights(ckpt: &Checkpoint, text_dtype: DType, dtype: DType) -> Result<W
     })
 }
 
+/// The operations whose defaults [`Pipeline::default_frames`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Generate,
+    Animate,
+    /// Inversion and the edits of it.
+    Edit,
+    VideoToVideo,
+}
+
 /// A loaded CogVideoX checkpoint: text encoder, transformer, VAE and the
 /// scheduler configuration.
 pub struct Pipeline {
     /// Distinguishes pipelines so an inversion is only edited by its maker.
     id: u64,
+    /// The checkpoint's [`identity::checkpoint_identity`].
+    identity: u64,
     variant: Variant,
     text_encoder: Component<TextEncoder>,
     transformer: Component<CogVideoXTransformer3DModel>,
@@ -453,6 +467,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// Loads every component of a diffusers-layout checkpoint folder.
     pub fn load(root: impl AsRef<std::path::Path>, opts: &LoadOptions) -> Result<Self> {
+        Self::load_with_progress(root, opts, &mut Progress::none())
+    }
+
+    /// [`Self::load`], reporting [`Stage::Load`] in MiB of weights loaded
+    /// (after each model: the VAE, the transformer, the text encoder) and
+    /// cancellable there; a cancelled load frees what it had loaded.
+    pub fn load_with_progress(
+        root: impl AsRef<std::path::Path>,
+        opts: &LoadOptions,
+        progress: &mut Progress,
+    ) -> Result<Self> {
         if let Some(dtype) = opts.dtype
             && !matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
         {
@@ -463,6 +488,7 @@ impl Pipeline {
         let device = opts.device.open()?;
         let dtype = opts.dtype.unwrap_or_else(|| default_dtype(&device));
         let ckpt = Checkpoint::open(root)?;
+        let identity = identity::checkpoint_identity(ckpt.root())?;
         let transformer_cfg: TransformerConfig = checkpoint::read_component_config(
             &ckpt.component_dir("transformer")?,
             TransformerConfig::validate,
@@ -479,14 +505,19 @@ impl Pipeline {
         } else {
             dtype
         };
+        let weight_bytes = count_weights(&ckpt, text_dtype, dtype)?;
+        let mib = |bytes: u64| bytes.div_ceil(1 << 20) as usize;
+        let total = mib(weight_bytes.total());
+        progress.report(Stage::Load, 0, total)?;
         let mut vae = AutoencoderKLCogVideoX::from_dir(ckpt.component_dir("vae")?, dtype, &device)?;
         if opts.vae_tiling {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
-        let weight_bytes = count_weights(&ckpt, text_dtype, dtype)?;
+        progress.report(Stage::Load, mib(weight_bytes.vae), total)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut pipeline = Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            identity,
             variant,
             text_encoder: text_encoder_loader(&ckpt, text_dtype, &device, false),
             transformer: transformer_loader(&ckpt, dtype, &device, false),
@@ -509,6 +540,11 @@ impl Pipeline {
         // that loading too holds one large model at a time.
         let transformer = transformer_loader(&ckpt, dtype, &pipeline.device, streamed);
         let model = transformer.get()?;
+        progress.report(
+            Stage::Load,
+            mib(weight_bytes.vae + weight_bytes.transformer),
+            total,
+        )?;
         pipeline.transformer = if kept {
             Component::Kept(model)
         } else {
@@ -529,6 +565,7 @@ impl Pipeline {
             drop(model);
             text_encoder
         };
+        progress.report(Stage::Load, total, total)?;
         Ok(pipeline)
     }
 
@@ -616,6 +653,27 @@ impl Pipeline {
             cfg.sample_frames
         };
         (cfg.sample_height * 8, cfg.sample_width * 8, frames)
+    }
+
+    /// The frame count an operation takes by default: what `num_frames` 0
+    /// means for text- and image-to-video, and the length of the clip to
+    /// hand to an edit or video-to-video call for a default-length result
+    /// (the longest usable length within the variant's default).
+    pub fn default_frames(&self, operation: Operation) -> usize {
+        let frames = self.default_video_size().2;
+        match operation {
+            Operation::Generate | Operation::Animate => frames,
+            Operation::Edit | Operation::VideoToVideo => {
+                self.usable_edit_frames(frames).unwrap_or(frames)
+            }
+        }
+    }
+
+    /// A stable hash of the checkpoint's configs, tokenizer files and
+    /// weight headers ([`identity::checkpoint_identity`]): equal for the same
+    /// checkpoint in any process, for keying caches of results.
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// Steps any sampling call accepts: 1..=the scheduler's training steps.

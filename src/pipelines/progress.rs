@@ -16,6 +16,8 @@ pub enum Stage {
     Denoise = 3,
     /// Decoding latents to frames with the VAE.
     DecodeVideo = 4,
+    /// Loading a checkpoint, in MiB of weights.
+    Load = 5,
 }
 
 /// Wraps the caller's callback. It is called with `(stage, done, total)`

@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::models::embeddings::RotaryEmbedding;
-use crate::models::transformers::CogVideoXTransformer3DModel;
+use crate::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions};
 use crate::noise::NoiseSource;
 use crate::pipelines::progress::{Progress, Stage};
 use crate::schedulers::{
@@ -133,23 +133,38 @@ impl Denoise<'_> {
             if let Some(img) = &image {
                 input = Tensor::cat(&[&input, img], 2)?;
             }
-            let v = match self.reference {
+            // The callback is polled between blocks too, with the counts
+            // unchanged, so that a cancel lands within one block.
+            let mut cancelled = false;
+            let stage = self.stage;
+            let mut poll = || -> candle_core::Result<()> {
+                if progress.report(stage, i, n).is_err() {
+                    cancelled = true;
+                    candle_core::bail!("cancelled");
+                }
+                Ok(())
+            };
+            let opts = ForwardOptions {
+                ofs: self.ofs,
+                rope: self.rope.as_ref(),
+                reference: self.reference.is_some(),
+                poll: Some(&mut poll),
+            };
+            let forward = match self.reference {
                 Some(refs) => {
                     let r = refs[self.first_step + i].to_dtype(dtype)?;
                     let input = Tensor::cat(&[input, Tensor::cat(&vec![&r; copies], 0)?], 0)?;
                     let ts = vec![t as f32; input.dim(0)?];
-                    self.transformer.forward_with_reference(
-                        &input,
-                        &text,
-                        &ts,
-                        self.rope.as_ref(),
-                    )?
+                    self.transformer.forward_with(&input, &text, &ts, opts)
                 }
                 None => {
                     let ts = vec![t as f32; input.dim(0)?];
-                    self.transformer
-                        .forward(&input, &text, &ts, self.ofs, self.rope.as_ref())?
+                    self.transformer.forward_with(&input, &text, &ts, opts)
                 }
+            };
+            let v = match forward {
+                Err(_) if cancelled => return Err(Error::Cancelled),
+                v => v?,
             };
             let v = v.to_dtype(DType::F32)?;
             let v = if copies == 2 {

@@ -406,6 +406,20 @@ struct PatchEmbed {
     learned_pos: Option<Tensor>,
 }
 
+/// The optional inputs of [`CogVideoXTransformer3DModel::forward_with`].
+#[derive(Default)]
+pub struct ForwardOptions<'a> {
+    /// The 1.5-I2V offset value (2.0 in the pipelines).
+    pub ofs: Option<f32>,
+    /// From [`CogVideoXTransformer3DModel::prepare_rotary`] for RoPE models.
+    pub rope: Option<&'a RotaryEmbedding>,
+    /// Prompt editing's reference attention (see
+    /// [`CogVideoXTransformer3DModel::forward_with_reference`]).
+    pub reference: bool,
+    /// Called before each block; an error stops the pass.
+    pub poll: Option<&'a mut dyn FnMut() -> Result<()>>,
+}
+
 /// The CogVideoX denoising transformer.
 #[derive(Debug, Clone)]
 pub struct CogVideoXTransformer3DModel {
@@ -751,7 +765,12 @@ impl CogVideoXTransformer3DModel {
         ofs: Option<f32>,
         rope: Option<&RotaryEmbedding>,
     ) -> Result<Tensor> {
-        self.forward_impl(hidden, text, timesteps, ofs, rope, false)
+        let opts = ForwardOptions {
+            ofs,
+            rope,
+            ..Default::default()
+        };
+        self.forward_impl(hidden, text, timesteps, opts)
     }
 
     /// The forward pass of prompt editing: `hidden` is `[main..., reference...]`
@@ -765,11 +784,32 @@ impl CogVideoXTransformer3DModel {
         timesteps: &[f32],
         rope: Option<&RotaryEmbedding>,
     ) -> Result<Tensor> {
+        let opts = ForwardOptions {
+            rope,
+            reference: true,
+            ..Default::default()
+        };
+        self.forward_with(hidden, text, timesteps, opts)
+    }
+
+    /// [`Self::forward`], or with `opts.reference` [`Self::forward_with_reference`],
+    /// calling `opts.poll` before each block: a caller's chance to stop
+    /// within a step (its error ends the forward pass).
+    pub fn forward_with(
+        &self,
+        hidden: &Tensor,
+        text: &Tensor,
+        timesteps: &[f32],
+        opts: ForwardOptions,
+    ) -> Result<Tensor> {
         let b = hidden.dim(0)?;
+        if !opts.reference {
+            return self.forward_impl(hidden, text, timesteps, opts);
+        }
         if b % 2 != 0 {
             candle_core::bail!("reference forward needs an even batch, got {b}");
         }
-        self.forward_impl(hidden, text, timesteps, None, rope, true)?
+        self.forward_impl(hidden, text, timesteps, opts)?
             .narrow(0, 0, b / 2)
     }
 
@@ -778,10 +818,14 @@ impl CogVideoXTransformer3DModel {
         hidden: &Tensor,
         text: &Tensor,
         timesteps: &[f32],
-        ofs: Option<f32>,
-        rope: Option<&RotaryEmbedding>,
-        reference: bool,
+        opts: ForwardOptions,
     ) -> Result<Tensor> {
+        let ForwardOptions {
+            ofs,
+            rope,
+            reference,
+            poll,
+        } = opts;
         let (b, f, c, h, w) = hidden.dims5()?;
         self.check_latent_shape(f, c, h, w)?;
         if timesteps.len() != b {
@@ -814,7 +858,11 @@ impl CogVideoXTransformer3DModel {
 
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
+        let mut poll = poll;
         let x = self.blocks.try_fold(x, |x, block| {
+            if let Some(poll) = poll.as_mut() {
+                poll()?;
+            }
             block.forward(&x, text_len, &emb_silu, rope, reference)
         })?;
 

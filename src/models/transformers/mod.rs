@@ -3,4 +3,6 @@
 pub mod cogvideox_transformer_3d;
 mod cpu;
 
-pub use cogvideox_transformer_3d::{CogVideoXTransformer3DModel, Config as TransformerConfig};
+pub use cogvideox_transformer_3d::{
+    CogVideoXTransformer3DModel, Config as TransformerConfig, ForwardOptions,
+};

@@ -1,0 +1,463 @@
+//! The sampling calls (text-to-video, image-to-video, inversion and
+//! editing, video-to-video, decoding) and inversions' lifetime and files.
+
+use std::ffi::{c_char, c_void};
+
+use candle_core::Tensor;
+
+use super::args::*;
+use super::frames::*;
+use super::options::{self, *};
+use super::pipeline::*;
+use super::status::*;
+use crate::error::{Error, Result};
+use crate::pipelines::{self, Pipeline, Progress};
+
+/// The common end of the sampling calls: with the caller's progress
+/// callback and the pipeline to itself, samples with `sample` and delivers
+/// the latents (then the frames) to `outputs`.
+pub(super) fn sample_and_deliver(
+    handle: &cogvideo_pipeline,
+    (callback, user): (cogvideo_progress_fn, *mut c_void),
+    mut outputs: Outputs,
+    sample: impl FnOnce(&Pipeline, &mut Progress) -> Result<Tensor>,
+) -> Result<()> {
+    let mut cb = progress_fn(callback, user);
+    let mut progress = Progress::new(&mut cb);
+    let _busy = handle.busy.lock();
+    let latents = sample(&handle.pipeline, &mut progress)?;
+    outputs.deliver(&handle.pipeline, &latents, &mut progress)
+}
+
+/// Generates a clip from text into `out[0..out_count]` (`out_count` must
+/// equal [`cogvideo_output_frame_count`] for `opts->num_frames`), and/or
+/// its latents into `opts->latents_out`.
+///
+/// # Safety
+/// Pointers as documented for [`cogvideo_frame`] and the options struct.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_generate_video(
+    p: *const cogvideo_pipeline,
+    opts: *const cogvideo_generate_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let o = unsafe { options::read(opts) }?;
+        let (mut gen_opts, noise) = unsafe { options::generate_options(&o) }?;
+        let mode = resize_mode(o.resize_mode)?;
+        let plan = pipeline.noise_plan_generate(&gen_opts)?;
+        let (dh, dw, dt) = pipeline.default_video_size();
+        let (h, w, t) = (
+            gen_opts.height.unwrap_or(dh),
+            gen_opts.width.unwrap_or(dw),
+            gen_opts.num_frames.unwrap_or(dt),
+        );
+        let outputs = unsafe {
+            Outputs::for_clip(
+                pipeline,
+                (out, out_count),
+                (o.latents_out, o.latents_out_len),
+                (h, w, t),
+                mode,
+            )
+        }?;
+        unsafe { noise.attach(&plan, &mut gen_opts.sampling.noise) }?;
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| p.generate_latents(&gen_opts, progress),
+        )
+    })
+}
+
+/// Animates one image into a clip (image-to-video checkpoints only). The
+/// image is resized to the working size with `opts->resize_mode`.
+///
+/// # Safety
+/// Pointers as documented for [`cogvideo_frame`] and the options struct.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_animate_image(
+    p: *const cogvideo_pipeline,
+    image: *const cogvideo_frame,
+    opts: *const cogvideo_animate_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let image = unsafe { image.as_ref() }.ok_or_else(|| Error::invalid("image is NULL"))?;
+        let o = unsafe { options::read(opts) }?;
+        let (mut anim, noise) = unsafe { options::animate_options(&o) }?;
+        let mode = resize_mode(o.resize_mode)?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
+        let plan = pipeline.noise_plan_animate(h, w, &anim)?;
+        let outputs = unsafe {
+            Outputs::for_clip(
+                pipeline,
+                (out, out_count),
+                (o.latents_out, o.latents_out_len),
+                (h, w, anim.num_frames),
+                mode,
+            )
+        }?;
+        pipeline.check_fits(
+            h,
+            w,
+            anim.num_frames,
+            anim.sampling.guidance_scale > 1.0,
+            false,
+        )?;
+        unsafe { noise.attach(&plan, &mut anim.sampling.noise) }?;
+        let frame = unsafe { frame_ref(image, "image") }?;
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| {
+                let video = crate::frames::frames_to_video(&[frame], h, w, mode, p.device())?;
+                p.animate_latents(&video.squeeze(2)?, &anim, progress)
+            },
+        )
+    })
+}
+
+/// Inverts a clip for editing. Frames are resized to the working size
+/// (`opts->width`/`height`, or the variant's default when 0); the clip is
+/// cut to the longest usable length (4k+1 frames; 8k+5 for 1.5 models).
+/// On success `*out` holds an inversion to free with
+/// [`cogvideo_inversion_free`].
+///
+/// # Safety
+/// Pointers as documented for [`cogvideo_frame`] and the options struct.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_invert_video(
+    p: *const cogvideo_pipeline,
+    frames: *const cogvideo_frame,
+    frame_count: usize,
+    opts: *const cogvideo_invert_options,
+    out: *mut *mut cogvideo_inversion,
+) -> cogvideo_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Error::invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let o = unsafe { options::read(opts) }?;
+        let (mut inv_opts, noise) = options::invert_options(&o)?;
+        let mode = resize_mode(o.resize_mode)?;
+        let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
+        let usable = pipeline.usable_edit_frames(descs.len())?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
+        let plan = pipeline.noise_plan_invert(h, w, usable, &inv_opts)?;
+        pipeline.check_fits(h, w, usable, false, false)?;
+        let inputs = unsafe { input_frames(descs, usable) }?;
+        unsafe { noise.attach(&plan, &mut inv_opts.noise) }?;
+        let mut cb = progress_fn(o.progress, o.progress_user);
+        let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
+        let inversion = pipeline.invert_video(&video, &inv_opts, &mut progress)?;
+        unsafe { *out = Box::into_raw(Box::new(cogvideo_inversion { inner: inversion })) };
+        Ok(())
+    })
+}
+
+/// The number of frames an edit of this inversion produces (the frames
+/// array passed to [`cogvideo_edit_with_prompt`] must have this length).
+///
+/// # Safety
+/// `inv` must be a live inversion; `frames` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_frame_count(
+    inv: *const cogvideo_inversion,
+    frames: *mut i32,
+) -> cogvideo_status {
+    guard(|| {
+        let inv = inversion_ref(inv)?;
+        i32_out(frames, pipelines::edited_frame_count(&inv.inner), "frames")
+    })
+}
+
+/// The shape `[1, F, 16, h, w]` of this inversion's latents: what an edit
+/// returns through `latents_out`.
+///
+/// # Safety
+/// `inv` must be a live inversion; `shape` writable for 5 values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_latent_shape(
+    inv: *const cogvideo_inversion,
+    shape: *mut i64,
+) -> cogvideo_status {
+    guard(|| shape_out(inversion_ref(inv)?.inner.inverted_latents().dims(), shape))
+}
+
+/// Frees an inversion. NULL is ignored.
+///
+/// # Safety
+/// `inv` must be NULL or a live inversion not in use by another call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_free(inv: *mut cogvideo_inversion) {
+    if !inv.is_null() {
+        // SAFETY: created by Box::into_raw in cogvideo_invert_video.
+        let _ = catch_quietly(|| drop(unsafe { Box::from_raw(inv) }));
+    }
+}
+
+/// Writes an inversion made by `p` to the file `path` (UTF-8), in a
+/// versioned format that records the checkpoint's identity; the file
+/// appears under its name only once complete. Takes `p`'s lock like the
+/// sampling calls. Since 1.3.
+///
+/// # Safety
+/// `p` must be a live pipeline, `inv` a live inversion, `path` a
+/// NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_save(
+    p: *const cogvideo_pipeline,
+    inv: *const cogvideo_inversion,
+    path: *const c_char,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let inv = inversion_ref(inv)?;
+        if path.is_null() {
+            return Err(Error::invalid("path is NULL"));
+        }
+        let path = unsafe { str_arg(path, "path") }?;
+        let _busy = handle.busy.lock();
+        handle
+            .pipeline
+            .save_inversion(&inv.inner, std::path::Path::new(&path))
+    })
+}
+
+/// Reads an inversion that cogvideo_inversion_save wrote, for editing with
+/// `p`, which must hold the same checkpoint (same identity, see
+/// cogvideo_pipeline_identity). A file that is not an inversion, is
+/// truncated, comes from another checkpoint or format version, or holds a
+/// clip `p` cannot edit is refused with `COGVIDEO_ERR_INVALID_ARGUMENT`
+/// (`COGVIDEO_ERR_IO` when it cannot be read, `_OUT_OF_MEMORY` when it does
+/// not fit). On success `*out` holds an inversion to free with
+/// cogvideo_inversion_free. Since 1.3.
+///
+/// # Safety
+/// `p` must be a live pipeline, `path` a NUL-terminated string, `out`
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_load(
+    p: *const cogvideo_pipeline,
+    path: *const c_char,
+    out: *mut *mut cogvideo_inversion,
+) -> cogvideo_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Error::invalid("out is NULL"));
+        }
+        unsafe { *out = std::ptr::null_mut() };
+        let handle = pipeline_ref(p)?;
+        if path.is_null() {
+            return Err(Error::invalid("path is NULL"));
+        }
+        let path = unsafe { str_arg(path, "path") }?;
+        let _busy = handle.busy.lock();
+        let inversion = handle
+            .pipeline
+            .load_inversion(std::path::Path::new(&path))?;
+        unsafe { *out = Box::into_raw(Box::new(cogvideo_inversion { inner: inversion })) };
+        Ok(())
+    })
+}
+
+/// Reconstructs an inverted clip under a new prompt into
+/// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]) and/or its
+/// latents into `opts->latents_out`.
+///
+/// # Safety
+/// Pointers as documented for [`cogvideo_frame`] and the options struct;
+/// `inv` must come from the same pipeline.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_edit_with_prompt(
+    p: *const cogvideo_pipeline,
+    inv: *const cogvideo_inversion,
+    opts: *const cogvideo_edit_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let inv = &inversion_ref(inv)?.inner;
+        let o = unsafe { options::read(opts) }?;
+        let (mut edit, noise) = unsafe { options::edit_options(&o) }?;
+        let mode = resize_mode(o.resize_mode)?;
+        let plan = pipeline.noise_plan_edit(inv, &edit)?;
+        let outputs = unsafe {
+            Outputs::new(
+                out,
+                out_count,
+                pipelines::edited_frame_count(inv),
+                (o.latents_out, o.latents_out_len),
+                inv.inverted_latents().dims(),
+                mode,
+            )
+        }?;
+        unsafe { noise.attach(&plan, &mut edit.noise) }?;
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| p.edit_latents(inv, &edit, progress),
+        )
+    })
+}
+
+/// Restyles a clip by a prompt, as diffusers' `CogVideoXVideoToVideoPipeline`
+/// (text-to-video checkpoints): the clip is cut to its longest usable
+/// length as for [`cogvideo_invert_video`], resized to the working size,
+/// encoded, noised to `opts->strength` and denoised. `out_count` must equal
+/// [`cogvideo_output_frame_count`] of the usable length.
+///
+/// # Safety
+/// Pointers as documented for [`cogvideo_frame`] and the options struct.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_video_to_video(
+    p: *const cogvideo_pipeline,
+    frames: *const cogvideo_frame,
+    frame_count: usize,
+    opts: *const cogvideo_video_to_video_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let o = unsafe { options::read(opts) }?;
+        let (mut v2v, noise) = unsafe { options::video_to_video_options(&o) }?;
+        let mode = resize_mode(o.resize_mode)?;
+        let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
+        let usable = pipeline.usable_edit_frames(descs.len())?;
+        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
+        let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v2v)?;
+        let outputs = unsafe {
+            Outputs::for_clip(
+                pipeline,
+                (out, out_count),
+                (o.latents_out, o.latents_out_len),
+                (h, w, usable),
+                mode,
+            )
+        }?;
+        pipeline.check_fits(h, w, usable, v2v.sampling.guidance_scale > 1.0, false)?;
+        let inputs = unsafe { input_frames(descs, usable) }?;
+        unsafe { noise.attach(&plan, &mut v2v.sampling.noise) }?;
+        sample_and_deliver(
+            handle,
+            (o.progress, o.progress_user),
+            outputs,
+            |p, progress| {
+                let video = crate::frames::frames_to_video(&inputs, h, w, mode, p.device())?;
+                p.video_to_video_latents(&video, &v2v, progress)
+            },
+        )
+    })
+}
+
+/// Decodes latents (as a sampling call returned them through `latents_out`,
+/// f32 `[1, F, 16, h, w]` row-major, `shape` giving those five numbers) into
+/// `out[0..out_count]`, `out_count` being [`cogvideo_decoded_frame_count`]
+/// of F. `opts` (NULL for defaults) chooses tiling for this call only.
+///
+/// # Safety
+/// `latents` must hold the product of `shape` floats; frames as documented
+/// for [`cogvideo_frame`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_decode_latents(
+    p: *const cogvideo_pipeline,
+    latents: *const f32,
+    shape: *const i64,
+    opts: *const cogvideo_decode_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        if latents.is_null() || shape.is_null() {
+            return Err(Error::invalid("latents or shape is NULL"));
+        }
+        // SAFETY: the caller passes 5 values.
+        let raw = unsafe { std::slice::from_raw_parts(shape, 5) };
+        let dims = raw
+            .iter()
+            .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0 && d <= 1 << 20))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "latent shape {raw:?} has a zero, negative or absurd size"
+                ))
+            })?;
+        let o = unsafe { options::read(opts) }?;
+        let decode = options::decode_options(&o)?;
+        let mode = resize_mode(o.resize_mode)?;
+        // Checked before a value is read: the shape says how much to read.
+        pipeline.check_latent_dims(&dims)?;
+        let (f, h, w) = (dims[1], dims[3], dims[4]);
+        pipeline.check_decode_fits(
+            8 * h,
+            8 * w,
+            pipelines::decoded_frame_count(f),
+            &decode,
+            true,
+        )?;
+        let mut frames =
+            unsafe { output_frames(out, out_count, pipelines::decoded_frame_count(f)) }?;
+        let n: usize = dims.iter().product();
+        let mut values = crate::memory::try_zeroed::<f32>(n, "latents")?;
+        // SAFETY: the caller guarantees `n` readable floats.
+        values.copy_from_slice(unsafe { std::slice::from_raw_parts(latents, n) });
+        let tensor = Tensor::from_vec(values, dims, pipeline.device())?;
+        let mut cb = progress_fn(o.progress, o.progress_user);
+        let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = pipeline.decode_latents(&tensor, &decode, &mut progress)?;
+        crate::frames::video_to_frames(&video, &mut frames, mode)
+    })
+}
+
+/// Decodes an inversion's source latents (the clip as the model sees it,
+/// after the VAE round trip, before any edit) into `out[0..out_count]`
+/// ([`cogvideo_inversion_frame_count`] frames). `opts` may be NULL.
+///
+/// # Safety
+/// As [`cogvideo_decode_latents`]; `inv` must come from the same pipeline.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cogvideo_inversion_decode(
+    p: *const cogvideo_pipeline,
+    inv: *const cogvideo_inversion,
+    opts: *const cogvideo_decode_options,
+    out: *const cogvideo_frame,
+    out_count: usize,
+) -> cogvideo_status {
+    guard(|| {
+        let handle = pipeline_ref(p)?;
+        let pipeline = &handle.pipeline;
+        let inv = &inversion_ref(inv)?.inner;
+        let o = unsafe { options::read(opts) }?;
+        let decode = options::decode_options(&o)?;
+        let mode = resize_mode(o.resize_mode)?;
+        let mut frames =
+            unsafe { output_frames(out, out_count, pipelines::edited_frame_count(inv)) }?;
+        let mut cb = progress_fn(o.progress, o.progress_user);
+        let mut progress = Progress::new(&mut cb);
+        let _busy = handle.busy.lock();
+        let video = pipeline.decode_inversion(inv, &decode, &mut progress)?;
+        crate::frames::video_to_frames(&video, &mut frames, mode)
+    })
+}
