@@ -1542,7 +1542,7 @@ fn loading_reports_progress_and_can_be_cancelled() {
 
     calls.clear();
     o.progress = Some(cancel_at_half);
-    let mut p = 1 as *mut cogvideo_pipeline;
+    let mut p = std::ptr::dangling_mut::<cogvideo_pipeline>();
     expect(
         unsafe { cogvideo_load_pipeline(ckpt.as_ptr(), &o, &mut p) },
         COGVIDEO_ERR_CANCELLED,

@@ -123,6 +123,8 @@ pub extern "C" fn cogvideo_last_error() -> *const c_char {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::CStr;
+
     use super::*;
 
     fn last_error() -> String {
