@@ -55,17 +55,23 @@ pub fn rss_bytes() -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// What may be planned for out of `bytes` of memory: nine tenths. Linux
+/// overcommits, so a process that runs out mid-call is killed rather than
+/// told; the host application, the rest of the system and the estimates'
+/// errors need the other tenth.
+pub fn plannable(bytes: u64) -> u64 {
+    bytes / 10 * 9
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Refuses work estimated to need `need` bytes when it would take more than
-/// nine tenths of what is available: Linux overcommits, so a process that
-/// runs out mid-call is killed rather than told, and the host application
-/// and the rest of the system need some room too.
+/// the [`plannable`] part of what is available.
 pub fn ensure_fits(need: u64, what: &str) -> Result<()> {
     match available_bytes() {
-        Some(available) if need > available / 10 * 9 => Err(Error::OutOfMemory(format!(
+        Some(available) if need > plannable(available) => Err(Error::OutOfMemory(format!(
             "{what} needs about {} but only {} is available",
             gib(need),
             gib(available)
