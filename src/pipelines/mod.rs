@@ -26,7 +26,7 @@ use crate::models::transformers::{CogVideoXTransformer3DModel, TransformerConfig
 use crate::noise::NoiseSource;
 pub use crate::noise::{NoiseDraw, NoiseOptions, NoisePlan};
 use crate::schedulers::{CogVideoXDDIMScheduler, CogVideoXDPMScheduler, SchedulerConfig};
-use crate::text_encoder::TextEncoder;
+use crate::text_encoder::{MAX_SEQUENCE_LENGTH, TextEncoder};
 use crate::variant::Variant;
 
 pub use ddim_inversion::{EditOptions, Inversion, InvertOptions};
@@ -126,6 +126,36 @@ pub struct MemoryReport {
     /// the system says.
     pub peak_rss_bytes: Option<u64>,
     pub current_rss_bytes: Option<u64>,
+}
+
+/// What the transformer's config must agree with beyond itself, checked
+/// before any weights are read: the pipeline class `model_index.json`
+/// names (a text-to-video class for a text-to-video transformer, and so on)
+/// and the text encoder's sequence length.
+fn check_transformer(ckpt: &Checkpoint, t: &TransformerConfig, variant: Variant) -> Result<()> {
+    if !variant
+        .pipeline_classes()
+        .contains(&ckpt.index.class_name.as_str())
+    {
+        return Err(Error::bad_checkpoint(
+            ckpt.root().join("model_index.json"),
+            format!(
+                "pipeline class `{}` does not match the transformer, which is {variant}; accepted: {}",
+                ckpt.index.class_name,
+                variant.pipeline_classes().join(", ")
+            ),
+        ));
+    }
+    if t.max_text_seq_length != MAX_SEQUENCE_LENGTH {
+        return Err(Error::bad_checkpoint(
+            ckpt.component_dir("transformer")?.join("config.json"),
+            format!(
+                "max_text_seq_length {} is not supported; accepted: {MAX_SEQUENCE_LENGTH} (the text encoder's sequence length)",
+                t.max_text_seq_length
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The pipeline joins its components with fixed factors (8x spatial and 4x
@@ -283,6 +313,7 @@ impl Pipeline {
             TransformerConfig::validate,
         )?;
         let variant = Variant::detect(&transformer_cfg);
+        check_transformer(&ckpt, &transformer_cfg, variant)?;
         let scheduler = SchedulerConfig::load(
             ckpt.component_dir("scheduler")?
                 .join("scheduler_config.json"),

@@ -21,8 +21,6 @@ use crate::models::embeddings::{
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
 use crate::models::layers::Layers;
-use crate::text_encoder::MAX_SEQUENCE_LENGTH;
-use crate::variant::Variant;
 
 fn default_true() -> bool {
     true
@@ -209,12 +207,8 @@ impl Config {
                 ));
             }
         }
-        if self.max_text_seq_length != MAX_SEQUENCE_LENGTH {
-            return Err(format!(
-                "max_text_seq_length {} is not supported; accepted: {MAX_SEQUENCE_LENGTH} (the text encoder's sequence length)",
-                self.max_text_seq_length
-            ));
-        }
+        // The pipelines' loading checks it against the text encoder's length.
+        check_field("max_text_seq_length", self.max_text_seq_length, 1..=4096)?;
         check_positive("norm_eps", self.norm_eps, 1.0)?;
         if !(0.0..=1.0).contains(&self.freq_shift) {
             return Err(format!(
@@ -489,8 +483,9 @@ impl CogVideoXTransformer3DModel {
         })
     }
 
-    /// Loads `transformer/` of a checkpoint, checking that the pipeline
-    /// class in `model_index.json` agrees with the transformer's shape.
+    /// Loads `transformer/` of a checkpoint. How it fits the other
+    /// components and the pipeline class is the pipelines' check (see
+    /// `Pipeline::load`).
     pub fn from_checkpoint(
         ckpt: &Checkpoint,
         dtype: DType,
@@ -509,27 +504,9 @@ impl CogVideoXTransformer3DModel {
     ) -> crate::Result<Self> {
         let dir = ckpt.component_dir("transformer")?;
         let cfg: Config = read_component_config(&dir, Config::validate)?;
-        let variant = Variant::detect(&cfg);
-        if !variant
-            .pipeline_classes()
-            .contains(&ckpt.index.class_name.as_str())
-        {
-            return Err(crate::Error::bad_checkpoint(
-                ckpt.root().join("model_index.json"),
-                format!(
-                    "pipeline class `{}` does not match the transformer, which is {variant}; accepted: {}",
-                    ckpt.index.class_name,
-                    variant.pipeline_classes().join(", ")
-                ),
-            ));
-        }
         load_weights(&dir, "diffusion_pytorch_model", dtype, device, |vb| {
             Self::load_with(vb, &cfg, streamed)
         })
-    }
-
-    pub fn variant(&self) -> Variant {
-        Variant::detect(&self.cfg)
     }
 
     pub fn config(&self) -> &Config {
