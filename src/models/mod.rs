@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod autoencoders;
+pub(crate) mod cpu;
 pub mod embeddings;
 pub mod layers;
 pub mod t5;

@@ -18,7 +18,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
-use super::kernels::{
+use crate::models::cpu::{
     LANES, Shared, exp2_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
 };
 

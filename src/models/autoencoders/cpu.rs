@@ -30,9 +30,7 @@ use candle_core::utils::barrier_pool;
 use candle_core::{DType, Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::attention::kernels::{
-    GEMM_LANES, Shared, exp, gemm_parallelism, multiversion, transpose,
-};
+use crate::models::cpu::{GEMM_LANES, Shared, exp, gemm_parallelism, multiversion, transpose};
 
 /// Whether `x` takes this path: f32 on the CPU.
 pub(crate) fn applies(x: &Tensor) -> bool {
