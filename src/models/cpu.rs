@@ -3,10 +3,8 @@
 //! a kernel for the CPU's vector width (`multiversion!`), and the plumbing
 //! to run kernels on raw slices across candle's threads.
 
-use std::alloc::{Layout, alloc_zeroed};
-
 use candle_core::utils::barrier_pool;
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{DType, Device, Result, Storage, Tensor};
 
 /// Lanes of the vectorised loops: written as fixed-size arrays so that the
 /// compiler keeps each in vector registers of the enabled width.
@@ -58,7 +56,13 @@ pub(crate) use multiversion;
 
 /// Whether `x` takes the f32 CPU paths.
 pub(crate) fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    applies_to(x.device(), x.dtype())
+}
+
+/// Whether tensors of `dtype` on `device` take the f32 CPU paths, for the
+/// memory estimates made before there is a tensor.
+pub(crate) fn applies_to(device: &Device, dtype: DType) -> bool {
+    device.is_cpu() && dtype == DType::F32
 }
 
 /// A pointer that may be shared by worker threads, each of which only
@@ -73,29 +77,11 @@ impl Shared {
     }
 }
 
-/// `vec![0f32; n]`, but a failed allocation is an error naming `what` and
-/// the byte count instead of an abort of the host process. Zeroed memory
-/// from the allocator, as `vec!` uses, so fresh pages are not written twice.
+/// [`try_zeroed`](crate::memory::try_zeroed), the one fallible zeroed
+/// allocation, for kernels that return candle's errors: the
+/// `OutOfMemory` kind comes back when the error leaves candle.
 pub(crate) fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>> {
-    let oom = || {
-        candle_core::Error::msg(format!(
-            "out of memory: cannot allocate {} bytes for {what}",
-            n as u128 * 4
-        ))
-    };
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = Layout::array::<f32>(n).map_err(|_| oom())?;
-    // SAFETY: the layout has a non-zero size (n > 0).
-    let ptr = unsafe { alloc_zeroed(layout) }.cast::<f32>();
-    if ptr.is_null() {
-        return Err(oom());
-    }
-    // SAFETY: `ptr` comes from the global allocator with the layout of `n`
-    // f32s (the size and alignment a `Vec<f32>` of capacity `n` uses), and
-    // all `n` values are initialised: zero bits are 0.0.
-    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+    crate::memory::try_zeroed(n, what).map_err(crate::Error::into_candle)
 }
 
 /// Calls `f` with the row-major f32 values of each of `ts` (which must be

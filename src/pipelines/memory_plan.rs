@@ -65,7 +65,7 @@ pub(super) fn sampling_peak_bytes(
     // The fused f32 CPU attention holds a block of scores per thread and
     // the feed-forward a chunk of tokens; the generic path a chunk of
     // scores and its softmax.
-    let scores = if device.is_cpu() && dtype == DType::F32 {
+    let scores = if crate::models::cpu::applies_to(device, dtype) {
         256 << 20
     } else {
         2 * 4 * crate::models::attention::MAX_SCORE_ELEMENTS as u64

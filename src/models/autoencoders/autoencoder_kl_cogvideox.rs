@@ -1099,7 +1099,7 @@ impl PeakModel {
         let cpu = vae.device.is_cpu();
         Self {
             elem: vae.dtype.size_in_bytes() as u64,
-            generic: !(cpu && vae.dtype == DType::F32),
+            generic: !crate::models::cpu::applies_to(&vae.device, vae.dtype),
             im2col_budget: if cpu {
                 IM2COL_BUDGET_CPU
             } else {

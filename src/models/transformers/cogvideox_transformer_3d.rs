@@ -16,6 +16,7 @@ use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
 use crate::models::attention::{Attention, FeedForward};
+use crate::models::cpu::applies;
 use crate::models::embeddings::{
     RopeGrid, RotaryEmbedding, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
@@ -262,7 +263,7 @@ impl LayerNormZero {
 
     /// The modulated norm of the joint `[B, T + N, D]` tokens (text first).
     fn forward(&self, x: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
-        if let (true, Some(bias)) = (cpu_path(&[x, mods]), self.norm.bias()) {
+        if let (true, Some(bias)) = ([x, mods].iter().all(|t| applies(t)), self.norm.bias()) {
             return cpu::modulated_norm(x, text_len, (self.norm.weight(), bias, self.eps), mods);
         }
         self.forward_generic(x, text_len, mods)
@@ -291,12 +292,6 @@ impl LayerNormZero {
     }
 }
 
-/// Whether the block's f32 CPU kernels apply to these tensors.
-fn cpu_path(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
-
 /// One chunk of `[B, 6 D]` modulations as `[B, 1, D]`.
 fn mod_chunk(mods: &Tensor, c: Chunk) -> Result<Tensor> {
     let d = mods.dim(1)? / 6;
@@ -305,7 +300,7 @@ fn mod_chunk(mods: &Tensor, c: Chunk) -> Result<Tensor> {
 
 /// `x + y * gate` over the joint tokens, text rows gated by `EncGate`.
 fn gated_add(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
-    if cpu_path(&[x, y, mods]) {
+    if [x, y, mods].iter().all(|t| applies(t)) {
         return cpu::gated_add(x, y, text_len, mods);
     }
     gated_add_generic(x, y, text_len, mods)
