@@ -17,18 +17,12 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-use super::causal_conv3d::{
-    CausalConv3d, ConvCache, GroupNorm, IM2COL_BUDGET_CPU, IM2COL_BUDGET_GPU, Pointwise, Residual,
-    SlotCounter, gather, nearest_indices,
-};
-use super::cpu::{self, ConvShape, Fill, Modulation, NormSilu};
-use super::downsampling::CogVideoXDownsample3D;
+use super::causal_conv3d::ConvCache;
 use super::tiling::{TileGrid, Tiling, run_tiled};
-use super::upsampling::CogVideoXUpsample3D;
 use super::vae::DiagonalGaussian;
 use crate::checkpoint::{self, check_field, check_positive};
 use crate::error::{Error, Result};

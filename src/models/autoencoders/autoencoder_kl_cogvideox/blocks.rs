@@ -2,7 +2,17 @@
 //! `autoencoder_kl_cogvideox.py`: the spatial norm, the resnet block, the
 //! down and up blocks and the encoder and decoder built from them.
 
-use super::*;
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use super::{CResult, Config, FIXED_NORM_EPS};
+use crate::error::{Error, Result};
+use crate::models::autoencoders::causal_conv3d::{
+    CausalConv3d, ConvCache, GroupNorm, Pointwise, Residual, SlotCounter, gather, nearest_indices,
+};
+use crate::models::autoencoders::cpu::{self, Fill, Modulation, NormSilu};
+use crate::models::autoencoders::downsampling::CogVideoXDownsample3D;
+use crate::models::autoencoders::upsampling::CogVideoXUpsample3D;
 
 /// The latent chunk a decoder batch is conditioned on (the spatial norms'
 /// `zq`), with its resizes to each feature size memoised: every spatial norm

@@ -3,7 +3,13 @@
 //! cannot fit is refused before it starts. It follows the network's buffers
 //! block by block, so it changes with the blocks in the parent module.
 
-use super::*;
+use super::{
+    AutoencoderKLCogVideoX, Config, LATENT_FRAMES_PER_BATCH, SAMPLE_FRAMES_PER_BATCH, VaeOp,
+    frame_batches,
+};
+use crate::models::autoencoders::causal_conv3d::{IM2COL_BUDGET_CPU, IM2COL_BUDGET_GPU};
+use crate::models::autoencoders::cpu::{self, ConvShape};
+use crate::models::autoencoders::tiling::Tiling;
 
 impl AutoencoderKLCogVideoX {
     /// Estimated peak of the memory one sample's [`Self::encode_with`]
