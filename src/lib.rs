@@ -10,17 +10,22 @@
 //! - [`models`]: the CogVideoX transformer and VAE and their embeddings.
 //! - [`schedulers`]: DDIM, DDIM-inverse and DPM schedulers.
 //! - [`variant`]: which published model a checkpoint is.
-//! - [`noise`]: seeded or caller-supplied Gaussian noise.
+//! - [`noise`]: seeded or caller-supplied Gaussian noise, and the draws a
+//!   call makes.
+//! - [`device`]: where the models run, and their default precision.
+//! - `numerics`: arithmetic that rounds as PyTorch's does (`linspace`).
 //! - [`memory`]: refusing work that cannot fit before allocating it.
 //! - [`pipelines`]: text-to-video, image-to-video, inversion and editing.
 
 pub mod checkpoint;
+pub mod device;
 pub mod error;
 pub mod ffi;
 pub mod frames;
 pub mod memory;
 pub mod models;
 pub mod noise;
+pub(crate) mod numerics;
 pub mod pipelines;
 pub mod schedulers;
 pub mod text_encoder;

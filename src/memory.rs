@@ -5,6 +5,8 @@
 //! [`Error::OutOfMemory`], and the buffers the library fills itself are
 //! reserved fallibly.
 
+use std::alloc::{Layout, alloc_zeroed};
+
 use crate::error::{Error, Result};
 
 /// Bytes that can be allocated now without swapping (Linux `MemAvailable`),
@@ -55,17 +57,23 @@ pub fn rss_bytes() -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// What may be planned for out of `bytes` of memory: nine tenths. Linux
+/// overcommits, so a process that runs out mid-call is killed rather than
+/// told; the host application, the rest of the system and the estimates'
+/// errors need the other tenth.
+pub fn plannable(bytes: u64) -> u64 {
+    bytes / 10 * 9
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Refuses work estimated to need `need` bytes when it would take more than
-/// nine tenths of what is available: Linux overcommits, so a process that
-/// runs out mid-call is killed rather than told, and the host application
-/// and the rest of the system need some room too.
+/// the [`plannable`] part of what is available.
 pub fn ensure_fits(need: u64, what: &str) -> Result<()> {
     match available_bytes() {
-        Some(available) if need > available / 10 * 9 => Err(Error::OutOfMemory(format!(
+        Some(available) if need > plannable(available) => Err(Error::OutOfMemory(format!(
             "{what} needs about {} but only {} is available",
             gib(need),
             gib(available)
@@ -74,17 +82,38 @@ pub fn ensure_fits(need: u64, what: &str) -> Result<()> {
     }
 }
 
-/// A zero-filled vector, or `OutOfMemory` instead of an abort.
-pub fn try_zeroed<T: Default + Clone>(len: usize, what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
+/// Element types whose all-zero bit pattern is the value zero, so that
+/// [`try_zeroed`] can take zeroed memory from the allocator.
+pub trait Zeroed: Copy {}
+impl Zeroed for f32 {}
+impl Zeroed for u8 {}
+
+/// `vec![0; len]`, but a failed allocation is an [`Error::OutOfMemory`]
+/// naming `what` and the byte count instead of an abort of the host
+/// process. Zeroed memory from the allocator, as `vec!` uses, so fresh pages
+/// are not written twice.
+pub fn try_zeroed<T: Zeroed>(len: usize, what: &str) -> Result<Vec<T>> {
+    let oom = || {
         Error::OutOfMemory(format!(
-            "{what}: cannot allocate {}",
-            gib((len as u64).saturating_mul(std::mem::size_of::<T>() as u64))
+            "cannot allocate {} bytes for {what}",
+            (len as u128) * std::mem::size_of::<T>() as u128
         ))
-    })?;
-    v.resize(len, T::default());
-    Ok(v)
+    };
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = Layout::array::<T>(len).map_err(|_| oom())?;
+    // SAFETY: the layout has a non-zero size (len > 0, and `Zeroed` types
+    // are not zero-sized: f32, u8).
+    let ptr = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(oom());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `len` values of `T` (the size and alignment a `Vec<T>` of capacity
+    // `len` uses), and all of them are initialised: zero bits are zero
+    // (`Zeroed`).
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 #[cfg(test)]
@@ -96,9 +125,28 @@ mod tests {
         let err = ensure_fits(u64::MAX, "this call").unwrap_err();
         assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
         assert!(err.to_string().contains("this call needs about"), "{err}");
-        assert!(try_zeroed::<f32>(usize::MAX / 2, "buffer").is_err());
-        assert_eq!(try_zeroed::<f32>(3, "buffer").unwrap(), [0.0; 3]);
         ensure_fits(1, "a byte").unwrap();
+    }
+
+    #[test]
+    fn failed_allocations_are_errors() {
+        // Beyond `isize::MAX` bytes, and beyond any address space. The
+        // buffer escapes through `black_box`: an optimised build may
+        // otherwise drop an allocation that is never used, failure included.
+        for n in [usize::MAX, usize::MAX / 2, 1 << 58] {
+            match try_zeroed::<f32>(n, "a test buffer").map(std::hint::black_box) {
+                Err(Error::OutOfMemory(msg)) => {
+                    let bytes = n as u128 * 4;
+                    assert_eq!(
+                        msg,
+                        format!("cannot allocate {bytes} bytes for a test buffer")
+                    );
+                }
+                other => panic!("{n} values: {:?}", other.map(|v| v.len())),
+            }
+        }
+        assert_eq!(try_zeroed::<f32>(3, "a test buffer").unwrap(), [0.0; 3]);
+        assert!(try_zeroed::<f32>(0, "a test buffer").unwrap().is_empty());
     }
 
     #[test]

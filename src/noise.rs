@@ -5,9 +5,11 @@
 //! crate's: its stream is part of the library's reproducibility promise (same
 //! seed, same video, on every platform and release). [`SuppliedNoise`]
 //! hands out caller-supplied values first, so a run can be replayed exactly
-//! against another implementation.
+//! against another implementation. [`NoiseOptions`] is what a call is
+//! given, [`NoisePlan`] the draws it makes, in the order supplied noise is
+//! consumed.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -102,6 +104,127 @@ impl NoiseSource for SuppliedNoise<'_> {
                 self.pos += n;
                 Ok(Tensor::from_vec(values, shape, device)?)
             }
+        }
+    }
+}
+
+/// Noise for a call: a seed, optionally preceded by caller-supplied values
+/// (see [`SuppliedNoise`]): the call's draws, flattened and concatenated in
+/// the order each pipeline's options document.
+#[derive(Debug, Clone, Default)]
+pub struct NoiseOptions {
+    pub seed: u64,
+    pub supplied: Vec<f32>,
+}
+
+impl NoiseOptions {
+    pub fn seed(seed: u64) -> Self {
+        Self {
+            seed,
+            supplied: Vec::new(),
+        }
+    }
+
+    /// Supplied draws given as tensors, in order.
+    pub fn with_draws(seed: u64, draws: &[Tensor]) -> Result<Self> {
+        let mut supplied = Vec::new();
+        for d in draws {
+            supplied.extend(d.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Self { seed, supplied })
+    }
+
+    pub(crate) fn source(&self) -> SuppliedNoise<'_> {
+        SuppliedNoise::new(&self.supplied, self.seed)
+    }
+}
+
+/// One random draw of a call: what it is for and its shape (f32, row-major).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoiseDraw {
+    pub purpose: String,
+    pub shape: Vec<usize>,
+}
+
+impl NoiseDraw {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The draws a call makes, in the order supplied noise is consumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoisePlan {
+    pub draws: Vec<NoiseDraw>,
+}
+
+impl NoisePlan {
+    pub(crate) fn push(&mut self, purpose: impl Into<String>, shape: &[usize]) {
+        self.draws.push(NoiseDraw {
+            purpose: purpose.into(),
+            shape: shape.to_vec(),
+        });
+    }
+
+    /// Values the whole call takes.
+    pub fn total(&self) -> usize {
+        self.draws.iter().map(NoiseDraw::len).sum()
+    }
+
+    /// Supplied noise must cover whole draws: all of them, or a prefix that
+    /// ends at a draw boundary (the seed supplies the rest). Anything else is
+    /// a caller mistake that would otherwise go unnoticed.
+    pub fn check_supplied(&self, len: usize) -> Result<()> {
+        let mut end = 0;
+        if len == 0 {
+            return Ok(());
+        }
+        for d in &self.draws {
+            end += d.len();
+            if end == len {
+                return Ok(());
+            }
+        }
+        Err(Error::invalid(format!(
+            "noise_len {len} does not match this call's draws, which take {} values in all: {}; pass all of them or a prefix ending at a draw boundary",
+            self.total(),
+            self.summary()
+        )))
+    }
+
+    /// "initial latents [1, 3, 16, 8, 12] (4608 values), 3 DPM step draws of [..] (4608 each)".
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < self.draws.len() {
+            let d = &self.draws[i];
+            let is_step = |x: &NoiseDraw| x.purpose.starts_with("DPM step") && x.shape == d.shape;
+            let mut j = i + 1;
+            if is_step(d) {
+                while j < self.draws.len() && is_step(&self.draws[j]) {
+                    j += 1;
+                }
+            }
+            parts.push(if j - i > 1 {
+                format!(
+                    "{} DPM step draws of {:?} ({} each)",
+                    j - i,
+                    d.shape,
+                    d.len()
+                )
+            } else {
+                format!("{} {:?} ({} values)", d.purpose, d.shape, d.len())
+            });
+            i = j;
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
         }
     }
 }

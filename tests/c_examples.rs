@@ -6,7 +6,8 @@
 //!
 //! Needs make, a C compiler, pkg-config and FFmpeg's development libraries
 //! (Debian: libavformat-dev libavcodec-dev libswscale-dev libavutil-dev),
-//! which `.ci/run` installs.
+//! which `.ci/run` installs; without them the test is skipped, saying so,
+//! except in CI (see `common::tools`).
 
 mod common;
 
@@ -21,6 +22,7 @@ use cogvideo::pipelines::{
     SamplingOptions,
 };
 use common::tiny;
+use common::tools;
 
 /// An input size unlike the tiny models' 96x64, so resizing is exercised.
 const W: usize = 80;
@@ -41,6 +43,26 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The FFmpeg libraries the examples link, as pkg-config names them.
+const FFMPEG: [&str; 4] = ["libavformat", "libavcodec", "libswscale", "libavutil"];
+
+/// What building the examples needs and this machine lacks.
+fn missing_tools() -> Vec<&'static str> {
+    let mut missing = tools::missing_programs(&[
+        ("make", &["--version"]),
+        ("cc", &["--version"]),
+        ("pkg-config", &["--version"]),
+    ]);
+    let mut exists = vec!["--exists"];
+    exists.extend(FFMPEG);
+    if !missing.contains(&"pkg-config") && !tools::runs("pkg-config", &exists) {
+        missing.push(
+            "FFmpeg's development libraries (libavformat-dev libavcodec-dev libswscale-dev libavutil-dev)",
+        );
+    }
+    missing
 }
 
 /// Builds the examples with their Makefile; returns the folder of programs.
@@ -146,6 +168,12 @@ fn is_mp4(path: &Path) -> bool {
 
 #[test]
 fn c_examples_animate_and_edit_files_like_the_rust_api() {
+    if !tools::available(
+        "c_examples_animate_and_edit_files_like_the_rust_api",
+        &missing_tools(),
+    ) {
+        return;
+    }
     let scratch = Scratch::new("examples");
     let bin = build_examples(&scratch.0);
     let i2v_ckpt = tiny("cogvideox-5b-i2v");

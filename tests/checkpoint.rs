@@ -12,6 +12,7 @@ use cogvideo::Error;
 use cogvideo::checkpoint::Checkpoint;
 use cogvideo::models::autoencoders::{AutoencoderKLCogVideoX, VaeConfig};
 use cogvideo::models::transformers::{CogVideoXTransformer3DModel, TransformerConfig};
+use cogvideo::pipelines::{LoadOptions, Pipeline};
 use cogvideo::schedulers::SchedulerConfig;
 use cogvideo::text_encoder::T5Encoder;
 use common::ScratchCheckpoint;
@@ -20,6 +21,12 @@ use serde_json::{Value, json};
 fn load_transformer(root: &Path) -> Result<CogVideoXTransformer3DModel, Error> {
     let ckpt = Checkpoint::open(root)?;
     CogVideoXTransformer3DModel::from_checkpoint(&ckpt, DType::F32, &Device::Cpu)
+}
+
+/// A whole pipeline: the checks that join components (the pipeline class
+/// and the text length against the transformer) are made in its loading.
+fn load_pipeline(root: &Path) -> Result<Pipeline, Error> {
+    Pipeline::load(root, &LoadOptions::default())
 }
 
 fn transformer_weights(root: &Path) -> PathBuf {
@@ -144,7 +151,7 @@ fn pipeline_class_must_match_transformer() {
         text.replace("\"CogVideoXPipeline\"", "\"CogVideoXImageToVideoPipeline\""),
     )
     .unwrap();
-    let err = load_transformer(&s.root).unwrap_err();
+    let err = load_pipeline(&s.root).err().unwrap();
     assert!(
         err.to_string().contains("does not match the transformer"),
         "{err}"
@@ -594,7 +601,7 @@ fn model_index_classes_are_checked() {
         v["scheduler"] = json!(["diffusers", "CogVideoXDPMScheduler"]);
         v["tokenizer"] = json!(["transformers", "T5TokenizerFast"]);
     });
-    load_transformer(&s.root).unwrap();
+    load_pipeline(&s.root).unwrap();
 }
 
 #[test]
@@ -603,7 +610,7 @@ fn video_to_video_needs_a_text_to_video_transformer() {
     edit_json(&s.root.join("model_index.json"), |v| {
         v["_class_name"] = json!("CogVideoXVideoToVideoPipeline");
     });
-    let err = load_transformer(&s.root).unwrap_err();
+    let err = load_pipeline(&s.root).err().unwrap();
     assert_bad(
         &err,
         "model_index.json",
@@ -611,6 +618,24 @@ fn video_to_video_needs_a_text_to_video_transformer() {
             "does not match the transformer",
             "CogVideoXImageToVideoPipeline",
         ],
+    );
+}
+
+#[test]
+fn transformer_text_length_must_match_the_text_encoder() {
+    let s = ScratchCheckpoint::copy_of("cogvideox-5b", "text-length");
+    edit_json(&s.root.join("transformer/config.json"), |v| {
+        v["max_text_seq_length"] = json!(300);
+    });
+    // The transformer alone has no text encoder to agree with.
+    load_transformer(&s.root).unwrap();
+    let err = load_pipeline(&s.root)
+        .err()
+        .expect("a text length of 300 is refused");
+    assert_bad(
+        &err,
+        "transformer/config.json",
+        &["max_text_seq_length 300", "accepted: 226"],
     );
 }
 

@@ -8,6 +8,10 @@ use std::process::Command;
 
 #[test]
 fn only_cogvideo_symbols_are_exported() {
+    let missing = common::tools::missing_programs(&[("nm", &["--version"])]);
+    if !common::tools::available("only_cogvideo_symbols_are_exported", &missing) {
+        return;
+    }
     let out = Command::new("nm")
         .args(["-D", "--defined-only"])
         .arg(common::cdylib())

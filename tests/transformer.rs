@@ -92,14 +92,17 @@ fn variants_are_detected_from_the_config() {
         ("cogvideox1.5-5b-i2v", Variant::CogVideoX15_5bI2V),
     ];
     for (dir, variant) in want {
-        assert_eq!(load(dir, DType::F32).variant(), variant, "{dir}");
+        assert_eq!(
+            Variant::detect(load(dir, DType::F32).config()),
+            variant,
+            "{dir}"
+        );
     }
 }
 
 #[test]
 fn text_to_video_transformer_is_refused_for_image_to_video() {
-    let err = load("cogvideox-5b", DType::F32)
-        .variant()
+    let err = Variant::detect(load("cogvideox-5b", DType::F32).config())
         .ensure_image_to_video()
         .unwrap_err();
     assert!(
@@ -111,8 +114,7 @@ fn text_to_video_transformer_is_refused_for_image_to_video() {
             .contains("CogVideoX-5b is a text-to-video checkpoint"),
         "{err}"
     );
-    load("cogvideox-5b-i2v", DType::F32)
-        .variant()
+    Variant::detect(load("cogvideox-5b-i2v", DType::F32).config())
         .ensure_image_to_video()
         .unwrap();
 }

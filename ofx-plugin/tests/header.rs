@@ -7,6 +7,9 @@ use std::mem::{offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
+#[path = "../../tests/common/tools.rs"]
+mod tools;
+
 use cogvideox_ofx::capi::{
     AnimateOptions, DecodeOptions, EditOptions, Frame, GenerateOptions, InvertOptions, LoadOptions,
 };
@@ -242,6 +245,11 @@ fn rust_layouts() -> Vec<Vec<usize>> {
 
 #[test]
 fn declarations_match_the_header() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let missing = tools::missing_programs(&[(&cc, &["--version"])]);
+    if !tools::available("declarations_match_the_header", &missing) {
+        return;
+    }
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
     let dir = std::env::temp_dir().join(format!("cogvideox-ofx-header-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -266,7 +274,7 @@ fn declarations_match_the_header() {
     let src = dir.join("layout.c");
     let exe = dir.join("layout");
     std::fs::write(&src, c).unwrap();
-    let out = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+    let out = Command::new(&cc)
         .args(["-std=gnu11", "-Werror=incompatible-pointer-types", "-o"])
         .arg(&exe)
         .arg(&src)

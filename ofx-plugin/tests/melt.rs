@@ -12,6 +12,8 @@
 //! say so and pass, except in CI (`CI=true`), where they fail.
 
 mod common;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -253,12 +255,10 @@ fn setup() -> Option<&'static (PathBuf, PathBuf)> {
     SETUP
         .get_or_init(|| {
             let Some(melt) = find_melt() else {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!(
-                        "melt not found (set COGVIDEO_MELT or put melt on the PATH); CI needs it"
-                    );
-                }
-                eprintln!("SKIPPED: melt not found (set COGVIDEO_MELT or put melt on the PATH)");
+                tools::available(
+                    "the melt tests",
+                    &["melt (set COGVIDEO_MELT or put melt on the PATH)"],
+                );
                 return None;
             };
             Some((melt, common::bundle_dir().to_path_buf()))

@@ -385,14 +385,11 @@ fn encode_row([r, g, b]: [&[f32]; 3], format: PixelFormat, bytes: &mut [u8]) {
     }
 }
 
-/// A zeroed f32 buffer, or an error instead of an abort if it cannot be had.
+/// A zeroed f32 buffer of `len` values (`None`: too many to count), or an
+/// error instead of an abort if it cannot be had.
 fn alloc_f32(len: Option<usize>, what: &str) -> Result<Vec<f32>> {
     let len = len.ok_or_else(|| Error::invalid(format!("{what} is too large")))?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(len)
-        .map_err(|_| Error::OutOfMemory(format!("{what}: {len} f32 values ({} bytes)", len * 4)))?;
-    v.resize(len, 0.0);
-    Ok(v)
+    crate::memory::try_zeroed(len, what)
 }
 
 /// Runs `work` over `jobs` on up to one thread per core, contiguous chunks

@@ -8,7 +8,7 @@ use crate::models::embeddings::{RotaryEmbedding, apply_rotary_emb};
 
 mod chunked;
 mod flash;
-pub(crate) mod kernels;
+mod kernels;
 
 // The GPU dispatch: which kernel a device runs (every build) and cuDNN's
 // fused SDPA (the `cuda` build).
@@ -118,7 +118,7 @@ impl Attention {
         text_len: usize,
         rope: Option<&RotaryEmbedding>,
     ) -> Result<Tensor> {
-        if let (true, Some(bias)) = (kernels::applies(x), norm.bias()) {
+        if let (true, Some(bias)) = (crate::models::cpu::applies(x), norm.bias()) {
             return kernels::qk_norm_rope(
                 x,
                 self.heads,

@@ -10,6 +10,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
+use crate::numerics::linspace;
+
 /// Sinusoidal timestep features, `get_timestep_embedding` with
 /// `flip_sin_to_cos = true`, `downscale_freq_shift = shift`, `max_period = 10000`.
 /// Computed in f32 exactly as torch does: f32 exponents, f32 products.
@@ -112,26 +114,6 @@ pub fn sincos_pos_embed_3d(
     Tensor::from_vec(data, (1, text_len + n, dim), device)
 }
 
-/// `torch.linspace` in f32 with ATen's symmetric evaluation (the second half
-/// counts back from `end`), which decides the last bits of RoPE positions.
-fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
-    if steps == 1 {
-        return vec![start as f32];
-    }
-    let (s, e) = (start as f32, end as f32);
-    let step = (e - s) / (steps - 1) as f32;
-    let halfway = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < halfway {
-                s + step * i as f32
-            } else {
-                e - step * (steps - i - 1) as f32
-            }
-        })
-        .collect()
-}
-
 /// `get_resize_crop_region_for_grid` of the CogVideoX pipeline: where a
 /// `(grid_h, grid_w)` token grid sits inside the `base_h x base_w` grid the
 /// 1.0 models were trained on. Returns `((top, left), (bottom, right))`.
@@ -207,9 +189,17 @@ pub fn rotary_pos_embed_3d(
         } => {
             let t = frames as f64;
             (
-                linspace_f32(top, bottom * (grid_h as f64 - 1.0) / grid_h as f64, grid_h),
-                linspace_f32(left, right * (grid_w as f64 - 1.0) / grid_w as f64, grid_w),
-                linspace_f32(0.0, t * (t - 1.0) / t, frames),
+                linspace(
+                    top as f32,
+                    (bottom * (grid_h as f64 - 1.0) / grid_h as f64) as f32,
+                    grid_h,
+                ),
+                linspace(
+                    left as f32,
+                    (right * (grid_w as f64 - 1.0) / grid_w as f64) as f32,
+                    grid_w,
+                ),
+                linspace(0.0, (t * (t - 1.0) / t) as f32, frames),
             )
         }
         RopeGrid::Slice { max_h, max_w } => {
@@ -290,12 +280,5 @@ mod tests {
         assert_eq!((top, left, bottom, right), (2.0, 0.0, 27.0, 45.0));
         let ((top, left), (bottom, right)) = resize_crop_region_for_grid(30, 45, 45, 30);
         assert_eq!((top, left, bottom, right), (0.0, 0.0, 30.0, 45.0));
-    }
-
-    #[test]
-    fn linspace_is_symmetric_like_aten() {
-        let v = linspace_f32(0.0, 12.0, 13);
-        assert_eq!(v, (0..13).map(|i| i as f32).collect::<Vec<_>>());
-        assert_eq!(linspace_f32(3.0, 3.0, 1), vec![3.0]);
     }
 }

@@ -2,8 +2,10 @@
 
 pub mod attention;
 pub mod autoencoders;
+pub(crate) mod cpu;
 pub mod embeddings;
 pub mod layers;
+pub mod t5;
 pub mod transformers;
 
 /// The CPU code paths this build has, for benchmark records and bug reports:

@@ -14,7 +14,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
 use crate::pipelines::pipeline_cogvideox::guidance;
-use crate::pipelines::sampling::{Denoise, Guidance, Stepper};
+use crate::pipelines::sampling::{Denoise, Guidance, Stepper, strength_steps};
 use crate::pipelines::{
     DecodeOptions, NoiseOptions, NoisePlan, Pipeline, Progress, Stage, VideoOutput,
 };
@@ -259,22 +259,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Steps an edit of `inversion` runs at `strength`, as diffusers'
-    /// `get_timesteps`: `min(floor(steps * strength), steps)`.
-    fn edit_steps(inversion: &Inversion, strength: f64) -> Result<usize> {
-        if !(strength > 0.0 && strength <= 1.0) {
-            return Err(Error::invalid(format!(
-                "strength must be in (0, 1], got {strength}"
-            )));
-        }
-        let n = inversion.steps();
-        Ok(((n as f64 * strength) as usize).min(n))
-    }
-
     /// The random draws [`Self::edit_with_prompt`] makes.
     pub fn noise_plan_edit(&self, inversion: &Inversion, opts: &EditOptions) -> Result<NoisePlan> {
         self.check_inversion(inversion)?;
-        let run = Self::edit_steps(inversion, opts.strength)?;
+        let run = strength_steps(inversion.steps(), opts.strength)?;
         let mut plan = NoisePlan::default();
         if run == inversion.steps() && !opts.start_from_inverted {
             plan.push("initial latents", inversion.inverted_latents().dims());
@@ -304,7 +292,7 @@ impl Pipeline {
         self.noise_plan_edit(inversion, opts)?
             .check_supplied(opts.noise.supplied.len())?;
         let n = inversion.steps();
-        let run = Self::edit_steps(inversion, opts.strength)?;
+        let run = strength_steps(inversion.steps(), opts.strength)?;
         let (height, width, frames) = inversion.video_size();
         let guided = opts.guidance_scale > 1.0;
         self.check_fits(height, width, frames, guided, true)?;

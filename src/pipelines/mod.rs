@@ -9,6 +9,7 @@
 pub mod ddim_inversion;
 pub mod identity;
 mod inversion_file;
+mod memory_plan;
 pub mod pipeline_cogvideox;
 pub mod pipeline_cogvideox_image2video;
 pub mod pipeline_cogvideox_video2video;
@@ -19,16 +20,19 @@ pub(crate) mod sampling;
 use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
+pub use crate::device::{DeviceKind, default_dtype};
 use crate::error::{Error, Result};
 pub use crate::models::autoencoders::VaeTiling;
-use crate::models::autoencoders::{AutoencoderKLCogVideoX, VaeOp, VaeRunOptions};
+use crate::models::autoencoders::{AutoencoderKLCogVideoX, VaeRunOptions};
 use crate::models::transformers::{CogVideoXTransformer3DModel, TransformerConfig};
-use crate::noise::{NoiseSource, SuppliedNoise};
+use crate::noise::NoiseSource;
+pub use crate::noise::{NoiseDraw, NoiseOptions, NoisePlan};
 use crate::schedulers::{CogVideoXDDIMScheduler, CogVideoXDPMScheduler, SchedulerConfig};
-use crate::text_encoder::TextEncoder;
+use crate::text_encoder::{MAX_SEQUENCE_LENGTH, TextEncoder};
 use crate::variant::Variant;
 
 pub use ddim_inversion::{EditOptions, Inversion, InvertOptions};
+use memory_plan::{choose_residency, count_weights, sampling_peak_bytes};
 pub use pipeline_cogvideox::{GenerateOptions, SamplingOptions};
 pub use pipeline_cogvideox_image2video::AnimateOptions;
 pub use pipeline_cogvideox_video2video::VideoToVideoOptions;
@@ -36,53 +40,6 @@ pub use progress::{Progress, Stage};
 use residency::Component;
 pub use residency::{Residency, WeightBytes};
 use sampling::Stepper;
-
-/// Where the models run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// The first CUDA device when the library is built with `cuda` and one
-    /// opens, else the CPU.
-    #[default]
-    Auto,
-    Cpu,
-    /// An NVIDIA GPU by ordinal; needs the `cuda` build.
-    Cuda(usize),
-}
-
-impl DeviceKind {
-    fn open(self) -> Result<Device> {
-        match self {
-            DeviceKind::Cpu => Ok(Device::Cpu),
-            // A machine with the driver but no usable GPU falls back to the
-            // CPU rather than failing: that is what "automatic" promises.
-            DeviceKind::Auto => Ok(open_cuda(0).unwrap_or(Device::Cpu)),
-            DeviceKind::Cuda(i) => open_cuda(i),
-        }
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn open_cuda(i: usize) -> Result<Device> {
-    Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open CUDA device {i}: {e}")))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(i: usize) -> Result<Device> {
-    Err(Error::Device(format!(
-        "CUDA device {i} asked for, but this library was built without CUDA support (build it with `--features cuda`)"
-    )))
-}
-
-/// The compute dtype when the caller leaves it open: bf16 on a GPU (what
-/// CogVideoX was trained in and what diffusers runs there), f32 on the CPU
-/// (exact parity, and bf16 matmuls are slow on most CPUs).
-pub fn default_dtype(device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::BF16
-    }
-}
 
 /// Options for [`Pipeline::load`].
 #[derive(Debug, Clone)]
@@ -129,127 +86,6 @@ pub enum SchedulerKind {
     Ddim,
 }
 
-/// Noise for a call: a seed, optionally preceded by caller-supplied values
-/// (see [`SuppliedNoise`]): the call's draws, flattened and concatenated in
-/// the order each pipeline's options document.
-#[derive(Debug, Clone, Default)]
-pub struct NoiseOptions {
-    pub seed: u64,
-    pub supplied: Vec<f32>,
-}
-
-impl NoiseOptions {
-    pub fn seed(seed: u64) -> Self {
-        Self {
-            seed,
-            supplied: Vec::new(),
-        }
-    }
-
-    /// Supplied draws given as tensors, in order.
-    pub fn with_draws(seed: u64, draws: &[Tensor]) -> Result<Self> {
-        let mut supplied = Vec::new();
-        for d in draws {
-            supplied.extend(d.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(Self { seed, supplied })
-    }
-
-    fn source(&self) -> SuppliedNoise<'_> {
-        SuppliedNoise::new(&self.supplied, self.seed)
-    }
-}
-
-/// One random draw of a call: what it is for and its shape (f32, row-major).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoiseDraw {
-    pub purpose: String,
-    pub shape: Vec<usize>,
-}
-
-impl NoiseDraw {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The draws a call makes, in the order supplied noise is consumed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NoisePlan {
-    pub draws: Vec<NoiseDraw>,
-}
-
-impl NoisePlan {
-    fn push(&mut self, purpose: impl Into<String>, shape: &[usize]) {
-        self.draws.push(NoiseDraw {
-            purpose: purpose.into(),
-            shape: shape.to_vec(),
-        });
-    }
-
-    /// Values the whole call takes.
-    pub fn total(&self) -> usize {
-        self.draws.iter().map(NoiseDraw::len).sum()
-    }
-
-    /// Supplied noise must cover whole draws: all of them, or a prefix that
-    /// ends at a draw boundary (the seed supplies the rest). Anything else is
-    /// a caller mistake that would otherwise go unnoticed.
-    pub fn check_supplied(&self, len: usize) -> Result<()> {
-        let mut end = 0;
-        if len == 0 {
-            return Ok(());
-        }
-        for d in &self.draws {
-            end += d.len();
-            if end == len {
-                return Ok(());
-            }
-        }
-        Err(Error::invalid(format!(
-            "noise_len {len} does not match this call's draws, which take {} values in all: {}; pass all of them or a prefix ending at a draw boundary",
-            self.total(),
-            self.summary()
-        )))
-    }
-
-    /// "initial latents [1, 3, 16, 8, 12] (4608 values), 3 DPM step draws of [..] (4608 each)".
-    fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        let mut i = 0;
-        while i < self.draws.len() {
-            let d = &self.draws[i];
-            let is_step = |x: &NoiseDraw| x.purpose.starts_with("DPM step") && x.shape == d.shape;
-            let mut j = i + 1;
-            if is_step(d) {
-                while j < self.draws.len() && is_step(&self.draws[j]) {
-                    j += 1;
-                }
-            }
-            parts.push(if j - i > 1 {
-                format!(
-                    "{} DPM step draws of {:?} ({} each)",
-                    j - i,
-                    d.shape,
-                    d.len()
-                )
-            } else {
-                format!("{} {:?} ({} values)", d.purpose, d.shape, d.len())
-            });
-            i = j;
-        }
-        if parts.is_empty() {
-            "none".into()
-        } else {
-            parts.join(", ")
-        }
-    }
-}
-
 /// Largest width or height, in pixels, any call accepts.
 pub const MAX_SIDE: usize = 4096;
 /// Largest frame count (4k+1) any call accepts.
@@ -292,6 +128,36 @@ pub struct MemoryReport {
     /// the system says.
     pub peak_rss_bytes: Option<u64>,
     pub current_rss_bytes: Option<u64>,
+}
+
+/// What the transformer's config must agree with beyond itself, checked
+/// before any weights are read: the pipeline class `model_index.json`
+/// names (a text-to-video class for a text-to-video transformer, and so on)
+/// and the text encoder's sequence length.
+fn check_transformer(ckpt: &Checkpoint, t: &TransformerConfig, variant: Variant) -> Result<()> {
+    if !variant
+        .pipeline_classes()
+        .contains(&ckpt.index.class_name.as_str())
+    {
+        return Err(Error::bad_checkpoint(
+            ckpt.root().join("model_index.json"),
+            format!(
+                "pipeline class `{}` does not match the transformer, which is {variant}; accepted: {}",
+                ckpt.index.class_name,
+                variant.pipeline_classes().join(", ")
+            ),
+        ));
+    }
+    if t.max_text_seq_length != MAX_SEQUENCE_LENGTH {
+        return Err(Error::bad_checkpoint(
+            ckpt.component_dir("transformer")?.join("config.json"),
+            format!(
+                "max_text_seq_length {} is not supported; accepted: {MAX_SEQUENCE_LENGTH} (the text encoder's sequence length)",
+                t.max_text_seq_length
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The pipeline joins its components with fixed factors (8x spatial and 4x
@@ -387,46 +253,25 @@ fn text_encoder_loader(
     }))
 }
 
-/// The models' weight bytes in their compute dtypes, from the headers, with
-/// the largest block of the T5 encoder (`encoder.block.N.`) and of the
-/// transformer (`transformer_blocks.N.`) and what lies outside the blocks.
-fn count_weights(ckpt: &Checkpoint, text_dtype: DType, dtype: DType) -> Result<WeightBytes> {
-    // (all, largest block, outside the blocks)
-    let count = |component: &str, stem: &str, blocks: &str, elem: DType| -> Result<[u64; 3]> {
-        let mut per_block = std::collections::HashMap::<String, u64>::new();
-        let (mut total, mut rest) = (0, 0);
-        for (name, n) in checkpoint::tensor_counts(&ckpt.component_dir(component)?, stem)? {
-            let bytes = n * elem.size_in_bytes() as u64;
-            total += bytes;
-            match name.strip_prefix(blocks) {
-                Some(tail) => {
-                    let index = tail.split('.').next().unwrap_or_default();
-                    *per_block.entry(index.to_string()).or_default() += bytes;
-                }
-                None => rest += bytes,
-            }
-        }
-        Ok([total, per_block.values().copied().max().unwrap_or(0), rest])
+/// The default output size `(height, width)` in pixels and frame count.
+fn default_video_size(variant: Variant, cfg: &TransformerConfig) -> (usize, usize, usize) {
+    let frames = if variant.is_image_to_video() {
+        49
+    } else {
+        cfg.sample_frames
     };
-    let [text_encoder, text_encoder_block, text_encoder_rest] =
-        count("text_encoder", "model", "encoder.block.", text_dtype)?;
-    let [transformer, transformer_block, transformer_rest] = count(
-        "transformer",
-        "diffusion_pytorch_model",
-        "transformer_blocks.",
-        dtype,
-    )?;
-    let vae = checkpoint::weight_count(&ckpt.component_dir("vae")?, "diffusion_pytorch_model")?
-        * dtype.size_in_bytes() as u64;
-    Ok(WeightBytes {
-        text_encoder,
-        text_encoder_block,
-        text_encoder_rest,
-        transformer,
-        transformer_block,
-        transformer_rest,
-        vae,
-    })
+    (cfg.sample_height * 8, cfg.sample_width * 8, frames)
+}
+
+/// Latent frames for `frames` pixel frames, and how many padding latent
+/// frames 1.5 models add in front of the sample (diffusers pads at the end
+/// of the noise and drops that many from the front before decoding).
+fn latent_frames(cfg: &TransformerConfig, frames: usize) -> (usize, usize) {
+    let f = (frames - 1) / 4 + 1;
+    match cfg.patch_size_t {
+        Some(pt) if !f.is_multiple_of(pt) => (f + pt - f % pt, pt - f % pt),
+        _ => (f, 0),
+    }
 }
 
 /// The operations whose defaults [`Pipeline::default_frames`] reports.
@@ -494,6 +339,7 @@ impl Pipeline {
             TransformerConfig::validate,
         )?;
         let variant = Variant::detect(&transformer_cfg);
+        check_transformer(&ckpt, &transformer_cfg, variant)?;
         let scheduler = SchedulerConfig::load(
             ckpt.component_dir("scheduler")?
                 .join("scheduler_config.json"),
@@ -514,59 +360,68 @@ impl Pipeline {
             vae.set_tiling(Some(vae.default_tiling()))?;
         }
         progress.report(Stage::Load, mib(weight_bytes.vae), total)?;
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let mut pipeline = Self {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            identity,
-            variant,
-            text_encoder: text_encoder_loader(&ckpt, text_dtype, &device, false),
-            transformer: transformer_loader(&ckpt, dtype, &device, false),
-            transformer_cfg,
-            vae,
-            residency: Residency::Resident,
-            weight_bytes,
-            memory_budget: opts.memory_budget,
-            estimated_peak: Default::default(),
-            scheduler,
-            device,
-            dtype,
-        };
-        let residency = pipeline.choose_residency(opts);
-        pipeline.residency = residency;
+        let residency = choose_residency(opts, &device, &weight_bytes, || {
+            let (h, w, t) = default_video_size(variant, &transformer_cfg);
+            let latent_channels = vae.config().latent_channels;
+            sampling_peak_bytes(
+                &transformer_cfg,
+                latent_channels,
+                &device,
+                dtype,
+                [h, w, t],
+                2,
+            )
+        });
         let streamed = residency == Residency::Streamed;
         let kept = residency != Residency::PerComponent;
         // Each model is loaded once here in every mode, which checks its
         // files; per use, it is dropped before the next one is loaded, so
         // that loading too holds one large model at a time.
-        let transformer = transformer_loader(&ckpt, dtype, &pipeline.device, streamed);
+        let transformer = transformer_loader(&ckpt, dtype, &device, streamed);
         let model = transformer.get()?;
         progress.report(
             Stage::Load,
             mib(weight_bytes.vae + weight_bytes.transformer),
             total,
         )?;
-        pipeline.transformer = if kept {
+        let transformer = if kept {
             Component::Kept(model)
         } else {
             drop(model);
             transformer
         };
-        let text_encoder = text_encoder_loader(&ckpt, text_dtype, &pipeline.device, streamed);
+        let text_encoder = text_encoder_loader(&ckpt, text_dtype, &device, streamed);
         let model = text_encoder.get()?;
         check_components(
             &ckpt,
-            &pipeline.transformer_cfg,
-            pipeline.vae.config(),
+            &transformer_cfg,
+            vae.config(),
             model.encoder().config().d_model,
         )?;
-        pipeline.text_encoder = if kept {
+        let text_encoder = if kept {
             Component::Kept(model)
         } else {
             drop(model);
             text_encoder
         };
         progress.report(Stage::Load, total, total)?;
-        Ok(pipeline)
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            identity,
+            variant,
+            text_encoder,
+            transformer,
+            transformer_cfg,
+            vae,
+            residency,
+            weight_bytes,
+            memory_budget: opts.memory_budget,
+            estimated_peak: Default::default(),
+            scheduler,
+            device,
+            dtype,
+        })
     }
 
     /// The residency in effect (never `Auto`).
@@ -577,50 +432,6 @@ impl Pipeline {
     /// Bytes of all models' weights in the compute dtype.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes.total()
-    }
-
-    /// Memory in use and planned; see [`MemoryReport`].
-    pub fn memory_report(&self) -> MemoryReport {
-        let (peak_rss, current_rss) = match crate::memory::rss_bytes() {
-            Some((peak, current)) => (Some(peak), Some(current)),
-            None => (None, None),
-        };
-        MemoryReport {
-            residency: self.residency,
-            weights: self.weight_bytes,
-            kept_weight_bytes: self.weight_bytes.kept(self.residency),
-            default_call_bytes: self.default_call_bytes(),
-            estimated_peak_bytes: self
-                .estimated_peak
-                .load(std::sync::atomic::Ordering::Relaxed),
-            peak_rss_bytes: peak_rss,
-            current_rss_bytes: current_rss,
-        }
-    }
-
-    /// `Auto`: see [`residency::choose`], for a default-size call with
-    /// guidance. The budget is `memory_budget`, else what the device has
-    /// free now: host RAM, or the GPU driver's free memory, which the VAE
-    /// loaded before the choice has reduced, so it is added back.
-    fn choose_residency(&self, opts: &LoadOptions) -> Residency {
-        match opts.residency {
-            Residency::Auto => {}
-            chosen => return chosen,
-        }
-        let budget = match opts.memory_budget {
-            Some(b) => b,
-            None => match crate::memory::device_available_bytes(&self.device) {
-                Some(b) if self.device.is_cpu() => b,
-                Some(b) => b.saturating_add(self.weight_bytes.vae),
-                None => return Residency::Resident,
-            },
-        };
-        residency::choose(&self.weight_bytes, self.default_call_bytes(), budget)
-    }
-
-    fn default_call_bytes(&self) -> u64 {
-        let (h, w, t) = self.default_video_size();
-        self.sampling_peak_bytes(h, w, t, 2)
     }
 
     pub fn variant(&self) -> Variant {
@@ -646,13 +457,7 @@ impl Pipeline {
 
     /// The default output size `(height, width)` in pixels and frame count.
     pub fn default_video_size(&self) -> (usize, usize, usize) {
-        let cfg = &self.transformer_cfg;
-        let frames = if self.variant.is_image_to_video() {
-            49
-        } else {
-            cfg.sample_frames
-        };
-        (cfg.sample_height * 8, cfg.sample_width * 8, frames)
+        default_video_size(self.variant, &self.transformer_cfg)
     }
 
     /// The frame count an operation takes by default: what `num_frames` 0
@@ -682,13 +487,7 @@ impl Pipeline {
     }
 
     pub(crate) fn check_steps(&self, steps: usize) -> Result<()> {
-        if steps == 0 || steps > self.max_steps() {
-            return Err(Error::invalid(format!(
-                "steps must be between 1 and {}, got {steps}",
-                self.max_steps()
-            )));
-        }
-        Ok(())
+        self.scheduler.check_steps(steps)
     }
 
     /// Checks a frame count: 4k+1 between 1 and [`MAX_FRAMES`].
@@ -776,180 +575,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Estimated peak working memory (bytes, beyond the loaded weights) of
-    /// sampling a `height x width x frames` clip: the transformer's block
-    /// activations for every sample in the batch (two with classifier-free
-    /// guidance, twice that with editing's reference latents) and one chunk
-    /// of attention scores.
-    fn sampling_peak_bytes(&self, height: usize, width: usize, frames: usize, batch: u64) -> u64 {
-        let cfg = &self.transformer_cfg;
-        let (f, _) = self.latent_frames(frames);
-        let p = cfg.patch_size as u64;
-        let tokens = (f as u64 / cfg.patch_size_t.unwrap_or(1) as u64)
-            * (height as u64 / 8 / p)
-            * (width as u64 / 8 / p)
-            + cfg.max_text_seq_length as u64;
-        let elem = if self.dtype == DType::F32 { 4 } else { 2 };
-        // Block input, norms, q/k/v, attention output and the 4x feed-forward
-        // hidden state with its GELU, the fused CPU attention's transposed
-        // keys: about 17 hidden-sized tensors, some f32.
-        let activations = 17 * batch * tokens * cfg.inner_dim() as u64 * elem;
-        // The fused f32 CPU attention holds a block of scores per thread and
-        // the feed-forward a chunk of tokens; the generic path a chunk of
-        // scores and its softmax.
-        let scores = if self.device.is_cpu() && self.dtype == DType::F32 {
-            256 << 20
-        } else {
-            2 * 4 * crate::models::attention::MAX_SCORE_ELEMENTS as u64
-        };
-        // Latents, model inputs and outputs, scheduler temporaries (f32).
-        let latents =
-            10 * batch * (f * self.latent_channels() * (height / 8) * (width / 8)) as u64 * 4;
-        activations + scores + latents
-    }
-
-    /// Estimated peak working memory of a VAE encode or decode of a
-    /// `height x width x frames` clip (pixels): the VAE's own model of its
-    /// buffers, with a quarter more for what it leaves out (measured within
-    /// 10% of the real peak) and the input's copy in the model dtype.
-    fn vae_peak_bytes(
-        &self,
-        op: VaeOp,
-        height: usize,
-        width: usize,
-        frames: usize,
-        tiling: &VaeTiling,
-    ) -> Result<u64> {
-        let tiles = self.vae.resolve_tiling(tiling)?;
-        let elem = if self.dtype == DType::F32 { 4 } else { 2 };
-        let (f, h, w, input) = match op {
-            VaeOp::Encode => (frames, height, width, 3 * frames * height * width),
-            VaeOp::Decode => {
-                let f = (frames - 1) / 4 + 1;
-                let (h, w) = (height / 8, width / 8);
-                (f, h, w, f * self.latent_channels() * h * w)
-            }
-        };
-        let estimate = self.vae.estimate_peak_bytes(op, f, h, w, tiles.as_ref());
-        Ok(estimate + estimate / 4 + (input as u64) * elem)
-    }
-
-    /// Bytes a call may use beyond the weights kept between calls: nine
-    /// tenths of what the device has free (host RAM, or the GPU driver's
-    /// free memory) and of the budget less the kept weights; `None` when
-    /// neither is known.
-    fn room(&self) -> Option<u64> {
-        let available = crate::memory::device_available_bytes(&self.device).map(|a| a / 10 * 9);
-        let budget = self
-            .memory_budget
-            .map(|b| (b / 10 * 9).saturating_sub(self.weight_bytes.kept(self.residency)));
-        match (available, budget) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Records (with `record`) `need` bytes of working memory as the
-    /// call's estimated peak (with the `holds` bytes of weights it holds)
-    /// and, on the CPU,
-    /// refuses a call that cannot fit with [`Error::OutOfMemory`] (GPU
-    /// allocation failures are errors already). The budget plans, it does
-    /// not refuse: a caller may know better than the estimate.
-    fn reserve(&self, need: u64, holds: u64, what: &str, record: bool) -> Result<()> {
-        if record {
-            self.estimated_peak.store(
-                need.saturating_add(holds),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-        if self.device.is_cpu() {
-            crate::memory::ensure_fits(need, what)?;
-        }
-        Ok(())
-    }
-
-    /// The tiling a decode uses: `Model` with tiling off becomes the
-    /// default tiles when the untiled decode would not fit ([`Self::room`]).
-    fn decode_tiling(
-        &self,
-        height: usize,
-        width: usize,
-        frames: usize,
-        tiling: VaeTiling,
-    ) -> Result<VaeTiling> {
-        if tiling != VaeTiling::Model || self.vae.tiling().is_some() {
-            return Ok(tiling);
-        }
-        let untiled = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &VaeTiling::Off)?;
-        Ok(match self.room() {
-            Some(room) if untiled > room => VaeTiling::Default,
-            _ => VaeTiling::Model,
-        })
-    }
-
-    /// Refuses a decode whose working memory cannot fit, after choosing its
-    /// tiling as [`Self::decode_latents`] does; `record` as in
-    /// [`Self::reserve`].
-    pub(crate) fn check_decode_fits(
-        &self,
-        height: usize,
-        width: usize,
-        frames: usize,
-        opts: &DecodeOptions,
-        record: bool,
-    ) -> Result<()> {
-        let tiling = self.decode_tiling(height, width, frames, opts.tiling)?;
-        let need = self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &tiling)?;
-        self.reserve(
-            need,
-            self.weight_bytes.kept(self.residency),
-            &format!("decoding a {width}x{height} clip of {frames} frames"),
-            record,
-        )
-    }
-
-    /// Refuses, with [`Error::OutOfMemory`], a call whose working memory
-    /// cannot fit (see [`Self::reserve`]).
-    pub(crate) fn check_fits(
-        &self,
-        height: usize,
-        width: usize,
-        frames: usize,
-        guidance: bool,
-        reference: bool,
-    ) -> Result<()> {
-        let batch = (1 + guidance as u64) * (1 + reference as u64);
-        let decode = self.decode_tiling(height, width, frames, VaeTiling::Model)?;
-        // The clip itself, in and out, as f32 pixels.
-        let pixels = 3 * (frames * height * width) as u64 * 4;
-        let need = pixels
-            + self
-                .sampling_peak_bytes(height, width, frames, batch)
-                .max(self.vae_peak_bytes(
-                    VaeOp::Encode,
-                    height,
-                    width,
-                    frames,
-                    &VaeTiling::Model,
-                )?)
-                .max(self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &decode)?);
-        self.reserve(
-            need,
-            self.weight_bytes.peak(self.residency),
-            &format!("a {width}x{height} clip of {frames} frames"),
-            true,
-        )
-    }
-
-    /// Latent frames for `frames` pixel frames, and how many padding latent
-    /// frames 1.5 models add in front of the sample (diffusers pads at the end
-    /// of the noise and drops that many from the front before decoding).
     fn latent_frames(&self, frames: usize) -> (usize, usize) {
-        let f = (frames - 1) / 4 + 1;
-        match self.transformer_cfg.patch_size_t {
-            Some(pt) if !f.is_multiple_of(pt) => (f + pt - f % pt, pt - f % pt),
-            _ => (f, 0),
-        }
+        latent_frames(&self.transformer_cfg, frames)
     }
 
     /// `[neg, pos]` prompt embeddings; the empty negative prompt is cached.

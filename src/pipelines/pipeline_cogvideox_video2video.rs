@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::noise::NoiseSource;
 use crate::pipelines::pipeline_cogvideox::{SamplingOptions, guidance};
-use crate::pipelines::sampling::Denoise;
+use crate::pipelines::sampling::{Denoise, strength_steps};
 use crate::pipelines::{NoisePlan, Pipeline, Progress, Stage, VideoOutput};
 
 /// Options for [`Pipeline::video_to_video`].
@@ -98,12 +98,7 @@ impl Pipeline {
     /// Steps a video-to-video call runs.
     fn video_to_video_steps(&self, opts: &VideoToVideoOptions) -> Result<usize> {
         let (steps, strength) = (opts.sampling.steps, opts.strength);
-        if !(strength > 0.0 && strength <= 1.0) {
-            return Err(Error::invalid(format!(
-                "strength must be in (0, 1], got {strength}"
-            )));
-        }
-        let run = ((steps as f64 * strength) as usize).min(steps);
+        let run = strength_steps(steps, strength)?;
         if run == 0 {
             return Err(Error::invalid(format!(
                 "strength {strength} of {steps} steps runs no step: steps x strength must be at least 1"

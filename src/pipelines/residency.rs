@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::memory::plannable;
 
 /// Residency of a loaded pipeline's models.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,12 +75,12 @@ impl WeightBytes {
 }
 
 /// `Auto`'s choice for a call needing `call` bytes of working memory: the
-/// first mode whose peak fits nine tenths of `budget` (room for the host
-/// application and estimates' errors), else the leanest.
+/// first mode whose peak fits the [`plannable`] part of `budget`, else the
+/// leanest.
 pub fn choose(weights: &WeightBytes, call: u64, budget: u64) -> Residency {
     [Residency::Resident, Residency::PerComponent]
         .into_iter()
-        .find(|&m| weights.peak(m).saturating_add(call) <= budget / 10 * 9)
+        .find(|&m| weights.peak(m).saturating_add(call) <= plannable(budget))
         .unwrap_or(Residency::Streamed)
 }
 

@@ -204,3 +204,15 @@ impl Denoise<'_> {
         })
     }
 }
+
+/// Steps of `steps` that a call at `strength` runs, as diffusers'
+/// `get_timesteps`: `min(floor(steps * strength), steps)`, in f64 (the
+/// last ones: the call starts that far from the end of the schedule).
+pub(crate) fn strength_steps(steps: usize, strength: f64) -> Result<usize> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::invalid(format!(
+            "strength must be in (0, 1], got {strength}"
+        )));
+    }
+    Ok(((steps as f64 * strength) as usize).min(steps))
+}

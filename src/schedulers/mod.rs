@@ -18,6 +18,7 @@ use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::numerics::{Float, linspace};
 
 fn default_train_steps() -> usize {
     1000
@@ -218,19 +219,24 @@ impl SchedulerConfig {
         Ok(())
     }
 
-    /// Betas in f64 (`torch.linspace(..., dtype=float64)`).
-    fn betas_f64(&self) -> Vec<f64> {
+    /// Betas in `T` (`torch.linspace(..., dtype=...)`): f64 for the
+    /// forward schedulers, f32 for the inverse one, as in diffusers.
+    pub(crate) fn betas<T: Float>(&self) -> Vec<T> {
         let n = self.num_train_timesteps;
         if let Some(b) = &self.trained_betas {
-            return b.clone();
+            return b.iter().map(|&x| T::from_f64(x)).collect();
         }
         if self.beta_schedule == "linear" {
-            linspace_f64(self.beta_start, self.beta_end, n)
+            linspace(T::from_f64(self.beta_start), T::from_f64(self.beta_end), n)
         } else {
-            linspace_f64(self.beta_start.sqrt(), self.beta_end.sqrt(), n)
-                .into_iter()
-                .map(|b| b * b)
-                .collect()
+            linspace(
+                T::from_f64(self.beta_start.sqrt()),
+                T::from_f64(self.beta_end.sqrt()),
+                n,
+            )
+            .into_iter()
+            .map(|b| b * b)
+            .collect()
         }
     }
 }
@@ -265,42 +271,6 @@ impl Spacing {
             )),
         }
     }
-}
-
-/// `torch.linspace` in f64 with ATen's symmetric evaluation.
-pub(crate) fn linspace_f64(start: f64, end: f64, steps: usize) -> Vec<f64> {
-    if steps == 1 {
-        return vec![start];
-    }
-    let step = (end - start) / (steps - 1) as f64;
-    let half = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < half {
-                start + step * i as f64
-            } else {
-                end - step * (steps - i - 1) as f64
-            }
-        })
-        .collect()
-}
-
-/// `torch.linspace` in f32.
-pub(crate) fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
-    if steps == 1 {
-        return vec![start];
-    }
-    let step = (end - start) / (steps - 1) as f32;
-    let half = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < half {
-                start + step * i as f32
-            } else {
-                end - step * (steps - i - 1) as f32
-            }
-        })
-        .collect()
 }
 
 /// Descending inference timesteps as the forward schedulers' `set_timesteps`
@@ -406,7 +376,7 @@ pub(crate) fn trailing(train: usize, n: usize) -> Vec<i64> {
 pub(crate) fn forward_alphas_cumprod(cfg: &SchedulerConfig) -> Vec<f64> {
     let mut acc = 1.0f64;
     let mut abar: Vec<f64> = cfg
-        .betas_f64()
+        .betas::<f64>()
         .into_iter()
         .map(|b| {
             acc *= 1.0 - b;
@@ -427,6 +397,74 @@ pub(crate) fn forward_alphas_cumprod(cfg: &SchedulerConfig) -> Vec<f64> {
         abar = r.into_iter().map(|x| x * x).collect();
     }
     abar
+}
+
+/// What the DDIM scheduler and its inverse share: the cumulative alphas
+/// (f64 forward, f32 inverse, as diffusers builds them), the level past the
+/// table's start, the scheduled timesteps and the stride between the levels
+/// a step joins.
+#[derive(Debug, Clone)]
+pub(crate) struct DdimTable<T> {
+    pub cfg: SchedulerConfig,
+    pub alphas_cumprod: Vec<T>,
+    /// The level below timestep 0 (diffusers' `final_alpha_cumprod`, the
+    /// inverse's `initial_alpha_cumprod`): 1 with `set_alpha_to_one`, else
+    /// the first entry.
+    pub edge_alpha: T,
+    pub timesteps: Vec<usize>,
+    pub num_inference_steps: usize,
+}
+
+impl<T: Float> DdimTable<T> {
+    pub fn new(cfg: &SchedulerConfig, alphas_cumprod: Vec<T>) -> Self {
+        let edge_alpha = if cfg.set_alpha_to_one {
+            T::from_f64(1.0)
+        } else {
+            alphas_cumprod[0]
+        };
+        Self {
+            cfg: cfg.clone(),
+            alphas_cumprod,
+            edge_alpha,
+            timesteps: Vec::new(),
+            num_inference_steps: 0,
+        }
+    }
+
+    pub fn set_timesteps(&mut self, timesteps: Vec<usize>, num_inference_steps: usize) {
+        self.timesteps = timesteps;
+        self.num_inference_steps = num_inference_steps;
+    }
+
+    /// `train / n`: diffusers joins `t` with `t - stride`, not with the next
+    /// scheduled value.
+    pub fn stride(&self) -> usize {
+        self.cfg.num_train_timesteps / self.num_inference_steps.max(1)
+    }
+
+    /// The level at `t - stride`, the edge level below 0.
+    pub fn neighbour_alpha(&self, t: usize) -> T {
+        match t.checked_sub(self.stride()) {
+            Some(p) => self.alphas_cumprod[p],
+            None => self.edge_alpha,
+        }
+    }
+
+    /// `alphas_cumprod[t]` for a `what` step from `t`. The pipelines pass
+    /// only scheduled timesteps, so anything else is a bug.
+    pub fn alpha(&self, what: &str, t: usize) -> Result<T> {
+        if self.num_inference_steps == 0 {
+            return Err(Error::Internal(format!(
+                "{what} step at timestep {t} before set_timesteps"
+            )));
+        }
+        self.alphas_cumprod.get(t).copied().ok_or_else(|| {
+            Error::Internal(format!(
+                "{what} step at timestep {t}, outside 0..={}",
+                self.alphas_cumprod.len() - 1
+            ))
+        })
+    }
 }
 
 /// diffusers' `add_noise`: the table entry is cast to the sample's dtype

@@ -5,16 +5,12 @@
 
 use candle_core::Tensor;
 
-use super::{SchedulerConfig, Spacing, StepOutput, inverse_timesteps, linspace_f32};
+use super::{DdimTable, SchedulerConfig, Spacing, StepOutput, inverse_timesteps};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct DDIMInverseScheduler {
-    cfg: SchedulerConfig,
-    alphas_cumprod: Vec<f32>,
-    initial_alpha_cumprod: f32,
-    timesteps: Vec<usize>,
-    num_inference_steps: usize,
+    table: DdimTable<f32>,
 }
 
 /// `rescale_zero_terminal_snr` on betas, in f32 like torch.
@@ -47,17 +43,7 @@ fn cumprod(xs: &[f32]) -> Vec<f32> {
 /// The inverse scheduler's cumulative alphas (f32, as diffusers builds
 /// them from the same config).
 pub(crate) fn inverse_alphas_cumprod(cfg: &SchedulerConfig) -> Vec<f32> {
-    let n = cfg.num_train_timesteps;
-    let mut betas: Vec<f32> = if let Some(b) = &cfg.trained_betas {
-        b.iter().map(|&x| x as f32).collect()
-    } else if cfg.beta_schedule == "linear" {
-        linspace_f32(cfg.beta_start as f32, cfg.beta_end as f32, n)
-    } else {
-        linspace_f32(cfg.beta_start.sqrt() as f32, cfg.beta_end.sqrt() as f32, n)
-            .into_iter()
-            .map(|b| b * b)
-            .collect()
-    };
+    let mut betas: Vec<f32> = cfg.betas();
     if cfg.rescale_betas_zero_snr {
         betas = rescale_betas_zero_snr(&betas);
     }
@@ -76,36 +62,26 @@ impl DDIMInverseScheduler {
                 "DDIM inversion needs timestep_spacing `leading` or `trailing`; the checkpoint's scheduler uses `linspace`".into(),
             ));
         }
-        let alphas_cumprod = inverse_alphas_cumprod(cfg);
-        let initial_alpha_cumprod = if cfg.set_alpha_to_one {
-            1.0
-        } else {
-            alphas_cumprod[0]
-        };
         Ok(Self {
-            cfg: cfg.clone(),
-            alphas_cumprod,
-            initial_alpha_cumprod,
-            timesteps: Vec::new(),
-            num_inference_steps: 0,
+            table: DdimTable::new(cfg, inverse_alphas_cumprod(cfg)),
         })
     }
 
     pub fn alphas_cumprod(&self) -> &[f32] {
-        &self.alphas_cumprod
+        &self.table.alphas_cumprod
     }
 
     /// Ascending timesteps (`trailing`: 19, 39, ..., 999 for 50 steps).
     /// Accepts `1..=cfg.max_steps()` steps (`num_train_timesteps` for the
     /// published configs).
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        self.timesteps = inverse_timesteps(&self.cfg, num_inference_steps)?;
-        self.num_inference_steps = num_inference_steps;
+        let timesteps = inverse_timesteps(&self.table.cfg, num_inference_steps)?;
+        self.table.set_timesteps(timesteps, num_inference_steps);
         Ok(())
     }
 
     pub fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+        &self.table.timesteps
     }
 
     /// One inversion step: the model was evaluated at `t` on `sample`, which
@@ -113,32 +89,17 @@ impl DDIMInverseScheduler {
     /// The pipelines pass only timesteps from [`Self::timesteps`]: anything
     /// else is a bug reported as [`Error::Internal`].
     pub fn step(&self, model_output: &Tensor, t: usize, sample: &Tensor) -> Result<StepOutput> {
-        if self.num_inference_steps == 0 {
-            return Err(Error::Internal(format!(
-                "DDIM inversion step at timestep {t} before set_timesteps"
-            )));
-        }
-        let train = self.cfg.num_train_timesteps;
-        let a_to = *self.alphas_cumprod.get(t).ok_or_else(|| {
-            Error::Internal(format!(
-                "DDIM inversion step at timestep {t}, outside 0..={}",
-                train - 1
-            ))
-        })?;
-        let from = t
-            .checked_sub(train / self.num_inference_steps)
-            .map(|f| f.min(train - 1));
-        let a_from = match from {
-            Some(f) => self.alphas_cumprod[f],
-            None => self.initial_alpha_cumprod,
-        };
+        let a_to = self.table.alpha("DDIM inversion", t)?;
+        // The level the sample sits at: the one a forward step from `t`
+        // would land on.
+        let a_from = self.table.neighbour_alpha(t);
         let b_from = 1.0 - a_from;
         let (sa, sb) = (a_from.sqrt() as f64, b_from.sqrt() as f64);
         let x0 = ((sample * sa)? - (model_output * sb)?)?;
         let eps = ((model_output * sa)? + (sample * sb)?)?;
         let mut x0 = x0;
-        if self.cfg.clip_sample {
-            let r = self.cfg.clip_sample_range;
+        if self.table.cfg.clip_sample {
+            let r = self.table.cfg.clip_sample_range;
             x0 = x0.clamp(-r, r)?;
         }
         let dir = (eps * ((1.0 - a_to).sqrt() as f64))?;

@@ -5,7 +5,6 @@
 //! transformer sees.
 
 mod sentencepiece;
-pub mod t5;
 pub mod tokenizer;
 
 use std::path::Path;
@@ -16,7 +15,7 @@ use once_cell::sync::OnceCell;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
-pub use t5::T5Encoder;
+pub use crate::models::t5::T5Encoder;
 pub use tokenizer::T5Tokenizer;
 
 /// The pipelines' `max_sequence_length` default, also the transformer's

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
+pub mod tools;
+
 pub fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }

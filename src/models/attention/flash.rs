@@ -16,10 +16,10 @@
 //! call, and token-major keys were re-packed (a gather) for every query
 //! block, about a tenth of the time at long sequence lengths.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{Result, Tensor};
 
-use super::kernels::{
-    LANES, Shared, exp2_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
+use crate::models::cpu::{
+    self, LANES, Shared, exp2_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
 };
 
 /// Queries per task. Each task packs every key and value block of its head
@@ -33,8 +33,7 @@ const BLOCK_K: usize = 256;
 
 /// Whether the inputs take this path: f32 on the CPU.
 pub(super) fn applies(q: &Tensor, kv: &[(&Tensor, &Tensor)]) -> bool {
-    let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    fits(q) && kv.iter().all(|(k, v)| fits(k) && fits(v))
+    cpu::applies(q) && kv.iter().all(|(k, v)| cpu::applies(k) && cpu::applies(v))
 }
 
 /// `softmax(q k^T * scale) v` with the keys and values of all `kv` segments

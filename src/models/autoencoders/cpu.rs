@@ -20,24 +20,19 @@
 //! commute with the nearest resize of `zq`: they are computed at the
 //! latent's own size and looked up per pixel ([`Modulation`]).
 //!
-//! The full-size buffers are allocated with [`zeros`], which reports a failed
+//! The full-size buffers are allocated with [`try_zeroed`], which reports a failed
 //! allocation as [`Error::OutOfMemory`]: the library runs inside its host's
 //! process, and Rust's default is to abort it.
 
-use std::alloc::{Layout, alloc_zeroed};
-
 use candle_core::utils::barrier_pool;
-use candle_core::{DType, Storage, Tensor};
+use candle_core::{Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::attention::kernels::{
-    GEMM_LANES, Shared, exp, gemm_parallelism, multiversion, transpose,
+use crate::memory::try_zeroed;
+pub(crate) use crate::models::cpu::applies;
+use crate::models::cpu::{
+    GEMM_LANES, Shared, exp, gemm_parallelism, multiversion, par_pieces, transpose,
 };
-
-/// Whether `x` takes this path: f32 on the CPU.
-pub(crate) fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
 
 /// Calls `f` with the f32 values of `x` in row-major order.
 pub(crate) fn with_data<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
@@ -55,57 +50,6 @@ pub(crate) fn with_data<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> R
 /// `Tensor` from row-major values, on the CPU.
 pub(crate) fn tensor(data: Vec<f32>, dims: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, dims, &candle_core::Device::Cpu)?)
-}
-
-/// `vec![0f32; n]`, but a failed allocation is an [`Error::OutOfMemory`]
-/// naming `what` and the byte count instead of an abort. Zeroed memory from
-/// the allocator, as `vec!` uses, so fresh pages are not written twice.
-pub(crate) fn zeros(n: usize, what: &str) -> Result<Vec<f32>> {
-    let oom = || {
-        Error::OutOfMemory(format!(
-            "cannot allocate {} bytes for {what}",
-            (n as u128) * std::mem::size_of::<f32>() as u128
-        ))
-    };
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = Layout::array::<f32>(n).map_err(|_| oom())?;
-    // SAFETY: the layout has a non-zero size (n > 0).
-    let ptr = unsafe { alloc_zeroed(layout) }.cast::<f32>();
-    if ptr.is_null() {
-        return Err(oom());
-    }
-    // SAFETY: `ptr` comes from the global allocator with the layout of
-    // `n` f32s (the size and alignment a `Vec<f32>` of capacity `n` uses),
-    // and all `n` values are initialised: zero bits are 0.0.
-    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
-}
-
-/// Runs `f(i, piece)` for every `len`-sized piece of `out` on candle's CPU
-/// thread pool.
-fn par_pieces(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    struct Base(*mut f32);
-    // SAFETY: the pointer is only used to hand out disjoint pieces, below.
-    unsafe impl Sync for Base {}
-    impl Base {
-        // A method, so that closures capture the `Sync` wrapper, not the pointer.
-        fn get(&self) -> *mut f32 {
-            self.0
-        }
-    }
-    if len == 0 {
-        return;
-    }
-    let base = Base(out.as_mut_ptr());
-    barrier_pool().execute_chunked(out.len() / len, |range| {
-        for i in range {
-            // SAFETY: `i < out.len() / len` and the pool hands out every index
-            // once, so the pieces lie inside `out` and never overlap.
-            let piece = unsafe { std::slice::from_raw_parts_mut(base.get().add(i * len), len) };
-            f(i, piece);
-        }
-    });
 }
 
 /// `torch.nn.functional.silu`, `v / (1 + exp(-v))`, with an `exp` that
@@ -288,7 +232,7 @@ pub(crate) fn fill_padded(
     let (to, ho, wo) = fill.output_size((t, h, w));
     let tp = pad.context + to;
     let (hp, wp) = (pad.top + ho + pad.bottom, pad.left + wo + pad.right);
-    let mut out = zeros(b * c * tp * hp * wp, "a convolution's padded input")?;
+    let mut out = try_zeroed(b * c * tp * hp * wp, "a convolution's padded input")?;
     par_pieces(&mut out, hp * wp, |i, plane| {
         let (bc, f) = (i / tp, i % tp);
         let rows = plane[pad.top * wp..].chunks_mut(wp).take(ho);
@@ -368,7 +312,7 @@ pub(crate) fn context_frames(
 ) -> Result<Vec<f32>> {
     let (ho, wo) = (hp - pad.top - pad.bottom, wp - pad.left - pad.right);
     let k = pad.context;
-    let mut out = zeros(b * c * k * ho * wo, "a convolution's carried frames")?;
+    let mut out = try_zeroed(b * c * k * ho * wo, "a convolution's carried frames")?;
     par_pieces(&mut out, ho * wo, |i, plane| {
         let (bc, f) = (i / k, i % k);
         let src = &xp[(bc * tp + tp - k + f) * hp * wp..][..hp * wp];
@@ -386,7 +330,7 @@ pub(crate) fn init_output(
     bias: &[f32],
     residual: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
-    let mut out = zeros(b * o * spatial, "a convolution's output")?;
+    let mut out = try_zeroed(b * o * spatial, "a convolution's output")?;
     par_pieces(&mut out, spatial, |i, plane| match residual {
         Some(r) => {
             for (d, &v) in plane.iter_mut().zip(&r[i * spatial..][..spatial]) {
@@ -516,7 +460,7 @@ fn merged_taps(taps: &[&[f32]], replicated: usize) -> Result<Vec<Vec<f32>>> {
     let mut merged: Vec<Vec<f32>> = Vec::new();
     for &tap in taps.iter().take(replicated + 1).skip(1) {
         let before = merged.last().map_or(taps[0], Vec::as_slice);
-        let mut sum = zeros(tap.len(), "a convolution's summed taps")?;
+        let mut sum = try_zeroed(tap.len(), "a convolution's summed taps")?;
         for ((d, &a), &w) in sum.iter_mut().zip(before).zip(tap) {
             *d = a + w;
         }
@@ -578,7 +522,7 @@ fn conv_im2col(
     let merged = merged_taps(&taps, shape.replicated)?;
     taps.extend(merged.iter().map(Vec::as_slice));
     let frame_max = (band * wo).next_multiple_of(GEMM_LANES);
-    let mut cols = zeros(k * tp * frame_max, "a convolution's im2col matrix")?;
+    let mut cols = try_zeroed(k * tp * frame_max, "a convolution's im2col matrix")?;
     let mut scratch = Vec::new();
     for i in 0..b {
         let x = &xp[i * c * tp * hp * wp..][..c * tp * hp * wp];
@@ -607,7 +551,7 @@ fn conv_im2col(
                 }
             });
             if frame != n * wo && scratch.is_empty() {
-                scratch = zeros(o * frame_max, "a convolution's output block")?;
+                scratch = try_zeroed(o * frame_max, "a convolution's output block")?;
             }
             for ti in 0..t {
                 let at = (ti * ho + r0) * wo;
@@ -728,11 +672,11 @@ fn conv_channels_last(
         shape.replicated,
     )?;
     taps.extend(merged);
-    let mut xcl = zeros(
+    let mut xcl = try_zeroed(
         tp * (band + kh - 1) * wp * c,
         "a convolution's channels-last input",
     )?;
-    let mut block = zeros(band * wp * o, "a convolution's output block")?;
+    let mut block = try_zeroed(band * wp * o, "a convolution's output block")?;
     for i in 0..b {
         let x = &xp[i * c * tp * hp * wp..][..c * tp * hp * wp];
         let y = &mut out[i * o * t * ho * wo..][..o * t * ho * wo];
@@ -969,26 +913,5 @@ mod tests {
             ..shape
         };
         assert_eq!(channels_last_scratch(huge, 512, 1 << 24), usize::MAX);
-    }
-
-    #[test]
-    fn failed_allocations_are_errors() {
-        // Beyond `isize::MAX` bytes, and beyond any address space. The
-        // buffer escapes through `black_box`: an optimised build may
-        // otherwise drop an allocation that is never used, failure included.
-        for n in [usize::MAX, 1 << 58] {
-            match zeros(n, "a test buffer").map(std::hint::black_box) {
-                Err(Error::OutOfMemory(msg)) => {
-                    let bytes = n as u128 * 4;
-                    assert_eq!(
-                        msg,
-                        format!("cannot allocate {bytes} bytes for a test buffer")
-                    );
-                }
-                other => panic!("{n} values: {:?}", other.map(|v| v.len())),
-            }
-        }
-        assert_eq!(zeros(3, "a test buffer").unwrap(), vec![0.0; 3]);
-        assert!(zeros(0, "a test buffer").unwrap().is_empty());
     }
 }

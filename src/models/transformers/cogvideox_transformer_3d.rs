@@ -16,13 +16,12 @@ use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
 use crate::models::attention::{Attention, FeedForward};
+use crate::models::cpu::applies;
 use crate::models::embeddings::{
     RopeGrid, RotaryEmbedding, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
 use crate::models::layers::Layers;
-use crate::text_encoder::MAX_SEQUENCE_LENGTH;
-use crate::variant::Variant;
 
 fn default_true() -> bool {
     true
@@ -209,12 +208,8 @@ impl Config {
                 ));
             }
         }
-        if self.max_text_seq_length != MAX_SEQUENCE_LENGTH {
-            return Err(format!(
-                "max_text_seq_length {} is not supported; accepted: {MAX_SEQUENCE_LENGTH} (the text encoder's sequence length)",
-                self.max_text_seq_length
-            ));
-        }
+        // The pipelines' loading checks it against the text encoder's length.
+        check_field("max_text_seq_length", self.max_text_seq_length, 1..=4096)?;
         check_positive("norm_eps", self.norm_eps, 1.0)?;
         if !(0.0..=1.0).contains(&self.freq_shift) {
             return Err(format!(
@@ -268,7 +263,7 @@ impl LayerNormZero {
 
     /// The modulated norm of the joint `[B, T + N, D]` tokens (text first).
     fn forward(&self, x: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
-        if let (true, Some(bias)) = (cpu_path(&[x, mods]), self.norm.bias()) {
+        if let (true, Some(bias)) = ([x, mods].iter().all(|t| applies(t)), self.norm.bias()) {
             return cpu::modulated_norm(x, text_len, (self.norm.weight(), bias, self.eps), mods);
         }
         self.forward_generic(x, text_len, mods)
@@ -297,12 +292,6 @@ impl LayerNormZero {
     }
 }
 
-/// Whether the block's f32 CPU kernels apply to these tensors.
-fn cpu_path(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
-
 /// One chunk of `[B, 6 D]` modulations as `[B, 1, D]`.
 fn mod_chunk(mods: &Tensor, c: Chunk) -> Result<Tensor> {
     let d = mods.dim(1)? / 6;
@@ -311,7 +300,7 @@ fn mod_chunk(mods: &Tensor, c: Chunk) -> Result<Tensor> {
 
 /// `x + y * gate` over the joint tokens, text rows gated by `EncGate`.
 fn gated_add(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) -> Result<Tensor> {
-    if cpu_path(&[x, y, mods]) {
+    if [x, y, mods].iter().all(|t| applies(t)) {
         return cpu::gated_add(x, y, text_len, mods);
     }
     gated_add_generic(x, y, text_len, mods)
@@ -503,8 +492,9 @@ impl CogVideoXTransformer3DModel {
         })
     }
 
-    /// Loads `transformer/` of a checkpoint, checking that the pipeline
-    /// class in `model_index.json` agrees with the transformer's shape.
+    /// Loads `transformer/` of a checkpoint. How it fits the other
+    /// components and the pipeline class is the pipelines' check (see
+    /// `Pipeline::load`).
     pub fn from_checkpoint(
         ckpt: &Checkpoint,
         dtype: DType,
@@ -523,27 +513,9 @@ impl CogVideoXTransformer3DModel {
     ) -> crate::Result<Self> {
         let dir = ckpt.component_dir("transformer")?;
         let cfg: Config = read_component_config(&dir, Config::validate)?;
-        let variant = Variant::detect(&cfg);
-        if !variant
-            .pipeline_classes()
-            .contains(&ckpt.index.class_name.as_str())
-        {
-            return Err(crate::Error::bad_checkpoint(
-                ckpt.root().join("model_index.json"),
-                format!(
-                    "pipeline class `{}` does not match the transformer, which is {variant}; accepted: {}",
-                    ckpt.index.class_name,
-                    variant.pipeline_classes().join(", ")
-                ),
-            ));
-        }
         load_weights(&dir, "diffusion_pytorch_model", dtype, device, |vb| {
             Self::load_with(vb, &cfg, streamed)
         })
-    }
-
-    pub fn variant(&self) -> Variant {
-        Variant::detect(&self.cfg)
     }
 
     pub fn config(&self) -> &Config {

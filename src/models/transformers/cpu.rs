@@ -12,9 +12,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::models::attention::kernels::{
-    lane_sum, multiversion, par_pieces, try_zeros, with_slices,
-};
+use crate::models::cpu::{lane_sum, multiversion, par_pieces, try_zeros, with_slices};
 
 /// The six modulation chunks of `CogVideoXLayerNormZero`, in the order of
 /// its linear layer's output `[B, 6 D]`.
