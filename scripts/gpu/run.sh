@@ -6,10 +6,11 @@
 # A task gets one such run (15 device-minutes, the machine's cold start
 # included), so the stages go most important first and each is cut to what
 # is left of BUDGET_S (default 560 s, inside one 10-minute call):
-#   env              GPU, cuDNN, `ldd` of both binaries (a binary with a
-#                    missing library skips only the stages that run it)
+#   (setup)          `ldd` of both binaries (a binary with a missing
+#                    library skips only the stages that run it)
 #   weights          random CogVideoX-5B weights in the diffusers layout
 #                    (~21 GB, in /dev/shm when it has room), in the background
+#   env              GPU, cuDNN, library versions
 #   tests_attention  the bf16 attention device test, with cuDNN's own log of
 #                    why it refuses a shape (CUDNN_LOGLEVEL_DBG=2)
 #   tests            the other device tests on CUDA (tiny checkpoints)
@@ -193,7 +194,6 @@ else
   export expect_cudnn
 fi
 
-stage env 20 main -
 # The weights are written while the tests run; wait_weights waits for them.
 rm -f "$work/weights.rc"
 if [ "$dry" = 1 ]; then
@@ -204,6 +204,7 @@ else
   log "weights, in the background (at most 300s)"
   { timeout -k 5 300 bash -o pipefail -c st_weights >"$work/weights.log" 2>&1; echo $? >"$work/weights.rc"; } &
 fi
+stage env 20 main -
 stage tests_attention 40 main device-test
 stage tests 60 main device-test
 stage wait_weights 80 main - || broken+="weights "

@@ -51,7 +51,7 @@ class RunPlan(unittest.TestCase):
         # planned order, in full, and the extras are left out.
         rows, log, files = dry_run()
         names = [r["stage"] for r in rows]
-        self.assertEqual(names, ["env", "weights"] + MAIN[1:] + EXTRA)
+        self.assertEqual(names, ["weights"] + MAIN + EXTRA)
         stages = by_name(rows)
         for name in MAIN:
             self.assertEqual(stages[name]["status"], "ok", name)
