@@ -71,6 +71,15 @@ fn open_cuda(i: usize) -> Result<Device> {
     )))
 }
 
+/// Waits until the device has done the work this thread gave it. Every
+/// public call ends so, since its results (and after `load` the pipeline
+/// itself) may be used from another thread next: candle gives each host
+/// thread its own CUDA stream, and nothing orders one stream's work before
+/// another's. A no-op on the CPU.
+pub(crate) fn end_of_call(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
+}
+
 /// The compute dtype when the caller leaves it open: bf16 on a GPU (what
 /// CogVideoX was trained in and what diffusers runs there), f32 on the CPU
 /// (exact parity, and bf16 matmuls are slow on most CPUs).
@@ -529,6 +538,7 @@ impl Pipeline {
             drop(model);
             text_encoder
         };
+        end_of_call(&pipeline.device)?;
         Ok(pipeline)
     }
 
@@ -1051,7 +1061,9 @@ impl Pipeline {
         let video = self.vae.decode_with(&z, &run, &mut |done, total| {
             progress.report(Stage::DecodeVideo, done, total)
         })?;
-        Ok(video.to_dtype(DType::F32)?)
+        let video = video.to_dtype(DType::F32)?;
+        end_of_call(&self.device)?;
+        Ok(video)
     }
 
     /// Decodes the latents a generating call produced into its output.

@@ -183,6 +183,7 @@ impl Denoise<'_> {
             }
             progress.report(self.stage, i + 1, n)?;
         }
+        super::end_of_call(latents.device())?;
         Ok(Denoised {
             latents,
             trajectory,
