@@ -75,6 +75,11 @@ fn parity(ckpt: &str, inputs: &str, out: &str) -> Result<(), Error> {
     )?;
     dev.synchronize()?;
     println!("parity_forward_s={:.3}", start.elapsed().as_secs_f64());
+    // After the forward: the shapes cuDNN refused ran the chunked path.
+    println!(
+        "parity_attention={}",
+        cogvideo::models::attention::backend_description(&dev, DType::BF16)
+    );
     let output = output.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
     candle_core::safetensors::save(&HashMap::from([("output".to_string(), output)]), out)?;
     Ok(())
@@ -159,6 +164,7 @@ fn time(ckpt: &str, args: &[String]) -> Result<(), Error> {
     dev.synchronize()?;
     println!("load_s={:.2}", start.elapsed().as_secs_f64());
     println!("device={:?}\ndtype={:?}", dev, p.dtype());
+    // Before any shape has run; `attention_after_*` say what the runs used.
     println!("attention={}", p.attention_backend());
     let (dh, dw, df) = p.default_video_size();
     let (h, w, frames) = (
@@ -209,6 +215,7 @@ fn time(ckpt: &str, args: &[String]) -> Result<(), Error> {
     dev.synchronize()?;
     println!("encode_text_s={encode_text:.3}");
     denoise.print("t2v_step");
+    println!("attention_after_t2v={}", p.attention_backend());
     let generated = match generated {
         Ok(g) => g,
         Err(e) => {
@@ -255,6 +262,7 @@ fn time(ckpt: &str, args: &[String]) -> Result<(), Error> {
             &mut Progress::new(&mut |s, d, _| edit.report(s, d)),
         );
         edit.print("edit_step");
+        println!("attention_after_edit={}", p.attention_backend());
         if let Err(e) = edited {
             println!("edit_error={e}");
         }

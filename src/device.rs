@@ -51,3 +51,12 @@ pub fn default_dtype(device: &Device) -> DType {
         DType::BF16
     }
 }
+
+/// Waits until the device has done the work this thread gave it. Every
+/// public call ends so, since its results (and after `load` the pipeline
+/// itself) may be used from another thread next: candle gives each host
+/// thread its own CUDA stream, and nothing orders one stream's work before
+/// another's. A no-op on the CPU.
+pub(crate) fn end_of_call(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
+}

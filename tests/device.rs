@@ -33,7 +33,7 @@ use cogvideo::models::attention::scaled_dot_product_attention;
 use cogvideo::models::transformers::CogVideoXTransformer3DModel;
 use cogvideo::pipelines::{
     AnimateOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
-    NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind,
+    NoiseOptions, Pipeline, Progress, Residency, SamplingOptions, SchedulerKind,
 };
 use common::{assert_close, load_json, load_tensors, tiny};
 
@@ -286,6 +286,38 @@ fn bf16_attention_matches_f32_on_the_test_device() {
             "{text}"
         );
     }
+}
+
+/// Streamed residency reads each block on a background thread while the
+/// previous one runs; on a GPU that thread has a stream of its own and must
+/// finish its uploads before the block runs (`models/layers.rs`). Its
+/// latents are those of resident weights.
+#[test]
+fn streamed_residency_matches_resident_on_the_test_device() {
+    let run = |residency| {
+        let opts = LoadOptions {
+            device: test_device(),
+            dtype: Some(DType::BF16),
+            residency,
+            ..Default::default()
+        };
+        let p = Pipeline::load(tiny("cogvideox-5b"), &opts).unwrap();
+        assert_eq!(p.residency(), residency);
+        let opts = GenerateOptions {
+            sampling: SamplingOptions {
+                prompt: "a fox".into(),
+                steps: 2,
+                ..Default::default()
+            },
+            height: Some(64),
+            width: Some(96),
+            num_frames: Some(9),
+        };
+        p.generate_latents(&opts, &mut Progress::none()).unwrap()
+    };
+    let resident = run(Residency::Resident);
+    let streamed = run(Residency::Streamed);
+    assert_close("streamed against resident", &streamed, &resident, 1e-3);
 }
 
 #[test]

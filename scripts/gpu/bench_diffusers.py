@@ -1,12 +1,12 @@
 """The diffusers half of scripts/gpu/run.sh, on the weights make_weights.py
 wrote; prints key=value lines like examples/bench_gpu.rs.
 
-    python3 bench_diffusers.py parity CKPT DIR
+    python3 bench_diffusers.py parity CKPT DIR [bf16] [f32]
         One transformer forward (CFG batch of 2 at the checkpoint's default
-        size, timestep 999) in bf16 and in f32 on the same inputs: writes
-        DIR/inputs.safetensors (f32 copies of the bf16 inputs, for
-        bench_gpu parity) and DIR/diffusers.safetensors (bf16_output,
-        f32_output).
+        size, timestep 999) in each dtype named (default both) on the same
+        inputs: DIR/inputs.safetensors (f32 copies of the bf16 inputs, for
+        bench_gpu parity; made by the first run, read by later ones) and
+        DIR/diffusers_DTYPE.safetensors (`output`).
     python3 bench_diffusers.py time CKPT [t2v_steps=N edit_steps=N]
         CogVideoXPipeline in bf16 with the DPM scheduler and CFG: per-step
         times of text-to-video (first step a warm-up), the VAE decode of the
@@ -15,6 +15,7 @@ wrote; prints key=value lines like examples/bench_gpu.rs.
         attend to their own and the reference rows' keys).
 """
 
+import os
 import sys
 import time
 
@@ -48,9 +49,9 @@ def rope(pipe, h, w, frames):
     return pipe._prepare_rotary_positional_embeddings(h, w, latent_frames, torch.device(DEV))
 
 
-def parity(ckpt, out_dir):
+def parity(ckpt, out_dir, dtypes):
     from diffusers import CogVideoXTransformer3DModel
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     # f32 means f32: no TF32 in matmuls or the patch embedding's convolution.
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -60,10 +61,19 @@ def parity(ckpt, out_dir):
     c = tr.config
     frames = 49 if c.sample_frames >= 49 else c.sample_frames
     f = (frames - 1) // 4 + 1
-    g = torch.Generator(DEV).manual_seed(0)
-    hidden = torch.randn(2, f, 16, c.sample_height, c.sample_width, generator=g, device=DEV)
-    text = torch.randn(2, 226, c.text_embed_dim, generator=g, device=DEV)
-    hidden, text = hidden.to(torch.bfloat16), text.to(torch.bfloat16)
+    inputs = f"{out_dir}/inputs.safetensors"
+    if os.path.exists(inputs):
+        saved = load_file(inputs, device=DEV)
+        hidden = saved["hidden_states"].to(torch.bfloat16)
+        text = saved["encoder_hidden_states"].to(torch.bfloat16)
+    else:
+        g = torch.Generator(DEV).manual_seed(0)
+        hidden = torch.randn(2, f, 16, c.sample_height, c.sample_width, generator=g, device=DEV)
+        text = torch.randn(2, 226, c.text_embed_dim, generator=g, device=DEV)
+        hidden, text = hidden.to(torch.bfloat16), text.to(torch.bfloat16)
+        save_file({"hidden_states": hidden.float().cpu().contiguous(),
+                   "encoder_hidden_states": text.float().cpu().contiguous(),
+                   "timestep": torch.tensor([999.0, 999.0])}, inputs)
     t = torch.tensor([999, 999], device=DEV)
 
     class P:  # what _prepare_rotary_positional_embeddings reads
@@ -74,8 +84,8 @@ def parity(ckpt, out_dir):
 
     emb = CogVideoXPipeline._prepare_rotary_positional_embeddings(
         P, c.sample_height * 8, c.sample_width * 8, f, torch.device(DEV))
-    outs = {}
-    for name, dtype in (("bf16", torch.bfloat16), ("f32", torch.float32)):
+    for name in dtypes:
+        dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[name]
         tr.to(dtype)
         with torch.no_grad():
             sync()
@@ -84,11 +94,9 @@ def parity(ckpt, out_dir):
                    timestep=t, image_rotary_emb=emb, return_dict=False)[0]
             sync()
         print(f"parity_{name}_forward_s={time.perf_counter() - start:.3f}")
-        outs[f"{name}_output"] = o.float().cpu().contiguous()
-    save_file({"hidden_states": hidden.float().cpu().contiguous(),
-               "encoder_hidden_states": text.float().cpu().contiguous(),
-               "timestep": t.float().cpu()}, f"{out_dir}/inputs.safetensors")
-    save_file(outs, f"{out_dir}/diffusers.safetensors")
+        save_file({"output": o.float().cpu().contiguous()},
+                  f"{out_dir}/diffusers_{name}.safetensors")
+        del o
 
 
 class ReferenceAttnProcessor:
@@ -195,7 +203,10 @@ def report(prefix, steps):
 
 def main():
     if len(sys.argv) >= 4 and sys.argv[1] == "parity":
-        parity(sys.argv[2], sys.argv[3])
+        dtypes = sys.argv[4:] or ["bf16", "f32"]
+        if not set(dtypes) <= {"bf16", "f32"}:
+            sys.exit(__doc__)
+        parity(sys.argv[2], sys.argv[3], dtypes)
     elif len(sys.argv) >= 3 and sys.argv[1] == "time":
         timing(sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:]))
     else:

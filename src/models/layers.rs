@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::Result;
+use candle_core::{Device, Result};
 use candle_nn::VarBuilder;
 
 type LayerLoader<L> = Arc<dyn Fn(usize) -> Result<L> + Send + Sync>;
@@ -15,16 +15,26 @@ type LayerLoader<L> = Arc<dyn Fn(usize) -> Result<L> + Send + Sync>;
 /// Layers `0..n` of a model, kept or streamed.
 pub enum Layers<L> {
     Loaded(Vec<L>),
-    Streamed { count: usize, load: LayerLoader<L> },
+    Streamed {
+        count: usize,
+        load: LayerLoader<L>,
+        /// Where the layers are read to.
+        device: Device,
+    },
 }
 
 impl<L: Clone> Clone for Layers<L> {
     fn clone(&self) -> Self {
         match self {
             Self::Loaded(v) => Self::Loaded(v.clone()),
-            Self::Streamed { count, load } => Self::Streamed {
+            Self::Streamed {
+                count,
+                load,
+                device,
+            } => Self::Streamed {
                 count: *count,
                 load: load.clone(),
+                device: device.clone(),
             },
         }
     }
@@ -69,6 +79,7 @@ impl<L: Send> Layers<L> {
         streamed: bool,
         load: impl Fn(usize, VarBuilder<'static>) -> Result<L> + Send + Sync + 'static,
     ) -> Result<Self> {
+        let device = vb.device().clone();
         let load = move |i: usize| load(i, vb.pp(i.to_string()));
         if !streamed {
             return Ok(Self::Loaded((0..count).map(load).collect::<Result<_>>()?));
@@ -79,21 +90,29 @@ impl<L: Send> Layers<L> {
         Ok(Self::Streamed {
             count,
             load: Arc::new(load),
+            device,
         })
     }
 
     /// Runs `f` over the layers in order, threading `acc` through. Streamed
     /// layers: layer `i + 1` is read on a scoped thread while layer `i`
-    /// runs, and layer `i` is dropped before `i + 1` is waited for.
+    /// runs, and layer `i` is dropped before `i + 1` is waited for. The
+    /// reading thread waits for its uploads before handing the layer over:
+    /// candle's CUDA devices run each host thread on its own stream and
+    /// nothing orders one thread's copies before another's kernels.
     pub fn try_fold<T>(&self, mut acc: T, mut f: impl FnMut(T, &L) -> Result<T>) -> Result<T> {
-        let (count, load) = match self {
+        let (count, load, device) = match self {
             Self::Loaded(layers) => {
                 for layer in layers {
                     acc = f(acc, layer)?;
                 }
                 return Ok(acc);
             }
-            Self::Streamed { count, load } => (*count, load),
+            Self::Streamed {
+                count,
+                load,
+                device,
+            } => (*count, load, device),
         };
         if count == 0 {
             return Ok(acc);
@@ -101,7 +120,13 @@ impl<L: Send> Layers<L> {
         std::thread::scope(|s| {
             let mut current = load(0)?;
             for i in 0..count {
-                let next = (i + 1 < count).then(|| s.spawn(move || load(i + 1)));
+                let next = (i + 1 < count).then(|| {
+                    s.spawn(move || -> Result<L> {
+                        let layer = load(i + 1)?;
+                        device.synchronize()?;
+                        Ok(layer)
+                    })
+                });
                 let result = f(acc, &current);
                 drop(current);
                 let next = match next {

@@ -154,6 +154,7 @@ impl Pipeline {
             tensors.push(t);
         }
         let source = tensors.remove(0);
+        crate::device::end_of_call(&self.device)?;
         Ok(Inversion::from_parts(
             self.id,
             source,

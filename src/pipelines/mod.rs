@@ -20,6 +20,7 @@ pub(crate) mod sampling;
 use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::device::end_of_call;
 pub use crate::device::{DeviceKind, default_dtype};
 use crate::error::{Error, Result};
 pub use crate::models::autoencoders::VaeTiling;
@@ -406,7 +407,7 @@ impl Pipeline {
         };
         progress.report(Stage::Load, total, total)?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ok(Self {
+        let pipeline = Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             identity,
             variant,
@@ -421,7 +422,9 @@ impl Pipeline {
             scheduler,
             device,
             dtype,
-        })
+        };
+        end_of_call(&pipeline.device)?;
+        Ok(pipeline)
     }
 
     /// The residency in effect (never `Auto`).
@@ -736,7 +739,9 @@ impl Pipeline {
         let video = self.vae.decode_with(&z, &run, &mut |done, total| {
             progress.report(Stage::DecodeVideo, done, total)
         })?;
-        Ok(video.to_dtype(DType::F32)?)
+        let video = video.to_dtype(DType::F32)?;
+        end_of_call(&self.device)?;
+        Ok(video)
     }
 
     /// Decodes the latents a generating call produced into its output.

@@ -198,6 +198,7 @@ impl Denoise<'_> {
             }
             progress.report(self.stage, i + 1, n)?;
         }
+        crate::device::end_of_call(latents.device())?;
         Ok(Denoised {
             latents,
             trajectory,

@@ -115,7 +115,14 @@ impl TextEncoder {
     /// The embedding of `""` `[1, 226, d_model]`, computed on first use.
     pub fn empty_prompt_embedding(&self) -> Result<Tensor> {
         self.empty
-            .get_or_try_init(|| self.encode_prompts(&[""]))
+            .get_or_try_init(|| {
+                let embedding = self.encode_prompts(&[""])?;
+                // Kept for later calls, maybe on other threads, even when
+                // the call that made it fails before its end's
+                // synchronisation (`device::end_of_call`).
+                crate::device::end_of_call(embedding.device())?;
+                Ok(embedding)
+            })
             .cloned()
     }
 

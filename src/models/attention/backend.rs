@@ -3,6 +3,7 @@
 //! fused f32 CPU kernel, cuDNN's fused SDPA on a GPU (bf16/f16, cuDNN >=
 //! 9.13.1 found at run time), or the chunked candle ops everywhere else.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
@@ -58,6 +59,54 @@ pub(super) fn check_cudnn_version(version: usize) -> Result<String, String> {
         ));
     }
     Ok(text)
+}
+
+/// The state a fused GPU backend keeps per device (cuDNN's handle and
+/// plans), made by `setup` on first use and checked by `each_use` on every
+/// use. A failure of either is kept: the device then runs the chunked path
+/// without trying again. `Err(Some(why))` the call that failed (to report
+/// it once), `Err(None)` the later ones. Here rather than in `cudnn.rs` so
+/// that the CPU build tests it.
+#[cfg_attr(
+    not(feature = "cuda"),
+    allow(dead_code, reason = "cuDNN is loaded by the cuda build")
+)]
+pub(super) fn device_state<S>(
+    states: &mut HashMap<usize, Result<S, String>>,
+    ordinal: usize,
+    setup: impl FnOnce() -> Result<S, String>,
+    each_use: impl FnOnce(&mut S) -> Result<(), String>,
+) -> Result<&mut S, Option<String>> {
+    let mut report = !states.contains_key(&ordinal);
+    let entry = states.entry(ordinal).or_insert_with(setup);
+    if let Ok(state) = entry
+        && let Err(why) = each_use(state)
+    {
+        *entry = Err(why);
+        report = true;
+    }
+    match entry {
+        Ok(state) => Ok(state),
+        Err(why) => Err(report.then(|| why.clone())),
+    }
+}
+
+/// `t` contiguous and starting at a multiple of `alignment` bytes of its
+/// buffer, as a fused kernel's descriptors promise: a view at another
+/// offset is copied into a buffer of its own (`Tensor::copy` would keep
+/// the offset).
+#[cfg_attr(
+    not(feature = "cuda"),
+    allow(dead_code, reason = "cuDNN is loaded by the cuda build")
+)]
+pub(super) fn start_aligned(t: &Tensor, alignment: usize) -> candle_core::Result<Tensor> {
+    let t = t.contiguous()?;
+    let offset = t.layout().start_offset() * t.dtype().size_in_bytes();
+    if offset.is_multiple_of(alignment) {
+        Ok(t)
+    } else {
+        t.force_contiguous()
+    }
 }
 
 /// Whether `COGVIDEO_ATTENTION`'s value forces the chunked path.
@@ -189,6 +238,59 @@ mod tests {
             let b = gpu_backend(DType::BF16);
             assert!(b.to_string().contains("without CUDA"), "{b}");
         }
+    }
+
+    /// A failed setup or use is tried once and reported once; a good state
+    /// is set up once and checked on every use.
+    #[test]
+    fn a_device_state_that_fails_is_kept_failed() {
+        let mut states: HashMap<usize, Result<u32, String>> = HashMap::new();
+        let never = || -> Result<u32, String> { panic!("set up again") };
+        let failed = device_state(&mut states, 0, || Err("no handle".into()), |_| Ok(()));
+        assert_eq!(failed, Err(Some("no handle".into())));
+        let again = device_state(&mut states, 0, never, |_| panic!("used"));
+        assert_eq!(again, Err(None));
+
+        let mut uses = 0;
+        for _ in 0..3 {
+            let ok = device_state(
+                &mut states,
+                1,
+                || Ok(7),
+                |s| {
+                    uses += 1;
+                    *s += 1;
+                    Ok(())
+                },
+            );
+            assert!(ok.is_ok());
+        }
+        assert_eq!((uses, states[&1].clone()), (3, Ok(10)));
+        let failed = device_state(&mut states, 1, never, |_| Err("no stream".into()));
+        assert_eq!(failed, Err(Some("no stream".into())));
+        let again = device_state(&mut states, 1, never, |_| panic!("used"));
+        assert_eq!(again, Err(None));
+        assert!(device_state(&mut states, 2, || Ok(0), |_| Ok(())).is_ok());
+    }
+
+    /// A contiguous view at an odd offset gets a buffer of its own; an
+    /// aligned one is passed through.
+    #[test]
+    fn misaligned_views_are_copied_to_the_start_of_a_buffer() {
+        let t = Tensor::arange(0f32, 40.0, &Device::Cpu).unwrap();
+        let view = t.narrow(0, 1, 8).unwrap();
+        assert!(view.is_contiguous() && view.layout().start_offset() == 1);
+        let a = start_aligned(&view, 16).unwrap();
+        assert_eq!(a.layout().start_offset(), 0);
+        assert_eq!(a.to_vec1::<f32>().unwrap(), view.to_vec1::<f32>().unwrap());
+        let view = t.narrow(0, 4, 8).unwrap();
+        let a = start_aligned(&view, 16).unwrap();
+        assert_eq!(a.layout().start_offset(), 4);
+        // Strided views become contiguous at offset 0.
+        let m = t.reshape((5, 8)).unwrap().t().unwrap();
+        let a = start_aligned(&m, 16).unwrap();
+        assert!(a.is_contiguous() && a.layout().start_offset() == 0);
+        assert_eq!(a.to_vec2::<f32>().unwrap(), m.to_vec2::<f32>().unwrap());
     }
 
     #[test]

@@ -358,7 +358,7 @@ fn build_plan(lib: &'static Library, handle: Handle, key: Key) -> Plain<Plan> {
 }
 
 /// One device's cuDNN handle and plans. cuDNN handles are not thread-safe,
-/// so plans are built and run under the device's lock.
+/// so plans are built and run under the devices' lock.
 struct DeviceState {
     handle: Handle,
     plans: HashMap<Key, std::result::Result<Arc<Plan>, String>>,
@@ -367,8 +367,12 @@ struct DeviceState {
 // SAFETY: the handle is only used under the mutex that holds it.
 unsafe impl Send for DeviceState {}
 
-fn devices() -> &'static Mutex<HashMap<usize, DeviceState>> {
-    static DEVICES: OnceLock<Mutex<HashMap<usize, DeviceState>>> = OnceLock::new();
+/// Each device's state, or why cuDNN cannot run there (see
+/// [`backend::device_state`]).
+type Devices = HashMap<usize, std::result::Result<DeviceState, String>>;
+
+fn devices() -> &'static Mutex<Devices> {
+    static DEVICES: OnceLock<Mutex<Devices>> = OnceLock::new();
     DEVICES.get_or_init(Default::default)
 }
 
@@ -378,13 +382,13 @@ fn refused() -> &'static Mutex<Vec<String>> {
     REFUSED.get_or_init(Default::default)
 }
 
-/// The first shape cuDNN refused and how many, if any.
+/// The first shape (or device) cuDNN refused and how many more, if any.
 pub(super) fn refusals() -> Option<String> {
     let list = refused().lock().unwrap_or_else(|e| e.into_inner());
     let first = list.first()?;
     Some(match list.len() {
         1 => first.clone(),
-        n => format!("{first} (and {} more shapes)", n - 1),
+        n => format!("{first} (and {} more)", n - 1),
     })
 }
 
@@ -395,8 +399,12 @@ fn ordinal(t: &Tensor) -> usize {
     }
 }
 
-/// The device's state, created on first use (its handle needs the
-/// device's context current on this thread).
+/// Runs `f` with the device's state, made on first use: the device's
+/// context bound to this thread, the handle on this thread's stream
+/// (candle uses per-thread streams). If binding, `cudnnCreate` or
+/// `cudnnSetStream` fails, cuDNN is unusable on the device from then on
+/// (reported once in [`refusals`]) and every call is an error, which
+/// [`attention`] turns into the chunked path.
 fn with_device<R>(
     dev: &candle_core::CudaDevice,
     ordinal: usize,
@@ -404,28 +412,43 @@ fn with_device<R>(
 ) -> Plain<R> {
     let lib = library().map_err(str::to_owned)?;
     let stream = dev.cuda_stream();
-    stream
-        .context()
-        .bind_to_thread()
-        .map_err(|e| e.to_string())?;
-    let mut devices = devices().lock().unwrap_or_else(|e| e.into_inner());
-    let state = match devices.entry(ordinal) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => {
-            let mut handle = std::ptr::null_mut();
-            // SAFETY: cuDNN writes a new handle for the current context.
-            check(lib, unsafe { (lib.create)(&mut handle) }, "cudnnCreate")?;
-            e.insert(DeviceState {
-                handle,
-                plans: HashMap::new(),
-            })
-        }
+    let bind = || {
+        stream
+            .context()
+            .bind_to_thread()
+            .map_err(|e| format!("binding the CUDA context: {e}"))
     };
-    // The stream is the calling thread's (candle uses per-thread streams).
-    // SAFETY: a live handle and the device's own stream.
-    let st = unsafe { (lib.set_stream)(state.handle, stream.cu_stream() as *mut c_void) };
-    check(lib, st, "cudnnSetStream")?;
-    f(lib, state)
+    let mut devices = devices().lock().unwrap_or_else(|e| e.into_inner());
+    let setup = || {
+        bind()?;
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: cuDNN writes a new handle for the current context.
+        check(lib, unsafe { (lib.create)(&mut handle) }, "cudnnCreate")?;
+        Ok(DeviceState {
+            handle,
+            plans: HashMap::new(),
+        })
+    };
+    let each_use = |state: &mut DeviceState| {
+        bind()?;
+        // SAFETY: a live handle and the device's own stream.
+        let st = unsafe { (lib.set_stream)(state.handle, stream.cu_stream() as *mut c_void) };
+        check(lib, st, "cudnnSetStream")
+    };
+    match backend::device_state(&mut devices, ordinal, setup, each_use) {
+        Ok(state) => f(lib, state),
+        Err(why) => {
+            let why = why.map_or_else(
+                || format!("cuDNN unusable on CUDA device {ordinal}"),
+                |why| {
+                    let why = format!("CUDA device {ordinal}: {why}");
+                    note(why.clone());
+                    why
+                },
+            );
+            Err(why)
+        }
+    }
 }
 
 /// The cached plan for `key`, built on first use; `Ok(None)` when cuDNN has
@@ -447,13 +470,7 @@ fn plan_for(dev: &candle_core::CudaDevice, ordinal: usize, key: Key) -> Plain<Op
 /// A tensor whose data starts at an aligned offset of its own buffer, as
 /// the plans promise cuDNN.
 fn aligned(t: &Tensor) -> Result<Tensor> {
-    let t = t.contiguous()?;
-    let offset = t.layout().start_offset() * t.dtype().size_in_bytes();
-    if offset.is_multiple_of(ALIGNMENT) {
-        Ok(t)
-    } else {
-        t.copy()
-    }
+    backend::start_aligned(t, ALIGNMENT)
 }
 
 /// `softmax(q k^T * scale) v` by cuDNN, for [`super::scaled_dot_product_attention`]:
@@ -505,8 +522,8 @@ pub(super) fn attention(
         sk,
         d,
     };
-    let plan = plan_for(dev, ordinal(q), key).map_err(candle_core::Error::msg)?;
-    let Some(plan) = plan else {
+    // An error here is cuDNN unusable on the device (already reported).
+    let Some(plan) = plan_for(dev, ordinal(q), key).ok().flatten() else {
         return Ok(None);
     };
     let op = Sdpa {
@@ -537,13 +554,17 @@ fn refuse(dev: &candle_core::CudaDevice, ordinal: usize, key: Key, why: String) 
 }
 
 fn note_refusal(key: Key, why: &str) {
+    note(format!(
+        "[B {}, H {}, Sq {}, Sk {}, D {}]: {why}",
+        key.b, key.h, key.sq, key.sk, key.d
+    ));
+}
+
+fn note(refusal: String) {
     refused()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(format!(
-            "[B {}, H {}, Sq {}, Sk {}, D {}]: {why}",
-            key.b, key.h, key.sq, key.sk, key.d
-        ));
+        .push(refusal);
 }
 
 struct Sdpa {
