@@ -214,51 +214,58 @@ pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), S
         "paramDefine",
     )?;
     let props = Props { s: *s, h };
-    props.set_str(kOfxPropLabel, 0, param.label)?;
-    props.set_str(kOfxParamPropHint, 0, param.hint)?;
-    // A whole segment depends on these values, so they must not animate,
-    // and any change affects every frame.
+    let what = format!("parameter {}", param.name.to_string_lossy());
+    let opt = |r: Result<(), String>| optional(&what, r);
+    opt(props.set_str(kOfxPropLabel, 0, param.label));
+    opt(props.set_str(kOfxParamPropHint, 0, param.hint));
+    // Only value-holding parameters have value properties: HostSupport
+    // gives a push button none of them (ofxhParam.cpp,
+    // `Descriptor::addStandardParamProps` skips `addValueParamProps` for
+    // types without a value), so setting one there fails.
     if !matches!(param.kind, Kind::Button) {
-        props.set_int(kOfxParamPropAnimates, 0, 0)?;
-    }
-    // The status line shows what happens; changing it invalidates nothing.
-    if !matches!(param.kind, Kind::Str(mode, _) if mode == kOfxParamStringIsLabel) {
-        props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll)?;
+        // A whole segment depends on these values, so they must not
+        // animate, and any change affects every frame.
+        opt(props.set_int(kOfxParamPropAnimates, 0, 0));
+        // The status line shows what happens; changing it invalidates nothing.
+        if !matches!(param.kind, Kind::Str(mode, _) if mode == kOfxParamStringIsLabel) {
+            opt(props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll));
+        }
     }
     match param.kind {
         Kind::Str(mode, default) => {
-            props.set_str(kOfxParamPropStringMode, 0, mode)?;
+            opt(props.set_str(kOfxParamPropStringMode, 0, mode));
             let d = CString::new(default).unwrap_or_default();
-            props.set_str(kOfxParamPropDefault, 0, &d)?;
+            opt(props.set_str(kOfxParamPropDefault, 0, &d));
             if mode == kOfxParamStringIsLabel {
-                props.set_int(kOfxParamPropEnabled, 0, 0)?;
-                props.set_int(kOfxParamPropEvaluateOnChange, 0, 0)?;
-                props.set_int(kOfxParamPropPersistant, 0, 0)?;
+                opt(props.set_int(kOfxParamPropEnabled, 0, 0));
+                opt(props.set_int(kOfxParamPropEvaluateOnChange, 0, 0));
+                opt(props.set_int(kOfxParamPropPersistant, 0, 0));
             }
         }
         Kind::Int(d, lo, hi) => {
-            props.set_int(kOfxParamPropDefault, 0, d)?;
-            props.set_int(kOfxParamPropMin, 0, lo)?;
-            props.set_int(kOfxParamPropMax, 0, hi)?;
-            props.set_int(kOfxParamPropDisplayMin, 0, lo)?;
-            props.set_int(kOfxParamPropDisplayMax, 0, hi.min(lo.saturating_add(1000)))?;
+            opt(props.set_int(kOfxParamPropDefault, 0, d));
+            opt(props.set_int(kOfxParamPropMin, 0, lo));
+            opt(props.set_int(kOfxParamPropMax, 0, hi));
+            opt(props.set_int(kOfxParamPropDisplayMin, 0, lo));
+            opt(props.set_int(kOfxParamPropDisplayMax, 0, hi.min(lo.saturating_add(1000))));
         }
         Kind::Double(d, lo, hi) => {
-            props.set_double(kOfxParamPropDefault, 0, d)?;
-            props.set_double(kOfxParamPropMin, 0, lo)?;
-            props.set_double(kOfxParamPropMax, 0, hi)?;
-            props.set_double(kOfxParamPropDisplayMin, 0, lo)?;
-            props.set_double(kOfxParamPropDisplayMax, 0, hi)?;
+            opt(props.set_double(kOfxParamPropDefault, 0, d));
+            opt(props.set_double(kOfxParamPropMin, 0, lo));
+            opt(props.set_double(kOfxParamPropMax, 0, hi));
+            opt(props.set_double(kOfxParamPropDisplayMin, 0, lo));
+            opt(props.set_double(kOfxParamPropDisplayMax, 0, hi));
         }
-        Kind::Bool(d) => props.set_int(kOfxParamPropDefault, 0, d as c_int)?,
+        Kind::Bool(d) => opt(props.set_int(kOfxParamPropDefault, 0, d as c_int)),
         Kind::Choice(options, d) => {
+            // Without its options a choice cannot be used: required.
             for (i, o) in options.iter().enumerate() {
                 let o = CString::new(*o).unwrap_or_default();
                 props.set_str(kOfxParamPropChoiceOption, i as c_int, &o)?;
             }
-            props.set_int(kOfxParamPropDefault, 0, d)?;
+            opt(props.set_int(kOfxParamPropDefault, 0, d));
         }
-        Kind::Button => props.set_int(kOfxParamPropEvaluateOnChange, 0, 0)?,
+        Kind::Button => {}
     }
     Ok(())
 }

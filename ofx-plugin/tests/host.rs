@@ -481,6 +481,9 @@ fn cogvideox_effects_describe_in_every_context() {
             assert!(ok_or_default(inst.destroy()));
         }
     }
+    // The trace switch is off here.
+    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
+    assert!(!log.contains("trace:"), "traced without the switch");
     assert_no_violations();
 }
 
