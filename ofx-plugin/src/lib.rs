@@ -205,6 +205,12 @@ fn dispatch(
         let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
         if is_param && name == "process" {
             edit::retry_failed();
+        } else if is_param && name == "set_start" {
+            // The frame the user is on, in the host's own time (Natron's
+            // start at 1, Resolve's are frames of the source media).
+            let time = args.get_double(kOfxPropTime, 0)?;
+            ofx::set_param_int(&s, handle, c"segment_start", time.round() as c_int)?;
+            ofx::set_param_int(&s, handle, c"segment_at_clip_start", 0)?;
         } else if is_param && name != "status" {
             // What this instance's queued or running job computes is stale.
             worker::changed(handle as usize);
@@ -231,7 +237,11 @@ fn dispatch(
             out.set_double(name, 2 * i as c_int + 1, b)?;
         }
     } else if action == kOfxImageEffectActionRender {
-        return render(&s, effect, handle, Props { s, h: in_args });
+        // Every failed render says why on the effect, not only in the log.
+        return render(&s, effect, handle, Props { s, h: in_args }).inspect_err(|e| {
+            let text = format!("CogVideoX failed: {e} (log: {})", log::path().display());
+            ofx::show_state(&s, handle, kOfxMessageError, &text, &text);
+        });
     } else {
         return Ok(kOfxStatReplyDefault);
     }
@@ -343,6 +353,45 @@ fn describe_in_context(
         params::define(s, set, p)?;
     }
     Ok(())
+}
+
+/// The segment's first host frame: `segment_start`, or by default the
+/// first frame of the Source clip (a generator's Output), so that hosts
+/// whose frames start elsewhere than 0 (Natron's at 1, `Project.cpp`) find
+/// the clip; 0 where the host gives no range.
+fn segment_start(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    r: &params::Reader,
+) -> Result<i32, String> {
+    if !r.bool(c"segment_at_clip_start")? {
+        return r.int(c"segment_start");
+    }
+    let first = [
+        kOfxImageEffectSimpleSourceClipName,
+        kOfxImageEffectOutputClipName,
+    ]
+    .iter()
+    .find_map(|name| {
+        let c = clip(s, handle, name).ok()?;
+        let get = s.effect.clipGetPropertySet?;
+        let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+        // SAFETY: valid clip handle and out pointer.
+        if unsafe { get(c, &mut h) } != kOfxStatOK {
+            return None;
+        }
+        let p = Props { s: *s, h };
+        // An unconnected Source has no range of its own.
+        if p.get_int(kOfxImageClipPropConnected, 0)
+            .is_ok_and(|c| c == 0)
+        {
+            return None;
+        }
+        p.get_double(kOfxImageEffectPropFrameRange, 0).ok()
+    });
+    Ok(first
+        .filter(|f| f.is_finite())
+        .map_or(0, |f| f.round() as i32))
 }
 
 /// Resolve's thumbnail flag on the Source clip, where it has one.
@@ -477,7 +526,7 @@ fn render(
     let reader = params::Reader { s: *s, set, time };
     let load = read_load(&reader)?;
     let seg = edit::SegmentParams {
-        start: reader.int(c"segment_start")?,
+        start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
     };
@@ -604,7 +653,7 @@ fn frames_needed(
         return Ok(None);
     };
     let seg = edit::SegmentParams {
-        start: reader.int(c"segment_start")?,
+        start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
     };

@@ -324,6 +324,30 @@ pub fn forget_shown(effect: OfxImageEffectHandle) {
         .retain(|(h, ..)| *h != effect as usize);
 }
 
+/// Sets an integer, boolean or choice parameter (InstanceChanged only).
+pub fn set_param_int(
+    s: &Suites,
+    effect: OfxImageEffectHandle,
+    name: &CStr,
+    v: c_int,
+) -> Result<(), String> {
+    let get_set = call!(s.effect, getParamSet);
+    let get = call!(s.param, paramGetHandle);
+    let set = call!(s.param, paramSetValue);
+    let mut params: OfxParamSetHandle = std::ptr::null_mut();
+    let mut h: OfxParamHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointers; an integer parameter
+    // takes one int.
+    unsafe {
+        check(get_set(effect, &mut params), "getParamSet")?;
+        check(
+            get(params, name.as_ptr(), &mut h, std::ptr::null_mut()),
+            &format!("parameter {}", name.to_string_lossy()),
+        )?;
+        check(set(h, v), "paramSetValue")
+    }
+}
+
 /// Shows `text` in the effect's read-only `status` parameter. The standard
 /// allows setting values only outside renders, but the status must follow
 /// the render that finds it out; hosts that refuse keep the last value (the

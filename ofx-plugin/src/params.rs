@@ -119,12 +119,24 @@ const SAMPLING: [Param; 7] = [
 ];
 
 /// Which host frames form the processed segment.
-const SEGMENT: [Param; 3] = [
+const SEGMENT: [Param; 5] = [
+    p(
+        c"segment_at_clip_start",
+        c"Segment at the clip's start",
+        c"On: the segment starts at the source clip's first frame; off: at Segment start",
+        Kind::Bool(true),
+    ),
     p(
         c"segment_start",
         c"Segment start",
-        c"First host frame of the segment",
+        c"First host frame of the segment, when it is not at the clip's start",
         Kind::Int(0, -1_000_000, 1_000_000),
+    ),
+    p(
+        c"set_start",
+        c"Set start here",
+        c"The segment starts at the current frame",
+        Kind::Button,
     ),
     p(
         c"segment_length",
@@ -246,8 +258,9 @@ pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), S
             opt(props.set_int(kOfxParamPropDefault, 0, d));
             opt(props.set_int(kOfxParamPropMin, 0, lo));
             opt(props.set_int(kOfxParamPropMax, 0, hi));
-            opt(props.set_int(kOfxParamPropDisplayMin, 0, lo));
-            opt(props.set_int(kOfxParamPropDisplayMax, 0, hi.min(lo.saturating_add(1000))));
+            let (dlo, dhi) = display_range(d, lo, hi);
+            opt(props.set_int(kOfxParamPropDisplayMin, 0, dlo));
+            opt(props.set_int(kOfxParamPropDisplayMax, 0, dhi));
         }
         Kind::Double(d, lo, hi) => {
             opt(props.set_double(kOfxParamPropDefault, 0, d));
@@ -268,6 +281,15 @@ pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), S
         Kind::Button => {}
     }
     Ok(())
+}
+
+/// An integer parameter's slider range: at most 1000 wide (a slider over
+/// millions of frames cannot pick one), from 0 where the hard range allows,
+/// holding the default (Resolve needs that), inside the hard range.
+fn display_range(d: i32, lo: i32, hi: i32) -> (i32, i32) {
+    let dlo = lo.max(d.min(0));
+    let dhi = hi.min(dlo.saturating_add(1000)).max(d);
+    (dlo, dhi)
 }
 
 /// Reads an instance's parameter values at one time.

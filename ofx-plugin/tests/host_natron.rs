@@ -19,10 +19,12 @@ mod fixtures;
 mod host;
 
 use std::ffi::CString;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use fixtures::*;
-use host::{Binary, Depth, Event, HostConfig, Instance, Layout, Render, Setup, Temporal};
+use host::{
+    Binary, Depth, Event, HostConfig, Instance, Layout, Render, Setup, SourceFn, Temporal, Value,
+};
 
 /// Natron's context order (`Engine/OfxHost.cpp`, `OfxHost::OfxHost`).
 fn natron() -> HostConfig {
@@ -262,6 +264,109 @@ fn the_trace_switch_logs_every_action_with_its_inputs() {
             .any(|l| l.contains("OfxActionInstanceChanged") && l.contains("name=prompt")),
         "no InstanceChanged traced"
     );
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// Item 2: every integer and double parameter's default lies inside its
+/// display range, and that inside its hard range (Resolve shows a slider
+/// over the display range and needs the default in it, openfx-misc
+/// `README-hosts.txt`; `segment_start`'s was [-1000000, -999000]), for all
+/// three effects in every context.
+#[test]
+fn every_default_lies_inside_its_display_range_inside_its_hard_range() {
+    let _serial = serial();
+    env_traced();
+    for p in cogvideox().plugins() {
+        let (_, desc) = p.describe();
+        for context in desc
+            .props
+            .strings(host::kOfxImageEffectPropSupportedContexts)
+        {
+            let c = CString::new(context.as_str()).unwrap();
+            let (st, ctx) = p.describe_in_context(&desc, &c);
+            assert_eq!(st, host::kOfxStatOK);
+            for name in ctx.params.names() {
+                let get = |prop| {
+                    ctx.param_props(&name, |p| p.get(prop))
+                        .flatten()
+                        .and_then(|v| v.first().cloned())
+                };
+                let num = |v: Option<Value>| match v {
+                    Some(Value::Int(i)) => Some(i as f64),
+                    Some(Value::Double(d)) => Some(d),
+                    _ => None,
+                };
+                let Some(d) = num(get(host::kOfxParamPropDefault)) else {
+                    continue;
+                };
+                let Some(lo) = num(get(host::kOfxParamPropMin)) else {
+                    continue;
+                };
+                let range = [
+                    lo,
+                    num(get(host::kOfxParamPropDisplayMin)).unwrap(),
+                    d,
+                    num(get(host::kOfxParamPropDisplayMax)).unwrap(),
+                    num(get(host::kOfxParamPropMax)).unwrap(),
+                ];
+                assert!(
+                    range.windows(2).all(|w| w[0] <= w[1]),
+                    "{} {name} in {context}: min, display min, default, display max, max = {range:?}",
+                    p.id()
+                );
+            }
+        }
+    }
+    assert_no_violations();
+}
+
+/// Item 2: the default segment starts at the clip's first frame, which is
+/// 1 in Natron (`Engine/Project.cpp`: a new project's range starts at 1),
+/// and "Set start here" (InstanceChanged at the timeline's time) moves it
+/// to a trimmed clip's first frame far from 0 (Resolve's render times are
+/// frames of the source media, e.g. 7665: gyroflow's notes, the NDI
+/// plugin's trace).
+#[test]
+fn the_segment_starts_with_the_clip_and_set_start_here_moves_it() {
+    let _serial = serial();
+    env_traced();
+    const TRIM: f64 = 7665.0;
+    // Frame 1 (and TRIM) hold the pattern's frame 0, and so on.
+    let pattern = pattern_source(W, H, Depth::Float);
+    let source: SourceFn = Arc::new(move |t, scale| {
+        let k = if t >= TRIM { t - TRIM } else { t - 1.0 };
+        pattern(k.max(0.0), scale)
+    });
+    let setup = Setup {
+        // Natron's range starts at 1; Resolve's spans the whole media.
+        frame_range: (1.0, 10_000.0),
+        source: Some(source),
+        ..edit_setup(Depth::Float, Layout::PLAIN)
+    };
+    let inst = edit_instance(cogvideox(), setup, 500);
+    let want = expected(Depth::Float, 1.0, &[PROMPT]);
+    for k in [0usize, 8] {
+        let r = inst.render(&Render::at(1.0 + k as f64));
+        assert_eq!(
+            r.status,
+            host::kOfxStatOK,
+            "{:?}",
+            inst.persistent_message()
+        );
+        assert_same(&r.pixels, &want[0][k], &format!("Natron frame {}", k + 1));
+    }
+    assert!(ok_or_default(inst.press_at("set_start", TRIM)));
+    assert_eq!(inst.param("segment_start"), [Value::Int(TRIM as i32)]);
+    assert_eq!(inst.param("segment_at_clip_start"), [Value::Int(0)]);
+    let r = inst.render(&Render::at(TRIM + 4.0));
+    assert_eq!(
+        r.status,
+        host::kOfxStatOK,
+        "{:?}",
+        inst.persistent_message()
+    );
+    assert_same(&r.pixels, &want[0][4], "the trimmed clip's frame 4");
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }

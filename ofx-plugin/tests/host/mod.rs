@@ -795,14 +795,23 @@ impl Instance {
         self.changed(kOfxTypeParameter, name)
     }
 
+    /// A push button pressed with the timeline at `time`.
+    pub fn press_at(&self, name: &str, time: f64) -> OfxStatus {
+        self.changed_at(kOfxTypeParameter, name, time)
+    }
+
     fn changed(&self, ty: &CStr, name: &str) -> OfxStatus {
+        self.changed_at(ty, name, 0.0)
+    }
+
+    fn changed_at(&self, ty: &CStr, name: &str, time: f64) -> OfxStatus {
         let bracket = PropSet::new("instance changed bracket");
         bracket.set(kOfxPropChangeReason, vec![s(kOfxChangeUserEdited)]);
         let args = PropSet::new("instance changed args");
         args.set(kOfxPropType, vec![s(ty)]);
         args.set(kOfxPropName, vec![string(name)]);
         args.set(kOfxPropChangeReason, vec![s(kOfxChangeUserEdited)]);
-        args.set(kOfxPropTime, vec![Value::Double(0.0)]);
+        args.set(kOfxPropTime, vec![Value::Double(time)]);
         args.set(
             kOfxImageEffectPropRenderScale,
             vec![Value::Double(1.0), Value::Double(1.0)],
