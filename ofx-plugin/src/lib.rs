@@ -336,6 +336,15 @@ fn describe_in_context(
             kOfxImageComponentRGB,
         )?;
         let what = format!("{effect:?} clip {}", name.to_string_lossy());
+        // Natron chooses the general context over the generator one
+        // (`Engine/OfxHost.cpp`, `getContext`): there Generate must work with
+        // nothing connected.
+        if name == kOfxImageEffectSimpleSourceClipName
+            && effect == Effect::Generate
+            && context.as_bytes() == kOfxImageEffectContextGeneral.to_bytes()
+        {
+            ofx::optional(&what, c.set_int(kOfxImageClipPropOptional, 0, 1));
+        }
         ofx::optional(&what, c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0));
         // Generate never reads its Source (filter context) at other times.
         if name == kOfxImageEffectSimpleSourceClipName && s.temporal && effect != Effect::Generate {
@@ -511,13 +520,18 @@ fn render(
     let generator = effect_props(s, handle)?
         .get_str(kOfxImageEffectPropContext, 0)
         .is_ok_and(|c| c.as_bytes() == kOfxImageEffectContextGenerator.to_bytes());
+    let black = || image::Frame::new(out.width(), out.height(), out.format);
     let (src_clip, source) = if generator {
-        let black = image::Frame::new(out.width(), out.height(), out.format);
-        (None, black)
+        (None, black())
     } else {
         let c = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
-        let src = image::HostImage::fetch(*s, c, time)?.ok_or("the host gave no source image")?;
-        (Some(c), src.to_frame())
+        match image::HostImage::fetch(*s, c, time)? {
+            Some(src) => (Some(c), src.to_frame()),
+            // Generate's Source is optional in the general context (Natron
+            // prefers it over generator): nothing connected, it generates.
+            None if effect == Effect::Generate => (None, black()),
+            None => return Err("the host gave no source image".into()),
+        }
     };
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();

@@ -370,3 +370,42 @@ fn the_segment_starts_with_the_clip_and_set_start_here_moves_it() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// Item 5: Natron instantiates Generate in the general context, which it
+/// prefers over generator and filter (`Engine/OfxHost.cpp`, `getContext`:
+/// general first); there its Source is optional, and with nothing
+/// connected a final render returns the C API's clip (it failed with "no
+/// source image").
+#[test]
+fn natron_generate_in_the_general_context_with_nothing_connected() {
+    let _serial = serial();
+    env_traced();
+    let p = cogvideox().plugin(GENERATE);
+    let (_, desc) = p.describe();
+    let general = host::kOfxImageEffectContextGeneral;
+    let (st, ctx) = p.describe_in_context(&desc, general);
+    assert_eq!(st, host::kOfxStatOK);
+    let optional = {
+        let clips = ctx.clips.lock().unwrap();
+        let source = clips.iter().find(|c| c.name == "Source").unwrap();
+        source.props.int(host::kOfxImageClipPropOptional)
+    };
+    assert_eq!(optional, Some(1), "Source is not optional in general");
+    let setup = Setup {
+        source: None,
+        ..edit_setup(Depth::Float, Layout::PLAIN)
+    };
+    let inst = p.create_instance(&ctx, general, setup).unwrap();
+    set_params(&inst, &checkpoint(), 600);
+    let r = inst.render(&Render::at(3.0));
+    assert_eq!(
+        r.status,
+        host::kOfxStatOK,
+        "{:?}",
+        inst.persistent_message()
+    );
+    assert_same(&r.pixels, &expected_generate(1.0)[3], "frame 3");
+    assert_eq!(inst.live_images(), 0);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
