@@ -371,6 +371,45 @@ fn the_segment_starts_with_the_clip_and_set_start_here_moves_it() {
     assert_no_violations();
 }
 
+/// Item 7 (in part): Natron's *Clear All Caches* sends PurgeCaches to
+/// every node (`Gui/Gui.cpp` line 534, `AppManager::clearAllCaches`): the
+/// results go, the loaded pipeline stays (a 5B checkpoint takes minutes to
+/// load), and the next render computes again without loading.
+#[test]
+fn natron_purge_caches_keeps_the_loaded_pipeline() {
+    let _serial = serial();
+    env_traced();
+    const VERSION: i32 = 700;
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Float, Layout::PLAIN),
+        VERSION,
+    );
+    let want = expected(Depth::Float, 1.0, &[PROMPT]);
+    let loads = || {
+        let tag = format!(
+            "loading LoadKey {{ checkpoint: {:?}",
+            checkpoint().to_str().unwrap()
+        );
+        log().lines().filter(|l| l.contains(&tag)).count()
+    };
+    let r = inst.render(&Render::at(2.0));
+    assert_same(&r.pixels, &want[0][2], "before the purge");
+    let before = loads();
+    assert!(before >= 1);
+    assert!(ok_or_default(inst.action(
+        host::kOfxActionPurgeCaches,
+        None,
+        None
+    )));
+    let r = inst.render(&Render::at(5.0));
+    assert_eq!(r.status, host::kOfxStatOK);
+    assert_same(&r.pixels, &want[0][5], "after the purge");
+    assert_eq!(loads(), before, "the checkpoint was loaded again");
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
 /// Item 5: Natron instantiates Generate in the general context, which it
 /// prefers over generator and filter (`Engine/OfxHost.cpp`, `getContext`:
 /// general first); there its Source is optional, and with nothing
