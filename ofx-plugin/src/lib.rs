@@ -192,13 +192,10 @@ fn dispatch(
         // Resolve needs OK here; all state is per process.
     } else if action == kOfxActionDestroyInstance {
         ofx::forget_shown(handle);
-        if s.temporal {
-            // Hosts with temporal access keep their instances: a job only
-            // this one wanted is of no use any more.
-            worker::changed(handle as usize);
-        } else {
-            worker::forget(handle as usize);
-        }
+        // The job this instance wanted runs on: MLT makes an instance per
+        // frame, and Resolve re-creates instances on timeline edits
+        // (gyroflow's notes), so the next instance wants the same result.
+        worker::forget(handle as usize);
     } else if action == kOfxActionInstanceChanged {
         let args = Props { s, h: in_args };
         let name = args.get_str(kOfxPropName, 0)?;
