@@ -155,10 +155,13 @@ pub fn retry_failed() {
     RETRY.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Drops every cached segment and pipeline (the host is short of memory).
+/// Drops every cached segment (the host is short of memory, or its user
+/// cleared caches). Loaded pipelines stay: reloading a 5B checkpoint takes
+/// minutes, and Natron sends PurgeCaches to every node from its *Clear All
+/// Caches* menu (`Gui/Gui.cpp`, `AppManager::clearAllCaches`,
+/// `clearOpenFXPluginsCaches`) and on project changes (`Project.cpp`).
 pub fn purge() {
     *SEGMENTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    PIPELINES.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// The process's pipeline for `key`, loaded on the worker on first use

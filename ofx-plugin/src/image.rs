@@ -159,7 +159,11 @@ impl HostImage {
                 "components {comps:?} are not supported (RGBA or RGB)"
             ));
         };
-        img.format = format_of_depth(&props.get_str(kOfxImageEffectPropPixelDepth, 0)?)?;
+        let depth = props.get_str(kOfxImageEffectPropPixelDepth, 0)?;
+        if crate::trace::enabled() {
+            crate::trace::image(time, img.bounds, img.row_bytes, &depth, &comps);
+        }
+        img.format = format_of_depth(&depth)?;
         if img.data.is_null() {
             return Err("the host gave an image without data".into());
         }
@@ -298,6 +302,7 @@ mod tests {
                 message: None,
                 progress: None,
                 temporal: false,
+                natron: false,
             }
         };
         let rb = w as isize * (channels * bytes_per_channel(format)) as isize;

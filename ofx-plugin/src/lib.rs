@@ -14,6 +14,7 @@ mod image;
 pub mod log;
 mod ofx;
 mod params;
+mod trace;
 mod worker;
 
 use std::cell::Cell;
@@ -117,16 +118,34 @@ fn entry(
     }
     // SAFETY: hosts pass a NUL-terminated action name.
     let action = unsafe { CStr::from_ptr(action) };
+    let handle = handle as OfxImageEffectHandle;
+    let tracing = trace::enabled();
     let run = AssertUnwindSafe(|| {
-        dispatch(
-            effect,
-            action,
-            handle as OfxImageEffectHandle,
-            in_args,
-            out_args,
-        )
+        if tracing {
+            let s = ofx::suites().ok();
+            let thumbnail = s
+                .filter(|_| action == kOfxImageEffectActionRender)
+                .and_then(|s| source_thumbnail(&s, handle));
+            let args = s.map(|s| Props { s, h: in_args });
+            trace::action(effect, action, handle, args, thumbnail);
+        }
+        dispatch(effect, action, handle, in_args, out_args)
     });
-    match catch_unwind(run) {
+    let st = catch_unwind(run);
+    let st = answer(effect, action, st);
+    if tracing {
+        let _ = catch_unwind(|| trace::status(effect, action, handle, st));
+    }
+    st
+}
+
+/// An action's outcome as a status; errors and panics logged.
+fn answer(
+    effect: Effect,
+    action: &CStr,
+    outcome: std::thread::Result<Result<OfxStatus, String>>,
+) -> OfxStatus {
+    match outcome {
         Ok(Ok(st)) => st,
         Ok(Err(msg)) => {
             log::line(&format!("{effect:?} {}: {msg}", action.to_string_lossy()));
@@ -172,19 +191,23 @@ fn dispatch(
     } else if action == kOfxActionCreateInstance {
         // Resolve needs OK here; all state is per process.
     } else if action == kOfxActionDestroyInstance {
-        if s.temporal {
-            // Hosts with temporal access keep their instances: a job only
-            // this one wanted is of no use any more.
-            worker::changed(handle as usize);
-        } else {
-            worker::forget(handle as usize);
-        }
+        ofx::forget_shown(handle);
+        // The job this instance wanted runs on: MLT makes an instance per
+        // frame, and Resolve re-creates instances on timeline edits
+        // (gyroflow's notes), so the next instance wants the same result.
+        worker::forget(handle as usize);
     } else if action == kOfxActionInstanceChanged {
         let args = Props { s, h: in_args };
         let name = args.get_str(kOfxPropName, 0)?;
         let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
         if is_param && name == "process" {
             edit::retry_failed();
+        } else if is_param && name == "set_start" {
+            // The frame the user is on, in the host's own time (Natron's
+            // start at 1, Resolve's are frames of the source media).
+            let time = args.get_double(kOfxPropTime, 0)?;
+            ofx::set_param_int(&s, handle, c"segment_start", time.round() as c_int)?;
+            ofx::set_param_int(&s, handle, c"segment_at_clip_start", 0)?;
         } else if is_param && name != "status" {
             // What this instance's queued or running job computes is stale.
             worker::changed(handle as usize);
@@ -211,7 +234,11 @@ fn dispatch(
             out.set_double(name, 2 * i as c_int + 1, b)?;
         }
     } else if action == kOfxImageEffectActionRender {
-        render(&s, effect, handle, Props { s, h: in_args })?;
+        // Every failed render says why on the effect, not only in the log.
+        return render(&s, effect, handle, Props { s, h: in_args }).inspect_err(|e| {
+            let text = format!("CogVideoX failed: {e} (log: {})", log::path().display());
+            ofx::show_state(&s, handle, kOfxMessageError, &text, &text);
+        });
     } else {
         return Ok(kOfxStatReplyDefault);
     }
@@ -248,8 +275,9 @@ fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<
             ],
         ),
     };
-    p.set_str(kOfxPropLabel, 0, label)?;
-    p.set_str(kOfxImageEffectPluginPropGrouping, 0, c"CogVideoX")?;
+    let opt = |r| ofx::optional(&format!("{effect:?} descriptor"), r);
+    opt(p.set_str(kOfxPropLabel, 0, label));
+    opt(p.set_str(kOfxImageEffectPluginPropGrouping, 0, c"CogVideoX"));
     for (i, c) in contexts.iter().enumerate() {
         p.set_str(kOfxImageEffectPropSupportedContexts, i as c_int, c)?;
     }
@@ -261,17 +289,17 @@ fn describe(s: &Suites, effect: Effect, handle: OfxImageEffectHandle) -> Result<
     }
     // Whole frames of whole segments: no tiles, no host frame threading;
     // the shared state has its own locks.
-    p.set_str(
+    opt(p.set_str(
         kOfxImageEffectPluginRenderThreadSafety,
         0,
         kOfxImageEffectRenderFullySafe,
-    )?;
-    p.set_int(kOfxImageEffectPluginPropHostFrameThreading, 0, 0)?;
-    p.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
+    ));
+    opt(p.set_int(kOfxImageEffectPluginPropHostFrameThreading, 0, 0));
+    opt(p.set_int(kOfxImageEffectPropSupportsTiles, 0, 0));
     // Other times' source frames are fetched where the host can give them;
     // elsewhere they are collected as the host renders them.
     let temporal = s.temporal && effect != Effect::Generate;
-    p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, temporal as c_int)?;
+    opt(p.set_int(kOfxImageEffectPropTemporalClipAccess, 0, temporal as c_int));
     Ok(())
 }
 
@@ -304,10 +332,23 @@ fn describe_in_context(
             1,
             kOfxImageComponentRGB,
         )?;
-        c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0)?;
+        let what = format!("{effect:?} clip {}", name.to_string_lossy());
+        // Natron chooses the general context over the generator one
+        // (`Engine/OfxHost.cpp`, `getContext`): there Generate must work with
+        // nothing connected.
+        if name == kOfxImageEffectSimpleSourceClipName
+            && effect == Effect::Generate
+            && context.as_bytes() == kOfxImageEffectContextGeneral.to_bytes()
+        {
+            ofx::optional(&what, c.set_int(kOfxImageClipPropOptional, 0, 1));
+        }
+        ofx::optional(&what, c.set_int(kOfxImageEffectPropSupportsTiles, 0, 0));
         // Generate never reads its Source (filter context) at other times.
         if name == kOfxImageEffectSimpleSourceClipName && s.temporal && effect != Effect::Generate {
-            c.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 1)?;
+            ofx::optional(
+                &what,
+                c.set_int(kOfxImageEffectPropTemporalClipAccess, 0, 1),
+            );
         }
     }
     let get_set = call!(s.effect, getParamSet);
@@ -318,6 +359,59 @@ fn describe_in_context(
         params::define(s, set, p)?;
     }
     Ok(())
+}
+
+/// The segment's first host frame: `segment_start`, or by default the
+/// first frame of the Source clip (a generator's Output), so that hosts
+/// whose frames start elsewhere than 0 (Natron's at 1, `Project.cpp`) find
+/// the clip; 0 where the host gives no range.
+fn segment_start(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    r: &params::Reader,
+) -> Result<i32, String> {
+    if !r.bool(c"segment_at_clip_start")? {
+        return r.int(c"segment_start");
+    }
+    let first = [
+        kOfxImageEffectSimpleSourceClipName,
+        kOfxImageEffectOutputClipName,
+    ]
+    .iter()
+    .find_map(|name| {
+        let c = clip(s, handle, name).ok()?;
+        let get = s.effect.clipGetPropertySet?;
+        let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+        // SAFETY: valid clip handle and out pointer.
+        if unsafe { get(c, &mut h) } != kOfxStatOK {
+            return None;
+        }
+        let p = Props { s: *s, h };
+        // An unconnected Source has no range of its own.
+        if p.get_int(kOfxImageClipPropConnected, 0)
+            .is_ok_and(|c| c == 0)
+        {
+            return None;
+        }
+        p.get_double(kOfxImageEffectPropFrameRange, 0).ok()
+    });
+    Ok(first
+        .filter(|f| f.is_finite())
+        .map_or(0, |f| f.round() as i32))
+}
+
+/// Resolve's thumbnail flag on the Source clip, where it has one.
+fn source_thumbnail(s: &Suites, handle: OfxImageEffectHandle) -> Option<c_int> {
+    let c = clip(s, handle, kOfxImageEffectSimpleSourceClipName).ok()?;
+    let get = s.effect.clipGetPropertySet?;
+    let mut h: OfxPropertySetHandle = std::ptr::null_mut();
+    // SAFETY: valid clip handle and out pointer.
+    if unsafe { get(c, &mut h) } != kOfxStatOK {
+        return None;
+    }
+    Props { s: *s, h }
+        .get_int(c"kOfxImageClipPropThumbnail", 0)
+        .ok()
 }
 
 fn clip(
@@ -413,7 +507,7 @@ fn render(
     effect: Effect,
     handle: OfxImageEffectHandle,
     args: Props,
-) -> Result<(), String> {
+) -> Result<OfxStatus, String> {
     let time = args.get_double(kOfxPropTime, 0)?;
     let window = args.get_ints::<4>(kOfxImageEffectPropRenderWindow)?;
     let out_clip = clip(s, handle, kOfxImageEffectOutputClipName)?;
@@ -423,13 +517,18 @@ fn render(
     let generator = effect_props(s, handle)?
         .get_str(kOfxImageEffectPropContext, 0)
         .is_ok_and(|c| c.as_bytes() == kOfxImageEffectContextGenerator.to_bytes());
+    let black = || image::Frame::new(out.width(), out.height(), out.format);
     let (src_clip, source) = if generator {
-        let black = image::Frame::new(out.width(), out.height(), out.format);
-        (None, black)
+        (None, black())
     } else {
         let c = clip(s, handle, kOfxImageEffectSimpleSourceClipName)?;
-        let src = image::HostImage::fetch(*s, c, time)?.ok_or("the host gave no source image")?;
-        (Some(c), src.to_frame())
+        match image::HostImage::fetch(*s, c, time)? {
+            Some(src) => (Some(c), src.to_frame()),
+            // Generate's Source is optional in the general context (Natron
+            // prefers it over generator): nothing connected, it generates.
+            None if effect == Effect::Generate => (None, black()),
+            None => return Err("the host gave no source image".into()),
+        }
     };
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
@@ -438,18 +537,27 @@ fn render(
     let reader = params::Reader { s: *s, set, time };
     let load = read_load(&reader)?;
     let seg = edit::SegmentParams {
-        start: reader.int(c"segment_start")?,
+        start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
     };
     let started = Cell::new(false);
     let report = |frac: f64| progress(s, handle, &started, frac);
+    let final_render = !interactive(&args);
     let waiter = edit::Waiter {
         instance: handle as usize,
         // Final renders wait for their segment; interactive ones show the
         // source meanwhile.
-        wait: !interactive(&args),
+        wait: final_render,
         progress: &report,
+    };
+    let out_args = Shown {
+        s,
+        handle,
+        time,
+        window,
+        source: &source,
+        fail: fails_without_result(s, final_render),
     };
     let pipe = match edit::pipeline(&load, Some(&waiter)) {
         Ok(Some(pipe)) => pipe,
@@ -457,16 +565,12 @@ fn render(
             if started.get() {
                 end_progress(s, handle);
             }
-            let status = "CogVideoX: loading the checkpoint".to_string();
-            return show(
-                s,
-                handle,
-                time,
-                &mut out,
-                window,
-                &source,
-                edit::Served::Source(status),
-            );
+            let status = if aborted(s, handle) {
+                "CogVideoX: aborted"
+            } else {
+                "CogVideoX: loading the checkpoint"
+            };
+            return show(&out_args, &mut out, edit::Served::Source(status.into()));
         }
         Err(e) => {
             if started.get() {
@@ -476,15 +580,7 @@ fn render(
                 "CogVideoX cannot load the checkpoint: {e} (log: {})",
                 log::path().display()
             );
-            return show(
-                s,
-                handle,
-                time,
-                &mut out,
-                window,
-                &source,
-                edit::Served::Source(status),
-            );
+            return show(&out_args, &mut out, edit::Served::Source(status));
         }
     };
     let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
@@ -526,12 +622,25 @@ fn render(
         end_progress(s, handle);
     }
     let Some(served) = served else {
-        // Outside the segment.
-        ofx::persistent_message(s, handle, kOfxMessageMessage, "");
-        ofx::set_status(s, handle, "outside the segment");
-        return out.write(&source, window);
+        // Outside the segment the effect is the identity: the source is
+        // the result there.
+        ofx::show_state(s, handle, kOfxMessageMessage, "", "outside the segment");
+        out.write(&source, window)?;
+        return Ok(kOfxStatOK);
     };
-    show(s, handle, time, &mut out, window, &source, served)
+    show(&out_args, &mut out, served)
+}
+
+/// Whether a render that cannot serve its result must fail rather than
+/// pass the source through: a final render in a host that gives every
+/// frame it needs (temporal access: Resolve, Natron), where the source
+/// would be kept as the result (Resolve's render and Smart caches), and
+/// every render in Natron, which caches interactive ones too, by a hash
+/// of the parameters, until one changes (`Engine/Node.cpp`,
+/// `EffectInstance.cpp`). Without temporal access (MLT) a first pass
+/// collects the segment and shows the source, as documented.
+fn fails_without_result(s: &Suites, final_render: bool) -> bool {
+    s.natron || (s.temporal && final_render)
 }
 
 /// The source frames a render at the time in `args` reads: the current one,
@@ -555,7 +664,7 @@ fn frames_needed(
         return Ok(None);
     };
     let seg = edit::SegmentParams {
-        start: reader.int(c"segment_start")?,
+        start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
     };
@@ -613,32 +722,51 @@ fn ranges(times: &[f64]) -> Vec<(f64, f64)> {
     out
 }
 
-/// Writes what a render serves, and its status.
-fn show(
-    s: &Suites,
+/// Where a render's output goes, and how it ends when it has no result.
+struct Shown<'a> {
+    s: &'a Suites,
     handle: OfxImageEffectHandle,
     time: f64,
-    out: &mut image::HostImage,
     window: [i32; 4],
-    source: &image::Frame,
-    served: edit::Served,
-) -> Result<(), String> {
+    source: &'a image::Frame,
+    /// No result is a failure (`fails_without_result`).
+    fail: bool,
+}
+
+/// Writes what a render serves and posts its state when it changed. Without
+/// a result: the source with the status, or `kOfxStatFailed` with the
+/// status as an error message where a placeholder would be kept as the
+/// result. An aborted render's output is discarded by the host: the source
+/// with OK.
+fn show(o: &Shown, out: &mut image::HostImage, served: edit::Served) -> Result<OfxStatus, String> {
     match served {
         edit::Served::Result(f) => {
-            ofx::persistent_message(s, handle, kOfxMessageMessage, "");
-            ofx::set_status(s, handle, "done: the result");
-            out.write(&f, window)
+            ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", "done: the result");
+            out.write(&f, o.window)?;
+            Ok(kOfxStatOK)
         }
         edit::Served::Source(status) => {
-            log::line(&format!("frame {time}: {status}"));
-            let kind = if status.contains("failed") || status.contains("cannot") {
+            let aborted = status.ends_with("aborted");
+            let failed = status.contains("failed") || status.contains("cannot");
+            let fail = o.fail && !aborted;
+            let kind = if failed || fail {
                 kOfxMessageError
             } else {
                 kOfxMessageMessage
             };
-            ofx::persistent_message(s, handle, kind, &status);
-            ofx::set_status(s, handle, &status);
-            out.write(source, window)
+            let text = if fail && !failed {
+                format!("{status} (no result yet: this frame is not rendered)")
+            } else {
+                status.clone()
+            };
+            ofx::show_state(o.s, o.handle, kind, &text, &text);
+            if fail {
+                log::line(&format!("frame {}: failed: {text}", o.time));
+                return Ok(kOfxStatFailed);
+            }
+            log::line(&format!("frame {}: {status}", o.time));
+            out.write(o.source, o.window)?;
+            Ok(kOfxStatOK)
         }
     }
 }
@@ -674,9 +802,11 @@ fn interactive(args: &Props) -> bool {
 
 /// Reports progress; true when the host wants the render stopped.
 /// The bar is started on the first report, so serving cached results shows
-/// none.
+/// none. Only `abort()` stops a render: `progressUpdate`'s `ReplyNo` also
+/// means "no bar yet" (Natron's GUI creates it on its main thread a moment
+/// after `progressStart` and answers false until then,
+/// `Gui/ProgressPanel.cpp`, `ProgressPanel::updateTask`).
 fn progress(s: &Suites, handle: OfxImageEffectHandle, started: &Cell<bool>, frac: f64) -> bool {
-    let mut cancel = false;
     if let Some(p) = s.progress {
         // SAFETY: valid instance handle.
         unsafe {
@@ -686,11 +816,11 @@ fn progress(s: &Suites, handle: OfxImageEffectHandle, started: &Cell<bool>, frac
                 start(handle.cast(), c"CogVideoX".as_ptr());
             }
             if let Some(update) = p.progressUpdate {
-                cancel |= update(handle.cast(), frac) == kOfxStatReplyNo;
+                update(handle.cast(), frac);
             }
         }
     }
-    cancel || aborted(s, handle)
+    aborted(s, handle)
 }
 
 fn aborted(s: &Suites, handle: OfxImageEffectHandle) -> bool {

@@ -1,7 +1,7 @@
 //! Thin safe-ish wrappers over the host's OpenFX suites.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 pub use openfx::sys::generic::core::*;
 pub use openfx::sys::generic::property::*;
@@ -22,6 +22,9 @@ pub struct Suites {
     /// Whether the host can give source images at other times than the
     /// one rendered (MLT says it cannot, and returns the current image).
     pub temporal: bool,
+    /// Natron (`NatronOfxHostIsNatron`): it caches every frame a render
+    /// returns with `kOfxStatOK`, interactive ones included.
+    pub natron: bool,
 }
 
 // SAFETY: the suites are immutable tables of functions the host lets any
@@ -71,6 +74,11 @@ pub fn load() -> Result<(), String> {
             )
         };
     }
+    let mut natron = 0;
+    if let Some(get) = prop.propGetInt {
+        // SAFETY: as above.
+        unsafe { get(h.host, c"NatronOfxHostIsNatron".as_ptr(), 0, &mut natron) };
+    }
     let suites = Suites {
         prop,
         effect: suite!(kOfxImageEffectSuite, 1, OfxImageEffectSuiteV1)
@@ -79,6 +87,7 @@ pub fn load() -> Result<(), String> {
         message: suite!(kOfxMessageSuite, 2, OfxMessageSuiteV2),
         progress: suite!(kOfxProgressSuite, 1, OfxProgressSuiteV1),
         temporal: temporal != 0,
+        natron: natron != 0,
     };
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
@@ -104,7 +113,56 @@ pub fn check(st: OfxStatus, what: &str) -> Result<(), String> {
     if st == kOfxStatOK {
         Ok(())
     } else {
-        Err(format!("{what} failed with OpenFX status {st}"))
+        Err(format!("{what} failed with {}", status_name(st)))
+    }
+}
+
+/// A property call's status, naming the property on failure.
+fn prop_check(st: OfxStatus, (api, name, i): (&str, &CStr, c_int)) -> Result<(), String> {
+    if st == kOfxStatOK {
+        return Ok(());
+    }
+    check(st, &format!("{api}({}[{i}])", name.to_string_lossy()))
+}
+
+/// A status's name in the standard (`kOfxStatErrUnknown`), with its number.
+pub fn status_name(st: OfxStatus) -> String {
+    const NAMES: [(OfxStatus, &str); 15] = [
+        (kOfxStatOK, "kOfxStatOK"),
+        (kOfxStatFailed, "kOfxStatFailed"),
+        (kOfxStatErrFatal, "kOfxStatErrFatal"),
+        (kOfxStatErrUnknown, "kOfxStatErrUnknown"),
+        (
+            kOfxStatErrMissingHostFeature,
+            "kOfxStatErrMissingHostFeature",
+        ),
+        (kOfxStatErrUnsupported, "kOfxStatErrUnsupported"),
+        (kOfxStatErrExists, "kOfxStatErrExists"),
+        (kOfxStatErrFormat, "kOfxStatErrFormat"),
+        (kOfxStatErrMemory, "kOfxStatErrMemory"),
+        (kOfxStatErrBadHandle, "kOfxStatErrBadHandle"),
+        (kOfxStatErrBadIndex, "kOfxStatErrBadIndex"),
+        (kOfxStatErrValue, "kOfxStatErrValue"),
+        (kOfxStatReplyYes, "kOfxStatReplyYes"),
+        (kOfxStatReplyNo, "kOfxStatReplyNo"),
+        (kOfxStatReplyDefault, "kOfxStatReplyDefault"),
+    ];
+    let name = NAMES
+        .iter()
+        .find(|(s, _)| *s == st)
+        .map_or("an unknown status", |(_, n)| n);
+    format!("{name} ({st})")
+}
+
+/// A describe-time property the plugin can do without: a host that does
+/// not define it on this object (HostSupport refuses any property outside
+/// its spec, `ofxhPropertySuite.cpp` `propSet`: `kOfxStatErrUnknown`) gets
+/// a warning in the log naming it, and the describe goes on.
+pub fn optional(what: &str, r: Result<(), String>) {
+    if let Err(e) = r {
+        crate::log::line(&format!(
+            "warning: {what}: {e} (optional, left to the host)"
+        ));
     }
 }
 
@@ -128,31 +186,37 @@ impl Props {
     pub fn set_str(&self, name: &CStr, i: c_int, v: &CStr) -> Result<(), String> {
         let f = call!(self.s.prop, propSetString);
         // SAFETY: valid handle and strings; the host copies the value.
-        check(
+        prop_check(
             unsafe { f(self.h, name.as_ptr(), i, v.as_ptr()) },
-            "propSetString",
+            ("propSetString", name, i),
         )
     }
 
     pub fn set_int(&self, name: &CStr, i: c_int, v: c_int) -> Result<(), String> {
         let f = call!(self.s.prop, propSetInt);
         // SAFETY: valid handle and name.
-        check(unsafe { f(self.h, name.as_ptr(), i, v) }, "propSetInt")
+        prop_check(
+            unsafe { f(self.h, name.as_ptr(), i, v) },
+            ("propSetInt", name, i),
+        )
     }
 
     pub fn set_double(&self, name: &CStr, i: c_int, v: f64) -> Result<(), String> {
         let f = call!(self.s.prop, propSetDouble);
         // SAFETY: valid handle and name.
-        check(unsafe { f(self.h, name.as_ptr(), i, v) }, "propSetDouble")
+        prop_check(
+            unsafe { f(self.h, name.as_ptr(), i, v) },
+            ("propSetDouble", name, i),
+        )
     }
 
     pub fn get_str(&self, name: &CStr, i: c_int) -> Result<String, String> {
         let f = call!(self.s.prop, propGetString);
         let mut v: *mut c_char = std::ptr::null_mut();
         // SAFETY: valid handle, name and out pointer.
-        check(
+        prop_check(
             unsafe { f(self.h, name.as_ptr(), i, &mut v) },
-            "propGetString",
+            ("propGetString", name, i),
         )?;
         if v.is_null() {
             return Ok(String::new());
@@ -165,7 +229,10 @@ impl Props {
         let f = call!(self.s.prop, propGetInt);
         let mut v = 0;
         // SAFETY: valid handle, name and out pointer.
-        check(unsafe { f(self.h, name.as_ptr(), i, &mut v) }, "propGetInt")?;
+        prop_check(
+            unsafe { f(self.h, name.as_ptr(), i, &mut v) },
+            ("propGetInt", name, i),
+        )?;
         Ok(v)
     }
 
@@ -173,9 +240,9 @@ impl Props {
         let f = call!(self.s.prop, propGetDouble);
         let mut v = 0.0;
         // SAFETY: valid handle, name and out pointer.
-        check(
+        prop_check(
             unsafe { f(self.h, name.as_ptr(), i, &mut v) },
-            "propGetDouble",
+            ("propGetDouble", name, i),
         )?;
         Ok(v)
     }
@@ -224,6 +291,60 @@ pub fn persistent_message(s: &Suites, effect: OfxImageEffectHandle, kind: &CStr,
                 text.as_ptr(),
             );
         }
+    }
+}
+
+/// What each instance shows now (its handle's address): kind and text.
+static SHOWN: Mutex<Vec<(usize, CString, String)>> = Mutex::new(Vec::new());
+
+/// Posts `text` as the instance's persistent message (empty: cleared) and
+/// its status, only when they change: Natron turns every message posted
+/// from a render thread into an Error Log entry (`OfxImageEffectInstance.cpp`,
+/// `setPersistentMessage`), so one per render would flood it.
+pub fn show_state(s: &Suites, effect: OfxImageEffectHandle, kind: &CStr, text: &str, status: &str) {
+    {
+        let mut shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner());
+        let me = effect as usize;
+        let now = (kind.to_owned(), format!("{text}\u{0}{status}"));
+        match shown.iter_mut().find(|(h, ..)| *h == me) {
+            Some((_, k, t)) if *k == now.0 && *t == now.1 => return,
+            Some(entry) => *entry = (me, now.0, now.1),
+            None => shown.push((me, now.0, now.1)),
+        }
+    }
+    persistent_message(s, effect, kind, text);
+    set_status(s, effect, status);
+}
+
+/// Forgets what a destroyed instance showed (a new one may get its address).
+pub fn forget_shown(effect: OfxImageEffectHandle) {
+    SHOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(h, ..)| *h != effect as usize);
+}
+
+/// Sets an integer, boolean or choice parameter (InstanceChanged only).
+pub fn set_param_int(
+    s: &Suites,
+    effect: OfxImageEffectHandle,
+    name: &CStr,
+    v: c_int,
+) -> Result<(), String> {
+    let get_set = call!(s.effect, getParamSet);
+    let get = call!(s.param, paramGetHandle);
+    let set = call!(s.param, paramSetValue);
+    let mut params: OfxParamSetHandle = std::ptr::null_mut();
+    let mut h: OfxParamHandle = std::ptr::null_mut();
+    // SAFETY: valid instance handle and out pointers; an integer parameter
+    // takes one int.
+    unsafe {
+        check(get_set(effect, &mut params), "getParamSet")?;
+        check(
+            get(params, name.as_ptr(), &mut h, std::ptr::null_mut()),
+            &format!("parameter {}", name.to_string_lossy()),
+        )?;
+        check(set(h, v), "paramSetValue")
     }
 }
 

@@ -119,12 +119,24 @@ const SAMPLING: [Param; 7] = [
 ];
 
 /// Which host frames form the processed segment.
-const SEGMENT: [Param; 3] = [
+const SEGMENT: [Param; 5] = [
+    p(
+        c"segment_at_clip_start",
+        c"Segment at the clip's start",
+        c"On: the segment starts at the source clip's first frame; off: at Segment start",
+        Kind::Bool(true),
+    ),
     p(
         c"segment_start",
         c"Segment start",
-        c"First host frame of the segment",
+        c"First host frame of the segment, when it is not at the clip's start",
         Kind::Int(0, -1_000_000, 1_000_000),
+    ),
+    p(
+        c"set_start",
+        c"Set start here",
+        c"The segment starts at the current frame",
+        Kind::Button,
     ),
     p(
         c"segment_length",
@@ -214,53 +226,70 @@ pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), S
         "paramDefine",
     )?;
     let props = Props { s: *s, h };
-    props.set_str(kOfxPropLabel, 0, param.label)?;
-    props.set_str(kOfxParamPropHint, 0, param.hint)?;
-    // A whole segment depends on these values, so they must not animate,
-    // and any change affects every frame.
+    let what = format!("parameter {}", param.name.to_string_lossy());
+    let opt = |r: Result<(), String>| optional(&what, r);
+    opt(props.set_str(kOfxPropLabel, 0, param.label));
+    opt(props.set_str(kOfxParamPropHint, 0, param.hint));
+    // Only value-holding parameters have value properties: HostSupport
+    // gives a push button none of them (ofxhParam.cpp,
+    // `Descriptor::addStandardParamProps` skips `addValueParamProps` for
+    // types without a value), so setting one there fails.
     if !matches!(param.kind, Kind::Button) {
-        props.set_int(kOfxParamPropAnimates, 0, 0)?;
-    }
-    // The status line shows what happens; changing it invalidates nothing.
-    if !matches!(param.kind, Kind::Str(mode, _) if mode == kOfxParamStringIsLabel) {
-        props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll)?;
+        // A whole segment depends on these values, so they must not
+        // animate, and any change affects every frame.
+        opt(props.set_int(kOfxParamPropAnimates, 0, 0));
+        // The status line shows what happens; changing it invalidates nothing.
+        if !matches!(param.kind, Kind::Str(mode, _) if mode == kOfxParamStringIsLabel) {
+            opt(props.set_str(kOfxParamPropCacheInvalidation, 0, kOfxParamInvalidateAll));
+        }
     }
     match param.kind {
         Kind::Str(mode, default) => {
-            props.set_str(kOfxParamPropStringMode, 0, mode)?;
+            opt(props.set_str(kOfxParamPropStringMode, 0, mode));
             let d = CString::new(default).unwrap_or_default();
-            props.set_str(kOfxParamPropDefault, 0, &d)?;
+            opt(props.set_str(kOfxParamPropDefault, 0, &d));
             if mode == kOfxParamStringIsLabel {
-                props.set_int(kOfxParamPropEnabled, 0, 0)?;
-                props.set_int(kOfxParamPropEvaluateOnChange, 0, 0)?;
-                props.set_int(kOfxParamPropPersistant, 0, 0)?;
+                opt(props.set_int(kOfxParamPropEnabled, 0, 0));
+                opt(props.set_int(kOfxParamPropEvaluateOnChange, 0, 0));
+                opt(props.set_int(kOfxParamPropPersistant, 0, 0));
             }
         }
         Kind::Int(d, lo, hi) => {
-            props.set_int(kOfxParamPropDefault, 0, d)?;
-            props.set_int(kOfxParamPropMin, 0, lo)?;
-            props.set_int(kOfxParamPropMax, 0, hi)?;
-            props.set_int(kOfxParamPropDisplayMin, 0, lo)?;
-            props.set_int(kOfxParamPropDisplayMax, 0, hi.min(lo.saturating_add(1000)))?;
+            opt(props.set_int(kOfxParamPropDefault, 0, d));
+            opt(props.set_int(kOfxParamPropMin, 0, lo));
+            opt(props.set_int(kOfxParamPropMax, 0, hi));
+            let (dlo, dhi) = display_range(d, lo, hi);
+            opt(props.set_int(kOfxParamPropDisplayMin, 0, dlo));
+            opt(props.set_int(kOfxParamPropDisplayMax, 0, dhi));
         }
         Kind::Double(d, lo, hi) => {
-            props.set_double(kOfxParamPropDefault, 0, d)?;
-            props.set_double(kOfxParamPropMin, 0, lo)?;
-            props.set_double(kOfxParamPropMax, 0, hi)?;
-            props.set_double(kOfxParamPropDisplayMin, 0, lo)?;
-            props.set_double(kOfxParamPropDisplayMax, 0, hi)?;
+            opt(props.set_double(kOfxParamPropDefault, 0, d));
+            opt(props.set_double(kOfxParamPropMin, 0, lo));
+            opt(props.set_double(kOfxParamPropMax, 0, hi));
+            opt(props.set_double(kOfxParamPropDisplayMin, 0, lo));
+            opt(props.set_double(kOfxParamPropDisplayMax, 0, hi));
         }
-        Kind::Bool(d) => props.set_int(kOfxParamPropDefault, 0, d as c_int)?,
+        Kind::Bool(d) => opt(props.set_int(kOfxParamPropDefault, 0, d as c_int)),
         Kind::Choice(options, d) => {
+            // Without its options a choice cannot be used: required.
             for (i, o) in options.iter().enumerate() {
                 let o = CString::new(*o).unwrap_or_default();
                 props.set_str(kOfxParamPropChoiceOption, i as c_int, &o)?;
             }
-            props.set_int(kOfxParamPropDefault, 0, d)?;
+            opt(props.set_int(kOfxParamPropDefault, 0, d));
         }
-        Kind::Button => props.set_int(kOfxParamPropEvaluateOnChange, 0, 0)?,
+        Kind::Button => {}
     }
     Ok(())
+}
+
+/// An integer parameter's slider range: at most 1000 wide (a slider over
+/// millions of frames cannot pick one), from 0 where the hard range allows,
+/// holding the default (Resolve needs that), inside the hard range.
+fn display_range(d: i32, lo: i32, hi: i32) -> (i32, i32) {
+    let dlo = lo.max(d.min(0));
+    let dhi = hi.min(dlo.saturating_add(1000)).max(d);
+    (dlo, dhi)
 }
 
 /// Reads an instance's parameter values at one time.

@@ -447,7 +447,13 @@ fn cogvideox_effects_describe_in_every_context() {
             };
             assert_eq!(ctx.clip_names(), clips, "{id} in {context:?}");
             let params = ctx.params.names();
-            let segment = ["segment_start", "segment_length", "frame_step"];
+            let segment = [
+                "segment_at_clip_start",
+                "segment_start",
+                "set_start",
+                "segment_length",
+                "frame_step",
+            ];
             let control = ["process", "cache_version", "status"];
             for name in common_params
                 .iter()
@@ -469,7 +475,7 @@ fn cogvideox_effects_describe_in_every_context() {
             assert_eq!(ty("process"), "OfxParamTypePushButton");
             // A whole segment depends on them: none animates.
             for name in &params {
-                if name != "process" {
+                if ty(name) != "OfxParamTypePushButton" {
                     let animates = ctx.param_props(name, |p| p.int(host::kOfxParamPropAnimates));
                     assert_eq!(animates, Some(Some(0)), "{id}: {name} animates");
                 }
@@ -496,9 +502,16 @@ fn cogvideox_effects_describe_in_every_context() {
                 );
             }
             assert!(ok_or_default(inst.press("process")));
+            // "Set start here" moves the segment to the timeline's frame.
+            assert!(ok_or_default(inst.press_at("set_start", 5.0)));
+            assert_eq!(inst.param("segment_start"), [host::Value::Int(5)]);
+            assert_eq!(inst.param("segment_at_clip_start"), [host::Value::Int(0)]);
             assert!(ok_or_default(inst.destroy()));
         }
     }
+    // The trace switch is off here.
+    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
+    assert!(!log.contains("trace:"), "traced without the switch");
     assert_no_violations();
 }
 

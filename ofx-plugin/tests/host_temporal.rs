@@ -273,8 +273,11 @@ fn cogvideox_generate_decodes_cached_latents_after_a_purge() {
 }
 
 /// A parameter change cancels the job its instance wanted before (no other
-/// instance wants it), and so does destroying the instance; the status
-/// parameter follows the message.
+/// instance wants it); destroying the instance does not: Resolve re-creates
+/// instances on timeline edits (gyroflow's plugin notes; the NDI plugin's
+/// `LEARNINGS.md`), so the job runs on and a new instance gets its result
+/// without processing again (issue 26 item 4). The status parameter
+/// follows the message.
 #[test]
 fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
     let _serial = serial();
@@ -300,12 +303,14 @@ fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
     assert_same(&r.pixels, &want[1][0], "the new prompt");
     assert!(ok_or_default(inst.destroy()));
 
-    // Destroying an instance cancels the job only it wanted.
-    let cancelled = || {
+    // Destroying an instance lets the job it wanted run on.
+    let count = |what: &str| {
         let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap();
-        log.matches("is stale: cancelled").count()
+        log.matches(what).count()
     };
+    let cancelled = || count("is stale: cancelled");
     let before = cancelled();
+    let done = count("segment done");
     let inst = edit_instance(
         cogvideox(),
         edit_setup(Depth::Byte, Layout::PLAIN),
@@ -315,10 +320,28 @@ fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
     inst.render(&interactive);
     assert!(message(&inst).contains("queued"), "{:?}", message(&inst));
     assert!(ok_or_default(inst.destroy()));
+    let start = Instant::now();
+    while count("segment done") == done {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the destroyed instance's job did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(
         cancelled(),
-        before + 1,
-        "the destroyed instance's job runs on"
+        before,
+        "the destroyed instance's job was cancelled"
     );
+    // The instance re-created: its first final render reads the result.
+    let again = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Byte, Layout::PLAIN),
+        VERSION + 1,
+    );
+    let r = again.render(&Render::at(0.0));
+    assert_same(&r.pixels, &want[0][0], "the re-created instance");
+    assert_eq!(processed(VERSION + 1), 1, "processed again");
+    assert!(ok_or_default(again.destroy()));
     assert_no_violations();
 }

@@ -54,6 +54,21 @@ pub struct HostConfig {
     /// hosts: images belong to a render).
     pub images_outside_render: bool,
     pub contexts: Vec<&'static CStr>,
+    /// Parameter descriptors hold HostSupport's properties and refuse any
+    /// other (Natron's host layer is a fork of HostSupport).
+    pub hostsupport: bool,
+    /// The host says it is Natron (`NatronOfxHostIsNatron`, set in Natron's
+    /// `Engine/OfxHost.cpp`, `OfxHost::OfxHost`).
+    pub natron: bool,
+    /// Natron's GUI: `progressStart` on a render thread is queued to the
+    /// main thread, and until the bar exists `ProgressPanel::updateTask`
+    /// finds no task and returns false (NatronGitHub/Natron RB-2.5,
+    /// `Gui/ProgressPanel.cpp`, `updateTask`: `if (!foundTask) return false`),
+    /// which HostSupport's `ProgressUpdate` answers as `kOfxStatReplyNo`
+    /// (`HostSupport/src/ofxhImageEffect.cpp` line 3961). This many updates
+    /// after each start, and every update with no bar started, answer
+    /// `ReplyNo`.
+    pub late_progress: usize,
 }
 
 impl Default for HostConfig {
@@ -67,6 +82,9 @@ impl Default for HostConfig {
                 kOfxImageEffectContextGeneral,
                 kOfxImageEffectContextGenerator,
             ],
+            hostsupport: false,
+            natron: false,
+            late_progress: 0,
         }
     }
 }
@@ -194,6 +212,8 @@ pub struct Effect {
     pub abort_on_update: Mutex<Option<usize>>,
     pub abort_raised: Mutex<Option<Instant>>,
     pub progress_updates: AtomicUsize,
+    /// Whether a progress bar is started, and the updates since it was.
+    pub progress_bar: Mutex<Option<usize>>,
     /// Images given and not released yet; images given in all.
     pub live_images: Arc<AtomicIsize>,
     pub fetched: AtomicUsize,
@@ -222,6 +242,7 @@ impl Effect {
             abort_on_update: Mutex::new(None),
             abort_raised: Mutex::new(None),
             progress_updates: AtomicUsize::new(0),
+            progress_bar: Mutex::new(None),
             live_images: Arc::new(AtomicIsize::new(0)),
             fetched: AtomicUsize::new(0),
             shared,
@@ -430,6 +451,9 @@ fn describe_host(p: &PropSet, config: &HostConfig) {
         kOfxImageEffectInstancePropSequentialRender,
         vec![Value::Int(0)],
     );
+    if config.natron {
+        p.set_named("NatronOfxHostIsNatron", vec![Value::Int(1)]);
+    }
 }
 
 /// One plugin of a binary.
@@ -524,6 +548,17 @@ impl Plugin {
 
     /// DescribeInContext on a new descriptor holding `desc`'s properties.
     pub fn describe_in_context(&self, desc: &Effect, context: &CStr) -> (OfxStatus, Box<Effect>) {
+        self.describe_in_context_refusing(desc, context, &[])
+    }
+
+    /// The same in a host that knows none of the `refused` properties on
+    /// parameters (and, with `hostsupport`, only HostSupport's).
+    pub fn describe_in_context_refusing(
+        &self,
+        desc: &Effect,
+        context: &CStr,
+        refused: &[&'static CStr],
+    ) -> (OfxStatus, Box<Effect>) {
         let d = Effect::new(
             true,
             None,
@@ -532,6 +567,9 @@ impl Plugin {
         );
         d.props.copy_from(&desc.props);
         d.props.set(kOfxImageEffectPropContext, vec![s(context)]);
+        let hostsupport = self.bin.shared.config.hostsupport || !refused.is_empty();
+        d.params.hostsupport.store(hostsupport, Ordering::SeqCst);
+        d.params.refused.lock().unwrap().extend_from_slice(refused);
         let args = PropSet::new("describe in context args");
         args.set(kOfxImageEffectPropContext, vec![s(context)]);
         let st = self.action(
@@ -757,14 +795,23 @@ impl Instance {
         self.changed(kOfxTypeParameter, name)
     }
 
+    /// A push button pressed with the timeline at `time`.
+    pub fn press_at(&self, name: &str, time: f64) -> OfxStatus {
+        self.changed_at(kOfxTypeParameter, name, time)
+    }
+
     fn changed(&self, ty: &CStr, name: &str) -> OfxStatus {
+        self.changed_at(ty, name, 0.0)
+    }
+
+    fn changed_at(&self, ty: &CStr, name: &str, time: f64) -> OfxStatus {
         let bracket = PropSet::new("instance changed bracket");
         bracket.set(kOfxPropChangeReason, vec![s(kOfxChangeUserEdited)]);
         let args = PropSet::new("instance changed args");
         args.set(kOfxPropType, vec![s(ty)]);
         args.set(kOfxPropName, vec![string(name)]);
         args.set(kOfxPropChangeReason, vec![s(kOfxChangeUserEdited)]);
-        args.set(kOfxPropTime, vec![Value::Double(0.0)]);
+        args.set(kOfxPropTime, vec![Value::Double(time)]);
         args.set(
             kOfxImageEffectPropRenderScale,
             vec![Value::Double(1.0), Value::Double(1.0)],

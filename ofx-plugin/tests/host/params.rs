@@ -5,6 +5,7 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ofx::*;
 use super::props::{PropSet, Value, s, string};
@@ -17,6 +18,12 @@ pub struct ParamSet {
     pub params: Mutex<Vec<Box<Param>>>,
     /// Descriptors may define parameters; instances may not.
     pub descriptor: bool,
+    /// Parameters are defined with HostSupport's properties and no others
+    /// ([`hostsupport_props`]).
+    pub hostsupport: AtomicBool,
+    /// Properties this host does not know on any parameter (refused as
+    /// HostSupport refuses those outside its spec).
+    pub refused: Mutex<Vec<&'static CStr>>,
 }
 
 impl ParamSet {
@@ -25,6 +32,8 @@ impl ParamSet {
             props: PropSet::new("parameter set"),
             params: Mutex::new(Vec::new()),
             descriptor,
+            hostsupport: AtomicBool::new(false),
+            refused: Mutex::new(Vec::new()),
         });
         registry::add(p.handle() as usize, Kind::ParamSet);
         p
@@ -243,12 +252,129 @@ unsafe extern "C" fn param_define(
         p.props
             .set(kOfxParamPropDefault, (0..n).map(|_| zero(kind)).collect());
     }
+    if set.hostsupport.load(Ordering::SeqCst) {
+        hostsupport_props(&p.props, ty, n);
+        for r in set.refused.lock().unwrap().iter() {
+            p.props.remove(r);
+        }
+        p.props.close();
+    }
     if !out.is_null() {
         // SAFETY: the plugin's out pointer.
         unsafe { *out = p.props.handle() };
     }
     params.push(p);
     kOfxStatOK
+}
+
+/// The properties HostSupport gives a parameter descriptor of type `ty`
+/// (with `n` values), as its `Param::Descriptor` constructor and
+/// `addStandardParamProps` do (NatronGitHub/openfx
+/// `HostSupport/src/ofxhParam.cpp`, lines 240-470; the Natron and Nuke
+/// extensions left out): the universal ones, value properties only for
+/// types with a value (`if (propType != Property::eNone)
+/// addValueParamProps`, line 384: none for push buttons, groups, pages),
+/// numeric ranges, string and choice properties.
+fn hostsupport_props(p: &PropSet, ty: &CStr, n: c_int) {
+    let int = |v| vec![Value::Int(v)];
+    let string = |v: &str| vec![super::props::string(v)];
+    p.set(kOfxParamPropSecret, int(0));
+    p.set(kOfxParamPropHint, string(""));
+    p.set(kOfxParamPropParent, string(""));
+    p.set(kOfxParamPropEnabled, int(1));
+    p.set(kOfxParamPropDataPtr, vec![Value::Ptr(0)]);
+    p.set(kOfxPropShortLabel, string(""));
+    p.set(kOfxPropLongLabel, string(""));
+    p.set(
+        kOfxPropIcon,
+        vec![string("")[0].clone(), string("")[0].clone()],
+    );
+    let is = |c: &CStr| ty == c;
+    let group_or_page = is(kOfxParamTypeGroup) || is(kOfxParamTypePage);
+    if n > 0 {
+        p.set(kOfxParamPropIsAnimating, int(0));
+        p.set(kOfxParamPropIsAutoKeying, int(0));
+        p.set(kOfxParamPropPersistant, int(1));
+        p.set(kOfxParamPropEvaluateOnChange, int(1));
+        p.set(kOfxParamPropCanUndo, int(1));
+        p.set(
+            kOfxParamPropCacheInvalidation,
+            vec![s(kOfxParamInvalidateValueChange)],
+        );
+        let animates = !(is(kOfxParamTypeCustom)
+            || is(kOfxParamTypeString)
+            || is(kOfxParamTypeBoolean)
+            || is(kOfxParamTypeChoice));
+        p.set(kOfxParamPropAnimates, int(animates as i32));
+    }
+    if is(kOfxParamTypeString) {
+        p.set(
+            kOfxParamPropStringMode,
+            vec![s(kOfxParamStringIsSingleLine)],
+        );
+        p.set(kOfxParamPropStringFilePathExists, int(1));
+    }
+    let ints = [
+        kOfxParamTypeInteger,
+        kOfxParamTypeInteger2D,
+        kOfxParamTypeInteger3D,
+    ];
+    let doubles = [
+        kOfxParamTypeDouble,
+        kOfxParamTypeDouble2D,
+        kOfxParamTypeDouble3D,
+        kOfxParamTypeRGB,
+        kOfxParamTypeRGBA,
+    ];
+    if ints.iter().any(|t| is(t)) {
+        for (prop, v) in [
+            (kOfxParamPropDisplayMin, i32::MIN),
+            (kOfxParamPropDisplayMax, i32::MAX),
+            (kOfxParamPropMin, i32::MIN),
+            (kOfxParamPropMax, i32::MAX),
+        ] {
+            p.set(prop, (0..n).map(|_| Value::Int(v)).collect());
+        }
+    }
+    if doubles.iter().any(|t| is(t)) {
+        for (prop, v) in [
+            (kOfxParamPropDisplayMin, -f64::MAX),
+            (kOfxParamPropDisplayMax, f64::MAX),
+            (kOfxParamPropMin, -f64::MAX),
+            (kOfxParamPropMax, f64::MAX),
+        ] {
+            p.set(prop, (0..n).map(|_| Value::Double(v)).collect());
+        }
+        p.set(kOfxParamPropIncrement, vec![Value::Double(1.0)]);
+        p.set(kOfxParamPropDigits, int(2));
+        p.set(kOfxParamPropDoubleType, vec![s(kOfxParamDoubleTypePlain)]);
+        p.set(
+            kOfxParamPropDefaultCoordinateSystem,
+            vec![s(kOfxParamCoordinatesCanonical)],
+        );
+    }
+    if is(kOfxParamTypeDouble) {
+        p.set(kOfxParamPropShowTimeMarker, int(0));
+    }
+    if !group_or_page {
+        p.set(kOfxParamPropInteractV1, vec![Value::Ptr(0)]);
+        p.set(
+            kOfxParamPropInteractSize,
+            vec![Value::Double(0.0), Value::Double(0.0)],
+        );
+        p.set(kOfxParamPropInteractSizeAspect, vec![Value::Double(1.0)]);
+        p.set(
+            kOfxParamPropInteractMinimumSize,
+            vec![Value::Double(10.0), Value::Double(10.0)],
+        );
+        p.set(
+            kOfxParamPropInteractPreferedSize,
+            vec![Value::Int(10), Value::Int(10)],
+        );
+    }
+    if is(kOfxParamTypeChoice) {
+        p.set(kOfxParamPropChoiceOption, vec![]);
+    }
 }
 
 unsafe extern "C" fn param_get_handle(

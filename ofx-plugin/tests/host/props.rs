@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ofx::*;
 use super::registry::{self, Kind};
@@ -46,6 +47,10 @@ pub struct PropSet {
     values: Mutex<HashMap<String, Vec<Value>>>,
     /// The `Shared` of the host whose description this is (0 otherwise).
     pub owner: usize,
+    /// Closed as HostSupport's sets are: only the properties it holds can
+    /// be set; another fails with `kOfxStatErrUnknown` (HostSupport
+    /// `ofxhPropertySuite.cpp`, `propSet`: `fetchTypedProperty` finds none).
+    closed: AtomicBool,
 }
 
 impl PropSet {
@@ -54,6 +59,7 @@ impl PropSet {
             what: what.to_string(),
             values: Mutex::new(HashMap::new()),
             owner: 0,
+            closed: AtomicBool::new(false),
         });
         registry::add(p.handle() as usize, Kind::Props);
         p
@@ -67,6 +73,19 @@ impl PropSet {
 
     pub fn handle(&self) -> OfxPropertySetHandle {
         self as *const PropSet as OfxPropertySetHandle
+    }
+
+    /// From now on only the properties it holds can be set.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn remove(&self, name: &CStr) {
+        self.lock().remove(&*name.to_string_lossy());
+    }
+
+    fn refuses(&self, name: &str, map: &HashMap<String, Vec<Value>>) -> bool {
+        self.closed.load(Ordering::SeqCst) && !map.contains_key(name)
     }
 
     pub fn set(&self, name: &CStr, v: Vec<Value>) {
@@ -174,6 +193,9 @@ fn set_one(h: OfxPropertySetHandle, name: *const c_char, index: c_int, v: Value)
         return kOfxStatErrBadIndex;
     }
     let mut map = p.lock();
+    if p.refuses(name, &map) {
+        return kOfxStatErrUnknown;
+    }
     let values = map.entry(name.to_string()).or_default();
     if let Some(first) = values.first()
         && !first.same_type(&v)
@@ -201,6 +223,9 @@ fn set_n(h: OfxPropertySetHandle, name: *const c_char, v: Vec<Value>) -> OfxStat
         return kOfxStatErrValue;
     };
     let mut map = p.lock();
+    if p.refuses(name, &map) {
+        return kOfxStatErrUnknown;
+    }
     if let (Some(old), Some(new)) = (map.get(name).and_then(|o| o.first()), v.first())
         && !old.same_type(new)
     {

@@ -773,6 +773,9 @@ unsafe extern "C" fn clear_persistent_message(h: *mut c_void) -> OfxStatus {
 unsafe extern "C" fn progress_start_v1(h: *mut c_void, label: *const c_char) -> OfxStatus {
     let label = cstr(label).unwrap_or_default().to_string();
     record_for(h, Event::ProgressStart(h as usize, label));
+    if let Some(e) = effect(h.cast(), "progressStart") {
+        *e.progress_bar.lock().unwrap() = Some(0);
+    }
     kOfxStatOK
 }
 
@@ -795,8 +798,20 @@ unsafe extern "C" fn progress_update(h: *mut c_void, done: f64) -> OfxStatus {
         *e.abort_raised.lock().unwrap() = Some(Instant::now());
         e.abort.store(true, Ordering::SeqCst);
     }
+    // Natron's GUI: no bar yet (see `HostConfig::late_progress`).
+    let late = e.shared.config.late_progress;
+    let no_bar = late > 0 && {
+        let mut bar = e.progress_bar.lock().unwrap();
+        match bar.as_mut() {
+            Some(n) => {
+                *n += 1;
+                *n <= late
+            }
+            None => true,
+        }
+    };
     // v1: "ReplyNo: the user cancelled".
-    if e.abort.load(Ordering::SeqCst) {
+    if e.abort.load(Ordering::SeqCst) || no_bar {
         kOfxStatReplyNo
     } else {
         kOfxStatOK
@@ -805,6 +820,9 @@ unsafe extern "C" fn progress_update(h: *mut c_void, done: f64) -> OfxStatus {
 
 unsafe extern "C" fn progress_end(h: *mut c_void) -> OfxStatus {
     record_for(h, Event::ProgressEnd(h as usize));
+    if let Some(e) = effect(h.cast(), "progressEnd") {
+        *e.progress_bar.lock().unwrap() = None;
+    }
     kOfxStatOK
 }
 
