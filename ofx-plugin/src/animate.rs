@@ -300,7 +300,7 @@ fn animate(
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
     let mut o = capi::AnimateOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.animate_options_init)(&mut o) };
+    unsafe { api.animate_options_init.run(&mut o) };
     o.prompt = prompt.as_ptr();
     o.negative_prompt = negative.as_ptr();
     o.width = s.width;

@@ -31,7 +31,7 @@ pub struct Inversion {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct LoadOptions {
     pub struct_size: u32,
     pub device: u32,
@@ -41,6 +41,26 @@ pub struct LoadOptions {
     /// `COGVIDEO_RESIDENCY_*`; the init function's default (auto) is kept.
     pub residency: u32,
     pub memory_budget: u64,
+    /// Since 1.3 (a 1.2 library's init leaves the struct at the 1.2 size,
+    /// so that library does not read these).
+    pub progress: ProgressFn,
+    pub progress_user: *mut c_void,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            struct_size: 0,
+            device: 0,
+            device_index: 0,
+            dtype: 0,
+            vae_tiling: false,
+            residency: 0,
+            memory_budget: 0,
+            progress: None,
+            progress_user: std::ptr::null_mut(),
+        }
+    }
 }
 
 #[repr(C)]
@@ -301,14 +321,39 @@ pub struct Api {
         *const Frame,
         usize,
     ) -> Status,
-    pub load_options_init: unsafe extern "C" fn(*mut LoadOptions),
-    pub generate_options_init: unsafe extern "C" fn(*mut GenerateOptions),
-    pub decode_options_init: unsafe extern "C" fn(*mut DecodeOptions),
-    pub animate_options_init: unsafe extern "C" fn(*mut AnimateOptions),
-    pub invert_options_init: unsafe extern "C" fn(*mut InvertOptions),
-    pub edit_options_init: unsafe extern "C" fn(*mut EditOptions),
+    pub load_options_init: Init<LoadOptions>,
+    pub generate_options_init: Init<GenerateOptions>,
+    pub decode_options_init: Init<DecodeOptions>,
+    pub animate_options_init: Init<AnimateOptions>,
+    pub invert_options_init: Init<InvertOptions>,
+    pub edit_options_init: Init<EditOptions>,
     // Keeps the functions above valid.
     _lib: libloading::Library,
+}
+
+/// An options struct's init function (see `Api::open`).
+pub struct Init<T> {
+    sized: Option<unsafe extern "C" fn(*mut T, usize) -> Status>,
+    legacy: unsafe extern "C" fn(*mut T),
+}
+
+impl<T> Init<T> {
+    /// Fills `opts` with the library's defaults for the plugin's layout.
+    ///
+    /// # Safety
+    /// `T` must be the header's struct of this init (the plugin's
+    /// declarations are checked against the header by tests/header.rs).
+    pub unsafe fn run(&self, opts: &mut T) {
+        match self.sized {
+            // The plugin's layouts are released ones, so this cannot fail.
+            Some(f) => {
+                // SAFETY: `opts` is writable for its own size.
+                unsafe { f(opts, std::mem::size_of::<T>()) };
+            }
+            // SAFETY: as documented.
+            None => unsafe { (self.legacy)(opts) },
+        }
+    }
 }
 
 /// The library's file name; the bundle puts it beside the plugin binary.
@@ -338,6 +383,21 @@ impl Api {
                     .map_err(|e| format!("{name} lacks {}: {e}", $name))?
             };
         }
+        // A 1.3 library's sized init, given this plugin's struct size; an
+        // older library has only the one-argument init, which writes that
+        // library's layout: never larger than the plugin's, which declares
+        // the 1.2 layouts.
+        macro_rules! init {
+            ($name:literal) => {
+                Init {
+                    // SAFETY: the declared type matches the header's prototype.
+                    sized: unsafe { lib.get(concat!($name, "_sized\0").as_bytes()) }
+                        .ok()
+                        .map(|f| *f),
+                    legacy: sym!($name),
+                }
+            };
+        }
         let api = Api {
             last_error: sym!("cogvideo_last_error"),
             version: sym!("cogvideo_version"),
@@ -357,12 +417,12 @@ impl Api {
             decoded_frame_count: sym!("cogvideo_decoded_frame_count"),
             decode_latents: sym!("cogvideo_decode_latents"),
             animate_image: sym!("cogvideo_animate_image"),
-            load_options_init: sym!("cogvideo_load_options_init"),
-            generate_options_init: sym!("cogvideo_generate_options_init"),
-            decode_options_init: sym!("cogvideo_decode_options_init"),
-            animate_options_init: sym!("cogvideo_animate_options_init"),
-            invert_options_init: sym!("cogvideo_invert_options_init"),
-            edit_options_init: sym!("cogvideo_edit_options_init"),
+            load_options_init: init!("cogvideo_load_options_init"),
+            generate_options_init: init!("cogvideo_generate_options_init"),
+            decode_options_init: init!("cogvideo_decode_options_init"),
+            animate_options_init: init!("cogvideo_animate_options_init"),
+            invert_options_init: init!("cogvideo_invert_options_init"),
+            edit_options_init: init!("cogvideo_edit_options_init"),
             _lib: lib,
         };
         // SAFETY: a plain query.

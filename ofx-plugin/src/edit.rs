@@ -229,7 +229,7 @@ fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
     let api = capi::api()?;
     let mut opts = capi::LoadOptions::default();
     // SAFETY: writable options struct.
-    unsafe { (api.load_options_init)(&mut opts) };
+    unsafe { api.load_options_init.run(&mut opts) };
     opts.device = key.device;
     opts.device_index = key.device_index;
     opts.dtype = key.dtype;
@@ -655,7 +655,7 @@ fn process(
             let descs: Vec<capi::Frame> = frames.iter_mut().map(Frame::as_capi).collect();
             let mut o: capi::InvertOptions = Default::default();
             // SAFETY: writable options.
-            unsafe { (api.invert_options_init)(&mut o) };
+            unsafe { api.invert_options_init.run(&mut o) };
             o.width = s.width;
             o.height = s.height;
             o.steps = s.steps;
@@ -690,7 +690,7 @@ fn process(
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
     let mut o: capi::EditOptions = Default::default();
     // SAFETY: writable options.
-    unsafe { (api.edit_options_init)(&mut o) };
+    unsafe { api.edit_options_init.run(&mut o) };
     o.prompt = prompt.as_ptr();
     o.negative_prompt = negative.as_ptr();
     o.guidance_scale = s.guidance;
@@ -740,7 +740,7 @@ mod tests {
             let api = Box::leak(Box::new(capi::Api::open(lib.to_str().unwrap()).unwrap()));
             let mut opts = capi::LoadOptions::default();
             // SAFETY: writable options.
-            unsafe { (api.load_options_init)(&mut opts) };
+            unsafe { api.load_options_init.run(&mut opts) };
             let ckpt = repo.join("tests/data/tiny/cogvideox-5b");
             Arc::new(PipelineHandle::load(api, ckpt.to_str().unwrap(), &opts).unwrap())
         })

@@ -258,7 +258,7 @@ fn generate(
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
     let mut o = capi::GenerateOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.generate_options_init)(&mut o) };
+    unsafe { api.generate_options_init.run(&mut o) };
     o.prompt = prompt.as_ptr();
     o.negative_prompt = negative.as_ptr();
     o.width = s.width;
@@ -298,7 +298,7 @@ pub(crate) fn decode(
     let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
     let mut o = capi::DecodeOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.decode_options_init)(&mut o) };
+    unsafe { api.decode_options_init.run(&mut o) };
     o.resize_mode = resize_mode;
     o.progress = Some(on_progress);
     o.progress_user = job as *const Job as *mut c_void;

@@ -76,28 +76,28 @@ const PROTOTYPES: &[(&str, &str)] = &[
         "cogvideo_status (*)(const cogvideo_pipeline *, const float *, const int64_t *, const cogvideo_decode_options *, const cogvideo_frame *, uintptr_t)",
     ),
     (
-        "cogvideo_generate_options_init",
-        "void (*)(cogvideo_generate_options *)",
+        "cogvideo_generate_options_init_sized",
+        "cogvideo_status (*)(cogvideo_generate_options *, uintptr_t)",
     ),
     (
-        "cogvideo_decode_options_init",
-        "void (*)(cogvideo_decode_options *)",
+        "cogvideo_decode_options_init_sized",
+        "cogvideo_status (*)(cogvideo_decode_options *, uintptr_t)",
     ),
     (
-        "cogvideo_load_options_init",
-        "void (*)(cogvideo_load_options *)",
+        "cogvideo_load_options_init_sized",
+        "cogvideo_status (*)(cogvideo_load_options *, uintptr_t)",
     ),
     (
-        "cogvideo_animate_options_init",
-        "void (*)(cogvideo_animate_options *)",
+        "cogvideo_animate_options_init_sized",
+        "cogvideo_status (*)(cogvideo_animate_options *, uintptr_t)",
     ),
     (
-        "cogvideo_invert_options_init",
-        "void (*)(cogvideo_invert_options *)",
+        "cogvideo_invert_options_init_sized",
+        "cogvideo_status (*)(cogvideo_invert_options *, uintptr_t)",
     ),
     (
-        "cogvideo_edit_options_init",
-        "void (*)(cogvideo_edit_options *)",
+        "cogvideo_edit_options_init_sized",
+        "cogvideo_status (*)(cogvideo_edit_options *, uintptr_t)",
     ),
 ];
 
@@ -113,6 +113,8 @@ const STRUCTS: &[(&str, &[&str])] = &[
             "vae_tiling",
             "residency",
             "memory_budget",
+            "progress",
+            "progress_user",
         ],
     ),
     (
@@ -225,7 +227,7 @@ fn rust_layouts() -> Vec<Vec<usize>> {
     }
     vec![
         layout!(LoadOptions; struct_size, device, device_index, dtype, vae_tiling, residency,
-            memory_budget),
+            memory_budget, progress, progress_user),
         layout!(Frame; data, width, height, stride_bytes, format),
         layout!(InvertOptions; struct_size, width, height, steps, seed, noise, noise_len,
             resize_mode, progress, progress_user, posterior_mean),

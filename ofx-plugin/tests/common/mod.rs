@@ -94,7 +94,7 @@ pub fn c_api_edit(inputs: &EditInputs, source: &Frames, prompts: &[&str]) -> Vec
     let api = api();
     let mut lo = capi::LoadOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.load_options_init)(&mut lo) };
+    unsafe { api.load_options_init.run(&mut lo) };
     let pipe = PipelineHandle::load(api, inputs.checkpoint.to_str().unwrap(), &lo).unwrap();
     let mut src: Vec<Vec<u8>> = source.frames.to_vec();
     let descs: Vec<capi::Frame> = src
@@ -103,7 +103,7 @@ pub fn c_api_edit(inputs: &EditInputs, source: &Frames, prompts: &[&str]) -> Vec
         .collect();
     let mut io = capi::InvertOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.invert_options_init)(&mut io) };
+    unsafe { api.invert_options_init.run(&mut io) };
     io.steps = inputs.steps;
     io.seed = inputs.seed;
     let mut inv = std::ptr::null_mut();
@@ -124,7 +124,7 @@ pub fn c_api_edit(inputs: &EditInputs, source: &Frames, prompts: &[&str]) -> Vec
             let prompt = CString::new(*prompt).unwrap();
             let mut eo = capi::EditOptions::default();
             // SAFETY: writable options.
-            unsafe { (api.edit_options_init)(&mut eo) };
+            unsafe { api.edit_options_init.run(&mut eo) };
             eo.prompt = prompt.as_ptr();
             eo.guidance_scale = inputs.guidance;
             eo.seed = inputs.seed;
@@ -153,7 +153,7 @@ pub fn c_api_animate(inputs: &AnimateInputs, image: &Frames) -> Vec<Vec<u8>> {
     let api = api();
     let mut lo = capi::LoadOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.load_options_init)(&mut lo) };
+    unsafe { api.load_options_init.run(&mut lo) };
     let pipe = PipelineHandle::load(api, inputs.checkpoint.to_str().unwrap(), &lo).unwrap();
     let mut img = image.frames[0].clone();
     let img = image.desc(img.as_mut_ptr());
@@ -163,7 +163,7 @@ pub fn c_api_animate(inputs: &AnimateInputs, image: &Frames) -> Vec<Vec<u8>> {
     let prompt = CString::new(inputs.prompt).unwrap();
     let mut o = capi::AnimateOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.animate_options_init)(&mut o) };
+    unsafe { api.animate_options_init.run(&mut o) };
     o.prompt = prompt.as_ptr();
     o.num_frames = inputs.frames as i32;
     o.steps = inputs.steps;
@@ -196,7 +196,7 @@ pub fn c_api_generate(
     let api = api();
     let mut lo = capi::LoadOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.load_options_init)(&mut lo) };
+    unsafe { api.load_options_init.run(&mut lo) };
     let pipe = PipelineHandle::load(api, inputs.checkpoint.to_str().unwrap(), &lo).unwrap();
     let shape = Frames {
         width,
@@ -210,7 +210,7 @@ pub fn c_api_generate(
     let prompt = CString::new(inputs.prompt).unwrap();
     let mut o = capi::GenerateOptions::default();
     // SAFETY: writable options.
-    unsafe { (api.generate_options_init)(&mut o) };
+    unsafe { api.generate_options_init.run(&mut o) };
     o.prompt = prompt.as_ptr();
     o.num_frames = inputs.frames as i32;
     o.steps = inputs.steps;
