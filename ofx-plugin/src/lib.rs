@@ -530,6 +530,12 @@ fn render(
             None => return Err("the host gave no source image".into()),
         }
     };
+    // Resolve renders its thumbnails through the effect: they never start
+    // a load or a job, nor change the instance's status; the source shows.
+    if src_clip.is_some() && source_thumbnail(s, handle) == Some(1) {
+        out.write(&source, window)?;
+        return Ok(kOfxStatOK);
+    }
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
     // SAFETY: valid instance handle and out pointer.

@@ -705,6 +705,10 @@ pub struct Render {
     pub interactive: bool,
     /// Brackets the render with Begin/EndSequenceRender.
     pub sequence: bool,
+    /// A thumbnail render: the Source clip's `kOfxImageClipPropThumbnail`
+    /// is 1 during it, as Resolve sets it for its 184x92 thumbnails
+    /// (openfx-misc issue 56; lightsailvr/ResolveOFX_NDIOutput's trace).
+    pub thumbnail: bool,
 }
 
 impl Render {
@@ -714,6 +718,7 @@ impl Render {
             scale: 1.0,
             interactive: false,
             sequence: true,
+            thumbnail: false,
         }
     }
 }
@@ -959,6 +964,15 @@ impl Instance {
             Value::Int(h as i32),
         ];
         let _guard = RenderGuard::enter(self.effect.handle() as usize, r, &mut out);
+        let thumbnail_flag = |on: bool| {
+            for c in self.effect.clips.lock().unwrap().iter() {
+                if c.name.as_bytes() == kOfxImageEffectSimpleSourceClipName.to_bytes() {
+                    c.props
+                        .set_named("kOfxImageClipPropThumbnail", vec![Value::Int(on as i32)]);
+                }
+            }
+        };
+        thumbnail_flag(r.thumbnail);
 
         let args = PropSet::new("is identity args");
         args.set(kOfxPropTime, vec![Value::Double(r.time)]);
@@ -1035,6 +1049,7 @@ impl Instance {
         );
         args.set(kOfxImageEffectPropRenderQualityDraft, vec![Value::Int(0)]);
         let status = self.action(kOfxImageEffectActionRender, Some(&args), None);
+        thumbnail_flag(false);
         if r.sequence {
             let st = self.action(kOfxImageEffectActionEndSequenceRender, Some(&seq), None);
             assert!(
