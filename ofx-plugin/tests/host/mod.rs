@@ -8,7 +8,11 @@
 //! row layout (padding, negative row bytes), the render scale, interactive
 //! or final renders, an abort flag (raised by the test or at the Nth
 //! progress update), temporal access (full, MLT's "the current image for any
-//! time", none), and images fetched outside a render. Images are given on
+//! time", none), images fetched outside a render, and host profiles read
+//! from hosts we cannot run: HostSupport's closed parameter property sets
+//! (and properties refused on request), Natron's `NatronOfxHostIsNatron`
+//! and its late progress bar (`ReplyNo` until it exists), Resolve's
+//! thumbnail flag on a render's Source clip. Images are given on
 //! the render's own thread and the threads of the multithread suite (a
 //! plugin's own threads get none, as a render's images belong to it).
 //! Parameters hold one value (no animation); the variadic suite functions
