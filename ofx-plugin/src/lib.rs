@@ -207,7 +207,6 @@ fn dispatch(
             // start at 1, Resolve's are frames of the source media).
             let time = args.get_double(kOfxPropTime, 0)?;
             ofx::set_param_int(&s, handle, c"segment_start", time.round() as c_int)?;
-            ofx::set_param_int(&s, handle, c"segment_at_clip_start", 0)?;
         } else if is_param && name != "status" {
             // What this instance's queued or running job computes is stale.
             worker::changed(handle as usize);
@@ -361,18 +360,16 @@ fn describe_in_context(
     Ok(())
 }
 
-/// The segment's first host frame: `segment_start`, or by default the
-/// first frame of the Source clip (a generator's Output), so that hosts
-/// whose frames start elsewhere than 0 (Natron's at 1, `Project.cpp`) find
-/// the clip; 0 where the host gives no range.
+/// The segment's first host frame: `segment_start`, but not before the
+/// first frame of the Source clip (a generator's Output), so that with the
+/// default 0 hosts whose frames start later (Natron's at 1, `Project.cpp`)
+/// find the clip, and a value set before (MLT projects) keeps its meaning.
 fn segment_start(
     s: &Suites,
     handle: OfxImageEffectHandle,
     r: &params::Reader,
 ) -> Result<i32, String> {
-    if !r.bool(c"segment_at_clip_start")? {
-        return r.int(c"segment_start");
-    }
+    let start = r.int(c"segment_start")?;
     let first = [
         kOfxImageEffectSimpleSourceClipName,
         kOfxImageEffectOutputClipName,
@@ -397,7 +394,7 @@ fn segment_start(
     });
     Ok(first
         .filter(|f| f.is_finite())
-        .map_or(0, |f| f.round() as i32))
+        .map_or(start, |f| start.max(f.round() as i32)))
 }
 
 /// Resolve's thumbnail flag on the Source clip, where it has one.
@@ -530,6 +527,12 @@ fn render(
             None => return Err("the host gave no source image".into()),
         }
     };
+    // Resolve renders its thumbnails through the effect: they never start
+    // a load or a job, nor change the instance's status; the source shows.
+    if src_clip.is_some() && source_thumbnail(s, handle) == Some(1) {
+        out.write(&source, window)?;
+        return Ok(kOfxStatOK);
+    }
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
     // SAFETY: valid instance handle and out pointer.

@@ -119,17 +119,11 @@ const SAMPLING: [Param; 7] = [
 ];
 
 /// Which host frames form the processed segment.
-const SEGMENT: [Param; 5] = [
-    p(
-        c"segment_at_clip_start",
-        c"Segment at the clip's start",
-        c"On: the segment starts at the source clip's first frame; off: at Segment start",
-        Kind::Bool(true),
-    ),
+const SEGMENT: [Param; 4] = [
     p(
         c"segment_start",
         c"Segment start",
-        c"First host frame of the segment, when it is not at the clip's start",
+        c"First host frame of the segment (not before the clip's first frame)",
         Kind::Int(0, -1_000_000, 1_000_000),
     ),
     p(

@@ -345,3 +345,43 @@ fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
     assert!(ok_or_default(again.destroy()));
     assert_no_violations();
 }
+
+/// Resolve renders thumbnails through the effect (184x92, the Source
+/// clip's `kOfxImageClipPropThumbnail` set: openfx-misc issue 56, the NDI
+/// plugin's trace of Resolve 21): a final thumbnail render returns the
+/// source at once, queues no job and reports no progress (issue 26 item 3).
+#[test]
+fn cogvideox_a_thumbnail_render_never_queues_a_job() {
+    let _serial = serial();
+    env();
+    const VERSION: i32 = 600;
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Float, Layout::PLAIN),
+        VERSION,
+    );
+    let thumbnail = Render {
+        scale: 0.5,
+        thumbnail: true,
+        ..Render::at(3.0)
+    };
+    let r = inst.render(&thumbnail);
+    assert_eq!(r.status, host::kOfxStatOK);
+    let src = pattern_source(W, H, Depth::Float);
+    assert!(
+        r.pixels == src(3.0, 0.5).unwrap(),
+        "a thumbnail showed other than the source"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(processed(VERSION), 0, "a thumbnail processed its segment");
+    assert!(
+        !inst
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::ProgressStart(..))),
+        "a thumbnail reported progress"
+    );
+    assert_eq!(inst.live_images(), 0);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}

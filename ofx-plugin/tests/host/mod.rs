@@ -8,7 +8,11 @@
 //! row layout (padding, negative row bytes), the render scale, interactive
 //! or final renders, an abort flag (raised by the test or at the Nth
 //! progress update), temporal access (full, MLT's "the current image for any
-//! time", none), and images fetched outside a render. Images are given on
+//! time", none), images fetched outside a render, and host profiles read
+//! from hosts we cannot run: HostSupport's closed parameter property sets
+//! (and properties refused on request), Natron's `NatronOfxHostIsNatron`
+//! and its late progress bar (`ReplyNo` until it exists), Resolve's
+//! thumbnail flag on a render's Source clip. Images are given on
 //! the render's own thread and the threads of the multithread suite (a
 //! plugin's own threads get none, as a render's images belong to it).
 //! Parameters hold one value (no animation); the variadic suite functions
@@ -705,6 +709,10 @@ pub struct Render {
     pub interactive: bool,
     /// Brackets the render with Begin/EndSequenceRender.
     pub sequence: bool,
+    /// A thumbnail render: the Source clip's `kOfxImageClipPropThumbnail`
+    /// is 1 during it, as Resolve sets it for its 184x92 thumbnails
+    /// (openfx-misc issue 56; lightsailvr/ResolveOFX_NDIOutput's trace).
+    pub thumbnail: bool,
 }
 
 impl Render {
@@ -714,6 +722,7 @@ impl Render {
             scale: 1.0,
             interactive: false,
             sequence: true,
+            thumbnail: false,
         }
     }
 }
@@ -959,6 +968,15 @@ impl Instance {
             Value::Int(h as i32),
         ];
         let _guard = RenderGuard::enter(self.effect.handle() as usize, r, &mut out);
+        let thumbnail_flag = |on: bool| {
+            for c in self.effect.clips.lock().unwrap().iter() {
+                if c.name.as_bytes() == kOfxImageEffectSimpleSourceClipName.to_bytes() {
+                    c.props
+                        .set_named("kOfxImageClipPropThumbnail", vec![Value::Int(on as i32)]);
+                }
+            }
+        };
+        thumbnail_flag(r.thumbnail);
 
         let args = PropSet::new("is identity args");
         args.set(kOfxPropTime, vec![Value::Double(r.time)]);
@@ -1035,6 +1053,7 @@ impl Instance {
         );
         args.set(kOfxImageEffectPropRenderQualityDraft, vec![Value::Int(0)]);
         let status = self.action(kOfxImageEffectActionRender, Some(&args), None);
+        thumbnail_flag(false);
         if r.sequence {
             let st = self.action(kOfxImageEffectActionEndSequenceRender, Some(&seq), None);
             assert!(
