@@ -206,7 +206,7 @@ pub fn pipeline(key: &LoadKey, w: Option<&Waiter>) -> Result<Option<Arc<Pipeline
 
 /// Loads on the worker and records the pipeline or the failure.
 fn finish_load(key: LoadKey, retry: u64, job: &Job) {
-    let loaded = match load(&key) {
+    let loaded = match load(&key, job) {
         Ok(p) => Loaded::Ready(Arc::new(p)),
         Err(e) => {
             crate::log::line(&format!("loading failed: {e}"));
@@ -222,7 +222,7 @@ fn finish_load(key: LoadKey, retry: u64, job: &Job) {
     }
 }
 
-fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
+fn load(key: &LoadKey, job: &Job) -> Result<PipelineHandle, String> {
     if key.checkpoint.is_empty() {
         return Err("no checkpoint folder is set".into());
     }
@@ -234,6 +234,11 @@ fn load(key: &LoadKey) -> Result<PipelineHandle, String> {
     opts.device_index = key.device_index;
     opts.dtype = key.dtype;
     opts.vae_tiling = key.vae_tiling;
+    // Since C API 1.3 loading reports progress (a 5B checkpoint takes
+    // minutes) and stops when the job is cancelled; an older library
+    // leaves these fields out of its struct_size.
+    opts.progress = Some(on_progress);
+    opts.progress_user = job as *const Job as *mut c_void;
     crate::log::line(&format!("loading {key:?}"));
     PipelineHandle::load(api, &key.checkpoint, &opts)
 }

@@ -88,6 +88,14 @@ impl Job {
         } else {
             0.0
         };
+        // `COGVIDEO_STAGE_LOAD` (C API 1.3) is a job of its own, in MiB.
+        if stage == 5 {
+            self.frac
+                .store(part.clamp(0.0, 1.0).to_bits(), Ordering::SeqCst);
+            *self.status.lock().unwrap_or_else(|e| e.into_inner()) =
+                format!("loading the checkpoint, {done} of {total} MiB");
+            return !self.cancelled();
+        }
         // `COGVIDEO_STAGE_*` run in order from 0 to 4: spread them over the bar.
         let frac = ((stage as f64 + part) / 5.0).clamp(0.0, 1.0);
         self.frac.store(frac.to_bits(), Ordering::SeqCst);
@@ -315,5 +323,10 @@ mod tests {
         assert!((job.fraction() - 3.5 / 5.0).abs() < 1e-9);
         job.cancel();
         assert!(!job.report(3, 3, 4));
+
+        let load = Job::new(100);
+        assert!(load.report(5, 30, 120));
+        assert_eq!(load.status(), "loading the checkpoint, 30 of 120 MiB");
+        assert!((load.fraction() - 0.25).abs() < 1e-9);
     }
 }
