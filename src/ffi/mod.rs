@@ -16,6 +16,7 @@ mod frames;
 mod noise;
 mod options;
 mod pipeline;
+mod requests;
 mod sampling;
 mod status;
 

@@ -4,8 +4,9 @@
 use std::ffi::c_char;
 
 use super::args::*;
-use super::options::{self, *};
+use super::options::*;
 use super::pipeline::*;
+use super::requests;
 use super::status::*;
 use crate::error::{Error, Result};
 use crate::pipelines::{self};
@@ -73,11 +74,8 @@ pub unsafe extern "C" fn cogvideo_generate_noise_plan(
     count: *mut usize,
 ) -> cogvideo_status {
     guard(|| {
-        let pipeline = &pipeline_ref(p)?.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (g, _) = unsafe { options::generate_options(&o) }?;
-        let plan = pipeline.noise_plan_generate(&g)?;
-        unsafe { plan_out(&plan, draws, capacity, count) }
+        let r = unsafe { requests::generate(p, opts) }?;
+        unsafe { plan_out(&r.plan, draws, capacity, count) }
     })
 }
 
@@ -94,12 +92,8 @@ pub unsafe extern "C" fn cogvideo_animate_noise_plan(
     count: *mut usize,
 ) -> cogvideo_status {
     guard(|| {
-        let pipeline = &pipeline_ref(p)?.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (a, _) = unsafe { options::animate_options(&o) }?;
-        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
-        let plan = pipeline.noise_plan_animate(h, w, &a)?;
-        unsafe { plan_out(&plan, draws, capacity, count) }
+        let r = unsafe { requests::animate(p, opts) }?;
+        unsafe { plan_out(&r.plan, draws, capacity, count) }
     })
 }
 
@@ -118,13 +112,8 @@ pub unsafe extern "C" fn cogvideo_invert_noise_plan(
     count: *mut usize,
 ) -> cogvideo_status {
     guard(|| {
-        let pipeline = &pipeline_ref(p)?.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (i, _) = options::invert_options(&o)?;
-        let usable = pipeline.usable_edit_frames(frame_count)?;
-        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
-        let plan = pipeline.noise_plan_invert(h, w, usable, &i)?;
-        unsafe { plan_out(&plan, draws, capacity, count) }
+        let r = unsafe { requests::invert(p, frame_count, opts) }?;
+        unsafe { plan_out(&r.plan, draws, capacity, count) }
     })
 }
 
@@ -142,12 +131,10 @@ pub unsafe extern "C" fn cogvideo_edit_noise_plan(
     count: *mut usize,
 ) -> cogvideo_status {
     guard(|| {
-        let pipeline = &pipeline_ref(p)?.pipeline;
+        pipeline_ref(p)?;
         let inv = &inversion_ref(inv)?.inner;
-        let o = unsafe { options::read(opts) }?;
-        let (e, _) = unsafe { options::edit_options(&o) }?;
-        let plan = pipeline.noise_plan_edit(inv, &e)?;
-        unsafe { plan_out(&plan, draws, capacity, count) }
+        let r = unsafe { requests::edit(p, inv, opts) }?;
+        unsafe { plan_out(&r.plan, draws, capacity, count) }
     })
 }
 
@@ -166,12 +153,7 @@ pub unsafe extern "C" fn cogvideo_video_to_video_noise_plan(
     count: *mut usize,
 ) -> cogvideo_status {
     guard(|| {
-        let pipeline = &pipeline_ref(p)?.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (v, _) = unsafe { options::video_to_video_options(&o) }?;
-        let usable = pipeline.usable_edit_frames(frame_count)?;
-        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
-        let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v)?;
-        unsafe { plan_out(&plan, draws, capacity, count) }
+        let r = unsafe { requests::video_to_video(p, frame_count, opts) }?;
+        unsafe { plan_out(&r.plan, draws, capacity, count) }
     })
 }

@@ -9,6 +9,7 @@ use super::args::*;
 use super::frames::*;
 use super::options::{self, *};
 use super::pipeline::*;
+use super::requests;
 use super::status::*;
 use crate::error::{Error, Result};
 use crate::pipelines::{self, Pipeline, Progress};
@@ -43,33 +44,25 @@ pub unsafe extern "C" fn cogvideo_generate_video(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let handle = pipeline_ref(p)?;
-        let pipeline = &handle.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (mut gen_opts, noise) = unsafe { options::generate_options(&o) }?;
+        let mut r = unsafe { requests::generate(p, opts) }?;
+        let o = &r.raw;
         let mode = resize_mode(o.resize_mode)?;
-        let plan = pipeline.noise_plan_generate(&gen_opts)?;
-        let (dh, dw, dt) = pipeline.default_video_size();
-        let (h, w, t) = (
-            gen_opts.height.unwrap_or(dh),
-            gen_opts.width.unwrap_or(dw),
-            gen_opts.num_frames.unwrap_or(dt),
-        );
         let outputs = unsafe {
             Outputs::for_clip(
-                pipeline,
+                r.pipeline(),
                 (out, out_count),
                 (o.latents_out, o.latents_out_len),
-                (h, w, t),
+                r.size,
                 mode,
             )
         }?;
-        unsafe { noise.attach(&plan, &mut gen_opts.sampling.noise) }?;
+        unsafe { r.noise.attach(&r.plan, &mut r.opts.sampling.noise) }?;
+        let (o, gen_opts) = (&r.raw, &r.opts);
         sample_and_deliver(
-            handle,
+            r.handle,
             (o.progress, o.progress_user),
             outputs,
-            |p, progress| p.generate_latents(&gen_opts, progress),
+            |p, progress| p.generate_latents(gen_opts, progress),
         )
     })
 }
@@ -88,39 +81,33 @@ pub unsafe extern "C" fn cogvideo_animate_image(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let handle = pipeline_ref(p)?;
-        let pipeline = &handle.pipeline;
+        pipeline_ref(p)?;
         let image = unsafe { image.as_ref() }.ok_or_else(|| Error::invalid("image is NULL"))?;
-        let o = unsafe { options::read(opts) }?;
-        let (mut anim, noise) = unsafe { options::animate_options(&o) }?;
+        let mut r = unsafe { requests::animate(p, opts) }?;
+        let o = &r.raw;
         let mode = resize_mode(o.resize_mode)?;
-        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
-        let plan = pipeline.noise_plan_animate(h, w, &anim)?;
         let outputs = unsafe {
             Outputs::for_clip(
-                pipeline,
+                r.pipeline(),
                 (out, out_count),
                 (o.latents_out, o.latents_out_len),
-                (h, w, anim.num_frames),
+                r.size,
                 mode,
             )
         }?;
-        pipeline.check_fits(
-            h,
-            w,
-            anim.num_frames,
-            anim.sampling.guidance_scale > 1.0,
-            false,
-        )?;
-        unsafe { noise.attach(&plan, &mut anim.sampling.noise) }?;
+        let (h, w, t) = r.size;
+        let guided = r.opts.sampling.guidance_scale > 1.0;
+        r.pipeline().check_fits(h, w, t, guided, false)?;
+        unsafe { r.noise.attach(&r.plan, &mut r.opts.sampling.noise) }?;
         let frame = unsafe { frame_ref(image, "image") }?;
+        let (o, anim) = (&r.raw, &r.opts);
         sample_and_deliver(
-            handle,
+            r.handle,
             (o.progress, o.progress_user),
             outputs,
             |p, progress| {
                 let video = crate::frames::frames_to_video(&[frame], h, w, mode, p.device())?;
-                p.animate_latents(&video.squeeze(2)?, &anim, progress)
+                p.animate_latents(&video.squeeze(2)?, anim, progress)
             },
         )
     })
@@ -147,23 +134,20 @@ pub unsafe extern "C" fn cogvideo_invert_video(
             return Err(Error::invalid("out is NULL"));
         }
         unsafe { *out = std::ptr::null_mut() };
-        let handle = pipeline_ref(p)?;
-        let pipeline = &handle.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (mut inv_opts, noise) = options::invert_options(&o)?;
-        let mode = resize_mode(o.resize_mode)?;
+        pipeline_ref(p)?;
         let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
-        let usable = pipeline.usable_edit_frames(descs.len())?;
-        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
-        let plan = pipeline.noise_plan_invert(h, w, usable, &inv_opts)?;
+        let mut r = unsafe { requests::invert(p, descs.len(), opts) }?;
+        let mode = resize_mode(r.raw.resize_mode)?;
+        let (h, w, usable) = r.size;
+        let pipeline = &r.handle.pipeline;
         pipeline.check_fits(h, w, usable, false, false)?;
         let inputs = unsafe { input_frames(descs, usable) }?;
-        unsafe { noise.attach(&plan, &mut inv_opts.noise) }?;
-        let mut cb = progress_fn(o.progress, o.progress_user);
+        unsafe { r.noise.attach(&r.plan, &mut r.opts.noise) }?;
+        let mut cb = progress_fn(r.raw.progress, r.raw.progress_user);
         let mut progress = Progress::new(&mut cb);
-        let _busy = handle.busy.lock();
+        let _busy = r.handle.busy.lock();
         let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
-        let inversion = pipeline.invert_video(&video, &inv_opts, &mut progress)?;
+        let inversion = pipeline.invert_video(&video, &r.opts, &mut progress)?;
         unsafe { *out = Box::into_raw(Box::new(cogvideo_inversion { inner: inversion })) };
         Ok(())
     })
@@ -291,13 +275,11 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let handle = pipeline_ref(p)?;
-        let pipeline = &handle.pipeline;
+        pipeline_ref(p)?;
         let inv = &inversion_ref(inv)?.inner;
-        let o = unsafe { options::read(opts) }?;
-        let (mut edit, noise) = unsafe { options::edit_options(&o) }?;
+        let mut r = unsafe { requests::edit(p, inv, opts) }?;
+        let o = &r.raw;
         let mode = resize_mode(o.resize_mode)?;
-        let plan = pipeline.noise_plan_edit(inv, &edit)?;
         let outputs = unsafe {
             Outputs::new(
                 out,
@@ -308,12 +290,13 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
                 mode,
             )
         }?;
-        unsafe { noise.attach(&plan, &mut edit.noise) }?;
+        unsafe { r.noise.attach(&r.plan, &mut r.opts.noise) }?;
+        let (o, edit) = (&r.raw, &r.opts);
         sample_and_deliver(
-            handle,
+            r.handle,
             (o.progress, o.progress_user),
             outputs,
-            |p, progress| p.edit_latents(inv, &edit, progress),
+            |p, progress| p.edit_latents(inv, edit, progress),
         )
     })
 }
@@ -336,34 +319,33 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
     out_count: usize,
 ) -> cogvideo_status {
     guard(|| {
-        let handle = pipeline_ref(p)?;
-        let pipeline = &handle.pipeline;
-        let o = unsafe { options::read(opts) }?;
-        let (mut v2v, noise) = unsafe { options::video_to_video_options(&o) }?;
-        let mode = resize_mode(o.resize_mode)?;
+        pipeline_ref(p)?;
         let descs = unsafe { frame_list(frames, frame_count, "input frames") }?;
-        let usable = pipeline.usable_edit_frames(descs.len())?;
-        let (h, w) = pipeline_working_size(pipeline, o.height, o.width)?;
-        let plan = pipeline.noise_plan_video_to_video(h, w, usable, &v2v)?;
+        let mut r = unsafe { requests::video_to_video(p, descs.len(), opts) }?;
+        let o = &r.raw;
+        let mode = resize_mode(o.resize_mode)?;
         let outputs = unsafe {
             Outputs::for_clip(
-                pipeline,
+                r.pipeline(),
                 (out, out_count),
                 (o.latents_out, o.latents_out_len),
-                (h, w, usable),
+                r.size,
                 mode,
             )
         }?;
-        pipeline.check_fits(h, w, usable, v2v.sampling.guidance_scale > 1.0, false)?;
+        let (h, w, usable) = r.size;
+        let guided = r.opts.sampling.guidance_scale > 1.0;
+        r.pipeline().check_fits(h, w, usable, guided, false)?;
         let inputs = unsafe { input_frames(descs, usable) }?;
-        unsafe { noise.attach(&plan, &mut v2v.sampling.noise) }?;
+        unsafe { r.noise.attach(&r.plan, &mut r.opts.sampling.noise) }?;
+        let (o, v2v) = (&r.raw, &r.opts);
         sample_and_deliver(
-            handle,
+            r.handle,
             (o.progress, o.progress_user),
             outputs,
             |p, progress| {
                 let video = crate::frames::frames_to_video(&inputs, h, w, mode, p.device())?;
-                p.video_to_video_latents(&video, &v2v, progress)
+                p.video_to_video_latents(&video, v2v, progress)
             },
         )
     })
