@@ -15,7 +15,30 @@ mod kernels;
 mod backend;
 #[cfg(feature = "cuda")]
 mod cudnn;
-pub use backend::{ATTENTION_ENV, backend_description};
+pub use backend::ATTENTION_ENV;
+
+/// What loading cuDNN gave: its version, or why it is unusable.
+#[cfg(feature = "cuda")]
+fn cudnn_status() -> std::result::Result<String, String> {
+    cudnn::status()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cudnn_status() -> std::result::Result<String, String> {
+    Err("this library was built without CUDA".into())
+}
+
+/// The kernel attention runs on `device` in `dtype`, in words, with the
+/// shapes cuDNN refused so far (those ran the chunked path): "cuDNN 9.13.1
+/// unified SDPA", "chunked (cuDNN not found: ...)", "fused CPU kernel (f32)".
+pub fn backend_description(device: &candle_core::Device, dtype: candle_core::DType) -> String {
+    let backend = backend::select(device, dtype, cudnn_status);
+    #[cfg(feature = "cuda")]
+    if let (backend::Backend::Cudnn(_), Some(refused)) = (&backend, cudnn::refusals()) {
+        return format!("{backend}; chunked where cuDNN refused: {refused}");
+    }
+    backend.to_string()
+}
 
 /// Upper bound on one chunk of attention scores in the generic path, in
 /// elements. Full scores for the 5b model at 480x720 would be
@@ -47,7 +70,13 @@ pub fn scaled_dot_product_attention(
     }
     // cuDNN when `backend` selects it and it has a plan for the shape.
     #[cfg(feature = "cuda")]
-    if let Some(out) = cudnn::attention(q, kv, scale)? {
+    if q.device().is_cuda()
+        && matches!(
+            backend::gpu_backend(q.dtype(), cudnn_status()),
+            backend::Backend::Cudnn(_)
+        )
+        && let Some(out) = cudnn::attention(q, kv, scale)?
+    {
         return Ok(out);
     }
     generic_attention(q, kv, scale)

@@ -137,22 +137,18 @@ fn choose_gpu(dtype: DType, forced: bool, cudnn: Result<String, String>) -> Back
     }
 }
 
-#[cfg(feature = "cuda")]
-fn cudnn_status() -> Result<String, String> {
-    super::cudnn::status()
+/// The backend a GPU tensor of `dtype` runs, given what loading cuDNN gave
+/// (the caller, `attention.rs`, asks cuDNN: this module stays below it).
+pub(super) fn gpu_backend(dtype: DType, cudnn: Result<String, String>) -> Backend {
+    choose_gpu(dtype, forced_chunked(), cudnn)
 }
 
-#[cfg(not(feature = "cuda"))]
-fn cudnn_status() -> Result<String, String> {
-    Err("this library was built without CUDA".into())
-}
-
-/// The backend a GPU tensor of `dtype` runs.
-pub(super) fn gpu_backend(dtype: DType) -> Backend {
-    choose_gpu(dtype, forced_chunked(), cudnn_status())
-}
-
-pub(crate) fn select(device: &Device, dtype: DType) -> Backend {
+/// The backend `device` runs in `dtype`; `cudnn` is asked only on a GPU.
+pub(super) fn select(
+    device: &Device,
+    dtype: DType,
+    cudnn: impl FnOnce() -> Result<String, String>,
+) -> Backend {
     if device.is_cpu() {
         // The CPU dispatch's own test, on an empty query.
         let fused = Tensor::zeros((1, 0, 1, 1), dtype, device)
@@ -163,19 +159,7 @@ pub(crate) fn select(device: &Device, dtype: DType) -> Backend {
             Backend::Chunked(format!("the fused CPU kernel takes f32, not {dtype:?}"))
         };
     }
-    gpu_backend(dtype)
-}
-
-/// What [`select`] picks, in words, with the shapes cuDNN refused so far
-/// (those ran the chunked path): "cuDNN 9.13.1 unified SDPA",
-/// "chunked (cuDNN not found: ...)", "fused CPU kernel (f32)".
-pub fn backend_description(device: &Device, dtype: DType) -> String {
-    let backend = select(device, dtype);
-    #[cfg(feature = "cuda")]
-    if let (Backend::Cudnn(_), Some(refused)) = (&backend, super::cudnn::refusals()) {
-        return format!("{backend}; chunked where cuDNN refused: {refused}");
-    }
-    backend.to_string()
+    gpu_backend(dtype, cudnn())
 }
 
 #[cfg(test)]
@@ -184,13 +168,14 @@ mod tests {
 
     #[test]
     fn the_cpu_runs_the_fused_kernel_in_f32_only() {
-        assert_eq!(select(&Device::Cpu, DType::F32), Backend::CpuFused);
+        let never = || -> Result<String, String> { panic!("cuDNN asked on the CPU") };
+        assert_eq!(select(&Device::Cpu, DType::F32, never), Backend::CpuFused);
         for dtype in [DType::BF16, DType::F16] {
-            let b = select(&Device::Cpu, dtype);
+            let b = select(&Device::Cpu, dtype, never);
             assert!(matches!(b, Backend::Chunked(_)), "{b}");
         }
         assert_eq!(
-            backend_description(&Device::Cpu, DType::F32),
+            super::super::backend_description(&Device::Cpu, DType::F32),
             "fused CPU kernel (f32)"
         );
     }
@@ -235,7 +220,7 @@ mod tests {
         }
         // Without the `cuda` feature nothing can load cuDNN.
         if !cfg!(feature = "cuda") {
-            let b = gpu_backend(DType::BF16);
+            let b = gpu_backend(DType::BF16, super::super::cudnn_status());
             assert!(b.to_string().contains("without CUDA"), "{b}");
         }
     }

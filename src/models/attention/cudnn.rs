@@ -21,7 +21,7 @@ use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DeviceRepr};
 use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::backend::{self, Backend};
+use super::backend;
 
 type Descriptor = *mut c_void;
 type Handle = *mut c_void;
@@ -473,9 +473,9 @@ fn aligned(t: &Tensor) -> Result<Tensor> {
     backend::start_aligned(t, ALIGNMENT)
 }
 
-/// `softmax(q k^T * scale) v` by cuDNN, for [`super::scaled_dot_product_attention`]:
-/// `Ok(None)` when [`backend::gpu_backend`] does not pick cuDNN for this
-/// tensor or cuDNN has no plan for the shape (the caller then runs the
+/// `softmax(q k^T * scale) v` by cuDNN, for [`super::scaled_dot_product_attention`]
+/// once [`backend::gpu_backend`] picked cuDNN: `Ok(None)` when `q` is not on
+/// a GPU or cuDNN has no plan for the shape (the caller then runs the
 /// chunked path).
 pub(super) fn attention(
     q: &Tensor,
@@ -485,9 +485,6 @@ pub(super) fn attention(
     let candle_core::Device::Cuda(dev) = q.device() else {
         return Ok(None);
     };
-    if !matches!(backend::gpu_backend(q.dtype()), Backend::Cudnn(_)) {
-        return Ok(None);
-    }
     let (b, sq, h, d) = q.dims4()?;
     // The head sizes cuDNN's SDPA engines take.
     if d == 0 || d > 256 || !d.is_multiple_of(8) {
