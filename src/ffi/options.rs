@@ -662,8 +662,9 @@ impl Layout for cogvideo_video_to_video_options {
 /// Fills the caller's `cogvideo_load_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_load_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -687,8 +688,9 @@ pub unsafe extern "C" fn cogvideo_load_options_init(opts: *mut cogvideo_load_opt
 /// Fills the caller's `cogvideo_generate_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_generate_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -712,8 +714,9 @@ pub unsafe extern "C" fn cogvideo_generate_options_init(opts: *mut cogvideo_gene
 /// Fills the caller's `cogvideo_animate_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_animate_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -737,8 +740,9 @@ pub unsafe extern "C" fn cogvideo_animate_options_init(opts: *mut cogvideo_anima
 /// Fills the caller's `cogvideo_invert_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_invert_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -762,8 +766,9 @@ pub unsafe extern "C" fn cogvideo_invert_options_init(opts: *mut cogvideo_invert
 /// Fills the caller's `cogvideo_edit_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_edit_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -787,8 +792,9 @@ pub unsafe extern "C" fn cogvideo_edit_options_init(opts: *mut cogvideo_edit_opt
 /// Fills the caller's `cogvideo_decode_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_decode_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -812,8 +818,9 @@ pub unsafe extern "C" fn cogvideo_decode_options_init(opts: *mut cogvideo_decode
 /// Fills the caller's `cogvideo_video_to_video_options` of `size` bytes (`sizeof` as the caller's
 /// header declares it) with the defaults and sets `struct_size` to `size`;
 /// call it through the `cogvideo_video_to_video_options_init(opts)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.

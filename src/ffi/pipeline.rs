@@ -229,8 +229,9 @@ impl options::Layout for cogvideo_memory_info {
 /// Sets the `struct_size` of the caller's `cogvideo_memory_info` of `size`
 /// bytes to `size` and zeroes the rest; call it through the
 /// `cogvideo_memory_info_init(info)` macro. Fails with
-/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `info` is NULL or `size` is not the
-/// size of a version of the struct. Since 1.3.
+/// `COGVIDEO_ERR_INVALID_ARGUMENT` when `info` is NULL or `size` is neither
+/// the size of a version of the struct nor a larger one of at most 4096
+/// bytes (a newer header's). Since 1.3.
 ///
 /// # Safety
 /// `info` must be NULL or writable for `size` bytes.

@@ -512,8 +512,9 @@ enum cogvideo_status cogvideo_video_to_video_noise_plan(const struct cogvideo_pi
 // Fills the caller's cogvideo_load_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_load_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_load_options_init_sized(struct cogvideo_load_options *opts,
@@ -522,8 +523,9 @@ enum cogvideo_status cogvideo_load_options_init_sized(struct cogvideo_load_optio
 // Fills the caller's cogvideo_generate_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_generate_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_generate_options_init_sized(struct cogvideo_generate_options *opts,
@@ -532,8 +534,9 @@ enum cogvideo_status cogvideo_generate_options_init_sized(struct cogvideo_genera
 // Fills the caller's cogvideo_animate_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_animate_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_animate_options_init_sized(struct cogvideo_animate_options *opts,
@@ -542,8 +545,9 @@ enum cogvideo_status cogvideo_animate_options_init_sized(struct cogvideo_animate
 // Fills the caller's cogvideo_invert_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_invert_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_invert_options_init_sized(struct cogvideo_invert_options *opts,
@@ -552,8 +556,9 @@ enum cogvideo_status cogvideo_invert_options_init_sized(struct cogvideo_invert_o
 // Fills the caller's cogvideo_edit_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_edit_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_edit_options_init_sized(struct cogvideo_edit_options *opts,
@@ -562,8 +567,9 @@ enum cogvideo_status cogvideo_edit_options_init_sized(struct cogvideo_edit_optio
 // Fills the caller's cogvideo_decode_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_decode_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_decode_options_init_sized(struct cogvideo_decode_options *opts,
@@ -572,8 +578,9 @@ enum cogvideo_status cogvideo_decode_options_init_sized(struct cogvideo_decode_o
 // Fills the caller's cogvideo_video_to_video_options of size bytes (sizeof as the caller's
 // header declares it) with the defaults and sets struct_size to size;
 // call it through the cogvideo_video_to_video_options_init(opts) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_video_to_video_options_init_sized(struct cogvideo_video_to_video_options *opts,
@@ -633,8 +640,9 @@ enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, in
 // Sets the struct_size of the caller's cogvideo_memory_info of size
 // bytes to size and zeroes the rest; call it through the
 // cogvideo_memory_info_init(info) macro. Fails with
-// COGVIDEO_ERR_INVALID_ARGUMENT when info is NULL or size is not the
-// size of a version of the struct. Since 1.3.
+// COGVIDEO_ERR_INVALID_ARGUMENT when info is NULL or size is neither
+// the size of a version of the struct nor a larger one of at most 4096
+// bytes (a newer header's). Since 1.3.
 //
 // info must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_memory_info_init_sized(struct cogvideo_memory_info *info,
