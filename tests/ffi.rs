@@ -1448,7 +1448,7 @@ fn saved_inversions_load_into_a_new_pipeline_and_bad_files_are_refused() {
         COGVIDEO_OK,
         "",
     );
-    assert!(!dir.join("clip.partial").exists());
+    assert!(!dir.join("clip.inv.partial").exists());
 
     // Another pipeline of the same checkpoint edits the loaded inversion to
     // the frames the original gives.

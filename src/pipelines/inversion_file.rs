@@ -52,7 +52,11 @@ impl Pipeline {
         }
         header.resize(HEADER_BYTES, 0);
 
-        let tmp = path.with_extension("partial");
+        // Beside the target under its whole name plus a suffix, so that
+        // saves to `a.inv` and `a.bin` never share a temporary file.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".partial");
+        let tmp = std::path::PathBuf::from(tmp);
         let write = || -> Result<()> {
             let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let mut out = std::io::BufWriter::new(file);
