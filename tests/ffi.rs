@@ -1558,9 +1558,33 @@ fn loading_reports_progress_and_can_be_cancelled() {
 }
 
 #[test]
+fn a_cancel_lands_between_text_encoder_blocks() {
+    // The text encoder polls the callback before each of its blocks with
+    // the stage's counts unchanged: a stop at the first of those polls ends
+    // the call before the prompt is encoded.
+    extern "C" fn cancel_in_encoder(user: *mut c_void, stage: i32, done: i32, _: i32) -> bool {
+        let calls = unsafe { &mut *(user as *mut Vec<(i32, i32)>) };
+        calls.push((stage, done));
+        calls.len() < 2
+    }
+    let p = Handle::load("cogvideox-5b");
+    let mut out = Frames::rgb8(9);
+    let mut calls: Vec<(i32, i32)> = Vec::new();
+    let mut o = gen_opts(2, 5);
+    o.progress = Some(cancel_in_encoder);
+    o.progress_user = &mut calls as *mut _ as *mut c_void;
+    expect(generate(&p, &o, &mut out), COGVIDEO_ERR_CANCELLED, "cancel");
+    assert_eq!(
+        calls,
+        [(COGVIDEO_STAGE_ENCODE_TEXT, 0); 2],
+        "stopped inside the encoder"
+    );
+}
+
+#[test]
 fn a_cancel_lands_between_transformer_blocks() {
     // The tiny models have two blocks: each step polls the callback before
-    // each of them with the step's counts unchanged.
+    // each of them with the step's counts unchanged (and may within them).
     extern "C" fn cancel_at_second_block(user: *mut c_void, stage: i32, done: i32, _: i32) -> bool {
         let calls = unsafe { &mut *(user as *mut Vec<(i32, i32)>) };
         calls.push((stage, done));
@@ -1582,16 +1606,19 @@ fn a_cancel_lands_between_transformer_blocks() {
     o.progress = Some(record);
     o.progress_user = &mut calls as *mut _ as *mut c_void;
     expect(generate(&p, &o, &mut out), COGVIDEO_OK, "");
-    let denoise: Vec<i32> = calls
+    let mut denoise: Vec<i32> = calls
         .iter()
         .filter(|c| c.0 == COGVIDEO_STAGE_DENOISE)
         .map(|c| c.1)
         .collect();
-    assert_eq!(
-        denoise,
-        [0, 0, 0, 1, 1, 1, 2],
-        "start, 2 blocks, step end, ..."
+    // Polls inside a block (every 20 ms at most) may add repeats.
+    let repeats = |d: &[i32], n: i32| d.iter().filter(|&&c| c == n).count();
+    assert!(
+        repeats(&denoise, 0) >= 3 && repeats(&denoise, 1) >= 3,
+        "start, 2 blocks, step end, ...: {denoise:?}"
     );
+    denoise.dedup();
+    assert_eq!(denoise, [0, 1, 2], "counts never go back");
 
     calls.clear();
     o.progress = Some(cancel_at_second_block);

@@ -278,6 +278,7 @@ impl Module for FeedForward {
         let rows = x.reshape((b * s, d))?;
         let mut outs = Vec::with_capacity((b * s).div_ceil(FF_CHUNK_TOKENS));
         for start in (0..b * s).step_by(FF_CHUNK_TOKENS) {
+            crate::models::poll::check()?;
             let len = FF_CHUNK_TOKENS.min(b * s - start);
             outs.push(self.forward_tokens(&rows.narrow(0, start, len)?)?);
         }
@@ -377,6 +378,65 @@ mod tests {
             let diff = max_diff(&a, &b);
             assert!(diff < 1e-5, "rope {}: {diff}", rope.is_some());
         }
+    }
+
+    /// With a poll installed, the fused attention polls between query
+    /// blocks on the calling thread, gives the same bits, and stops at the
+    /// poll's error.
+    #[test]
+    fn polled_attention_gives_the_same_bits_and_stops() {
+        use crate::models::poll::with_poll;
+        use std::time::Duration;
+        let dev = Device::Cpu;
+        let (b, h, d) = (2, 4, 64);
+        let q = Tensor::randn(0f32, 1.0, (b, 1000, h, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (b, 1000, h, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b, 1000, h, d), &dev).unwrap();
+        let kv = [(&k, &v)];
+        let plain = scaled_dot_product_attention(&q, &kv, 0.125).unwrap();
+        let mut calls = 0;
+        let mut count = || -> Result<()> {
+            calls += 1;
+            Ok(())
+        };
+        let polled = with_poll(Some(&mut count), Duration::ZERO, || {
+            scaled_dot_product_attention(&q, &kv, 0.125)
+        })
+        .unwrap();
+        assert!(calls > 1, "{calls} polls");
+        assert_eq!(max_diff(&plain, &polled), 0.0);
+        let mut stop = || -> Result<()> { candle_core::bail!("stop") };
+        let r = with_poll(Some(&mut stop), Duration::ZERO, || {
+            scaled_dot_product_attention(&q, &kv, 0.125)
+        });
+        assert!(r.unwrap_err().to_string().contains("stop"));
+    }
+
+    /// With a poll installed, large linear layers run in row pieces, polled
+    /// between, with the same bits as in one product.
+    #[test]
+    fn polled_linear_gives_the_same_bits() {
+        use crate::models::poll::with_poll;
+        use std::time::Duration;
+        let dev = Device::Cpu;
+        // 2 * 4096 * 4096 operations per row: pieces of the fewest rows.
+        let (n, k, m) = (4096, 4096, 600);
+        let w = Tensor::randn(0f32, 0.02, (n, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 0.02, n, &dev).unwrap();
+        let lin = kernels::cpu_linear(candle_nn::Linear::new(w, Some(bias))).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, m, k), &dev).unwrap();
+        let plain = kernels::linear(&lin, &x, true).unwrap();
+        let mut calls = 0;
+        let mut count = || -> Result<()> {
+            calls += 1;
+            Ok(())
+        };
+        let polled = with_poll(Some(&mut count), Duration::ZERO, || {
+            kernels::linear(&lin, &x, true)
+        })
+        .unwrap();
+        assert_eq!(calls, 2, "3 pieces");
+        assert_eq!(max_diff(&plain, &polled), 0.0);
     }
 
     /// Long sequences run the feed-forward in chunks of tokens with the same

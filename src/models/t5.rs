@@ -494,6 +494,7 @@ impl EncoderStack {
     fn forward(&self, input_ids: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
         let xs = self.shared.forward(input_ids)?.to_dtype(dtype)?;
         let (xs, _) = self.blocks.try_fold((xs, None), |(xs, bias), block| {
+            crate::models::poll::check_now()?;
             let (xs, bias) = block.forward(&xs, bias.as_ref())?;
             Ok((xs, Some(bias)))
         })?;

@@ -25,6 +25,7 @@ pub use crate::device::{DeviceKind, default_dtype};
 use crate::error::{Error, Result};
 pub use crate::models::autoencoders::VaeTiling;
 use crate::models::autoencoders::{AutoencoderKLCogVideoX, VaeRunOptions};
+use crate::models::poll;
 use crate::models::transformers::{CogVideoXTransformer3DModel, TransformerConfig};
 use crate::noise::NoiseSource;
 pub use crate::noise::{NoiseDraw, NoiseOptions, NoisePlan};
@@ -591,14 +592,30 @@ impl Pipeline {
     ) -> Result<(Tensor, Tensor)> {
         progress.report(Stage::EncodeText, 0, 1)?;
         let text_encoder = self.text_encoder.get()?;
-        let cond = text_encoder.encode_prompts(&[prompt])?;
-        let uncond = if negative.is_empty() {
-            text_encoder.empty_prompt_embedding()?
-        } else {
-            text_encoder.encode_prompts(&[negative])?
+        // T5-XXL is seconds per prompt on a CPU: polled between its blocks.
+        let mut cancelled = false;
+        let mut poll = || -> candle_core::Result<()> {
+            if progress.report(Stage::EncodeText, 0, 1).is_err() {
+                cancelled = true;
+                candle_core::bail!("cancelled");
+            }
+            Ok(())
+        };
+        let encoded = poll::with_poll(Some(&mut poll), poll::MIN_INTERVAL, || -> Result<_> {
+            let cond = text_encoder.encode_prompts(&[prompt])?;
+            let uncond = if negative.is_empty() {
+                text_encoder.empty_prompt_embedding()?
+            } else {
+                text_encoder.encode_prompts(&[negative])?
+            };
+            Ok((uncond, cond))
+        });
+        let encoded = match encoded {
+            Err(_) if cancelled => return Err(Error::Cancelled),
+            e => e?,
         };
         progress.report(Stage::EncodeText, 1, 1)?;
-        Ok((uncond, cond))
+        Ok(encoded)
     }
 
     fn stepper(&self, kind: SchedulerKind, steps: usize) -> Result<Stepper> {

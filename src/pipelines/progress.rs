@@ -21,9 +21,11 @@ pub enum Stage {
 }
 
 /// Wraps the caller's callback. It is called with `(stage, done, total)`
-/// before a stage starts and after each unit of work; returning `false`
-/// cancels the call, which then ends with [`Error::Cancelled`] at the next
-/// step boundary.
+/// before a stage starts and after each unit of work, and with the counts
+/// unchanged while a unit runs (between text-encoder and transformer
+/// blocks, and every [`crate::models::poll::MIN_INTERVAL`] or so inside
+/// them); returning `false` cancels the call, which then ends with
+/// [`Error::Cancelled`].
 pub struct Progress<'a> {
     callback: Option<&'a mut dyn FnMut(Stage, usize, usize) -> bool>,
 }

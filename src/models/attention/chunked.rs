@@ -18,6 +18,9 @@ pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
     let mut outs = Vec::with_capacity(sq.div_ceil(rows));
     let mut start = 0;
     while start < sq {
+        if start > 0 {
+            crate::models::poll::check()?;
+        }
         let len = rows.min(sq - start);
         let qc = (q.narrow(2, start, len)?.to_dtype(DType::F32)? * scale)?.contiguous()?;
         let probs = candle_nn::ops::softmax_last_dim(&qc.matmul(&kt)?)?;

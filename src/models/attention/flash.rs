@@ -84,46 +84,55 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let out_ptr = Shared(out.as_mut_ptr());
-        let job = |scratch: &mut [f32]| loop {
-            let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if t >= tasks {
-                break;
+        // The calling thread polls between its tasks; a stop makes every
+        // worker take no further task.
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let job = |scratch: &mut [f32], caller: bool| -> Result<()> {
+            loop {
+                if caller && let Err(e) = crate::models::poll::check() {
+                    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e);
+                }
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let t = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if t >= tasks {
+                    return Ok(());
+                }
+                let blocks = sq.div_ceil(BLOCK_Q);
+                let (bh, qb) = (t / blocks, t % blocks);
+                let (bi, hi) = (bh / h, bh % h);
+                let q0 = qb * BLOCK_Q;
+                let rows = BLOCK_Q.min(sq - q0);
+                let q_off = ((bi * sq + q0) * h + hi) * d;
+                // SAFETY: this task's output rows (tokens q0..q0+rows of head hi
+                // in sample bi) are written by no other task, and lie in `out`.
+                let out_rows = unsafe { out_ptr.get().add(q_off) };
+                query_block(
+                    &qs[q_off..],
+                    &segments,
+                    (bi, hi, rows),
+                    (h, d),
+                    // Scores in base 2 (see `softmax_step`).
+                    scale * std::f32::consts::LOG2_E,
+                    scratch,
+                    out_rows,
+                );
             }
-            let blocks = sq.div_ceil(BLOCK_Q);
-            let (bh, qb) = (t / blocks, t % blocks);
-            let (bi, hi) = (bh / h, bh % h);
-            let q0 = qb * BLOCK_Q;
-            let rows = BLOCK_Q.min(sq - q0);
-            let q_off = ((bi * sq + q0) * h + hi) * d;
-            // SAFETY: this task's output rows (tokens q0..q0+rows of head hi
-            // in sample bi) are written by no other task, and lie in `out`.
-            let out_rows = unsafe { out_ptr.get().add(q_off) };
-            query_block(
-                &qs[q_off..],
-                &segments,
-                (bi, hi, rows),
-                (h, d),
-                // Scores in base 2 (see `softmax_step`).
-                scale * std::f32::consts::LOG2_E,
-                scratch,
-                out_rows,
-            );
         };
         if workers == 1 {
-            job(&mut scratch);
+            job(&mut scratch, true)
         } else {
             std::thread::scope(|scope| {
                 let mut pieces = scratch.chunks_mut(per_worker);
                 let first = pieces.next();
                 for piece in pieces {
-                    scope.spawn(|| job(piece));
+                    scope.spawn(|| job(piece, false));
                 }
-                if let Some(first) = first {
-                    job(first);
-                }
-            });
+                first.map_or(Ok(()), |first| job(first, true))
+            })
         }
-        Ok(())
     })?;
     drop(scratch);
     Tensor::from_vec(out, (b, sq, h, d), q.device())

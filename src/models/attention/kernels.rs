@@ -59,6 +59,80 @@ pub(super) fn cpu_linear(lin: Linear) -> Result<Linear> {
 /// Rows per thread from which [`linear`] splits its product by columns.
 const SPLIT_ROWS: usize = 64;
 
+/// Work between two polls of [`linear`], in floating-point operations:
+/// about a tenth of a second on two cores.
+const POLL_PIECE_FLOPS: usize = 8_000_000_000;
+
+/// The fewest rows of a polled piece: smaller products run slower (the
+/// weight is packed again for every piece).
+const MIN_POLL_ROWS: usize = 256;
+
+/// Rows `r0..r0 + rows` of `out` `[m, n]` (row-major, holding the bias
+/// when `read_dst`) plus `xs` `[m, k]` times W^T, W's `n * k` values read
+/// with row stride `w_rs` and column stride `w_cs` as W^T `[k, n]`.
+fn gemm_rows(
+    xs: &[f32],
+    (ws, w_rs, w_cs): (&[f32], usize, usize),
+    out: &mut [f32],
+    (r0, m): (usize, usize),
+    (n, k): (usize, usize),
+    read_dst: bool,
+) {
+    // Each thread computes its own columns as a GEMM of its own: gemm's
+    // threads meet after every block of the product, and this made the
+    // products of the mid benchmark 5 to 9% faster on two cores
+    // (interleaved A/B). Parts of whole vectors, to keep the packing
+    // aligned; few rows leave it to gemm.
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let per = if threads > 1 && m >= SPLIT_ROWS * threads {
+        n.div_ceil(threads).next_multiple_of(GEMM_LANES)
+    } else {
+        n
+    };
+    assert!((r0 + m) * n <= out.len() && (r0 + m) * k <= xs.len() && n * k <= ws.len());
+    let dst = Shared(out[r0 * n..].as_mut_ptr());
+    let xs = &xs[r0 * k..];
+    let part = |j0: usize, par: gemm::Parallelism| {
+        let cols = per.min(n - j0);
+        // SAFETY: out from row r0 is [m, n] row-major, xs from row r0
+        // [m, k] row-major (checked above) and ws the n * k values of W,
+        // which the strides read as W^T [k, n]; the part's columns
+        // j0..j0 + cols lie inside all three, and no other part writes them.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst.get().add(j0),
+                1,
+                n as isize,
+                read_dst,
+                xs.as_ptr(),
+                1,
+                k as isize,
+                ws.as_ptr().add(j0 * w_cs),
+                w_cs as isize,
+                w_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    };
+    if per == n {
+        part(0, gemm_parallelism());
+    } else {
+        barrier_pool().execute_chunked(n.div_ceil(per), |range| {
+            for p in range {
+                part(p * per, gemm::Parallelism::None);
+            }
+        });
+    }
+}
+
 /// A linear layer's `x W^T + b` for an f32 CPU input `[..., K]`, followed by
 /// the tanh GELU when `gelu` is set. candle's `Linear` writes the product
 /// into a fresh tensor and adds the bias into another, one full-size
@@ -97,57 +171,21 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
         if let Some(&bias) = v.get(2) {
             par_pieces(&mut out, n, |_, row| row.copy_from_slice(bias));
         }
-        // Each thread computes its own columns as a GEMM of its own: gemm's
-        // threads meet after every block of the product, and this made the
-        // products of the mid benchmark 5 to 9% faster on two cores
-        // (interleaved A/B). Parts of whole vectors, to keep the packing
-        // aligned; few rows leave it to gemm.
-        let threads = candle_core::utils::get_num_threads().max(1);
-        let per = if threads > 1 && m >= SPLIT_ROWS * threads {
-            n.div_ceil(threads).next_multiple_of(GEMM_LANES)
+        // With a poll installed the rows run in pieces of about
+        // `POLL_PIECE_FLOPS`, polled between: the pieces give the same bits
+        // (each output element sums over K in the same order).
+        let rows = if crate::models::poll::installed() {
+            (POLL_PIECE_FLOPS / (2 * n * k).max(1)).max(MIN_POLL_ROWS)
         } else {
-            n
+            m.max(1)
         };
-        let dst = Shared(out.as_mut_ptr());
         let read_dst = v.len() == 3;
-        let part = |j0: usize, par: gemm::Parallelism| {
-            let cols = per.min(n - j0);
-            // SAFETY: out is [m, n] row-major, xs [m, k] row-major and ws the
-            // n * k values of W, which the strides read as W^T [k, n]; the
-            // part's columns j0..j0 + cols lie inside all three, and no
-            // other part writes them.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    cols,
-                    k,
-                    dst.get().add(j0),
-                    1,
-                    n as isize,
-                    read_dst,
-                    xs.as_ptr(),
-                    1,
-                    k as isize,
-                    ws.as_ptr().add(j0 * w_cs),
-                    w_cs as isize,
-                    w_rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    par,
-                );
+        for r0 in (0..m).step_by(rows) {
+            if r0 > 0 {
+                crate::models::poll::check()?;
             }
-        };
-        if per == n {
-            part(0, gemm_parallelism());
-        } else {
-            barrier_pool().execute_chunked(n.div_ceil(per), |range| {
-                for p in range {
-                    part(p * per, gemm::Parallelism::None);
-                }
-            });
+            let piece = (r0, rows.min(m - r0));
+            gemm_rows(xs, (ws, w_rs, w_cs), &mut out, piece, (n, k), read_dst);
         }
         Ok(())
     })?;

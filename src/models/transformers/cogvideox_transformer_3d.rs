@@ -22,6 +22,7 @@ use crate::models::embeddings::{
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
 use crate::models::layers::Layers;
+use crate::models::poll;
 
 fn default_true() -> bool {
     true
@@ -363,14 +364,23 @@ impl CogVideoXBlock {
         rope: Option<&RotaryEmbedding>,
         reference: bool,
     ) -> Result<Tensor> {
+        // Polled between the parts too: at the 5b model's default size each
+        // is a second or more of CPU work.
+        use crate::models::poll::check;
         let mods = self.norm1.mods(temb_silu)?;
         let h = self.norm1.forward(x, text_len, &mods)?;
+        check()?;
         let a = self.attn1.forward(&h, text_len, rope, reference)?;
+        check()?;
         let x = gated_add(x, &a, text_len, &mods)?;
+        check()?;
 
         let mods = self.norm2.mods(temb_silu)?;
         let h = self.norm2.forward(&x, text_len, &mods)?;
-        gated_add(&x, &self.ff.forward(&h)?, text_len, &mods)
+        check()?;
+        let ff = self.ff.forward(&h)?;
+        check()?;
+        gated_add(&x, &ff, text_len, &mods)
     }
 }
 
@@ -405,7 +415,9 @@ pub struct ForwardOptions<'a> {
     /// Prompt editing's reference attention (see
     /// [`CogVideoXTransformer3DModel::forward_with_reference`]).
     pub reference: bool,
-    /// Called before each block; an error stops the pass.
+    /// Called before each block and, at most every
+    /// [`poll::MIN_INTERVAL`], between pieces of a block's work; an error
+    /// stops the pass.
     pub poll: Option<&'a mut dyn FnMut() -> Result<()>>,
 }
 
@@ -830,12 +842,11 @@ impl CogVideoXTransformer3DModel {
 
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
-        let mut poll = poll;
-        let x = self.blocks.try_fold(x, |x, block| {
-            if let Some(poll) = poll.as_mut() {
-                poll()?;
-            }
-            block.forward(&x, text_len, &emb_silu, rope, reference)
+        let x = poll::with_poll(poll, poll::MIN_INTERVAL, || {
+            self.blocks.try_fold(x, |x, block| {
+                poll::check_now()?;
+                block.forward(&x, text_len, &emb_silu, rope, reference)
+            })
         })?;
 
         let s = x.dim(1)?;

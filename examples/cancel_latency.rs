@@ -1,0 +1,109 @@
+//! How soon a cancel lands inside a transformer step on the CPU: one block
+//! of a CogVideoX transformer with the real model's widths (random
+//! weights) at a real working size, run with a poll that records when it
+//! is called. Prints the gaps between polls (a cancel waits at most the
+//! largest) and, when asked to cancel, how long the pass took to end after
+//! the poll said stop.
+//!
+//! Usage: `cancel_latency [5b|2b] [frames height width] [cancel-after-seconds]`,
+//! defaults `5b 49 480 720` and no cancel (the whole block runs).
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use cogvideo::models::transformers::{
+    CogVideoXTransformer3DModel, ForwardOptions, TransformerConfig,
+};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let model = args.first().map_or("5b", String::as_str);
+    let num = |i: usize, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
+        Ok(args.get(i).map_or(Ok(default), |a| a.parse())?)
+    };
+    let (frames, height, width) = (num(1, 49)?, num(2, 480)?, num(3, 720)?);
+    let cancel_after = args.get(4).map(|a| a.parse::<f64>()).transpose()?;
+    // diffusers' configs of CogVideoX-5b and -2b, one block.
+    let (heads, rope) = match model {
+        "5b" => (48, true),
+        "2b" => (30, false),
+        _ => return Err(format!("unknown model `{model}` (5b or 2b)").into()),
+    };
+    let cfg: TransformerConfig = serde_json::from_value(serde_json::json!({
+        "attention_head_dim": 64, "num_attention_heads": heads, "num_layers": 1,
+        "in_channels": 16, "out_channels": 16, "text_embed_dim": 4096,
+        "time_embed_dim": 512, "patch_size": 2, "sample_frames": 49,
+        "sample_height": 60, "sample_width": 90,
+        "use_rotary_positional_embeddings": rope,
+        "use_learned_positional_embeddings": false,
+        "spatial_interpolation_scale": 1.875, "temporal_interpolation_scale": 1.0,
+    }))?;
+    let device = Device::Cpu;
+    let vars = VarMap::new();
+    let transformer = CogVideoXTransformer3DModel::load(
+        VarBuilder::from_varmap(&vars, DType::F32, &device),
+        &cfg,
+    )?;
+    let latent_frames = (frames - 1) / 4 + 1;
+    // Classifier-free guidance: a batch of two.
+    let hidden = Tensor::randn(
+        0f32,
+        1.0,
+        (2, latent_frames, 16, height / 8, width / 8),
+        &device,
+    )?;
+    let text = Tensor::randn(0f32, 1.0, (2, 226, 4096), &device)?;
+    let tables = transformer.rotary_tables(height / 8, width / 8, latent_frames)?;
+    let rope = transformer.prepare_rotary(tables.as_ref())?;
+    eprintln!(
+        "{model}, one block, {frames}x{height}x{width}, batch 2; kernels: {}; {} threads",
+        cogvideo::models::cpu_code_paths(),
+        candle_core::utils::get_num_threads()
+    );
+
+    let start = Instant::now();
+    let mut polls: Vec<Instant> = vec![start];
+    let mut stop_at: Option<Instant> = None;
+    let mut poll = || -> candle_core::Result<()> {
+        let now = Instant::now();
+        polls.push(now);
+        if cancel_after.is_some_and(|s| now - start >= Duration::from_secs_f64(s)) {
+            stop_at = Some(now);
+            candle_core::bail!("cancelled");
+        }
+        Ok(())
+    };
+    let opts = ForwardOptions {
+        rope: rope.as_ref(),
+        poll: Some(&mut poll),
+        ..Default::default()
+    };
+    let result = transformer.forward_with(&hidden, &text, &[500.0, 500.0], opts);
+    let end = Instant::now();
+    polls.push(end);
+    let mut gaps: Vec<f64> = polls
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let (worst_at, worst) =
+        gaps.iter().enumerate().fold(
+            (0, 0.0),
+            |acc, (i, &g)| if g > acc.1 { (i, g) } else { acc },
+        );
+    gaps.sort_by(f64::total_cmp);
+    println!(
+        "pass_s={:.2} polls={} gap_max_s={worst:.3} (after {:.2} s) gap_median_s={:.3} gap_p99_s={:.3}",
+        (end - start).as_secs_f64(),
+        polls.len() - 2,
+        (polls[worst_at] - start).as_secs_f64(),
+        gaps[gaps.len() / 2],
+        gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)],
+    );
+    match (result, stop_at) {
+        (Err(_), Some(at)) => println!("cancel_return_s={:.3}", (end - at).as_secs_f64()),
+        (Ok(_), None) => {}
+        (r, _) => return Err(format!("unexpected end: {:?}", r.err()).into()),
+    }
+    Ok(())
+}
