@@ -34,3 +34,30 @@ fn header_exports_only_prefixed_names() {
         }
     }
 }
+
+/// Every call that returns a status says which, in its comment: the
+/// header is the C programmer's reference.
+#[test]
+fn every_call_lists_its_statuses() {
+    let header = include_str!("../include/cogvideo.h");
+    let mut comment = String::new();
+    let mut missing = Vec::new();
+    for line in header.lines() {
+        if let Some(text) = line.strip_prefix("//") {
+            comment.push_str(text);
+            comment.push(' ');
+        } else if let Some(rest) = line.strip_prefix("enum cogvideo_status ") {
+            let name = rest.split('(').next().unwrap_or(rest);
+            if !comment.contains("Returns COGVIDEO_OK;") {
+                missing.push(name.to_string());
+            }
+            comment.clear();
+        } else if !line.starts_with(' ') {
+            comment.clear();
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no \"Returns COGVIDEO_OK; ...\" in the comment of {missing:?}"
+    );
+}

@@ -63,6 +63,10 @@ pub(super) unsafe fn plan_out(
 /// these draws' values concatenated: all of them, or a prefix ending at a
 /// draw boundary (the seed supplies the rest). Never waits for a running call.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+/// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+/// when the loaded variant cannot do the operation.
+///
 /// # Safety
 /// `draws` writable for `capacity` entries or NULL; `count` writable.
 #[unsafe(no_mangle)]
@@ -80,6 +84,10 @@ pub unsafe extern "C" fn cogvideo_generate_noise_plan(
 }
 
 /// As [`cogvideo_generate_noise_plan`], for [`cogvideo_animate_image`].
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+/// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+/// when the loaded variant cannot do the operation.
 ///
 /// # Safety
 /// As [`cogvideo_generate_noise_plan`].
@@ -100,6 +108,10 @@ pub unsafe extern "C" fn cogvideo_animate_noise_plan(
 /// As [`cogvideo_generate_noise_plan`], for [`cogvideo_invert_video`] of a
 /// clip of `frame_count` frames.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+/// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+/// when the loaded variant cannot do the operation.
+///
 /// # Safety
 /// As [`cogvideo_generate_noise_plan`].
 #[unsafe(no_mangle)]
@@ -118,6 +130,10 @@ pub unsafe extern "C" fn cogvideo_invert_noise_plan(
 }
 
 /// As [`cogvideo_generate_noise_plan`], for [`cogvideo_edit_with_prompt`].
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+/// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+/// when the loaded variant cannot do the operation.
 ///
 /// # Safety
 /// As [`cogvideo_generate_noise_plan`]; `inv` a live inversion.
@@ -140,6 +156,10 @@ pub unsafe extern "C" fn cogvideo_edit_noise_plan(
 
 /// As [`cogvideo_generate_noise_plan`], for [`cogvideo_video_to_video`] of
 /// a clip of `frame_count` frames.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+/// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+/// when the loaded variant cannot do the operation.
 ///
 /// # Safety
 /// As [`cogvideo_generate_noise_plan`].

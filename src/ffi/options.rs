@@ -666,6 +666,9 @@ impl Layout for cogvideo_video_to_video_options {
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
+///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
 #[unsafe(no_mangle)]
@@ -691,6 +694,9 @@ pub unsafe extern "C" fn cogvideo_load_options_init(opts: *mut cogvideo_load_opt
 /// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -718,6 +724,9 @@ pub unsafe extern "C" fn cogvideo_generate_options_init(opts: *mut cogvideo_gene
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
+///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
 #[unsafe(no_mangle)]
@@ -743,6 +752,9 @@ pub unsafe extern "C" fn cogvideo_animate_options_init(opts: *mut cogvideo_anima
 /// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
@@ -770,6 +782,9 @@ pub unsafe extern "C" fn cogvideo_invert_options_init(opts: *mut cogvideo_invert
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
+///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
 #[unsafe(no_mangle)]
@@ -796,6 +811,9 @@ pub unsafe extern "C" fn cogvideo_edit_options_init(opts: *mut cogvideo_edit_opt
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
+///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.
 #[unsafe(no_mangle)]
@@ -821,6 +839,9 @@ pub unsafe extern "C" fn cogvideo_decode_options_init(opts: *mut cogvideo_decode
 /// `COGVIDEO_ERR_INVALID_ARGUMENT` when `opts` is NULL or `size` is neither
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
 ///
 /// # Safety
 /// `opts` must be NULL or writable for `size` bytes.

@@ -39,6 +39,14 @@ pub struct cogvideo_inversion {
 /// for defaults. On success `*out` holds a pipeline to free with
 /// [`cogvideo_pipeline_free`].
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL path or out,
+/// options out of range); COGVIDEO_ERR_IO (a file or folder cannot be
+/// read); COGVIDEO_ERR_BAD_CHECKPOINT (missing, malformed or inconsistent
+/// files, an unknown variant); COGVIDEO_ERR_OUT_OF_MEMORY (the weights do
+/// not fit); COGVIDEO_ERR_DEVICE (the GPU cannot be opened or fails);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it; nothing is
+/// kept).
+///
 /// # Safety
 /// `path` must be a NUL-terminated string; `out` must be writable.
 #[unsafe(no_mangle)]
@@ -87,6 +95,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_free(p: *mut cogvideo_pipeline) {
 /// The default `(width, height, frames)` the loaded variant generates.
 /// Never waits for a running call.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
+///
 /// # Safety
 /// `p` must be a live pipeline; the out pointers must be writable or NULL.
 #[unsafe(no_mangle)]
@@ -123,6 +134,10 @@ pub const COGVIDEO_OPERATION_VIDEO_TO_VIDEO: u32 = 3;
 /// result (49 for CogVideoX 1.0; 77 for 1.5, the longest 8k+5 within its 81).
 /// Never waits for a running call. Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer, or an unknown operation;
+/// COGVIDEO_ERR_UNSUPPORTED_VARIANT for an operation the variant cannot do.
+///
 /// # Safety
 /// `p` must be a live pipeline; `frames` writable.
 #[unsafe(no_mangle)]
@@ -154,6 +169,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_default_frames(
 /// it together with the call's options. Never waits for a running call.
 /// Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
+///
 /// # Safety
 /// `p` must be a live pipeline; `identity` writable.
 #[unsafe(no_mangle)]
@@ -172,6 +190,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_identity(
 
 /// Frames per second of the loaded variant's results (8 for CogVideoX 1.0
 /// models, 16 for 1.5), for writing videos. Never waits for a running call.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `fps` writable.
@@ -233,6 +254,9 @@ impl options::Layout for cogvideo_memory_info {
 /// the size of a version of the struct nor a larger one of at most 4096
 /// bytes (a newer header's). Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+/// struct is then left as it was).
+///
 /// # Safety
 /// `info` must be NULL or writable for `size` bytes.
 #[unsafe(no_mangle)]
@@ -256,6 +280,9 @@ pub unsafe extern "C" fn cogvideo_memory_info_init(info: *mut cogvideo_memory_in
 /// measured peak memory (see [`cogvideo_memory_info`]); fills `info` up to
 /// its `struct_size`. Never waits for a running call, so a progress
 /// callback may call it to show the figures. Since 1.2.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `info` writable for its `struct_size` bytes.
@@ -289,6 +316,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_memory_info(
 /// peak resident memory so far (bytes; 0 where the system does not say).
 /// Any pointer may be NULL. Never waits for a running call. Since 1.1;
 /// [`cogvideo_pipeline_memory_info`] reports more.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
 ///
 /// # Safety
 /// `p` must be a live pipeline; the out pointers writable or NULL.
@@ -325,6 +355,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_memory(
 /// `_CUDA`, the CUDA ordinal (0 on the CPU) and the compute dtype
 /// (`COGVIDEO_DTYPE_F32`, `_BF16` or `_F16`). Any pointer may be NULL.
 /// Never waits for a running call.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
 ///
 /// # Safety
 /// `p` must be a live pipeline; the out pointers writable or NULL.
@@ -371,6 +404,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_device(
 /// call. `COGVIDEO_ATTENTION=chunked` in the environment forces the chunked
 /// path (for parity checks).
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
+///
 /// # Safety
 /// `p` must be a live pipeline; `buf` writable for `len` bytes (or NULL
 /// with `len` 0); `needed` writable or NULL.
@@ -407,6 +443,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_attention(
 /// for `num_frames` (0: the default), i.e. the length of the output array
 /// to pass. Never waits for a running call.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer, or for sizes or counts out of range.
+///
 /// # Safety
 /// `p` must be a live pipeline; `out` writable.
 #[unsafe(no_mangle)]
@@ -434,6 +473,9 @@ pub unsafe extern "C" fn cogvideo_output_frame_count(
 /// at this working size (0: the default) and frame count (0: the default)
 /// returns through `latents_out`; their count is the product. Never waits
 /// for a running call.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer, or for sizes or counts out of range.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `shape` writable for 5 values.
@@ -465,6 +507,9 @@ pub unsafe extern "C" fn cogvideo_latent_shape(
 /// The number of frames [`cogvideo_decode_latents`] produces from
 /// `latent_frames` latent frames (an odd count F gives 4(F-1)+1 frames, an
 /// even one 4F, as diffusers decodes).
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+/// a count below 1.
 ///
 /// # Safety
 /// `frames` must be writable.

@@ -34,6 +34,17 @@ pub(super) fn sample_and_deliver(
 /// equal [`cogvideo_output_frame_count`] for `opts->num_frames`), and/or
 /// its latents into `opts->latents_out`.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+/// options out of range, a frame count or size the model cannot use, output
+/// frames of the wrong count, size or format, a caller noise buffer of the
+/// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+/// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+/// fit, checked before any work, or an allocation failed);
+/// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+/// (per-component and streamed residency read weights during the call);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+/// the output frames may hold partial results.
+///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct.
 #[unsafe(no_mangle)]
@@ -69,6 +80,17 @@ pub unsafe extern "C" fn cogvideo_generate_video(
 
 /// Animates one image into a clip (image-to-video checkpoints only). The
 /// image is resized to the working size with `opts->resize_mode`.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+/// options out of range, a frame count or size the model cannot use, output
+/// frames of the wrong count, size or format, a caller noise buffer of the
+/// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+/// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+/// fit, checked before any work, or an allocation failed);
+/// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+/// (per-component and streamed residency read weights during the call);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+/// the output frames may hold partial results.
 ///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct.
@@ -119,6 +141,17 @@ pub unsafe extern "C" fn cogvideo_animate_image(
 /// On success `*out` holds an inversion to free with
 /// [`cogvideo_inversion_free`].
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+/// options out of range, a frame count or size the model cannot use, output
+/// frames of the wrong count, size or format, a caller noise buffer of the
+/// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+/// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+/// fit, checked before any work, or an allocation failed);
+/// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+/// (per-component and streamed residency read weights during the call);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+/// the output frames may hold partial results.
+///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct.
 #[unsafe(no_mangle)]
@@ -156,6 +189,9 @@ pub unsafe extern "C" fn cogvideo_invert_video(
 /// The number of frames an edit of this inversion produces (the frames
 /// array passed to [`cogvideo_edit_with_prompt`] must have this length).
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
+///
 /// # Safety
 /// `inv` must be a live inversion; `frames` writable.
 #[unsafe(no_mangle)]
@@ -171,6 +207,9 @@ pub unsafe extern "C" fn cogvideo_inversion_frame_count(
 
 /// The shape `[1, F, 16, h, w]` of this inversion's latents: what an edit
 /// returns through `latents_out`.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL out pointer.
 ///
 /// # Safety
 /// `inv` must be a live inversion; `shape` writable for 5 values.
@@ -199,6 +238,11 @@ pub unsafe extern "C" fn cogvideo_inversion_free(inv: *mut cogvideo_inversion) {
 /// appears under its name only once complete. Takes `p`'s lock like the
 /// sampling calls. Since 1.3.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+/// path that is not UTF-8, an inversion the pipeline cannot edit);
+/// COGVIDEO_ERR_IO (the file cannot be written; no partial file is left
+/// under path).
+///
 /// # Safety
 /// `p` must be a live pipeline, `inv` a live inversion, `path` a
 /// NUL-terminated string.
@@ -224,12 +268,14 @@ pub unsafe extern "C" fn cogvideo_inversion_save(
 
 /// Reads an inversion that cogvideo_inversion_save wrote, for editing with
 /// `p`, which must hold the same checkpoint (same identity, see
-/// cogvideo_pipeline_identity). A file that is not an inversion, is
-/// truncated, comes from another checkpoint or format version, or holds a
-/// clip `p` cannot edit is refused with `COGVIDEO_ERR_INVALID_ARGUMENT`
-/// (`COGVIDEO_ERR_IO` when it cannot be read, `_OUT_OF_MEMORY` when it does
-/// not fit). On success `*out` holds an inversion to free with
-/// cogvideo_inversion_free. Since 1.3.
+/// cogvideo_pipeline_identity). On success `*out` holds an inversion to
+/// free with cogvideo_inversion_free. Since 1.3.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+/// path that is not UTF-8, a file that is not an inversion, is truncated,
+/// comes from another checkpoint or format version, or holds a clip `p`
+/// cannot edit); COGVIDEO_ERR_IO (the file cannot be read);
+/// COGVIDEO_ERR_OUT_OF_MEMORY (it does not fit).
 ///
 /// # Safety
 /// `p` must be a live pipeline, `path` a NUL-terminated string, `out`
@@ -262,6 +308,17 @@ pub unsafe extern "C" fn cogvideo_inversion_load(
 /// Reconstructs an inverted clip under a new prompt into
 /// `out[0..out_count]` (see [`cogvideo_inversion_frame_count`]) and/or its
 /// latents into `opts->latents_out`.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+/// options out of range, a frame count or size the model cannot use, output
+/// frames of the wrong count, size or format, a caller noise buffer of the
+/// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+/// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+/// fit, checked before any work, or an allocation failed);
+/// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+/// (per-component and streamed residency read weights during the call);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+/// the output frames may hold partial results.
 ///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct;
@@ -306,6 +363,17 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
 /// length as for [`cogvideo_invert_video`], resized to the working size,
 /// encoded, noised to `opts->strength` and denoised. `out_count` must equal
 /// [`cogvideo_output_frame_count`] of the usable length.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+/// options out of range, a frame count or size the model cannot use, output
+/// frames of the wrong count, size or format, a caller noise buffer of the
+/// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+/// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+/// fit, checked before any work, or an allocation failed);
+/// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+/// (per-component and streamed residency read weights during the call);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+/// the output frames may hold partial results.
 ///
 /// # Safety
 /// Pointers as documented for [`cogvideo_frame`] and the options struct.
@@ -355,6 +423,12 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
 /// f32 `[1, F, 16, h, w]` row-major, `shape` giving those five numbers) into
 /// `out[0..out_count]`, `out_count` being [`cogvideo_decoded_frame_count`]
 /// of F. `opts` (NULL for defaults) chooses tiling for this call only.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+/// latent shape the model cannot decode, output frames of the wrong count,
+/// size or format); COGVIDEO_ERR_OUT_OF_MEMORY (does not fit, checked
+/// before any work); COGVIDEO_ERR_DEVICE (the GPU failed);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it).
 ///
 /// # Safety
 /// `latents` must hold the product of `shape` floats; frames as documented
@@ -416,6 +490,12 @@ pub unsafe extern "C" fn cogvideo_decode_latents(
 /// Decodes an inversion's source latents (the clip as the model sees it,
 /// after the VAE round trip, before any edit) into `out[0..out_count]`
 /// ([`cogvideo_inversion_frame_count`] frames). `opts` may be NULL.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+/// latent shape the model cannot decode, output frames of the wrong count,
+/// size or format); COGVIDEO_ERR_OUT_OF_MEMORY (does not fit, checked
+/// before any work); COGVIDEO_ERR_DEVICE (the GPU failed);
+/// COGVIDEO_ERR_CANCELLED (the progress callback stopped it).
 ///
 /// # Safety
 /// As [`cogvideo_decode_latents`]; `inv` must come from the same pipeline.
