@@ -1030,10 +1030,15 @@ fn queries_never_wait_for_a_running_call() {
     struct Chan {
         started: mpsc::Sender<()>,
         answered: mpsc::Receiver<()>,
+        held: std::sync::atomic::AtomicBool,
     }
     extern "C" fn hold(user: *mut c_void, stage: i32, done: i32, _t: i32) -> bool {
         let chan = unsafe { &*(user as *const Chan) };
-        if stage == COGVIDEO_STAGE_ENCODE_TEXT && done == 0 {
+        // Only the first report: the encoder polls again with the same counts.
+        if stage == COGVIDEO_STAGE_ENCODE_TEXT
+            && done == 0
+            && !chan.held.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             let _ = chan.started.send(());
             return chan.answered.recv_timeout(Duration::from_secs(30)).is_ok();
         }
@@ -1044,6 +1049,7 @@ fn queries_never_wait_for_a_running_call() {
     let chan = Chan {
         started: started_tx,
         answered: answered_rx,
+        held: std::sync::atomic::AtomicBool::new(false),
     };
     let handle = &p;
     std::thread::scope(|s| {

@@ -67,34 +67,26 @@ pub(super) fn i32_out(out: *mut i32, value: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The working `(height, width)` an options struct asks for: 0 takes the
-/// variant's default, negative values are refused.
-pub(super) fn working_size(
-    height: i32,
-    width: i32,
-    default: (usize, usize),
-) -> Result<(usize, usize)> {
-    let pick = |v: i32, d: usize, what: &str| match v {
-        0 => Ok(d),
+/// A size an options struct gives: 0 for the default (`None`), negative
+/// values refused.
+pub(super) fn size_arg(v: i32, what: &str) -> Result<Option<usize>> {
+    match v {
+        0 => Ok(None),
         v if v < 0 => Err(Error::invalid(format!(
             "{what} must be 0 (the default) or positive, got {v}"
         ))),
-        v => Ok(v as usize),
-    };
-    Ok((
-        pick(height, default.0, "height")?,
-        pick(width, default.1, "width")?,
-    ))
+        v => Ok(Some(v as usize)),
+    }
 }
 
-/// [`working_size`] with the pipeline's default size.
+/// The working `(height, width)` an options struct asks for, as the
+/// pipeline resolves it.
 pub(super) fn pipeline_working_size(
     p: &Pipeline,
     height: i32,
     width: i32,
 ) -> Result<(usize, usize)> {
-    let (h, w, _) = p.default_video_size();
-    working_size(height, width, (h, w))
+    Ok(p.working_size(size_arg(height, "height")?, size_arg(width, "width")?))
 }
 
 /// The compute precision named by `cogvideo_load_options.dtype`.

@@ -489,17 +489,8 @@ pub unsafe extern "C" fn cogvideo_latent_shape(
 ) -> cogvideo_status {
     guard(|| {
         let pipeline = &pipeline_ref(p)?.pipeline;
-        let (dh, dw, dt) = pipeline.default_video_size();
-        let (h, w) = working_size(height, width, (dh, dw))?;
-        let t = match num_frames {
-            0 => dt,
-            n if n < 0 => {
-                return Err(Error::invalid(format!(
-                    "num_frames must be 0 (the default) or positive, got {n}"
-                )));
-            }
-            n => n as usize,
-        };
+        let (h, w) = pipeline_working_size(pipeline, height, width)?;
+        let t = size_arg(num_frames, "num_frames")?.unwrap_or(pipeline.default_video_size().2);
         shape_out(&pipeline.latent_shape(h, w, t)?, shape)
     })
 }

@@ -40,11 +40,11 @@ pub(super) unsafe fn generate<'a>(
     let raw = unsafe { options::read(opts) }?;
     let (opts, noise) = unsafe { options::generate_options(&raw) }?;
     let plan = pipeline.noise_plan_generate(&opts)?;
-    let (dh, dw, dt) = pipeline.default_video_size();
+    let (h, w) = pipeline.working_size(opts.height, opts.width);
     let size = (
-        opts.height.unwrap_or(dh),
-        opts.width.unwrap_or(dw),
-        opts.num_frames.unwrap_or(dt),
+        h,
+        w,
+        opts.num_frames.unwrap_or(pipeline.default_video_size().2),
     );
     Ok(Request {
         handle,

@@ -117,9 +117,7 @@ pub unsafe extern "C" fn cogvideo_animate_image(
                 mode,
             )
         }?;
-        let (h, w, t) = r.size;
-        let guided = r.opts.sampling.guidance_scale > 1.0;
-        r.pipeline().check_fits(h, w, t, guided, false)?;
+        let (h, w, _) = r.size;
         unsafe { r.noise.attach(&r.plan, &mut r.opts.sampling.noise) }?;
         let frame = unsafe { frame_ref(image, "image") }?;
         let (o, anim) = (&r.raw, &r.opts);
@@ -173,13 +171,12 @@ pub unsafe extern "C" fn cogvideo_invert_video(
         let mode = resize_mode(r.raw.resize_mode)?;
         let (h, w, usable) = r.size;
         let pipeline = &r.handle.pipeline;
-        pipeline.check_fits(h, w, usable, false, false)?;
         let inputs = unsafe { input_frames(descs, usable) }?;
         unsafe { r.noise.attach(&r.plan, &mut r.opts.noise) }?;
         let mut cb = progress_fn(r.raw.progress, r.raw.progress_user);
         let mut progress = Progress::new(&mut cb);
         let _busy = r.handle.busy.lock();
-        let video = crate::frames::frames_to_video(&inputs, h, w, mode, pipeline.device())?;
+        let video = pipeline.video_from_frames(&inputs, (h, w), mode, false)?;
         let inversion = pipeline.invert_video(&video, &r.opts, &mut progress)?;
         unsafe { *out = Box::into_raw(Box::new(cogvideo_inversion { inner: inversion })) };
         Ok(())
@@ -403,7 +400,6 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
         }?;
         let (h, w, usable) = r.size;
         let guided = r.opts.sampling.guidance_scale > 1.0;
-        r.pipeline().check_fits(h, w, usable, guided, false)?;
         let inputs = unsafe { input_frames(descs, usable) }?;
         unsafe { r.noise.attach(&r.plan, &mut r.opts.sampling.noise) }?;
         let (o, v2v) = (&r.raw, &r.opts);
@@ -412,7 +408,7 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
             (o.progress, o.progress_user),
             outputs,
             |p, progress| {
-                let video = crate::frames::frames_to_video(&inputs, h, w, mode, p.device())?;
+                let video = p.video_from_frames(&inputs, (h, w), mode, guided)?;
                 p.video_to_video_latents(&video, v2v, progress)
             },
         )
@@ -464,25 +460,15 @@ pub unsafe extern "C" fn cogvideo_decode_latents(
         let mode = resize_mode(o.resize_mode)?;
         // Checked before a value is read: the shape says how much to read.
         pipeline.check_latent_dims(&dims)?;
-        let (f, h, w) = (dims[1], dims[3], dims[4]);
-        pipeline.check_decode_fits(
-            8 * h,
-            8 * w,
-            pipelines::decoded_frame_count(f),
-            &decode,
-            true,
-        )?;
+        let f = dims[1];
         let mut frames =
             unsafe { output_frames(out, out_count, pipelines::decoded_frame_count(f)) }?;
-        let n: usize = dims.iter().product();
-        let mut values = crate::memory::try_zeroed::<f32>(n, "latents")?;
-        // SAFETY: the caller guarantees `n` readable floats.
-        values.copy_from_slice(unsafe { std::slice::from_raw_parts(latents, n) });
-        let tensor = Tensor::from_vec(values, dims, pipeline.device())?;
+        // SAFETY: the caller guarantees the product of `shape` readable floats.
+        let values = unsafe { std::slice::from_raw_parts(latents, dims.iter().product()) };
         let mut cb = progress_fn(o.progress, o.progress_user);
         let mut progress = Progress::new(&mut cb);
         let _busy = handle.busy.lock();
-        let video = pipeline.decode_latents(&tensor, &decode, &mut progress)?;
+        let video = pipeline.decode_latent_values(values, &dims, &decode, &mut progress)?;
         crate::frames::video_to_frames(&video, &mut frames, mode)
     })
 }

@@ -23,6 +23,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::device::end_of_call;
 pub use crate::device::{DeviceKind, default_dtype};
 use crate::error::{Error, Result};
+use crate::frames::{FrameRef, ResizeMode, frames_to_video};
 pub use crate::models::autoencoders::VaeTiling;
 use crate::models::autoencoders::{AutoencoderKLCogVideoX, VaeRunOptions};
 use crate::models::poll;
@@ -462,6 +463,53 @@ impl Pipeline {
     /// The default output size `(height, width)` in pixels and frame count.
     pub fn default_video_size(&self) -> (usize, usize, usize) {
         default_video_size(self.variant, &self.transformer_cfg)
+    }
+
+    /// The working size `(height, width)` of a call: the caller's, or the
+    /// variant's default where it gives none.
+    pub fn working_size(&self, height: Option<usize>, width: Option<usize>) -> (usize, usize) {
+        let (h, w, _) = self.default_video_size();
+        (height.unwrap_or(h), width.unwrap_or(w))
+    }
+
+    /// A clip of caller frames as the model's video `[1, 3, T, height,
+    /// width]` in [-1, 1] (T = `frames.len()`), for a call that samples
+    /// (with guidance when `guided`) at that size: checked to fit in memory
+    /// before the conversion allocates anything.
+    pub fn video_from_frames(
+        &self,
+        frames: &[FrameRef<'_>],
+        (height, width): (usize, usize),
+        mode: ResizeMode,
+        guided: bool,
+    ) -> Result<Tensor> {
+        self.check_fits(height, width, frames.len(), guided, false)?;
+        frames_to_video(frames, height, width, mode, &self.device)
+    }
+
+    /// Decodes caller latents (f32 `[1, F, 16, h, w]` row-major, `dims`
+    /// those five numbers) as [`Self::decode_latents`], checked to fit
+    /// before they are copied.
+    pub fn decode_latent_values(
+        &self,
+        values: &[f32],
+        dims: &[usize],
+        opts: &DecodeOptions,
+        progress: &mut Progress,
+    ) -> Result<Tensor> {
+        self.check_latent_dims(dims)?;
+        if values.len() != dims.iter().product::<usize>() {
+            return Err(Error::invalid(format!(
+                "{} latent values for the shape {dims:?}",
+                values.len()
+            )));
+        }
+        let (h, w, frames) = (8 * dims[3], 8 * dims[4], decoded_frame_count(dims[1]));
+        self.check_decode_fits(h, w, frames, opts, true)?;
+        let mut copy = crate::memory::try_zeroed::<f32>(values.len(), "latents")?;
+        copy.copy_from_slice(values);
+        let latents = Tensor::from_vec(copy, dims, &self.device)?;
+        self.decode_latents(&latents, opts, progress)
     }
 
     /// The frame count an operation takes by default: what `num_frames` 0

@@ -784,17 +784,21 @@ impl CogVideoXTransformer3DModel {
         hidden: &Tensor,
         text: &Tensor,
         timesteps: &[f32],
-        opts: ForwardOptions,
+        mut opts: ForwardOptions,
     ) -> Result<Tensor> {
         let b = hidden.dim(0)?;
-        if !opts.reference {
-            return self.forward_impl(hidden, text, timesteps, opts);
-        }
-        if b % 2 != 0 {
+        let reference = opts.reference;
+        if reference && b % 2 != 0 {
             candle_core::bail!("reference forward needs an even batch, got {b}");
         }
-        self.forward_impl(hidden, text, timesteps, opts)?
-            .narrow(0, 0, b / 2)
+        let out = poll::with_poll(opts.poll.take(), poll::MIN_INTERVAL, || {
+            self.forward_impl(hidden, text, timesteps, opts)
+        })?;
+        if reference {
+            out.narrow(0, 0, b / 2)
+        } else {
+            Ok(out)
+        }
     }
 
     fn forward_impl(
@@ -804,11 +808,12 @@ impl CogVideoXTransformer3DModel {
         timesteps: &[f32],
         opts: ForwardOptions,
     ) -> Result<Tensor> {
+        // `forward_with` has installed the poll.
         let ForwardOptions {
             ofs,
             rope,
             reference,
-            poll,
+            poll: _,
         } = opts;
         let (b, f, c, h, w) = hidden.dims5()?;
         self.check_latent_shape(f, c, h, w)?;
@@ -842,17 +847,17 @@ impl CogVideoXTransformer3DModel {
 
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
-        let x = poll::with_poll(poll, poll::MIN_INTERVAL, || {
-            self.blocks.try_fold(x, |x, block| {
-                poll::check_now()?;
-                block.forward(&x, text_len, &emb_silu, rope, reference)
-            })
+        let x = self.blocks.try_fold(x, |x, block| {
+            poll::check_now()?;
+            block.forward(&x, text_len, &emb_silu, rope, reference)
         })?;
+        poll::check()?;
 
         let s = x.dim(1)?;
         let vid = self
             .norm_final
             .forward(&x.narrow(1, text_len, s - text_len)?)?;
+        poll::check()?;
         let mods = self
             .norm_out_linear
             .forward(&emb_silu)?
@@ -863,6 +868,7 @@ impl CogVideoXTransformer3DModel {
             .forward(&vid)?
             .broadcast_mul(&(&mods[1] + 1.0)?)?
             .broadcast_add(&mods[0])?;
+        poll::check()?;
         let out = self.proj_out.forward(&vid)?;
 
         let co = cfg.out_channels();
