@@ -23,14 +23,14 @@ const MAX_DEPTH: usize = 4;
 /// The largest safetensors header read (diffusers' files stay far below).
 const MAX_HEADER_BYTES: u64 = 100 << 20;
 
-struct Fnv(u64);
+pub(crate) struct Fnv(pub(crate) u64);
 
 impl Fnv {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(0xcbf2_9ce4_8422_2325)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
@@ -38,7 +38,7 @@ impl Fnv {
     }
 
     /// A length-prefixed field, so that field boundaries are hashed too.
-    fn field(&mut self, bytes: &[u8]) {
+    pub(crate) fn field(&mut self, bytes: &[u8]) {
         self.write(&(bytes.len() as u64).to_le_bytes());
         self.write(bytes);
     }
