@@ -24,7 +24,7 @@ pub enum LoraSite {
 }
 
 impl LoraSite {
-    pub const ALL: [LoraSite; 8] = [
+    const ALL: [LoraSite; 8] = [
         LoraSite::ToQ,
         LoraSite::ToK,
         LoraSite::ToV,

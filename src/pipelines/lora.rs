@@ -152,6 +152,12 @@ impl Pipeline {
         lora_hash(&self.lora.lock())
     }
 
+    /// [`Self::lora_hash`] and [`Self::lora_setting`], read together.
+    pub fn lora_state(&self) -> (u64, LoraSetting) {
+        let state = self.lora.lock();
+        (lora_hash(&state), state.setting.clone())
+    }
+
     /// The adapters a call applies: a snapshot of the setting, `None` when
     /// nothing is applied, and its [`Self::lora_hash`].
     pub(crate) fn lora_for_call(
