@@ -28,10 +28,10 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use crate::checkpoint::Fnv;
 use crate::error::{Error, Result};
 use crate::models::lora::{BlockLora, LoraSite, LoraTerm};
 use crate::models::transformers::{TransformerConfig, TransformerLora};
-use crate::pipelines::identity::Fnv;
 
 /// The largest LoRA file read (a rank-256 adapter on every linear layer of
 /// a 5B model is about 3 GB in f32).

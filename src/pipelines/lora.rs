@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::Pipeline;
-use super::identity::Fnv;
+use crate::checkpoint::Fnv;
 use crate::error::{Error, Result};
 use crate::loaders::lora_pipeline::{LoraAdapter, transformer_lora};
 use crate::models::transformers::{CogVideoXTransformer3DModel, TransformerLora};
