@@ -5,8 +5,12 @@
 //! largest) and, when asked to cancel, how long the pass took to end after
 //! the poll said stop.
 //!
-//! Usage: `cancel_latency [5b|2b] [frames height width] [cancel-after-seconds]`,
-//! defaults `5b 49 480 720` and no cancel (the whole block runs).
+//! Usage: `cancel_latency [5b|2b|mid] [frames height width] [cancel-after-seconds]`,
+//! defaults `5b 49 480 720` and no cancel (the whole block runs); `mid` is
+//! 16 heads (1024 wide). With `AB=n` in the environment it instead times
+//! n passes without a poll and n with one (which splits the work into
+//! pieces), interleaved, and prints min and median of each: the cost of
+//! being cancellable.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (heads, rope) = match model {
         "5b" => (48, true),
         "2b" => (30, false),
-        _ => return Err(format!("unknown model `{model}` (5b or 2b)").into()),
+        "mid" => (16, true),
+        _ => return Err(format!("unknown model `{model}` (5b, 2b or mid)").into()),
     };
     let cfg: TransformerConfig = serde_json::from_value(serde_json::json!({
         "attention_head_dim": 64, "num_attention_heads": heads, "num_layers": 1,
@@ -61,6 +66,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cogvideo::models::cpu_code_paths(),
         candle_core::utils::get_num_threads()
     );
+
+    if let Some(n) = std::env::var("AB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut times = [Vec::new(), Vec::new()];
+        for i in 0..2 * n + 2 {
+            let polled = i % 2 == 1;
+            let mut poll = || -> candle_core::Result<()> { Ok(()) };
+            let opts = ForwardOptions {
+                rope: rope.as_ref(),
+                poll: if polled { Some(&mut poll) } else { None },
+                ..Default::default()
+            };
+            let t = Instant::now();
+            transformer.forward_with(&hidden, &text, &[500.0, 500.0], opts)?;
+            // The first pass of each is a warm-up.
+            if i >= 2 {
+                times[polled as usize].push(t.elapsed().as_secs_f64());
+            }
+        }
+        for (name, mut t) in ["unpolled", "polled"].into_iter().zip(times) {
+            t.sort_by(f64::total_cmp);
+            println!(
+                "{name}_min_s={:.3} {name}_median_s={:.3}",
+                t[0],
+                t[t.len() / 2]
+            );
+        }
+        return Ok(());
+    }
 
     let start = Instant::now();
     let mut polls: Vec<Instant> = vec![start];

@@ -59,7 +59,7 @@
 // Minor versions only add functions and append fields to options structs
 // (a caller built against an older header keeps working: its smaller
 // struct_size is honoured); a new major version breaks compatibility.
-#define COGVIDEO_ABI_VERSION ((1 << 16) | 3)
+#define COGVIDEO_ABI_VERSION ((1 << 16) | 4)
 
 #define COGVIDEO_FORMAT_RGB8 0
 
@@ -457,6 +457,61 @@ const char *cogvideo_version(void);
 // The C ABI version, COGVIDEO_ABI_VERSION of the header the library was
 // built from: compare >> 16 with the header's to check compatibility.
 uint32_t cogvideo_abi_version(void);
+
+// Reads the LoRA file at path (safetensors in the diffusers/PEFT
+// layout, see the README) under name and makes it the active adapter at
+// weight 1, as diffusers' load_lora_weights does. A name in use, or a
+// file that does not fit the loaded transformer, fails with a message
+// naming the key (COGVIDEO_ERR_BAD_CHECKPOINT for the file's faults) and
+// changes nothing. Since 1.4.
+//
+// p must be a live pipeline; path and name NUL-terminated strings.
+enum cogvideo_status cogvideo_pipeline_load_lora(const struct cogvideo_pipeline *p,
+                                                 const char *path,
+                                                 const char *name);
+
+// Sets the active adapters, names[i] at weights[i] for i < n, applied
+// in that order (diffusers' set_adapters(names, weights)); n = 0 applies
+// none (both arrays may then be NULL). Each name must be loaded, once, with
+// a finite weight; weight 0 gives the output without that adapter exactly.
+// On error nothing changes. Since 1.4.
+//
+// p must be a live pipeline; names and weights must hold n entries,
+// each name a NUL-terminated string.
+enum cogvideo_status cogvideo_pipeline_set_adapters(const struct cogvideo_pipeline *p,
+                                                    const char *const *names,
+                                                    const double *weights,
+                                                    uintptr_t n);
+
+// Unloads the adapter name and drops it from the active ones (diffusers'
+// delete_adapters). Since 1.4.
+//
+// p must be a live pipeline; name a NUL-terminated string.
+enum cogvideo_status cogvideo_pipeline_remove_lora(const struct cogvideo_pipeline *p,
+                                                   const char *name);
+
+// With fused non-zero, later calls apply the active adapters merged into
+// the transformer's weights (diffusers' fuse_lora: faster steps, a copy
+// of each adapted layer's weights while the transformer is kept); with 0,
+// beside the layers (unfuse_lora; the base weights are never changed,
+// so the output without adapters stays bit for bit the same). Since 1.4.
+//
+// p must be a live pipeline.
+enum cogvideo_status cogvideo_pipeline_fuse_lora(const struct cogvideo_pipeline *p, int32_t fused);
+
+// A 64-bit hash of what the current LoRA setting changes in the output:
+// the content of each active adapter file of non-zero weight, the weights
+// and their order, fused or not; 0 when no adapter applies. Key result
+// caches on it beside cogvideo_pipeline_identity. *fused (if not NULL)
+// receives 1 when adapters are fused, *active (if not NULL) the number of
+// active adapters (weight-0 ones included). Since 1.4.
+//
+// p must be a live pipeline; hash writable; active and fused NULL
+// or writable.
+enum cogvideo_status cogvideo_pipeline_lora_state(const struct cogvideo_pipeline *p,
+                                                  uint64_t *hash,
+                                                  uintptr_t *active,
+                                                  int32_t *fused);
 
 // The random draws cogvideo_generate_video makes with these options:
 // *count receives their number and the first capacity are written to

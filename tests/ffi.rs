@@ -667,10 +667,158 @@ fn latent_shape(p: &Handle) -> [i64; 5] {
 }
 
 #[test]
-fn abi_version_is_1_3() {
+fn abi_version_is_1_4() {
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
     assert_eq!(cogvideo_abi_version() >> 16, 1);
-    assert_eq!(cogvideo_abi_version() & 0xffff, 3);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 4);
+}
+
+fn lora_path(file: &str) -> CString {
+    let p = common::data_dir().join("lora").join(file);
+    CString::new(p.to_str().unwrap()).unwrap()
+}
+
+fn lora_state(p: &Handle) -> (u64, usize, i32) {
+    let (mut hash, mut active, mut fused) = (0u64, 0usize, 0i32);
+    let st = unsafe { cogvideo_pipeline_lora_state(p.0, &mut hash, &mut active, &mut fused) };
+    expect(st, COGVIDEO_OK, "");
+    (hash, active, fused)
+}
+
+/// LoRA through C (1.4): load, mix, fuse, remove, the setting's hash, and
+/// bad arguments and hostile files as statuses that change nothing.
+/// tests/lora.rs checks the numbers against diffusers.
+#[test]
+fn lora_through_the_c_api() {
+    let p = Handle::load("cogvideox-5b");
+    let o = gen_opts(2, 7);
+    let mut base = Frames::rgb8(9);
+    expect(generate(&p, &o, &mut base), COGVIDEO_OK, "");
+    assert_eq!(lora_state(&p), (0, 0, 0));
+
+    let (a, b) = (c"a", c"b");
+    let st = unsafe {
+        cogvideo_pipeline_load_lora(p.0, lora_path("a_rank2.safetensors").as_ptr(), a.as_ptr())
+    };
+    expect(st, COGVIDEO_OK, "");
+    let (hash_a, active, _) = lora_state(&p);
+    assert_eq!(active, 1, "the loaded adapter is active");
+    assert_ne!(hash_a, 0);
+    let st = unsafe {
+        cogvideo_pipeline_load_lora(p.0, lora_path("b_rank4.safetensors").as_ptr(), b.as_ptr())
+    };
+    expect(st, COGVIDEO_OK, "");
+    let names = [a.as_ptr(), b.as_ptr()];
+    let weights = [0.7, 0.4];
+    let st = unsafe { cogvideo_pipeline_set_adapters(p.0, names.as_ptr(), weights.as_ptr(), 2) };
+    expect(st, COGVIDEO_OK, "");
+    let (hash_mix, active, fused) = lora_state(&p);
+    assert_eq!((active, fused), (2, 0));
+    assert_ne!(hash_mix, hash_a);
+    let mut mixed = Frames::rgb8(9);
+    expect(generate(&p, &o, &mut mixed), COGVIDEO_OK, "");
+    assert_ne!(
+        mixed.buffers, base.buffers,
+        "the adapters change the frames"
+    );
+
+    expect(
+        unsafe { cogvideo_pipeline_fuse_lora(p.0, 1) },
+        COGVIDEO_OK,
+        "",
+    );
+    let (hash_fused, _, fused) = lora_state(&p);
+    assert_eq!(fused, 1);
+    assert_ne!(hash_fused, hash_mix);
+    let mut fused_frames = Frames::rgb8(9);
+    expect(generate(&p, &o, &mut fused_frames), COGVIDEO_OK, "");
+    expect(
+        unsafe { cogvideo_pipeline_fuse_lora(p.0, 0) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert_eq!(lora_state(&p).0, hash_mix, "the hash names the setting");
+
+    // bad arguments: a status and a message, and the setting stays
+    let unknown = [c"nope".as_ptr()];
+    let st = unsafe { cogvideo_pipeline_set_adapters(p.0, unknown.as_ptr(), weights.as_ptr(), 1) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "nope");
+    let st = unsafe { cogvideo_pipeline_set_adapters(p.0, null(), null(), 1) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "NULL");
+    let with_null = [a.as_ptr(), null()];
+    let st =
+        unsafe { cogvideo_pipeline_set_adapters(p.0, with_null.as_ptr(), weights.as_ptr(), 2) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "names[1]");
+    let nan = [f64::NAN];
+    let st = unsafe { cogvideo_pipeline_set_adapters(p.0, names.as_ptr(), nan.as_ptr(), 1) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "finite");
+    let st = unsafe {
+        cogvideo_pipeline_load_lora(p.0, lora_path("a_rank2.safetensors").as_ptr(), a.as_ptr())
+    };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "already loaded");
+    let st = unsafe { cogvideo_pipeline_load_lora(p.0, null(), c"x".as_ptr()) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "path");
+    let st = unsafe {
+        cogvideo_pipeline_load_lora(
+            null(),
+            lora_path("a_rank2.safetensors").as_ptr(),
+            c"x".as_ptr(),
+        )
+    };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "pipeline");
+    let st = unsafe { cogvideo_pipeline_remove_lora(p.0, c"nope".as_ptr()) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "nope");
+    let st = unsafe { cogvideo_pipeline_lora_state(p.0, null_mut(), null_mut(), null_mut()) };
+    expect(st, COGVIDEO_ERR_INVALID_ARGUMENT, "hash");
+    // hostile files: a truncated copy and a file that is not safetensors
+    let dir = std::env::temp_dir().join(format!("cogvideo-ffi-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = std::fs::read(common::data_dir().join("lora/b_rank4.safetensors")).unwrap();
+    for (file, bytes, needle) in [
+        (
+            "truncated.safetensors",
+            good[..good.len() - 100].to_vec(),
+            "lora_B.weight",
+        ),
+        (
+            "text.safetensors",
+            b"not a safetensors file at all".to_vec(),
+            "safetensors",
+        ),
+    ] {
+        let f = dir.join(file);
+        std::fs::write(&f, bytes).unwrap();
+        let f = CString::new(f.to_str().unwrap()).unwrap();
+        let st = unsafe { cogvideo_pipeline_load_lora(p.0, f.as_ptr(), c"hostile".as_ptr()) };
+        expect(st, COGVIDEO_ERR_BAD_CHECKPOINT, needle);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        lora_state(&p),
+        (hash_mix, 2, 0),
+        "failed calls change nothing"
+    );
+
+    // removing both adapters gives the base frames back, bit for bit
+    expect(
+        unsafe { cogvideo_pipeline_remove_lora(p.0, a.as_ptr()) },
+        COGVIDEO_OK,
+        "",
+    );
+    expect(
+        unsafe { cogvideo_pipeline_remove_lora(p.0, b.as_ptr()) },
+        COGVIDEO_OK,
+        "",
+    );
+    assert_eq!(lora_state(&p), (0, 0, 0));
+    let mut after = Frames::rgb8(9);
+    expect(generate(&p, &o, &mut after), COGVIDEO_OK, "");
+    assert_eq!(after.buffers, base.buffers);
+    expect(
+        unsafe { cogvideo_pipeline_set_adapters(p.0, null(), null(), 0) },
+        COGVIDEO_OK,
+        "",
+    );
 }
 
 /// The compatibility rule of the header, as a caller built against a later

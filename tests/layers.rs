@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ffi", 6),
     ("pipelines", 5),
     ("text_encoder", 4),
+    ("loaders", 4),
     ("variant", 4),
     ("models", 3),
     ("schedulers", 3),

@@ -7,6 +7,8 @@ Run from the repository root:
 
 Deterministic: fixed seeds, one CPU thread. Everything under tests/data/tiny and tests/data/golden is deleted and
 rewritten (tests/data/README.md is left alone).
+
+    make_golden.py --only lora     # only golden_lora.py's files (tests/data/lora, golden/lora_*), against tiny/
 """
 
 import os
@@ -33,6 +35,7 @@ from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline  # noqa: 
 
 from build_tiny import PIPELINE_CLASS, VARIANTS, build_all  # noqa: E402
 from golden_frames import gen_frames  # noqa: E402
+from golden_lora import gen_lora  # noqa: E402
 from golden_models import gen_t5, gen_tokenizer, gen_transformer, write_tokenizer_json_layout  # noqa: E402
 from golden_pipelines import gen_pipelines  # noqa: E402
 from golden_sched import gen_schedulers  # noqa: E402
@@ -58,6 +61,9 @@ def load_pipeline(folder, variant):
 
 def main():
     t0 = time.time()
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    if only not in (None, "lora"):
+        sys.exit(f"--only {only}: the generators that run alone are: lora")
     for mod, want in EXPECTED.items():
         have = {"torch": torch.__version__, "diffusers": diffusers.__version__,
                 "transformers": transformers.__version__}[mod].split("+")[0]
@@ -68,6 +74,11 @@ def main():
     data = os.path.join(repo, "tests", "data")
     tiny = os.path.join(data, "tiny")
     golden = os.path.join(data, "golden")
+    lora = os.path.join(data, "lora")
+    if only == "lora":
+        n = gen_lora(golden, tiny, lora)
+        print(f"[{time.time() - t0:5.1f}s] lora: {n} cases")
+        return
     for d in (tiny, golden):
         if os.path.isdir(d):
             shutil.rmtree(d)
@@ -116,6 +127,8 @@ def main():
     print(f"[{time.time() - t0:5.1f}s] pipelines: {n} cases" + (f" ({n_skipped} skipped)" if n_skipped else ""))
     n = gen_v2v(golden, tiny)
     print(f"[{time.time() - t0:5.1f}s] video-to-video: {n} cases")
+    n = gen_lora(golden, tiny, lora)
+    print(f"[{time.time() - t0:5.1f}s] lora: {n} cases")
 
     total = 0
     for root, _, files in os.walk(data):

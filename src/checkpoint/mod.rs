@@ -287,3 +287,27 @@ pub fn read_component_config<C: DeserializeOwned>(
     validate(&cfg).map_err(|m| Error::bad_checkpoint(&path, m))?;
     Ok(cfg)
 }
+
+/// FNV-1a 64, written out here so that hashes of files (checkpoint
+/// identities, LoRA contents) never depend on the Rust version (std's
+/// hashers promise no stability).
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// A length-prefixed field, so that field boundaries are hashed too.
+    pub(crate) fn field(&mut self, bytes: &[u8]) {
+        self.write(&(bytes.len() as u64).to_le_bytes());
+        self.write(bytes);
+    }
+}

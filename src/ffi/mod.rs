@@ -13,6 +13,7 @@
 
 mod args;
 mod frames;
+mod lora;
 mod noise;
 mod options;
 mod pipeline;
@@ -23,6 +24,7 @@ mod status;
 use std::ffi::{CStr, c_char};
 
 pub use frames::*;
+pub use lora::*;
 pub use noise::*;
 pub use options::*;
 pub use pipeline::*;
@@ -44,7 +46,7 @@ pub extern "C" fn cogvideo_version() -> *const c_char {
 /// Minor versions only add functions and append fields to options structs
 /// (a caller built against an older header keeps working: its smaller
 /// `struct_size` is honoured); a new major version breaks compatibility.
-pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 3;
+pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 4;
 
 /// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
 /// built from: compare `>> 16` with the header's to check compatibility.

@@ -5,6 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear, linear_b};
 
 use crate::models::embeddings::{RotaryEmbedding, apply_rotary_emb};
+use crate::models::lora::{self, BlockLora, LoraSite};
 
 mod chunked;
 mod flash;
@@ -187,28 +188,36 @@ impl Attention {
     /// `CogVideoXAttnProcessor2_0ForDDIMInversion` does; the reference rows
     /// attend only to themselves. Keys of the reference tokens are rotated
     /// with the same table in both roles, so they are computed once.
+    /// `lora` adds unfused adapters to the projections.
     pub fn forward(
         &self,
         x: &Tensor,
         text_len: usize,
         rope: Option<&RotaryEmbedding>,
         reference: bool,
+        lora: Option<&BlockLora>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
+        let proj = |lin: &Linear, site: LoraSite, x: &Tensor| -> Result<Tensor> {
+            let y = kernels::linear(lin, x, false)?;
+            match lora {
+                Some(l) if !l.terms(site).is_empty() => lora::add_unfused(y, x, l.terms(site)),
+                _ => Ok(y),
+            }
+        };
         let q = self.prepare_qk(
-            &kernels::linear(&self.to_q, x, false)?,
+            &proj(&self.to_q, LoraSite::ToQ, x)?,
             &self.norm_q,
             text_len,
             rope,
         )?;
         let k = self.prepare_qk(
-            &kernels::linear(&self.to_k, x, false)?,
+            &proj(&self.to_k, LoraSite::ToK, x)?,
             &self.norm_k,
             text_len,
             rope,
         )?;
-        let v =
-            kernels::linear(&self.to_v, x, false)?.reshape((b, s, self.heads, self.head_dim))?;
+        let v = proj(&self.to_v, LoraSite::ToV, x)?.reshape((b, s, self.heads, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = if reference {
             if b % 2 != 0 {
@@ -227,11 +236,28 @@ impl Attention {
         } else {
             scaled_dot_product_attention(&q, &[(&k, &v)], scale)?
         };
-        kernels::linear(
+        proj(
             &self.to_out,
+            LoraSite::ToOut,
             &out.reshape((b, s, self.heads * self.head_dim))?,
-            false,
         )
+    }
+
+    /// This layer with `lora`'s adapters fused into its projections.
+    pub fn fused(&self, lora: &BlockLora) -> Result<Self> {
+        let fuse = |lin: &Linear, site: LoraSite| -> Result<Linear> {
+            match lora.terms(site) {
+                [] => Ok(lin.clone()),
+                terms => kernels::cpu_linear(lora::fused_linear(lin, terms)?),
+            }
+        };
+        Ok(Self {
+            to_q: fuse(&self.to_q, LoraSite::ToQ)?,
+            to_k: fuse(&self.to_k, LoraSite::ToK)?,
+            to_v: fuse(&self.to_v, LoraSite::ToV)?,
+            to_out: fuse(&self.to_out, LoraSite::ToOut)?,
+            ..self.clone()
+        })
     }
 }
 
@@ -258,9 +284,48 @@ impl FeedForward {
 const FF_CHUNK_TOKENS: usize = 2048;
 
 impl FeedForward {
-    fn forward_tokens(&self, x: &Tensor) -> Result<Tensor> {
-        let h = kernels::linear(&self.proj_in, x, true)?;
-        kernels::linear(&self.proj_out, &h, false)
+    fn forward_tokens(&self, x: &Tensor, lora: Option<&BlockLora>) -> Result<Tensor> {
+        let Some(lora) = lora.filter(|l| {
+            !l.terms(LoraSite::FfIn).is_empty() || !l.terms(LoraSite::FfOut).is_empty()
+        }) else {
+            let h = kernels::linear(&self.proj_in, x, true)?;
+            return kernels::linear(&self.proj_out, &h, false);
+        };
+        // the adapters add before the GELU, so it is not fused into the product
+        let h = kernels::linear(&self.proj_in, x, false)?;
+        let h = lora::add_unfused(h, x, lora.terms(LoraSite::FfIn))?.gelu()?;
+        let y = kernels::linear(&self.proj_out, &h, false)?;
+        lora::add_unfused(y, &h, lora.terms(LoraSite::FfOut))
+    }
+
+    /// [`Module::forward`] with `lora`'s unfused adapters.
+    pub fn forward_lora(&self, x: &Tensor, lora: Option<&BlockLora>) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        if b * s <= FF_CHUNK_TOKENS {
+            return self.forward_tokens(x, lora);
+        }
+        let rows = x.reshape((b * s, d))?;
+        let mut outs = Vec::with_capacity((b * s).div_ceil(FF_CHUNK_TOKENS));
+        for start in (0..b * s).step_by(FF_CHUNK_TOKENS) {
+            crate::models::poll::check()?;
+            let len = FF_CHUNK_TOKENS.min(b * s - start);
+            outs.push(self.forward_tokens(&rows.narrow(0, start, len)?, lora)?);
+        }
+        Tensor::cat(&outs, 0)?.reshape((b, s, ()))
+    }
+
+    /// This layer with `lora`'s adapters fused into its two products.
+    pub fn fused(&self, lora: &BlockLora) -> Result<Self> {
+        let fuse = |lin: &Linear, site: LoraSite| -> Result<Linear> {
+            match lora.terms(site) {
+                [] => Ok(lin.clone()),
+                terms => kernels::cpu_linear(lora::fused_linear(lin, terms)?),
+            }
+        };
+        Ok(Self {
+            proj_in: fuse(&self.proj_in, LoraSite::FfIn)?,
+            proj_out: fuse(&self.proj_out, LoraSite::FfOut)?,
+        })
     }
 }
 
@@ -271,18 +336,7 @@ impl Module for FeedForward {
     /// guidance B is 2): candle's linear layer takes its slower broadcast
     /// product for a non-contiguous input.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, s, d) = x.dims3()?;
-        if b * s <= FF_CHUNK_TOKENS {
-            return self.forward_tokens(x);
-        }
-        let rows = x.reshape((b * s, d))?;
-        let mut outs = Vec::with_capacity((b * s).div_ceil(FF_CHUNK_TOKENS));
-        for start in (0..b * s).step_by(FF_CHUNK_TOKENS) {
-            crate::models::poll::check()?;
-            let len = FF_CHUNK_TOKENS.min(b * s - start);
-            outs.push(self.forward_tokens(&rows.narrow(0, start, len)?)?);
-        }
-        Tensor::cat(&outs, 0)?.reshape((b, s, ()))
+        self.forward_lora(x, None)
     }
 }
 
@@ -461,7 +515,10 @@ mod tests {
             FeedForward::load(VarBuilder::from_tensors(ws, DType::F32, &dev), dim, inner).unwrap();
         for b in [1, 2] {
             let x = Tensor::randn(0f32, 1.0, (b, 2 * FF_CHUNK_TOKENS + 3, dim), &dev).unwrap();
-            let diff = max_diff(&ff.forward(&x).unwrap(), &ff.forward_tokens(&x).unwrap());
+            let diff = max_diff(
+                &ff.forward(&x).unwrap(),
+                &ff.forward_tokens(&x, None).unwrap(),
+            );
             assert!(diff < 1e-5, "batch {b}: {diff}");
         }
     }

@@ -5,6 +5,7 @@ pub mod autoencoders;
 pub(crate) mod cpu;
 pub mod embeddings;
 pub mod layers;
+pub mod lora;
 pub mod poll;
 pub mod t5;
 pub mod transformers;

@@ -193,8 +193,10 @@ impl Pipeline {
         inverse.set_timesteps(opts.steps)?;
         let empty = self.text_encoder.get()?.empty_prompt_embedding()?;
         let transformer = self.transformer.get()?;
+        let (lora, _) = self.lora_for_call(&transformer)?;
         let out = Denoise {
             transformer: &transformer,
+            lora: lora.as_deref(),
             stepper: Stepper::Inverse(inverse),
             guidance: Guidance {
                 cond: empty,
@@ -315,8 +317,10 @@ impl Pipeline {
         // step n-1-i.
         let reference: Vec<Tensor> = inversion.trajectory.iter().rev().cloned().collect();
         let transformer = self.transformer.get()?;
+        let (lora, _) = self.lora_for_call(&transformer)?;
         let out = Denoise {
             transformer: &transformer,
+            lora: lora.as_deref(),
             stepper: Stepper::Ddim(ddim),
             guidance: guidance(uncond, cond, opts.guidance_scale, false),
             image_latents: None,

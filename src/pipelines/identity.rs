@@ -7,13 +7,12 @@
 //! SentencePiece models, and the header of every `.safetensors` file (tensor
 //! names, dtypes, shapes and offsets; the weights themselves are not read,
 //! so a file whose values change in place with the same header keeps its
-//! identity). FNV-1a, written out here so that the value never depends on
-//! the Rust version (std's hashers promise no stability).
+//! identity). FNV-1a ([`crate::checkpoint::Fnv`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{MAX_CONFIG_BYTES, read_regular_file};
+use crate::checkpoint::{Fnv, MAX_CONFIG_BYTES, read_regular_file};
 use crate::error::{Error, Result};
 
 /// More files than a checkpoint has; a folder with more is not one.
@@ -22,27 +21,6 @@ const MAX_FILES: usize = 10_000;
 const MAX_DEPTH: usize = 4;
 /// The largest safetensors header read (diffusers' files stay far below).
 const MAX_HEADER_BYTES: u64 = 100 << 20;
-
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    /// A length-prefixed field, so that field boundaries are hashed too.
-    fn field(&mut self, bytes: &[u8]) {
-        self.write(&(bytes.len() as u64).to_le_bytes());
-        self.write(bytes);
-    }
-}
 
 /// The files under `root` that the identity covers, sorted by relative path.
 fn files(root: &Path) -> Result<Vec<(String, PathBuf)>> {

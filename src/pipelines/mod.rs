@@ -9,6 +9,7 @@
 pub mod ddim_inversion;
 pub mod identity;
 mod inversion_file;
+mod lora;
 mod memory_plan;
 pub mod pipeline_cogvideox;
 pub mod pipeline_cogvideox_image2video;
@@ -35,6 +36,7 @@ use crate::text_encoder::{MAX_SEQUENCE_LENGTH, TextEncoder};
 use crate::variant::Variant;
 
 pub use ddim_inversion::{EditOptions, Inversion, InvertOptions};
+pub use lora::LoraSetting;
 use memory_plan::{choose_residency, count_weights, sampling_peak_bytes};
 pub use pipeline_cogvideox::{GenerateOptions, SamplingOptions};
 pub use pipeline_cogvideox_image2video::AnimateOptions;
@@ -310,6 +312,8 @@ pub struct Pipeline {
     scheduler: SchedulerConfig,
     device: Device,
     dtype: DType,
+    /// LoRA adapters (see [`Pipeline::load_lora`]).
+    lora: parking_lot::Mutex<lora::LoraState>,
 }
 
 impl Pipeline {
@@ -424,6 +428,7 @@ impl Pipeline {
             scheduler,
             device,
             dtype,
+            lora: Default::default(),
         };
         end_of_call(&pipeline.device)?;
         Ok(pipeline)

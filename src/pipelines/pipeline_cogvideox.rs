@@ -148,8 +148,10 @@ impl Pipeline {
             .to_dtype(self.dtype)?;
         let ofs = image.and(self.transformer_cfg.ofs_embed_dim).map(|_| 2.0);
         let transformer = self.transformer.get()?;
+        let (lora, _) = self.lora_for_call(&transformer)?;
         let out = Denoise {
             transformer: &transformer,
+            lora: lora.as_deref(),
             stepper,
             guidance: guidance(uncond, cond, s.guidance_scale, s.dynamic_cfg),
             image_latents,

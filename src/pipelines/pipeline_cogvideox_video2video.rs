@@ -79,8 +79,10 @@ impl Pipeline {
         let t = stepper.timesteps()[first];
         let latents = stepper.add_noise(&clip, &added, t)?.to_dtype(self.dtype)?;
         let transformer = self.transformer.get()?;
+        let (lora, _) = self.lora_for_call(&transformer)?;
         let out = Denoise {
             transformer: &transformer,
+            lora: lora.as_deref(),
             stepper,
             guidance: guidance(uncond, cond, s.guidance_scale, s.dynamic_cfg),
             image_latents: None,

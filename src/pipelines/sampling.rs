@@ -8,7 +8,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::models::embeddings::RotaryEmbedding;
-use crate::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions};
+use crate::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions, TransformerLora};
 use crate::noise::NoiseSource;
 use crate::pipelines::progress::{Progress, Stage};
 use crate::schedulers::{
@@ -56,6 +56,8 @@ pub(crate) struct Guidance {
 
 pub(crate) struct Denoise<'a> {
     pub transformer: &'a CogVideoXTransformer3DModel,
+    /// The LoRA adapters of the call, if any.
+    pub lora: Option<&'a TransformerLora>,
     pub stepper: Stepper,
     pub guidance: Guidance,
     /// Image-to-video: `[1, F, 16, h, w]` conditioning latents appended on
@@ -149,6 +151,7 @@ impl Denoise<'_> {
                 rope: self.rope.as_ref(),
                 reference: self.reference.is_some(),
                 poll: Some(&mut poll),
+                lora: self.lora,
             };
             let forward = match self.reference {
                 Some(refs) => {

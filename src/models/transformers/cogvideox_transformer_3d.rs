@@ -22,6 +22,7 @@ use crate::models::embeddings::{
     rotary_pos_embed_3d, sincos_pos_embed_3d, timestep_embedding,
 };
 use crate::models::layers::Layers;
+use crate::models::lora::{self, BlockLora, LoraSite, LoraTerm};
 use crate::models::poll;
 
 fn default_true() -> bool {
@@ -257,9 +258,9 @@ impl LayerNormZero {
         })
     }
 
-    /// The six chunks, `[B, 6 D]`.
-    fn mods(&self, temb_silu: &Tensor) -> Result<Tensor> {
-        self.linear.forward(temb_silu)
+    /// The six chunks, `[B, 6 D]`, with `lora`'s unfused adapters.
+    fn mods(&self, temb_silu: &Tensor, lora: &[LoraTerm]) -> Result<Tensor> {
+        lora::add_unfused(self.linear.forward(temb_silu)?, temb_silu, lora)
     }
 
     /// The modulated norm of the joint `[B, T + N, D]` tokens (text first).
@@ -355,7 +356,8 @@ impl CogVideoXBlock {
     /// and concatenates them for attention and the feed-forward; the sums are
     /// the same). `temb_silu` is `silu(temb)`, shared by every block's
     /// modulations; `reference` selects the reference attention of
-    /// DDIM-inversion editing.
+    /// DDIM-inversion editing; `lora` adds unfused adapters to the linear
+    /// layers.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -363,24 +365,43 @@ impl CogVideoXBlock {
         temb_silu: &Tensor,
         rope: Option<&RotaryEmbedding>,
         reference: bool,
+        lora: Option<&BlockLora>,
     ) -> Result<Tensor> {
         // Polled between the parts too: at the 5b model's default size each
         // is a second or more of CPU work.
         use crate::models::poll::check;
-        let mods = self.norm1.mods(temb_silu)?;
+        let terms = |site| lora.map_or(&[][..], |l| l.terms(site));
+        let mods = self.norm1.mods(temb_silu, terms(LoraSite::Norm1))?;
         let h = self.norm1.forward(x, text_len, &mods)?;
         check()?;
-        let a = self.attn1.forward(&h, text_len, rope, reference)?;
+        let a = self.attn1.forward(&h, text_len, rope, reference, lora)?;
         check()?;
         let x = gated_add(x, &a, text_len, &mods)?;
         check()?;
 
-        let mods = self.norm2.mods(temb_silu)?;
+        let mods = self.norm2.mods(temb_silu, terms(LoraSite::Norm2))?;
         let h = self.norm2.forward(&x, text_len, &mods)?;
         check()?;
-        let ff = self.ff.forward(&h)?;
+        let ff = self.ff.forward_lora(&h, lora)?;
         check()?;
         gated_add(&x, &ff, text_len, &mods)
+    }
+
+    /// This block with `lora`'s adapters fused into its linear layers (the
+    /// other weights shared).
+    pub fn fused(&self, lora: &BlockLora) -> Result<Self> {
+        let norm = |n: &LayerNormZero, site| -> Result<LayerNormZero> {
+            Ok(LayerNormZero {
+                linear: lora::fused_linear(&n.linear, lora.terms(site))?,
+                ..n.clone()
+            })
+        };
+        Ok(Self {
+            norm1: norm(&self.norm1, LoraSite::Norm1)?,
+            attn1: self.attn1.fused(lora)?,
+            norm2: norm(&self.norm2, LoraSite::Norm2)?,
+            ff: self.ff.fused(lora)?,
+        })
     }
 }
 
@@ -419,6 +440,75 @@ pub struct ForwardOptions<'a> {
     /// [`poll::MIN_INTERVAL`], between pieces of a block's work; an error
     /// stops the pass.
     pub poll: Option<&'a mut dyn FnMut() -> Result<()>>,
+    /// LoRA adapters, unfused or fused (see [`TransformerLora`]).
+    pub lora: Option<&'a TransformerLora>,
+}
+
+/// The adapters a forward pass applies, per block, already scaled and in
+/// the model's dtype and device. Unfused, each block adds them beside its
+/// linear layers; fused, each block runs with them merged into its weights:
+/// blocks kept in memory are fused once by [`Self::fuse_kept`], streamed
+/// ones as they are read. The model's own weights are never changed, so
+/// dropping this restores the base model exactly.
+#[derive(Debug, Clone)]
+pub struct TransformerLora {
+    blocks: Vec<BlockLora>,
+    fused: bool,
+    fused_blocks: Vec<Option<CogVideoXBlock>>,
+}
+
+impl TransformerLora {
+    /// `blocks[i]` for transformer block `i`.
+    pub fn new(blocks: Vec<BlockLora>, fused: bool) -> Self {
+        Self {
+            blocks,
+            fused,
+            fused_blocks: Vec::new(),
+        }
+    }
+
+    pub fn is_fused(&self) -> bool {
+        self.fused
+    }
+
+    /// Fuses the adapters into `model`'s blocks now when they are kept in
+    /// memory (a copy of each changed linear layer), so that steps run the
+    /// plain blocks; streamed blocks are fused as they are read.
+    pub fn fuse_kept(&mut self, model: &CogVideoXTransformer3DModel) -> Result<()> {
+        if !self.fused {
+            return Ok(());
+        }
+        if let Layers::Loaded(blocks) = &model.blocks {
+            self.fused_blocks = blocks
+                .iter()
+                .zip(&self.blocks)
+                .map(|(b, l)| (!l.is_empty()).then(|| b.fused(l)).transpose())
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+
+    fn run_block(
+        &self,
+        i: usize,
+        block: &CogVideoXBlock,
+        x: &Tensor,
+        args: (usize, &Tensor, Option<&RotaryEmbedding>, bool),
+    ) -> Result<Tensor> {
+        let (text_len, temb_silu, rope, reference) = args;
+        let Some(l) = self.blocks.get(i).filter(|l| !l.is_empty()) else {
+            return block.forward(x, text_len, temb_silu, rope, reference, None);
+        };
+        if !self.fused {
+            return block.forward(x, text_len, temb_silu, rope, reference, Some(l));
+        }
+        match self.fused_blocks.get(i) {
+            Some(Some(b)) => b.forward(x, text_len, temb_silu, rope, reference, None),
+            _ => block
+                .fused(l)?
+                .forward(x, text_len, temb_silu, rope, reference, None),
+        }
+    }
 }
 
 /// The CogVideoX denoising transformer.
@@ -814,7 +904,17 @@ impl CogVideoXTransformer3DModel {
             rope,
             reference,
             poll: _,
+            lora,
         } = opts;
+        if let Some(l) = lora
+            && l.blocks.len() != self.cfg.num_layers
+        {
+            candle_core::bail!(
+                "LoRA for {} blocks given to a model of {}",
+                l.blocks.len(),
+                self.cfg.num_layers
+            );
+        }
         let (b, f, c, h, w) = hidden.dims5()?;
         self.check_latent_shape(f, c, h, w)?;
         if timesteps.len() != b {
@@ -847,9 +947,15 @@ impl CogVideoXTransformer3DModel {
 
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
+        let mut index = 0;
         let x = self.blocks.try_fold(x, |x, block| {
             poll::check_now()?;
-            block.forward(&x, text_len, &emb_silu, rope, reference)
+            let i = index;
+            index += 1;
+            match lora {
+                Some(l) => l.run_block(i, block, &x, (text_len, &emb_silu, rope, reference)),
+                None => block.forward(&x, text_len, &emb_silu, rope, reference, None),
+            }
         })?;
         poll::check()?;
 
@@ -925,7 +1031,7 @@ mod tests {
             let x = Tensor::randn(0f32, 2.0, (b, text + vid, d), &dev).unwrap();
             let y = Tensor::randn(0f32, 1.0, (b, text + vid, d), &dev).unwrap();
             let t = Tensor::randn(0f32, 1.0, (b, temb), &dev).unwrap();
-            let mods = norm.mods(&t).unwrap();
+            let mods = norm.mods(&t, &[]).unwrap();
             let (fast, generic) = (
                 norm.forward(&x, text, &mods).unwrap(),
                 norm.forward_generic(&x, text, &mods).unwrap(),
