@@ -465,6 +465,11 @@ uint32_t cogvideo_abi_version(void);
 // naming the key (COGVIDEO_ERR_BAD_CHECKPOINT for the file's faults) and
 // changes nothing. Since 1.4.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL or empty path
+// or name, not UTF-8, a name already loaded); COGVIDEO_ERR_IO (the file
+// cannot be read); COGVIDEO_ERR_BAD_CHECKPOINT (not a LoRA of this
+// transformer: the message names the key); COGVIDEO_ERR_OUT_OF_MEMORY.
+//
 // p must be a live pipeline; path and name NUL-terminated strings.
 enum cogvideo_status cogvideo_pipeline_load_lora(const struct cogvideo_pipeline *p,
                                                  const char *path,
@@ -476,6 +481,10 @@ enum cogvideo_status cogvideo_pipeline_load_lora(const struct cogvideo_pipeline 
 // a finite weight; weight 0 gives the output without that adapter exactly.
 // On error nothing changes. Since 1.4.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL arrays with n
+// > 0, more than 1024 adapters, a name not loaded or given twice, a weight
+// that is not finite).
+//
 // p must be a live pipeline; names and weights must hold n entries,
 // each name a NUL-terminated string.
 enum cogvideo_status cogvideo_pipeline_set_adapters(const struct cogvideo_pipeline *p,
@@ -485,6 +494,9 @@ enum cogvideo_status cogvideo_pipeline_set_adapters(const struct cogvideo_pipeli
 
 // Unloads the adapter name and drops it from the active ones (diffusers'
 // delete_adapters). Since 1.4.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL handle or
+// name, a name not loaded).
 //
 // p must be a live pipeline; name a NUL-terminated string.
 enum cogvideo_status cogvideo_pipeline_remove_lora(const struct cogvideo_pipeline *p,
@@ -496,6 +508,9 @@ enum cogvideo_status cogvideo_pipeline_remove_lora(const struct cogvideo_pipelin
 // beside the layers (unfuse_lora; the base weights are never changed,
 // so the output without adapters stays bit for bit the same). Since 1.4.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle.
+//
 // p must be a live pipeline.
 enum cogvideo_status cogvideo_pipeline_fuse_lora(const struct cogvideo_pipeline *p, int32_t fused);
 
@@ -505,6 +520,9 @@ enum cogvideo_status cogvideo_pipeline_fuse_lora(const struct cogvideo_pipeline 
 // caches on it beside cogvideo_pipeline_identity. *fused (if not NULL)
 // receives 1 when adapters are fused, *active (if not NULL) the number of
 // active adapters (weight-0 ones included). Since 1.4.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL hash.
 //
 // p must be a live pipeline; hash writable; active and fused NULL
 // or writable.

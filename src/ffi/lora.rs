@@ -32,6 +32,11 @@ unsafe fn name_arg(name: *const c_char, what: &str) -> crate::Result<String> {
 /// naming the key (`COGVIDEO_ERR_BAD_CHECKPOINT` for the file's faults) and
 /// changes nothing. Since 1.4.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL or empty path
+/// or name, not UTF-8, a name already loaded); COGVIDEO_ERR_IO (the file
+/// cannot be read); COGVIDEO_ERR_BAD_CHECKPOINT (not a LoRA of this
+/// transformer: the message names the key); COGVIDEO_ERR_OUT_OF_MEMORY.
+///
 /// # Safety
 /// `p` must be a live pipeline; `path` and `name` NUL-terminated strings.
 #[unsafe(no_mangle)]
@@ -53,6 +58,10 @@ pub unsafe extern "C" fn cogvideo_pipeline_load_lora(
 /// none (both arrays may then be NULL). Each name must be loaded, once, with
 /// a finite weight; weight 0 gives the output without that adapter exactly.
 /// On error nothing changes. Since 1.4.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL arrays with n
+/// > 0, more than 1024 adapters, a name not loaded or given twice, a weight
+/// that is not finite).
 ///
 /// # Safety
 /// `p` must be a live pipeline; `names` and `weights` must hold `n` entries,
@@ -89,6 +98,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_set_adapters(
 /// Unloads the adapter `name` and drops it from the active ones (diffusers'
 /// `delete_adapters`). Since 1.4.
 ///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL handle or
+/// name, a name not loaded).
+///
 /// # Safety
 /// `p` must be a live pipeline; `name` a NUL-terminated string.
 #[unsafe(no_mangle)]
@@ -108,6 +120,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_remove_lora(
 /// of each adapted layer's weights while the transformer is kept); with 0,
 /// beside the layers (`unfuse_lora`; the base weights are never changed,
 /// so the output without adapters stays bit for bit the same). Since 1.4.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle.
 ///
 /// # Safety
 /// `p` must be a live pipeline.
@@ -133,6 +148,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_fuse_lora(
 /// caches on it beside `cogvideo_pipeline_identity`. `*fused` (if not NULL)
 /// receives 1 when adapters are fused, `*active` (if not NULL) the number of
 /// active adapters (weight-0 ones included). Since 1.4.
+///
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+/// handle or a NULL hash.
 ///
 /// # Safety
 /// `p` must be a live pipeline; `hash` writable; `active` and `fused` NULL

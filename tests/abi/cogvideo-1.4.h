@@ -23,6 +23,9 @@
  *
  * Conventions: every function returns a cogvideo_status; on failure
  * cogvideo_last_error() gives a one-line message for the calling thread.
+ * Each function lists the statuses it returns; any of them may also
+ * return COGVIDEO_ERR_INTERNAL (a bug in the library, a caught panic
+ * included), after which its handles stay safe to free.
  * Handles are opaque and freed with their cogvideo_*_free function. Frame
  * buffers are owned by the caller; the library never returns memory for
  * the caller to free. No call aborts the process or lets an exception out.
@@ -462,6 +465,11 @@ uint32_t cogvideo_abi_version(void);
 // naming the key (COGVIDEO_ERR_BAD_CHECKPOINT for the file's faults) and
 // changes nothing. Since 1.4.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL or empty path
+// or name, not UTF-8, a name already loaded); COGVIDEO_ERR_IO (the file
+// cannot be read); COGVIDEO_ERR_BAD_CHECKPOINT (not a LoRA of this
+// transformer: the message names the key); COGVIDEO_ERR_OUT_OF_MEMORY.
+//
 // p must be a live pipeline; path and name NUL-terminated strings.
 enum cogvideo_status cogvideo_pipeline_load_lora(const struct cogvideo_pipeline *p,
                                                  const char *path,
@@ -473,6 +481,10 @@ enum cogvideo_status cogvideo_pipeline_load_lora(const struct cogvideo_pipeline 
 // a finite weight; weight 0 gives the output without that adapter exactly.
 // On error nothing changes. Since 1.4.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL arrays with n
+// > 0, more than 1024 adapters, a name not loaded or given twice, a weight
+// that is not finite).
+//
 // p must be a live pipeline; names and weights must hold n entries,
 // each name a NUL-terminated string.
 enum cogvideo_status cogvideo_pipeline_set_adapters(const struct cogvideo_pipeline *p,
@@ -482,6 +494,9 @@ enum cogvideo_status cogvideo_pipeline_set_adapters(const struct cogvideo_pipeli
 
 // Unloads the adapter name and drops it from the active ones (diffusers'
 // delete_adapters). Since 1.4.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL handle or
+// name, a name not loaded).
 //
 // p must be a live pipeline; name a NUL-terminated string.
 enum cogvideo_status cogvideo_pipeline_remove_lora(const struct cogvideo_pipeline *p,
@@ -493,6 +508,9 @@ enum cogvideo_status cogvideo_pipeline_remove_lora(const struct cogvideo_pipelin
 // beside the layers (unfuse_lora; the base weights are never changed,
 // so the output without adapters stays bit for bit the same). Since 1.4.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle.
+//
 // p must be a live pipeline.
 enum cogvideo_status cogvideo_pipeline_fuse_lora(const struct cogvideo_pipeline *p, int32_t fused);
 
@@ -502,6 +520,9 @@ enum cogvideo_status cogvideo_pipeline_fuse_lora(const struct cogvideo_pipeline 
 // caches on it beside cogvideo_pipeline_identity. *fused (if not NULL)
 // receives 1 when adapters are fused, *active (if not NULL) the number of
 // active adapters (weight-0 ones included). Since 1.4.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL hash.
 //
 // p must be a live pipeline; hash writable; active and fused NULL
 // or writable.
@@ -516,6 +537,10 @@ enum cogvideo_status cogvideo_pipeline_lora_state(const struct cogvideo_pipeline
 // these draws' values concatenated: all of them, or a prefix ending at a
 // draw boundary (the seed supplies the rest). Never waits for a running call.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+// when the loaded variant cannot do the operation.
+//
 // draws writable for capacity entries or NULL; count writable.
 enum cogvideo_status cogvideo_generate_noise_plan(const struct cogvideo_pipeline *p,
                                                   const struct cogvideo_generate_options *opts,
@@ -524,6 +549,10 @@ enum cogvideo_status cogvideo_generate_noise_plan(const struct cogvideo_pipeline
                                                   uintptr_t *count);
 
 // As cogvideo_generate_noise_plan, for cogvideo_animate_image.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+// when the loaded variant cannot do the operation.
 //
 // As cogvideo_generate_noise_plan.
 enum cogvideo_status cogvideo_animate_noise_plan(const struct cogvideo_pipeline *p,
@@ -535,6 +564,10 @@ enum cogvideo_status cogvideo_animate_noise_plan(const struct cogvideo_pipeline 
 // As cogvideo_generate_noise_plan, for cogvideo_invert_video of a
 // clip of frame_count frames.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+// when the loaded variant cannot do the operation.
+//
 // As cogvideo_generate_noise_plan.
 enum cogvideo_status cogvideo_invert_noise_plan(const struct cogvideo_pipeline *p,
                                                 uintptr_t frame_count,
@@ -544,6 +577,10 @@ enum cogvideo_status cogvideo_invert_noise_plan(const struct cogvideo_pipeline *
                                                 uintptr_t *count);
 
 // As cogvideo_generate_noise_plan, for cogvideo_edit_with_prompt.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+// when the loaded variant cannot do the operation.
 //
 // As cogvideo_generate_noise_plan; inv a live inversion.
 enum cogvideo_status cogvideo_edit_noise_plan(const struct cogvideo_pipeline *p,
@@ -555,6 +592,10 @@ enum cogvideo_status cogvideo_edit_noise_plan(const struct cogvideo_pipeline *p,
 
 // As cogvideo_generate_noise_plan, for cogvideo_video_to_video of
 // a clip of frame_count frames.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+// options the sampling call would refuse; COGVIDEO_ERR_UNSUPPORTED_VARIANT
+// when the loaded variant cannot do the operation.
 //
 // As cogvideo_generate_noise_plan.
 enum cogvideo_status cogvideo_video_to_video_noise_plan(const struct cogvideo_pipeline *p,
@@ -571,6 +612,9 @@ enum cogvideo_status cogvideo_video_to_video_noise_plan(const struct cogvideo_pi
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
+//
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_load_options_init_sized(struct cogvideo_load_options *opts,
                                                       uintptr_t size);
@@ -581,6 +625,9 @@ enum cogvideo_status cogvideo_load_options_init_sized(struct cogvideo_load_optio
 // COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_generate_options_init_sized(struct cogvideo_generate_options *opts,
@@ -593,6 +640,9 @@ enum cogvideo_status cogvideo_generate_options_init_sized(struct cogvideo_genera
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
+//
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_animate_options_init_sized(struct cogvideo_animate_options *opts,
                                                          uintptr_t size);
@@ -603,6 +653,9 @@ enum cogvideo_status cogvideo_animate_options_init_sized(struct cogvideo_animate
 // COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_invert_options_init_sized(struct cogvideo_invert_options *opts,
@@ -615,6 +668,9 @@ enum cogvideo_status cogvideo_invert_options_init_sized(struct cogvideo_invert_o
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
+//
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_edit_options_init_sized(struct cogvideo_edit_options *opts,
                                                       uintptr_t size);
@@ -625,6 +681,9 @@ enum cogvideo_status cogvideo_edit_options_init_sized(struct cogvideo_edit_optio
 // COGVIDEO_ERR_INVALID_ARGUMENT when opts is NULL or size is neither
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
 //
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_decode_options_init_sized(struct cogvideo_decode_options *opts,
@@ -637,6 +696,9 @@ enum cogvideo_status cogvideo_decode_options_init_sized(struct cogvideo_decode_o
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
+//
 // opts must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_video_to_video_options_init_sized(struct cogvideo_video_to_video_options *opts,
                                                                 uintptr_t size);
@@ -644,6 +706,14 @@ enum cogvideo_status cogvideo_video_to_video_options_init_sized(struct cogvideo_
 // Loads a checkpoint folder in the diffusers layout. opts may be NULL
 // for defaults. On success *out holds a pipeline to free with
 // cogvideo_pipeline_free.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL path or out,
+// options out of range); COGVIDEO_ERR_IO (a file or folder cannot be
+// read); COGVIDEO_ERR_BAD_CHECKPOINT (missing, malformed or inconsistent
+// files, an unknown variant); COGVIDEO_ERR_OUT_OF_MEMORY (the weights do
+// not fit); COGVIDEO_ERR_DEVICE (the GPU cannot be opened or fails);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it; nothing is
+// kept).
 //
 // path must be a NUL-terminated string; out must be writable.
 enum cogvideo_status cogvideo_load_pipeline(const char *path,
@@ -659,6 +729,9 @@ void cogvideo_pipeline_free(struct cogvideo_pipeline *p);
 // The default (width, height, frames) the loaded variant generates.
 // Never waits for a running call.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
+//
 // p must be a live pipeline; the out pointers must be writable or NULL.
 enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeline *p,
                                                     int32_t *width,
@@ -671,6 +744,10 @@ enum cogvideo_status cogvideo_pipeline_default_size(const struct cogvideo_pipeli
 // result (49 for CogVideoX 1.0; 77 for 1.5, the longest 8k+5 within its 81).
 // Never waits for a running call. Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer, or an unknown operation;
+// COGVIDEO_ERR_UNSUPPORTED_VARIANT for an operation the variant cannot do.
+//
 // p must be a live pipeline; frames writable.
 enum cogvideo_status cogvideo_pipeline_default_frames(const struct cogvideo_pipeline *p,
                                                       uint32_t operation,
@@ -682,12 +759,18 @@ enum cogvideo_status cogvideo_pipeline_default_frames(const struct cogvideo_pipe
 // it together with the call's options. Never waits for a running call.
 // Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
+//
 // p must be a live pipeline; identity writable.
 enum cogvideo_status cogvideo_pipeline_identity(const struct cogvideo_pipeline *p,
                                                 uint64_t *identity);
 
 // Frames per second of the loaded variant's results (8 for CogVideoX 1.0
 // models, 16 for 1.5), for writing videos. Never waits for a running call.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
 //
 // p must be a live pipeline; fps writable.
 enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, int32_t *fps);
@@ -699,6 +782,9 @@ enum cogvideo_status cogvideo_pipeline_fps(const struct cogvideo_pipeline *p, in
 // the size of a version of the struct nor a larger one of at most 4096
 // bytes (a newer header's). Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
+//
 // info must be NULL or writable for size bytes.
 enum cogvideo_status cogvideo_memory_info_init_sized(struct cogvideo_memory_info *info,
                                                      uintptr_t size);
@@ -707,6 +793,9 @@ enum cogvideo_status cogvideo_memory_info_init_sized(struct cogvideo_memory_info
 // measured peak memory (see cogvideo_memory_info); fills info up to
 // its struct_size. Never waits for a running call, so a progress
 // callback may call it to show the figures. Since 1.2.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
 //
 // p must be a live pipeline; info writable for its struct_size bytes.
 enum cogvideo_status cogvideo_pipeline_memory_info(const struct cogvideo_pipeline *p,
@@ -717,6 +806,9 @@ enum cogvideo_status cogvideo_pipeline_memory_info(const struct cogvideo_pipelin
 // peak resident memory so far (bytes; 0 where the system does not say).
 // Any pointer may be NULL. Never waits for a running call. Since 1.1;
 // cogvideo_pipeline_memory_info reports more.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
 //
 // p must be a live pipeline; the out pointers writable or NULL.
 enum cogvideo_status cogvideo_pipeline_memory(const struct cogvideo_pipeline *p,
@@ -729,6 +821,9 @@ enum cogvideo_status cogvideo_pipeline_memory(const struct cogvideo_pipeline *p,
 // _CUDA, the CUDA ordinal (0 on the CPU) and the compute dtype
 // (COGVIDEO_DTYPE_F32, _BF16 or _F16). Any pointer may be NULL.
 // Never waits for a running call.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
 //
 // p must be a live pipeline; the out pointers writable or NULL.
 enum cogvideo_status cogvideo_pipeline_device(const struct cogvideo_pipeline *p,
@@ -745,6 +840,9 @@ enum cogvideo_status cogvideo_pipeline_device(const struct cogvideo_pipeline *p,
 // call. COGVIDEO_ATTENTION=chunked in the environment forces the chunked
 // path (for parity checks).
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
+//
 // p must be a live pipeline; buf writable for len bytes (or NULL
 // with len 0); needed writable or NULL.
 enum cogvideo_status cogvideo_pipeline_attention(const struct cogvideo_pipeline *p,
@@ -756,6 +854,9 @@ enum cogvideo_status cogvideo_pipeline_attention(const struct cogvideo_pipeline 
 // for num_frames (0: the default), i.e. the length of the output array
 // to pass. Never waits for a running call.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer, or for sizes or counts out of range.
+//
 // p must be a live pipeline; out writable.
 enum cogvideo_status cogvideo_output_frame_count(const struct cogvideo_pipeline *p,
                                                  int32_t num_frames,
@@ -765,6 +866,9 @@ enum cogvideo_status cogvideo_output_frame_count(const struct cogvideo_pipeline 
 // at this working size (0: the default) and frame count (0: the default)
 // returns through latents_out; their count is the product. Never waits
 // for a running call.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer, or for sizes or counts out of range.
 //
 // p must be a live pipeline; shape writable for 5 values.
 enum cogvideo_status cogvideo_latent_shape(const struct cogvideo_pipeline *p,
@@ -777,12 +881,26 @@ enum cogvideo_status cogvideo_latent_shape(const struct cogvideo_pipeline *p,
 // latent_frames latent frames (an odd count F gives 4(F-1)+1 frames, an
 // even one 4F, as diffusers decodes).
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL pointer or
+// a count below 1.
+//
 // frames must be writable.
 enum cogvideo_status cogvideo_decoded_frame_count(int32_t latent_frames, int32_t *frames);
 
 // Generates a clip from text into out[0..out_count] (out_count must
 // equal cogvideo_output_frame_count for opts->num_frames), and/or
 // its latents into opts->latents_out.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+// options out of range, a frame count or size the model cannot use, output
+// frames of the wrong count, size or format, a caller noise buffer of the
+// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+// fit, checked before any work, or an allocation failed);
+// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+// (per-component and streamed residency read weights during the call);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+// the output frames may hold partial results.
 //
 // Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_generate_video(const struct cogvideo_pipeline *p,
@@ -792,6 +910,17 @@ enum cogvideo_status cogvideo_generate_video(const struct cogvideo_pipeline *p,
 
 // Animates one image into a clip (image-to-video checkpoints only). The
 // image is resized to the working size with opts->resize_mode.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+// options out of range, a frame count or size the model cannot use, output
+// frames of the wrong count, size or format, a caller noise buffer of the
+// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+// fit, checked before any work, or an allocation failed);
+// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+// (per-component and streamed residency read weights during the call);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+// the output frames may hold partial results.
 //
 // Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_animate_image(const struct cogvideo_pipeline *p,
@@ -806,6 +935,17 @@ enum cogvideo_status cogvideo_animate_image(const struct cogvideo_pipeline *p,
 // On success *out holds an inversion to free with
 // cogvideo_inversion_free.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+// options out of range, a frame count or size the model cannot use, output
+// frames of the wrong count, size or format, a caller noise buffer of the
+// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+// fit, checked before any work, or an allocation failed);
+// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+// (per-component and streamed residency read weights during the call);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+// the output frames may hold partial results.
+//
 // Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_invert_video(const struct cogvideo_pipeline *p,
                                            const struct cogvideo_frame *frames,
@@ -816,12 +956,18 @@ enum cogvideo_status cogvideo_invert_video(const struct cogvideo_pipeline *p,
 // The number of frames an edit of this inversion produces (the frames
 // array passed to cogvideo_edit_with_prompt must have this length).
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
+//
 // inv must be a live inversion; frames writable.
 enum cogvideo_status cogvideo_inversion_frame_count(const struct cogvideo_inversion *inv,
                                                     int32_t *frames);
 
 // The shape [1, F, 16, h, w] of this inversion's latents: what an edit
 // returns through latents_out.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for a NULL or dead
+// handle or a NULL out pointer.
 //
 // inv must be a live inversion; shape writable for 5 values.
 enum cogvideo_status cogvideo_inversion_latent_shape(const struct cogvideo_inversion *inv,
@@ -837,6 +983,11 @@ void cogvideo_inversion_free(struct cogvideo_inversion *inv);
 // appears under its name only once complete. Takes p's lock like the
 // sampling calls. Since 1.3.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+// path that is not UTF-8, an inversion the pipeline cannot edit);
+// COGVIDEO_ERR_IO (the file cannot be written; no partial file is left
+// under path).
+//
 // p must be a live pipeline, inv a live inversion, path a
 // NUL-terminated string.
 enum cogvideo_status cogvideo_inversion_save(const struct cogvideo_pipeline *p,
@@ -845,12 +996,14 @@ enum cogvideo_status cogvideo_inversion_save(const struct cogvideo_pipeline *p,
 
 // Reads an inversion that cogvideo_inversion_save wrote, for editing with
 // p, which must hold the same checkpoint (same identity, see
-// cogvideo_pipeline_identity). A file that is not an inversion, is
-// truncated, comes from another checkpoint or format version, or holds a
-// clip p cannot edit is refused with COGVIDEO_ERR_INVALID_ARGUMENT
-// (COGVIDEO_ERR_IO when it cannot be read, _OUT_OF_MEMORY when it does
-// not fit). On success *out holds an inversion to free with
-// cogvideo_inversion_free. Since 1.3.
+// cogvideo_pipeline_identity). On success *out holds an inversion to
+// free with cogvideo_inversion_free. Since 1.3.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+// path that is not UTF-8, a file that is not an inversion, is truncated,
+// comes from another checkpoint or format version, or holds a clip p
+// cannot edit); COGVIDEO_ERR_IO (the file cannot be read);
+// COGVIDEO_ERR_OUT_OF_MEMORY (it does not fit).
 //
 // p must be a live pipeline, path a NUL-terminated string, out
 // writable.
@@ -861,6 +1014,17 @@ enum cogvideo_status cogvideo_inversion_load(const struct cogvideo_pipeline *p,
 // Reconstructs an inverted clip under a new prompt into
 // out[0..out_count] (see cogvideo_inversion_frame_count) and/or its
 // latents into opts->latents_out.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+// options out of range, a frame count or size the model cannot use, output
+// frames of the wrong count, size or format, a caller noise buffer of the
+// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+// fit, checked before any work, or an allocation failed);
+// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+// (per-component and streamed residency read weights during the call);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+// the output frames may hold partial results.
 //
 // Pointers as documented for cogvideo_frame and the options struct;
 // inv must come from the same pipeline.
@@ -876,6 +1040,17 @@ enum cogvideo_status cogvideo_edit_with_prompt(const struct cogvideo_pipeline *p
 // encoded, noised to opts->strength and denoised. out_count must equal
 // cogvideo_output_frame_count of the usable length.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers,
+// options out of range, a frame count or size the model cannot use, output
+// frames of the wrong count, size or format, a caller noise buffer of the
+// wrong length); COGVIDEO_ERR_UNSUPPORTED_VARIANT (the loaded variant
+// cannot do this); COGVIDEO_ERR_OUT_OF_MEMORY (the working size does not
+// fit, checked before any work, or an allocation failed);
+// COGVIDEO_ERR_DEVICE (the GPU failed); COGVIDEO_ERR_IO or _BAD_CHECKPOINT
+// (per-component and streamed residency read weights during the call);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it). On failure
+// the output frames may hold partial results.
+//
 // Pointers as documented for cogvideo_frame and the options struct.
 enum cogvideo_status cogvideo_video_to_video(const struct cogvideo_pipeline *p,
                                              const struct cogvideo_frame *frames,
@@ -889,6 +1064,12 @@ enum cogvideo_status cogvideo_video_to_video(const struct cogvideo_pipeline *p,
 // out[0..out_count], out_count being cogvideo_decoded_frame_count
 // of F. opts (NULL for defaults) chooses tiling for this call only.
 //
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+// latent shape the model cannot decode, output frames of the wrong count,
+// size or format); COGVIDEO_ERR_OUT_OF_MEMORY (does not fit, checked
+// before any work); COGVIDEO_ERR_DEVICE (the GPU failed);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it).
+//
 // latents must hold the product of shape floats; frames as documented
 // for cogvideo_frame.
 enum cogvideo_status cogvideo_decode_latents(const struct cogvideo_pipeline *p,
@@ -901,6 +1082,12 @@ enum cogvideo_status cogvideo_decode_latents(const struct cogvideo_pipeline *p,
 // Decodes an inversion's source latents (the clip as the model sees it,
 // after the VAE round trip, before any edit) into out[0..out_count]
 // (cogvideo_inversion_frame_count frames). opts may be NULL.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL pointers, a
+// latent shape the model cannot decode, output frames of the wrong count,
+// size or format); COGVIDEO_ERR_OUT_OF_MEMORY (does not fit, checked
+// before any work); COGVIDEO_ERR_DEVICE (the GPU failed);
+// COGVIDEO_ERR_CANCELLED (the progress callback stopped it).
 //
 // As cogvideo_decode_latents; inv must come from the same pipeline.
 enum cogvideo_status cogvideo_inversion_decode(const struct cogvideo_pipeline *p,
