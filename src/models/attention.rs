@@ -473,8 +473,8 @@ mod tests {
         use crate::models::poll::with_poll;
         use std::time::Duration;
         let dev = Device::Cpu;
-        // 2 * 4096 * 4096 operations per row: pieces of the fewest rows.
-        let (n, k, m) = (4096, 4096, 600);
+        // 2 * 4096 * 4096 operations per row: at most 476 rows a piece.
+        let (n, k, m) = (4096, 4096, 1000);
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev).unwrap();
         let bias = Tensor::randn(0f32, 0.02, n, &dev).unwrap();
         let lin = kernels::cpu_linear(candle_nn::Linear::new(w, Some(bias))).unwrap();

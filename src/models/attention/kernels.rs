@@ -59,9 +59,9 @@ pub(super) fn cpu_linear(lin: Linear) -> Result<Linear> {
 /// Rows per thread from which [`linear`] splits its product by columns.
 const SPLIT_ROWS: usize = 64;
 
-/// Work between two polls of [`linear`], in floating-point operations:
-/// about a tenth of a second on two cores.
-const POLL_PIECE_FLOPS: usize = 8_000_000_000;
+/// Most work between two polls of [`linear`], in floating-point
+/// operations: about a fifth of a second on two cores.
+const POLL_PIECE_FLOPS: usize = 16_000_000_000;
 
 /// The fewest rows of a polled piece: smaller products run slower (the
 /// weight is packed again for every piece).
@@ -175,7 +175,9 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
         // `POLL_PIECE_FLOPS`, polled between: the pieces give the same bits
         // (each output element sums over K in the same order).
         let rows = if crate::models::poll::installed() {
-            (POLL_PIECE_FLOPS / (2 * n * k).max(1)).max(MIN_POLL_ROWS)
+            let most = (POLL_PIECE_FLOPS / (2 * n * k).max(1)).max(MIN_POLL_ROWS);
+            // Pieces of equal size: a short last one would run slowest.
+            m.div_ceil(m.div_ceil(most).max(1)).max(1)
         } else {
             m.max(1)
         };
