@@ -7,6 +7,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::hooks::StepCache;
 use crate::models::embeddings::RotaryEmbedding;
 use crate::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions};
 use crate::noise::NoiseSource;
@@ -85,7 +86,8 @@ pub(crate) struct Denoised {
 impl Denoise<'_> {
     /// Runs every step from `latents` (`[1, F, C, h, w]` in the model dtype).
     /// Draws DPM noise from `noise`; reports each step to `progress`, which
-    /// may cancel between steps.
+    /// may cancel between steps, and caches steps as `progress` says (its
+    /// report is left there).
     pub fn run(
         self,
         mut latents: Tensor,
@@ -125,6 +127,12 @@ impl Denoise<'_> {
             Some(img) => Some(Tensor::cat(&vec![img; copies], 0)?.to_dtype(dtype)?),
             None => None,
         };
+        let mut cache = StepCache::new(
+            progress.cache(),
+            self.transformer.config().num_layers,
+            copies == 2,
+            self.reference.is_some(),
+        )?;
         let mut trajectory = Vec::with_capacity(if self.keep_trajectory { n } else { 0 });
         let mut old_x0: Option<Tensor> = None;
         progress.report(self.stage, 0, n)?;
@@ -144,11 +152,16 @@ impl Denoise<'_> {
                 }
                 Ok(())
             };
+            if let Some(c) = cache.as_mut() {
+                c.begin_step(t);
+            }
+            let rows = input.dim(0)? * (1 + self.reference.is_some() as usize);
             let opts = ForwardOptions {
                 ofs: self.ofs,
                 rope: self.rope.as_ref(),
                 reference: self.reference.is_some(),
                 poll: Some(&mut poll),
+                cache: cache.as_mut(),
             };
             let forward = match self.reference {
                 Some(refs) => {
@@ -166,6 +179,9 @@ impl Denoise<'_> {
                 Err(_) if cancelled => return Err(Error::Cancelled),
                 v => v?,
             };
+            if let Some(c) = cache.as_mut() {
+                c.end_step(rows);
+            }
             let v = v.to_dtype(DType::F32)?;
             let v = if copies == 2 {
                 let scale = if self.guidance.dynamic {
@@ -198,6 +214,7 @@ impl Denoise<'_> {
             }
             progress.report(self.stage, i + 1, n)?;
         }
+        progress.set_cache_report(cache.map(StepCache::into_report));
         crate::device::end_of_call(latents.device())?;
         Ok(Denoised {
             latents,

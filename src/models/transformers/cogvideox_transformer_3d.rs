@@ -15,6 +15,7 @@ use super::cpu::{self, Chunk};
 use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
+use crate::hooks::StepCache;
 use crate::models::attention::{Attention, FeedForward};
 use crate::models::cpu::applies;
 use crate::models::embeddings::{
@@ -323,6 +324,10 @@ fn gated_add_generic(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) -> 
     )
 }
 
+/// Produces a block's attention output given the computation of it (which
+/// it may skip, reusing an earlier output).
+type AttentionHook<'a> = dyn FnMut(&mut dyn FnMut() -> Result<Tensor>) -> Result<Tensor> + 'a;
+
 /// `CogVideoXBlock`.
 #[derive(Debug, Clone)]
 pub struct CogVideoXBlock {
@@ -363,9 +368,27 @@ impl CogVideoXBlock {
         rope: Option<&RotaryEmbedding>,
         reference: bool,
     ) -> Result<Tensor> {
+        self.forward_cached(x, text_len, temb_silu, (rope, reference), &mut |compute| {
+            compute()
+        })
+    }
+
+    /// [`Self::forward`] with the attention output (`[B, T + N, D]`, after
+    /// the output projection) produced by `attention`, which may call the
+    /// computation it is given or reuse an earlier output (step caching).
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        text_len: usize,
+        temb_silu: &Tensor,
+        (rope, reference): (Option<&RotaryEmbedding>, bool),
+        attention: &mut AttentionHook,
+    ) -> Result<Tensor> {
         let mods = self.norm1.mods(temb_silu)?;
-        let h = self.norm1.forward(x, text_len, &mods)?;
-        let a = self.attn1.forward(&h, text_len, rope, reference)?;
+        let a = attention(&mut || {
+            let h = self.norm1.forward(x, text_len, &mods)?;
+            self.attn1.forward(&h, text_len, rope, reference)
+        })?;
         let x = gated_add(x, &a, text_len, &mods)?;
 
         let mods = self.norm2.mods(temb_silu)?;
@@ -407,6 +430,8 @@ pub struct ForwardOptions<'a> {
     pub reference: bool,
     /// Called before each block; an error stops the pass.
     pub poll: Option<&'a mut dyn FnMut() -> Result<()>>,
+    /// Step caching: decides what each block computes (see [`crate::hooks`]).
+    pub cache: Option<&'a mut StepCache>,
 }
 
 /// The CogVideoX denoising transformer.
@@ -742,7 +767,7 @@ impl CogVideoXTransformer3DModel {
             rope,
             ..Default::default()
         };
-        self.forward_impl(hidden, text, timesteps, opts)
+        self.forward_impl(hidden, text, timesteps, opts, None)
     }
 
     /// The forward pass of prompt editing: `hidden` is `[main..., reference...]`
@@ -767,21 +792,49 @@ impl CogVideoXTransformer3DModel {
     /// [`Self::forward`], or with `opts.reference` [`Self::forward_with_reference`],
     /// calling `opts.poll` before each block: a caller's chance to stop
     /// within a step (its error ends the forward pass).
+    ///
+    /// With `opts.cache`, the cache may have only the conditional half of a
+    /// guidance batch `[uncond, cond]` computed and complete the rest.
     pub fn forward_with(
         &self,
         hidden: &Tensor,
         text: &Tensor,
         timesteps: &[f32],
-        opts: ForwardOptions,
+        mut opts: ForwardOptions,
     ) -> Result<Tensor> {
         let b = hidden.dim(0)?;
+        let mut cache = opts.cache.take();
+        let cond_only = match cache.as_deref_mut() {
+            Some(c) => c.cond_only(b)?,
+            None => false,
+        };
         if !opts.reference {
-            return self.forward_impl(hidden, text, timesteps, opts);
+            if !cond_only {
+                return match cache {
+                    Some(c) => {
+                        let out = self.forward_impl(hidden, text, timesteps, opts, Some(c))?;
+                        c.finish_output(out, false)
+                    }
+                    None => self.forward_impl(hidden, text, timesteps, opts, None),
+                };
+            }
+            let h = b / 2;
+            let out = self.forward_impl(
+                &hidden.narrow(0, h, b - h)?,
+                &text.narrow(0, h, b - h)?,
+                &timesteps[h..],
+                opts,
+                cache.as_deref_mut(),
+            )?;
+            return match cache {
+                Some(c) => c.finish_output(out, true),
+                None => Ok(out),
+            };
         }
         if b % 2 != 0 {
             candle_core::bail!("reference forward needs an even batch, got {b}");
         }
-        self.forward_impl(hidden, text, timesteps, opts)?
+        self.forward_impl(hidden, text, timesteps, opts, cache)?
             .narrow(0, 0, b / 2)
     }
 
@@ -791,12 +844,14 @@ impl CogVideoXTransformer3DModel {
         text: &Tensor,
         timesteps: &[f32],
         opts: ForwardOptions,
+        mut cache: Option<&mut StepCache>,
     ) -> Result<Tensor> {
         let ForwardOptions {
             ofs,
             rope,
             reference,
             poll,
+            cache: _,
         } = opts;
         let (b, f, c, h, w) = hidden.dims5()?;
         self.check_latent_shape(f, c, h, w)?;
@@ -831,11 +886,30 @@ impl CogVideoXTransformer3DModel {
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
         let mut poll = poll;
-        let x = self.blocks.try_fold(x, |x, block| {
+        let mut index = 0;
+        // (tokens, whether the cache ended the block loop)
+        let (x, _) = self.blocks.try_fold((x, false), |(x, done), block| {
+            let i = index;
+            index += 1;
+            if done {
+                return Ok((x, true));
+            }
             if let Some(poll) = poll.as_mut() {
                 poll()?;
             }
-            block.forward(&x, text_len, &emb_silu, rope, reference)
+            let Some(c) = cache.as_deref_mut() else {
+                return Ok((
+                    block.forward(&x, text_len, &emb_silu, rope, reference)?,
+                    false,
+                ));
+            };
+            let y = block.forward_cached(&x, text_len, &emb_silu, (rope, reference), &mut |f| {
+                c.attention(i, f)
+            })?;
+            Ok(match c.after_block(i, &x, &y, text_len)? {
+                Some(end) => (end, true),
+                None => (y, false),
+            })
         })?;
 
         let s = x.dim(1)?;
