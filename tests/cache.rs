@@ -350,3 +350,154 @@ fn bad_settings_are_refused() {
         );
     }
 }
+
+/// The C API: a cache set through `cogvideo_generate_options.cache` gives
+/// the Rust API's result and decisions, reported in `cache_report`; bad
+/// settings are refused with a message.
+#[test]
+fn c_api_cache_and_report() {
+    use cogvideo::ffi::cogvideo_status::*;
+    use cogvideo::ffi::*;
+    use std::ffi::{CStr, CString};
+    use std::ptr::{null, null_mut};
+
+    let c = case("cache_pab_5b_dpm");
+    let g = load_tensors(c["file"].as_str().unwrap());
+    let noise: Vec<f32> = c["seed_tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|k| {
+            g[k.as_str().unwrap()]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect();
+    let path = CString::new(tiny("cogvideox-5b").to_str().unwrap()).unwrap();
+    let mut p = null_mut();
+    let st = unsafe { cogvideo_load_pipeline(path.as_ptr(), null(), &mut p) };
+    assert_eq!(st, COGVIDEO_OK);
+    // SAFETY (here and below): plain structs initialised by their inits
+    let mut cache: cogvideo_cache_options = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<cogvideo_cache_options>();
+    assert_eq!(
+        unsafe { cogvideo_cache_options_init_sized(&mut cache, size) },
+        COGVIDEO_OK
+    );
+    assert_eq!(cache.method, COGVIDEO_CACHE_OFF);
+    cache.method = COGVIDEO_CACHE_PYRAMID_ATTENTION_BROADCAST;
+    // the library writes the report through the options' pointer: every
+    // access here goes through the same raw pointer
+    let mut report_box: Box<cogvideo_cache_report> = Box::new(unsafe { std::mem::zeroed() });
+    let report: *mut cogvideo_cache_report = &mut *report_box;
+    let size = std::mem::size_of::<cogvideo_cache_report>();
+    assert_eq!(
+        unsafe { cogvideo_cache_report_init_sized(report, size) },
+        COGVIDEO_OK
+    );
+    let mut o: cogvideo_generate_options = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<cogvideo_generate_options>();
+    assert_eq!(
+        unsafe { cogvideo_generate_options_init_sized(&mut o, size) },
+        COGVIDEO_OK
+    );
+    assert!(o.cache.is_null() && o.cache_report.is_null());
+    let prompt = CString::new(c["prompt"].as_str().unwrap()).unwrap();
+    o.prompt = prompt.as_ptr();
+    (o.height, o.width, o.num_frames) = (64, 96, 9);
+    o.steps = usize_of(&c["steps"]) as i32;
+    o.noise = noise.as_ptr();
+    o.noise_len = noise.len();
+    let want = golden_latents(&c, &g, "latents_final");
+    let mut latents = vec![0f32; want.elem_count()];
+    o.latents_out = latents.as_mut_ptr();
+    o.latents_out_len = latents.len();
+    o.cache = &cache;
+    o.cache_report = report;
+    let st = unsafe { cogvideo_generate_video(p, &o, null(), 0) };
+    assert_eq!(st, COGVIDEO_OK, "{:?}", unsafe {
+        CStr::from_ptr(cogvideo_last_error())
+    });
+    let got = Tensor::from_vec(latents.clone(), want.dims(), &Device::Cpu).unwrap();
+    assert_close("C API PAB latents", &got, &want, 1e-4);
+    let records = c["steps_record"].as_array().unwrap();
+    let reused: usize = records
+        .iter()
+        .map(|r| {
+            r["attention"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| **a == false)
+                .count()
+                * 2
+        })
+        .sum();
+    let r = unsafe { *report };
+    assert_eq!(r.steps as usize, records.len());
+    assert_eq!(r.block_evaluations, 8 * 2 * 2);
+    assert_eq!(r.blocks_skipped, 0);
+    assert_eq!(r.attention_skipped as usize, reused);
+    assert!(reused > 0);
+
+    // without a cache: the report is all zero and the result the exact one
+    o.cache = null();
+    let st = unsafe { cogvideo_generate_video(p, &o, null(), 0) };
+    assert_eq!(st, COGVIDEO_OK);
+    let r = unsafe { *report };
+    assert_eq!((r.steps, r.attention_skipped), (0, 0));
+    let got = Tensor::from_vec(latents.clone(), want.dims(), &Device::Cpu).unwrap();
+    assert_close(
+        "C API exact latents",
+        &got,
+        &golden_latents(&c, &g, "latents_exact"),
+        1e-4,
+    );
+
+    // bad settings: an unknown method, a negative threshold, FasterCache
+    // without guidance, a report with a bad struct_size
+    o.cache = &cache;
+    for (edit, what) in [
+        (
+            &(|c: &mut cogvideo_cache_options| c.method = 9) as &dyn Fn(&mut _),
+            "method",
+        ),
+        (
+            &|c: &mut cogvideo_cache_options| {
+                c.method = COGVIDEO_CACHE_FIRST_BLOCK;
+                c.first_block_threshold = -1.0;
+            },
+            "threshold",
+        ),
+        (
+            &|c: &mut cogvideo_cache_options| {
+                c.method = COGVIDEO_CACHE_TAYLORSEER;
+                c.taylorseer_cache_interval = 0;
+            },
+            "taylorseer_cache_interval",
+        ),
+    ] {
+        let mut bad = cache;
+        edit(&mut bad);
+        o.cache = &bad;
+        let st = unsafe { cogvideo_generate_video(p, &o, null(), 0) };
+        assert_eq!(st, COGVIDEO_ERR_INVALID_ARGUMENT);
+        let msg = unsafe { CStr::from_ptr(cogvideo_last_error()) }.to_string_lossy();
+        assert!(msg.contains(what), "{msg}");
+    }
+    let mut faster = cache;
+    faster.method = COGVIDEO_CACHE_FASTER_CACHE;
+    o.cache = &faster;
+    o.guidance_scale = 1.0;
+    let st = unsafe { cogvideo_generate_video(p, &o, null(), 0) };
+    assert_eq!(st, COGVIDEO_ERR_INVALID_ARGUMENT);
+    o.guidance_scale = 6.0;
+    o.cache = &cache;
+    unsafe { (*report).struct_size = 3 };
+    let st = unsafe { cogvideo_generate_video(p, &o, null(), 0) };
+    assert_eq!(st, COGVIDEO_ERR_INVALID_ARGUMENT);
+    unsafe { cogvideo_pipeline_free(p) };
+    drop(report_box);
+}

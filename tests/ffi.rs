@@ -667,10 +667,10 @@ fn latent_shape(p: &Handle) -> [i64; 5] {
 }
 
 #[test]
-fn abi_version_is_1_3() {
+fn abi_version_is_1_4() {
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
     assert_eq!(cogvideo_abi_version() >> 16, 1);
-    assert_eq!(cogvideo_abi_version() & 0xffff, 3);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 4);
 }
 
 /// The compatibility rule of the header, as a caller built against a later

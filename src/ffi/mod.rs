@@ -12,6 +12,7 @@
 #![allow(non_camel_case_types)]
 
 mod args;
+mod cache;
 mod frames;
 mod noise;
 mod options;
@@ -22,6 +23,7 @@ mod status;
 
 use std::ffi::{CStr, c_char};
 
+pub use cache::*;
 pub use frames::*;
 pub use noise::*;
 pub use options::*;
@@ -44,7 +46,7 @@ pub extern "C" fn cogvideo_version() -> *const c_char {
 /// Minor versions only add functions and append fields to options structs
 /// (a caller built against an older header keeps working: its smaller
 /// `struct_size` is honoured); a new major version breaks compatibility.
-pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 3;
+pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 4;
 
 /// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
 /// built from: compare `>> 16` with the header's to check compatibility.

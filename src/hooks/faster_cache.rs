@@ -135,7 +135,9 @@ impl State {
                 self.c.unconditional_batch_timestep_skip_range,
                 info.timestep,
             )
-            && !self.calls.is_multiple_of(self.c.unconditional_batch_skip_range)
+            && !self
+                .calls
+                .is_multiple_of(self.c.unconditional_batch_skip_range)
     }
 
     pub(super) fn finish_output(
@@ -187,7 +189,8 @@ impl State {
         let out = match &b.cache {
             Some((older, last))
                 if within(c.spatial_attention_timestep_skip_range, info.timestep)
-                    && !(b.calls > 0 && b.calls.is_multiple_of(c.spatial_attention_block_skip_range))
+                    && !(b.calls > 0
+                        && b.calls.is_multiple_of(c.spatial_attention_block_skip_range))
                     && rows != full =>
             {
                 (last + ((last - older)? * c.attention_weight)?)?
