@@ -22,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod ffi;
 pub mod frames;
+pub mod hooks;
 pub mod loaders;
 pub mod memory;
 pub mod models;

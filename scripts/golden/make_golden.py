@@ -4,6 +4,7 @@
 Run from the repository root:
 
     /work/pyenv/bin/python scripts/golden/make_golden.py
+    /work/pyenv/bin/python scripts/golden/make_golden.py --only cache   # only the cache_* files, against tiny/
 
 Deterministic: fixed seeds, one CPU thread. Everything under tests/data/tiny and tests/data/golden is deleted and
 rewritten (tests/data/README.md is left alone).
@@ -34,6 +35,7 @@ import transformers  # noqa: E402
 from diffusers import CogVideoXImageToVideoPipeline, CogVideoXPipeline  # noqa: E402
 
 from build_tiny import PIPELINE_CLASS, VARIANTS, build_all  # noqa: E402
+from golden_cache import gen_cache  # noqa: E402
 from golden_frames import gen_frames  # noqa: E402
 from golden_lora import gen_lora  # noqa: E402
 from golden_models import gen_t5, gen_tokenizer, gen_transformer, write_tokenizer_json_layout  # noqa: E402
@@ -61,17 +63,21 @@ def load_pipeline(folder, variant):
 
 def main():
     t0 = time.time()
+    repo = os.path.abspath(os.path.join(HERE, "..", ".."))
+    data = os.path.join(repo, "tests", "data")
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
-    if only not in (None, "lora"):
-        sys.exit(f"--only {only}: the generators that run alone are: lora")
+    if only not in (None, "lora", "cache"):
+        sys.exit(f"--only {only}: the generators that run alone are: lora, cache")
+    if only == "cache":
+        n = gen_cache(os.path.join(data, "golden"), os.path.join(data, "tiny"))
+        print(f"[{time.time() - t0:5.1f}s] cache: {n} cases")
+        return
     for mod, want in EXPECTED.items():
         have = {"torch": torch.__version__, "diffusers": diffusers.__version__,
                 "transformers": transformers.__version__}[mod].split("+")[0]
         if have != want:
             warnings.warn(f"{mod} {have} installed, golden files were made with {want}")
 
-    repo = os.path.abspath(os.path.join(HERE, "..", ".."))
-    data = os.path.join(repo, "tests", "data")
     tiny = os.path.join(data, "tiny")
     golden = os.path.join(data, "golden")
     lora = os.path.join(data, "lora")
@@ -129,6 +135,8 @@ def main():
     print(f"[{time.time() - t0:5.1f}s] video-to-video: {n} cases")
     n = gen_lora(golden, tiny, lora)
     print(f"[{time.time() - t0:5.1f}s] lora: {n} cases")
+    n = gen_cache(golden, tiny)
+    print(f"[{time.time() - t0:5.1f}s] cache: {n} cases")
 
     total = 0
     for root, _, files in os.walk(data):

@@ -12,6 +12,7 @@
 #![allow(non_camel_case_types)]
 
 mod args;
+mod cache;
 mod frames;
 mod lora;
 mod noise;
@@ -23,6 +24,7 @@ mod status;
 
 use std::ffi::{CStr, c_char};
 
+pub use cache::*;
 pub use frames::*;
 pub use lora::*;
 pub use noise::*;

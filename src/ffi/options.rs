@@ -6,6 +6,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::args::{dtype_of, str_arg};
+use super::cache::{cogvideo_cache_options, cogvideo_cache_report};
 use super::status::{cogvideo_status, guard};
 use crate::error::{Error, Result};
 use crate::pipelines::{
@@ -143,6 +144,11 @@ pub struct cogvideo_generate_options {
     /// the call samples only and does not decode.
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: step caching for this call (NULL, the default: none, the
+    /// exact result); see [`cogvideo_cache_options`].
+    pub cache: *const cogvideo_cache_options,
+    /// Since 1.4: filled with what the cache saved (NULL: not wanted).
+    pub cache_report: *mut cogvideo_cache_report,
 }
 
 /// Image-to-video options.
@@ -177,6 +183,11 @@ pub struct cogvideo_animate_options {
     /// Since 1.1: final latents, as in [`cogvideo_generate_options`].
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: step caching for this call (NULL, the default: none, the
+    /// exact result); see [`cogvideo_cache_options`].
+    pub cache: *const cogvideo_cache_options,
+    /// Since 1.4: filled with what the cache saved (NULL: not wanted).
+    pub cache_report: *mut cogvideo_cache_report,
 }
 
 /// DDIM inversion options.
@@ -237,6 +248,11 @@ pub struct cogvideo_edit_options {
     /// [`cogvideo_inversion_latent_shape`].
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: step caching for this call (NULL, the default: none, the
+    /// exact result); see [`cogvideo_cache_options`].
+    pub cache: *const cogvideo_cache_options,
+    /// Since 1.4: filled with what the cache saved (NULL: not wanted).
+    pub cache_report: *mut cogvideo_cache_report,
 }
 
 pub const COGVIDEO_TILING_AS_LOADED: u32 = 0;
@@ -300,6 +316,11 @@ pub struct cogvideo_video_to_video_options {
     /// Final latents, as in [`cogvideo_generate_options`].
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: step caching for this call (NULL, the default: none, the
+    /// exact result); see [`cogvideo_cache_options`].
+    pub cache: *const cogvideo_cache_options,
+    /// Since 1.4: filled with what the cache saved (NULL: not wanted).
+    pub cache_report: *mut cogvideo_cache_report,
 }
 
 /// One random draw of a call, as [`cogvideo_generate_noise_plan`] and its
@@ -346,7 +367,7 @@ pub(super) trait Layout: Copy {
 /// header; past it the value is taken for garbage rather than read.
 const MAX_STRUCT_SIZE: usize = 4096;
 
-fn check_size<T: Layout>(size: usize) -> Result<()> {
+pub(super) fn check_size<T: Layout>(size: usize) -> Result<()> {
     let ours = std::mem::size_of::<T>();
     if T::SIZES.contains(&size) || (size > ours && size <= MAX_STRUCT_SIZE) {
         return Ok(());
@@ -498,6 +519,7 @@ impl Layout for cogvideo_generate_options {
     const NAME: &'static str = "cogvideo_generate_options";
     const SIZES: &'static [usize] = &[
         std::mem::offset_of!(Self, latents_out),
+        std::mem::offset_of!(Self, cache),
         std::mem::size_of::<Self>(),
     ];
     fn defaults() -> Self {
@@ -521,6 +543,8 @@ impl Layout for cogvideo_generate_options {
             progress_user: std::ptr::null_mut(),
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
 }
@@ -529,6 +553,7 @@ impl Layout for cogvideo_animate_options {
     const NAME: &'static str = "cogvideo_animate_options";
     const SIZES: &'static [usize] = &[
         std::mem::offset_of!(Self, latents_out),
+        std::mem::offset_of!(Self, cache),
         std::mem::size_of::<Self>(),
     ];
     fn defaults() -> Self {
@@ -553,6 +578,8 @@ impl Layout for cogvideo_animate_options {
             progress_user: std::ptr::null_mut(),
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
 }
@@ -585,6 +612,7 @@ impl Layout for cogvideo_edit_options {
     const NAME: &'static str = "cogvideo_edit_options";
     const SIZES: &'static [usize] = &[
         std::mem::offset_of!(Self, strength),
+        std::mem::offset_of!(Self, cache),
         std::mem::size_of::<Self>(),
     ];
     fn defaults() -> Self {
@@ -604,6 +632,8 @@ impl Layout for cogvideo_edit_options {
             strength: d.strength,
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
 }
@@ -626,7 +656,10 @@ impl Layout for cogvideo_decode_options {
 
 impl Layout for cogvideo_video_to_video_options {
     const NAME: &'static str = "cogvideo_video_to_video_options";
-    const SIZES: &'static [usize] = &[std::mem::size_of::<Self>()];
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, cache),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         let v = VideoToVideoOptions::default();
         let d = &v.sampling;
@@ -649,6 +682,8 @@ impl Layout for cogvideo_video_to_video_options {
             progress_user: std::ptr::null_mut(),
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::ffi::{c_char, c_void};
 use candle_core::Tensor;
 
 use super::args::*;
+use super::cache::CallCache;
 use super::frames::*;
 use super::options::{self, *};
 use super::pipeline::*;
@@ -15,18 +16,23 @@ use crate::error::{Error, Result};
 use crate::pipelines::{self, Pipeline, Progress};
 
 /// The common end of the sampling calls: with the caller's progress
-/// callback and the pipeline to itself, samples with `sample` and delivers
-/// the latents (then the frames) to `outputs`.
+/// callback, the call's step cache and the pipeline to itself, samples with
+/// `sample`, reports what the cache saved and delivers the latents (then the
+/// frames) to `outputs`.
 pub(super) fn sample_and_deliver(
     handle: &cogvideo_pipeline,
     (callback, user): (cogvideo_progress_fn, *mut c_void),
+    cache: CallCache,
     mut outputs: Outputs,
     sample: impl FnOnce(&Pipeline, &mut Progress) -> Result<Tensor>,
 ) -> Result<()> {
+    // SAFETY: the options' pointers, valid as their documentation says
+    let config = unsafe { cache.check() }?;
     let mut cb = progress_fn(callback, user);
-    let mut progress = Progress::new(&mut cb);
+    let mut progress = Progress::new(&mut cb).with_cache(config);
     let _busy = handle.busy.lock();
     let latents = sample(&handle.pipeline, &mut progress)?;
+    unsafe { cache.deliver(progress.cache_report()) }?;
     outputs.deliver(&handle.pipeline, &latents, &mut progress)
 }
 
@@ -72,6 +78,10 @@ pub unsafe extern "C" fn cogvideo_generate_video(
         sample_and_deliver(
             r.handle,
             (o.progress, o.progress_user),
+            CallCache {
+                config_ptr: o.cache,
+                report: o.cache_report,
+            },
             outputs,
             |p, progress| p.generate_latents(gen_opts, progress),
         )
@@ -124,6 +134,10 @@ pub unsafe extern "C" fn cogvideo_animate_image(
         sample_and_deliver(
             r.handle,
             (o.progress, o.progress_user),
+            CallCache {
+                config_ptr: o.cache,
+                report: o.cache_report,
+            },
             outputs,
             |p, progress| {
                 let video = crate::frames::frames_to_video(&[frame], h, w, mode, p.device())?;
@@ -349,6 +363,10 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
         sample_and_deliver(
             r.handle,
             (o.progress, o.progress_user),
+            CallCache {
+                config_ptr: o.cache,
+                report: o.cache_report,
+            },
             outputs,
             |p, progress| p.edit_latents(inv, edit, progress),
         )
@@ -406,6 +424,10 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
         sample_and_deliver(
             r.handle,
             (o.progress, o.progress_user),
+            CallCache {
+                config_ptr: o.cache,
+                report: o.cache_report,
+            },
             outputs,
             |p, progress| {
                 let video = p.video_from_frames(&inputs, (h, w), mode, guided)?;

@@ -181,7 +181,7 @@ impl Pipeline {
         }
         self.noise_plan_invert(height, width, frames, opts)?
             .check_supplied(opts.noise.supplied.len())?;
-        self.check_fits(height, width, frames, false, false)?;
+        self.check_fits_cached(height, width, frames, (false, false), progress.cache())?;
         let (f, _) = self.latent_frames(frames);
         let (h, w) = (height / 8, width / 8);
         let mut noise = opts.noise.source();
@@ -297,7 +297,7 @@ impl Pipeline {
         let run = strength_steps(inversion.steps(), opts.strength)?;
         let (height, width, frames) = inversion.video_size();
         let guided = opts.guidance_scale > 1.0;
-        self.check_fits(height, width, frames, guided, true)?;
+        self.check_fits_cached(height, width, frames, (guided, true), progress.cache())?;
         let (_, f, c, h, w) = inversion.inverted_latents().dims5()?;
         if run == 0 {
             return Ok(inversion.source.clone());

@@ -9,6 +9,7 @@ use super::residency::{self, Residency, WeightBytes};
 use super::{DecodeOptions, LoadOptions, MemoryReport, Pipeline, VaeTiling, latent_frames};
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::Result;
+use crate::hooks::CacheConfig;
 use crate::models::autoencoders::VaeOp;
 use crate::models::transformers::TransformerConfig;
 
@@ -75,6 +76,31 @@ pub(super) fn sampling_peak_bytes(
     activations + scores + latents
 }
 
+/// The tokens of the transformer's joint stream for a clip (text included).
+fn stream_tokens(cfg: &TransformerConfig, [height, width, frames]: [usize; 3]) -> u64 {
+    let (f, _) = latent_frames(cfg, frames);
+    let p = cfg.patch_size as u64;
+    (f as u64 / cfg.patch_size_t.unwrap_or(1) as u64)
+        * (height as u64 / 8 / p)
+        * (width as u64 / 8 / p)
+        + cfg.max_text_seq_length as u64
+}
+
+/// Bytes a step cache keeps while sampling: its copies of the token stream
+/// ([`CacheConfig::stream_copies`]) for every sample of the batch.
+pub(super) fn cache_bytes(
+    cfg: &TransformerConfig,
+    dtype: DType,
+    size: [usize; 3],
+    batch: u64,
+    cache: &CacheConfig,
+) -> u64 {
+    let elem = dtype.size_in_bytes() as u64;
+    cache
+        .stream_copies(cfg.num_layers)
+        .saturating_mul(batch * stream_tokens(cfg, size) * cfg.inner_dim() as u64 * elem)
+}
+
 /// The models' weight bytes in their compute dtypes, from the headers, with
 /// the largest block of the T5 encoder (`encoder.block.N.`) and of the
 /// transformer (`transformer_blocks.N.`) and what lies outside the blocks.
@@ -122,6 +148,24 @@ pub(super) fn count_weights(
 }
 
 impl Pipeline {
+    /// What `cache` keeps while sampling (see [`cache_bytes`]).
+    pub(crate) fn cache_bytes(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+        batch: u64,
+        cache: &CacheConfig,
+    ) -> u64 {
+        cache_bytes(
+            &self.transformer_cfg,
+            self.dtype,
+            [height, width, frames],
+            batch,
+            cache,
+        )
+    }
+
     pub(super) fn sampling_peak_bytes(
         &self,
         height: usize,
@@ -250,6 +294,25 @@ impl Pipeline {
         guidance: bool,
         reference: bool,
     ) -> Result<()> {
+        self.check_fits_cached(
+            height,
+            width,
+            frames,
+            (guidance, reference),
+            &CacheConfig::Off,
+        )
+    }
+
+    /// [`Self::check_fits`] for a call that denoises with `cache`, whose
+    /// kept tensors come on top of the sampling peak.
+    pub(crate) fn check_fits_cached(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+        (guidance, reference): (bool, bool),
+        cache: &CacheConfig,
+    ) -> Result<()> {
         let batch = (1 + guidance as u64) * (1 + reference as u64);
         let decode = self.decode_tiling(height, width, frames, VaeTiling::Model)?;
         // The clip itself, in and out, as f32 pixels.
@@ -257,6 +320,7 @@ impl Pipeline {
         let need = pixels
             + self
                 .sampling_peak_bytes(height, width, frames, batch)
+                .saturating_add(self.cache_bytes(height, width, frames, batch, cache))
                 .max(self.vae_peak_bytes(
                     VaeOp::Encode,
                     height,

@@ -130,7 +130,8 @@ impl Pipeline {
         progress: &mut Progress,
     ) -> Result<Tensor> {
         let stepper = self.stepper(s.scheduler, s.steps)?;
-        self.check_fits(height, width, frames, s.guidance_scale > 1.0, false)?;
+        let guided = s.guidance_scale > 1.0;
+        self.check_fits_cached(height, width, frames, (guided, false), progress.cache())?;
         let (uncond, cond) = self.encode_text(&s.prompt, &s.negative_prompt, progress)?;
         let (f, pad) = self.latent_frames(frames);
         let (h, w) = (height / 8, width / 8);

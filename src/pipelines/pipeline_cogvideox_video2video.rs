@@ -63,7 +63,8 @@ impl Pipeline {
         let s = &opts.sampling;
         self.noise_plan_video_to_video(height, width, frames, opts)?
             .check_supplied(s.noise.supplied.len())?;
-        self.check_fits(height, width, frames, s.guidance_scale > 1.0, false)?;
+        let guided = s.guidance_scale > 1.0;
+        self.check_fits_cached(height, width, frames, (guided, false), progress.cache())?;
         let stepper = self.stepper(s.scheduler, s.steps)?;
         let first = s.steps - self.video_to_video_steps(opts)?;
         let (f, _) = self.latent_frames(frames);

@@ -1,6 +1,7 @@
 //! Progress reporting with cancellation for long calls.
 
 use crate::error::{Error, Result};
+use crate::hooks::{CacheConfig, CacheReport};
 
 /// The stages of a pipeline call, reported in this order where they apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,26 +21,49 @@ pub enum Stage {
     Load = 5,
 }
 
-/// Wraps the caller's callback. It is called with `(stage, done, total)`
-/// before a stage starts and after each unit of work, and with the counts
-/// unchanged while a unit runs (between text-encoder and transformer
-/// blocks, and every [`crate::models::poll::MIN_INTERVAL`] or so inside
-/// them); returning `false` cancels the call, which then ends with
-/// [`Error::Cancelled`].
+/// A call's context: the caller's callback, the step cache the call's
+/// denoising uses ([`Self::with_cache`]) and what it saved
+/// ([`Self::cache_report`]).
+///
+/// The callback is called with `(stage, done, total)` before a stage starts
+/// and after each unit of work, and with the counts unchanged while a unit
+/// runs (between text-encoder and transformer blocks, and every
+/// [`crate::models::poll::MIN_INTERVAL`] or so inside them); returning
+/// `false` cancels the call, which then ends with [`Error::Cancelled`].
 pub struct Progress<'a> {
     callback: Option<&'a mut dyn FnMut(Stage, usize, usize) -> bool>,
+    cache_config: CacheConfig,
+    cache: Option<CacheReport>,
 }
 
 impl<'a> Progress<'a> {
     pub fn new(callback: &'a mut dyn FnMut(Stage, usize, usize) -> bool) -> Self {
         Self {
             callback: Some(callback),
+            cache_config: CacheConfig::Off,
+            cache: None,
         }
     }
 
     /// Reports nothing and never cancels.
     pub fn none() -> Self {
-        Self { callback: None }
+        Self {
+            callback: None,
+            cache_config: CacheConfig::Off,
+            cache: None,
+        }
+    }
+
+    /// Denoises with `cache` (text-to-video, image-to-video,
+    /// video-to-video, edits and, where asked, inversions): faster and
+    /// approximate; the default, [`CacheConfig::Off`], is exact.
+    pub fn with_cache(mut self, cache: CacheConfig) -> Self {
+        self.cache_config = cache;
+        self
+    }
+
+    pub fn cache(&self) -> &CacheConfig {
+        &self.cache_config
     }
 
     pub fn report(&mut self, stage: Stage, done: usize, total: usize) -> Result<()> {
@@ -52,5 +76,15 @@ impl<'a> Progress<'a> {
         } else {
             Err(Error::Cancelled)
         }
+    }
+
+    /// What the step cache of the call's last denoising loop saved (`None`
+    /// when it ran without one).
+    pub fn cache_report(&self) -> Option<&CacheReport> {
+        self.cache.as_ref()
+    }
+
+    pub(crate) fn set_cache_report(&mut self, report: Option<CacheReport>) {
+        self.cache = report;
     }
 }

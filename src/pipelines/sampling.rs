@@ -7,6 +7,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::hooks::StepCache;
 use crate::models::embeddings::RotaryEmbedding;
 use crate::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions, TransformerLora};
 use crate::noise::NoiseSource;
@@ -87,7 +88,8 @@ pub(crate) struct Denoised {
 impl Denoise<'_> {
     /// Runs every step from `latents` (`[1, F, C, h, w]` in the model dtype).
     /// Draws DPM noise from `noise`; reports each step to `progress`, which
-    /// may cancel between steps.
+    /// may cancel between steps, and caches steps as `progress` says (its
+    /// report is left there).
     pub fn run(
         self,
         mut latents: Tensor,
@@ -127,6 +129,12 @@ impl Denoise<'_> {
             Some(img) => Some(Tensor::cat(&vec![img; copies], 0)?.to_dtype(dtype)?),
             None => None,
         };
+        let mut cache = StepCache::new(
+            progress.cache(),
+            self.transformer.config().num_layers,
+            copies == 2,
+            self.reference.is_some(),
+        )?;
         let mut trajectory = Vec::with_capacity(if self.keep_trajectory { n } else { 0 });
         let mut old_x0: Option<Tensor> = None;
         progress.report(self.stage, 0, n)?;
@@ -146,12 +154,17 @@ impl Denoise<'_> {
                 }
                 Ok(())
             };
+            if let Some(c) = cache.as_mut() {
+                c.begin_step(t);
+            }
+            let rows = input.dim(0)? * (1 + self.reference.is_some() as usize);
             let opts = ForwardOptions {
                 ofs: self.ofs,
                 rope: self.rope.as_ref(),
                 reference: self.reference.is_some(),
                 poll: Some(&mut poll),
                 lora: self.lora,
+                cache: cache.as_mut(),
             };
             let forward = match self.reference {
                 Some(refs) => {
@@ -169,6 +182,9 @@ impl Denoise<'_> {
                 Err(_) if cancelled => return Err(Error::Cancelled),
                 v => v?,
             };
+            if let Some(c) = cache.as_mut() {
+                c.end_step(rows);
+            }
             let v = v.to_dtype(DType::F32)?;
             let v = if copies == 2 {
                 let scale = if self.guidance.dynamic {
@@ -201,6 +217,7 @@ impl Denoise<'_> {
             }
             progress.report(self.stage, i + 1, n)?;
         }
+        progress.set_cache_report(cache.map(StepCache::into_report));
         crate::device::end_of_call(latents.device())?;
         Ok(Denoised {
             latents,

@@ -61,6 +61,23 @@
 // struct_size is honoured); a new major version breaks compatibility.
 #define COGVIDEO_ABI_VERSION ((1 << 16) | 4)
 
+// No cache: every block of every step runs (exact; the default).
+#define COGVIDEO_CACHE_OFF 0
+
+// First-block cache: skip the other blocks when the first block's
+// residual changed by at most first_block_threshold (adaptive).
+#define COGVIDEO_CACHE_FIRST_BLOCK 1
+
+// Pyramid Attention Broadcast: reuse each block's attention on a schedule.
+#define COGVIDEO_CACHE_PYRAMID_ATTENTION_BROADCAST 2
+
+// FasterCache: extrapolate attention and approximate the unconditional
+// branch of guidance (needs guidance_scale above 1; not for edits).
+#define COGVIDEO_CACHE_FASTER_CACHE 3
+
+// TaylorSeer: forecast each block's attention from its last refreshes.
+#define COGVIDEO_CACHE_TAYLORSEER 4
+
 #define COGVIDEO_FORMAT_RGB8 0
 
 #define COGVIDEO_FORMAT_RGBA8 1
@@ -166,6 +183,76 @@ typedef struct cogvideo_inversion cogvideo_inversion;
 // (sizes, frame counts, fps, noise plans) never wait for them.
 typedef struct cogvideo_pipeline cogvideo_pipeline;
 
+// Step caching of a sampling call (since 1.4), as diffusers' cache hooks
+// (FirstBlockCacheConfig, PyramidAttentionBroadcastConfig,
+// FasterCacheConfig, TaylorSeerCacheConfig): faster, approximate
+// results, deterministic for a given seed and setting. Initialise with
+// cogvideo_cache_options_init(&c) (method COGVIDEO_CACHE_OFF and every
+// method's defaults: diffusers' documented CogVideoX settings), choose
+// method, change its fields if wanted, and point the call's options'
+// cache at it. Timestep ranges are open intervals (min, max) of the
+// scheduler's timesteps (999 first, 0 last).
+typedef struct cogvideo_cache_options {
+  uint32_t struct_size;
+  // A COGVIDEO_CACHE_* value.
+  uint32_t method;
+  // First-block cache: largest relative change that skips (default
+  // 0.05; 0 skips nothing).
+  double first_block_threshold;
+  // Pyramid Attention Broadcast: attention computed every N-th step
+  // (default 2), reused in between, within the range (default 100..800).
+  int32_t pab_skip_range;
+  double pab_timestep_min;
+  double pab_timestep_max;
+  // FasterCache: attention computed every N-th step (default 2) within
+  // the range (default -1..681), else extrapolated with the weight
+  // (default 0.3).
+  int32_t faster_attention_skip_range;
+  double faster_attention_timestep_min;
+  double faster_attention_timestep_max;
+  double faster_attention_weight;
+  // FasterCache: the unconditional branch computed every N-th step
+  // (default 5) within the range (default -1..641), else approximated.
+  int32_t faster_uncond_skip_range;
+  double faster_uncond_timestep_min;
+  double faster_uncond_timestep_max;
+  // FasterCache: the weights of the approximation's low and high
+  // frequencies (default 1.1 each) and where they apply (default
+  // 99..641 and -1..301).
+  double faster_low_frequency_weight;
+  double faster_low_frequency_timestep_min;
+  double faster_low_frequency_timestep_max;
+  double faster_high_frequency_weight;
+  double faster_high_frequency_timestep_min;
+  double faster_high_frequency_timestep_max;
+  // TaylorSeer: the first N steps compute (default 3), then one in every
+  // taylorseer_cache_interval (default 5); from step
+  // taylorseer_last_cached_step on (0, the default: never) all compute.
+  int32_t taylorseer_warmup_steps;
+  int32_t taylorseer_cache_interval;
+  int32_t taylorseer_last_cached_step;
+  // TaylorSeer: order of the forecast, 1 to 4 (default 1).
+  int32_t taylorseer_max_order;
+} cogvideo_cache_options;
+
+// What a call's step cache saved (since 1.4), filled when the call's
+// options point cache_report at it; all zero for a call without a
+// cache. Initialise with cogvideo_cache_report_init(&r). A block
+// evaluation is one transformer block over one sample (guidance runs two
+// samples per step).
+typedef struct cogvideo_cache_report {
+  uint32_t struct_size;
+  // Denoising steps run.
+  uint32_t steps;
+  // Block evaluations the call would have made without a cache.
+  uint64_t block_evaluations;
+  // Block evaluations not run (First-block cache's skipped blocks,
+  // FasterCache's skipped unconditional branch).
+  uint64_t blocks_skipped;
+  // Attention evaluations reused or forecast in blocks that ran.
+  uint64_t attention_skipped;
+} cogvideo_cache_report;
+
 // Progress callback: stage is a COGVIDEO_STAGE_* value, done of
 // total units of that stage are finished. Return false to cancel: the
 // call returns COGVIDEO_ERR_CANCELLED. Within a denoising or inversion
@@ -217,6 +304,11 @@ typedef struct cogvideo_generate_options {
   // the call samples only and does not decode.
   float *latents_out;
   uintptr_t latents_out_len;
+  // Since 1.4: step caching for this call (NULL, the default: none, the
+  // exact result); see cogvideo_cache_options.
+  const struct cogvideo_cache_options *cache;
+  // Since 1.4: filled with what the cache saved (NULL: not wanted).
+  struct cogvideo_cache_report *cache_report;
 } cogvideo_generate_options;
 
 // One random draw of a call, as cogvideo_generate_noise_plan and its
@@ -264,6 +356,11 @@ typedef struct cogvideo_animate_options {
   // Since 1.1: final latents, as in cogvideo_generate_options.
   float *latents_out;
   uintptr_t latents_out_len;
+  // Since 1.4: step caching for this call (NULL, the default: none, the
+  // exact result); see cogvideo_cache_options.
+  const struct cogvideo_cache_options *cache;
+  // Since 1.4: filled with what the cache saved (NULL: not wanted).
+  struct cogvideo_cache_report *cache_report;
 } cogvideo_animate_options;
 
 // DDIM inversion options.
@@ -320,6 +417,11 @@ typedef struct cogvideo_edit_options {
   // cogvideo_inversion_latent_shape.
   float *latents_out;
   uintptr_t latents_out_len;
+  // Since 1.4: step caching for this call (NULL, the default: none, the
+  // exact result); see cogvideo_cache_options.
+  const struct cogvideo_cache_options *cache;
+  // Since 1.4: filled with what the cache saved (NULL: not wanted).
+  struct cogvideo_cache_report *cache_report;
 } cogvideo_edit_options;
 
 // Video-to-video options (since 1.1), as diffusers'
@@ -353,6 +455,11 @@ typedef struct cogvideo_video_to_video_options {
   // Final latents, as in cogvideo_generate_options.
   float *latents_out;
   uintptr_t latents_out_len;
+  // Since 1.4: step caching for this call (NULL, the default: none, the
+  // exact result); see cogvideo_cache_options.
+  const struct cogvideo_cache_options *cache;
+  // Since 1.4: filled with what the cache saved (NULL: not wanted).
+  struct cogvideo_cache_report *cache_report;
 } cogvideo_video_to_video_options;
 
 // How to load a pipeline.
@@ -457,6 +564,30 @@ const char *cogvideo_version(void);
 // The C ABI version, COGVIDEO_ABI_VERSION of the header the library was
 // built from: compare >> 16 with the header's to check compatibility.
 uint32_t cogvideo_abi_version(void);
+
+// Fills the caller's cogvideo_cache_options of size bytes with the
+// defaults (method COGVIDEO_CACHE_OFF) and sets struct_size; call it
+// through the cogvideo_cache_options_init(opts) macro. Fails with
+// COGVIDEO_ERR_INVALID_ARGUMENT for NULL or a size no version of the
+// struct has. Since 1.4.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT as stated above (the
+// struct is then left as it was).
+//
+// opts must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_cache_options_init_sized(struct cogvideo_cache_options *opts,
+                                                       uintptr_t size);
+
+// Sets up the caller's cogvideo_cache_report of size bytes (zeros,
+// struct_size); call it through the cogvideo_cache_report_init(r)
+// macro. Since 1.4.
+//
+// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT for NULL or a size no
+// version of the struct has (the struct is then left as it was).
+//
+// report must be NULL or writable for size bytes.
+enum cogvideo_status cogvideo_cache_report_init_sized(struct cogvideo_cache_report *report,
+                                                      uintptr_t size);
 
 // Reads the LoRA file at path (safetensors in the diffusers/PEFT
 // layout, see the README) under name and makes it the active adapter at
@@ -1117,5 +1248,7 @@ const char *cogvideo_last_error(void);
 #define cogvideo_decode_options_init(opts) cogvideo_decode_options_init_sized((opts), sizeof *(opts))
 #define cogvideo_video_to_video_options_init(opts) cogvideo_video_to_video_options_init_sized((opts), sizeof *(opts))
 #define cogvideo_memory_info_init(opts) cogvideo_memory_info_init_sized((opts), sizeof *(opts))
+#define cogvideo_cache_options_init(opts) cogvideo_cache_options_init_sized((opts), sizeof *(opts))
+#define cogvideo_cache_report_init(opts) cogvideo_cache_report_init_sized((opts), sizeof *(opts))
 
 #endif /* COGVIDEO_H */

@@ -15,6 +15,7 @@ use super::cpu::{self, Chunk};
 use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
+use crate::hooks::StepCache;
 use crate::models::attention::{Attention, FeedForward};
 use crate::models::cpu::applies;
 use crate::models::embeddings::{
@@ -325,6 +326,10 @@ fn gated_add_generic(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) -> 
     )
 }
 
+/// Produces a block's attention output given the computation of it (which
+/// it may skip, reusing an earlier output).
+type AttentionHook<'a> = dyn FnMut(&mut dyn FnMut() -> Result<Tensor>) -> Result<Tensor> + 'a;
+
 /// `CogVideoXBlock`.
 #[derive(Debug, Clone)]
 pub struct CogVideoXBlock {
@@ -367,14 +372,38 @@ impl CogVideoXBlock {
         reference: bool,
         lora: Option<&BlockLora>,
     ) -> Result<Tensor> {
+        self.forward_cached(
+            x,
+            text_len,
+            temb_silu,
+            (rope, reference),
+            lora,
+            &mut |compute| compute(),
+        )
+    }
+
+    /// [`Self::forward`] with the attention output (`[B, T + N, D]`, after
+    /// the output projection) produced by `attention`, which may call the
+    /// computation it is given or reuse an earlier output (step caching).
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        text_len: usize,
+        temb_silu: &Tensor,
+        (rope, reference): (Option<&RotaryEmbedding>, bool),
+        lora: Option<&BlockLora>,
+        attention: &mut AttentionHook,
+    ) -> Result<Tensor> {
         // Polled between the parts too: at the 5b model's default size each
         // is a second or more of CPU work.
         use crate::models::poll::check;
         let terms = |site| lora.map_or(&[][..], |l| l.terms(site));
         let mods = self.norm1.mods(temb_silu, terms(LoraSite::Norm1))?;
-        let h = self.norm1.forward(x, text_len, &mods)?;
-        check()?;
-        let a = self.attn1.forward(&h, text_len, rope, reference, lora)?;
+        let a = attention(&mut || {
+            let h = self.norm1.forward(x, text_len, &mods)?;
+            check()?;
+            self.attn1.forward(&h, text_len, rope, reference, lora)
+        })?;
         check()?;
         let x = gated_add(x, &a, text_len, &mods)?;
         check()?;
@@ -442,6 +471,8 @@ pub struct ForwardOptions<'a> {
     pub poll: Option<&'a mut dyn FnMut() -> Result<()>>,
     /// LoRA adapters, unfused or fused (see [`TransformerLora`]).
     pub lora: Option<&'a TransformerLora>,
+    /// Step caching: decides what each block computes (see [`crate::hooks`]).
+    pub cache: Option<&'a mut StepCache>,
 }
 
 /// The adapters a forward pass applies, per block, already scaled and in
@@ -488,25 +519,29 @@ impl TransformerLora {
         Ok(())
     }
 
+    /// Block `i` (`block` as loaded) with its adapters, its attention
+    /// output through `attention` (see [`CogVideoXBlock::forward_cached`]).
     fn run_block(
         &self,
         i: usize,
         block: &CogVideoXBlock,
         x: &Tensor,
         args: (usize, &Tensor, Option<&RotaryEmbedding>, bool),
+        attention: &mut AttentionHook,
     ) -> Result<Tensor> {
         let (text_len, temb_silu, rope, reference) = args;
+        let run = |b: &CogVideoXBlock, l, attention: &mut AttentionHook| {
+            b.forward_cached(x, text_len, temb_silu, (rope, reference), l, attention)
+        };
         let Some(l) = self.blocks.get(i).filter(|l| !l.is_empty()) else {
-            return block.forward(x, text_len, temb_silu, rope, reference, None);
+            return run(block, None, attention);
         };
         if !self.fused {
-            return block.forward(x, text_len, temb_silu, rope, reference, Some(l));
+            return run(block, Some(l), attention);
         }
         match self.fused_blocks.get(i) {
-            Some(Some(b)) => b.forward(x, text_len, temb_silu, rope, reference, None),
-            _ => block
-                .fused(l)?
-                .forward(x, text_len, temb_silu, rope, reference, None),
+            Some(Some(b)) => run(b, None, attention),
+            _ => run(&block.fused(l)?, None, attention),
         }
     }
 }
@@ -844,7 +879,7 @@ impl CogVideoXTransformer3DModel {
             rope,
             ..Default::default()
         };
-        self.forward_impl(hidden, text, timesteps, opts)
+        self.forward_impl(hidden, text, timesteps, opts, None)
     }
 
     /// The forward pass of prompt editing: `hidden` is `[main..., reference...]`
@@ -869,6 +904,9 @@ impl CogVideoXTransformer3DModel {
     /// [`Self::forward`], or with `opts.reference` [`Self::forward_with_reference`],
     /// calling `opts.poll` before each block: a caller's chance to stop
     /// within a step (its error ends the forward pass).
+    ///
+    /// With `opts.cache`, the cache may have only the conditional half of a
+    /// guidance batch `[uncond, cond]` computed and complete the rest.
     pub fn forward_with(
         &self,
         hidden: &Tensor,
@@ -877,18 +915,41 @@ impl CogVideoXTransformer3DModel {
         mut opts: ForwardOptions,
     ) -> Result<Tensor> {
         let b = hidden.dim(0)?;
-        let reference = opts.reference;
-        if reference && b % 2 != 0 {
+        let mut cache = opts.cache.take();
+        let cond_only = match cache.as_deref_mut() {
+            Some(c) => c.cond_only(b)?,
+            None => false,
+        };
+        if opts.reference && b % 2 != 0 {
             candle_core::bail!("reference forward needs an even batch, got {b}");
         }
-        let out = poll::with_poll(opts.poll.take(), poll::MIN_INTERVAL, || {
-            self.forward_impl(hidden, text, timesteps, opts)
-        })?;
-        if reference {
-            out.narrow(0, 0, b / 2)
-        } else {
-            Ok(out)
-        }
+        poll::with_poll(opts.poll.take(), poll::MIN_INTERVAL, || {
+            if !opts.reference {
+                if !cond_only {
+                    return match cache {
+                        Some(c) => {
+                            let out = self.forward_impl(hidden, text, timesteps, opts, Some(c))?;
+                            c.finish_output(out, false)
+                        }
+                        None => self.forward_impl(hidden, text, timesteps, opts, None),
+                    };
+                }
+                let h = b / 2;
+                let out = self.forward_impl(
+                    &hidden.narrow(0, h, b - h)?,
+                    &text.narrow(0, h, b - h)?,
+                    &timesteps[h..],
+                    opts,
+                    cache.as_deref_mut(),
+                )?;
+                return match cache {
+                    Some(c) => c.finish_output(out, true),
+                    None => Ok(out),
+                };
+            }
+            self.forward_impl(hidden, text, timesteps, opts, cache)?
+                .narrow(0, 0, b / 2)
+        })
     }
 
     fn forward_impl(
@@ -897,6 +958,7 @@ impl CogVideoXTransformer3DModel {
         text: &Tensor,
         timesteps: &[f32],
         opts: ForwardOptions,
+        mut cache: Option<&mut StepCache>,
     ) -> Result<Tensor> {
         // `forward_with` has installed the poll.
         let ForwardOptions {
@@ -905,6 +967,7 @@ impl CogVideoXTransformer3DModel {
             reference,
             poll: _,
             lora,
+            cache: _,
         } = opts;
         if let Some(l) = lora
             && l.blocks.len() != self.cfg.num_layers
@@ -948,14 +1011,34 @@ impl CogVideoXTransformer3DModel {
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
         let mut index = 0;
-        let x = self.blocks.try_fold(x, |x, block| {
-            poll::check_now()?;
+        // (tokens, whether the cache ended the block loop)
+        let (x, _) = self.blocks.try_fold((x, false), |(x, done), block| {
             let i = index;
             index += 1;
-            match lora {
-                Some(l) => l.run_block(i, block, &x, (text_len, &emb_silu, rope, reference)),
-                None => block.forward(&x, text_len, &emb_silu, rope, reference, None),
+            if done {
+                return Ok((x, true));
             }
+            poll::check_now()?;
+            let args = (text_len, &emb_silu, rope, reference);
+            let run = |attention: &mut AttentionHook| match lora {
+                Some(l) => l.run_block(i, block, &x, args, attention),
+                None => block.forward_cached(
+                    &x,
+                    text_len,
+                    &emb_silu,
+                    (rope, reference),
+                    None,
+                    attention,
+                ),
+            };
+            let Some(c) = cache.as_deref_mut() else {
+                return Ok((run(&mut |compute| compute())?, false));
+            };
+            let y = run(&mut |f| c.attention(i, f))?;
+            Ok(match c.after_block(i, &x, &y, text_len)? {
+                Some(end) => (end, true),
+                None => (y, false),
+            })
         })?;
         poll::check()?;
 
