@@ -266,26 +266,8 @@ def _t2v_case(golden_dir, tiny_root, lora_dir, files):
             "steps": steps, "use_dynamic_cfg": dyn, "num_frames": num_frames, "prompt": T2V_PROMPT}
 
 
-class _Draws:
-    def __init__(self, queues):
-        self.queues = {m: [t.clone() for t in ts] for m, ts in queues.items()}
-
-    def __enter__(self):
-        self.orig = {m: m.randn_tensor for m in self.queues}
-        for m in self.queues:
-            m.randn_tensor = lambda shape, generator=None, device=None, dtype=None, layout=None, _m=m: \
-                self.queues[_m].pop(0).clone()
-        return self
-
-    def __exit__(self, *exc):
-        for m, f in self.orig.items():
-            m.randn_tensor = f
-        assert exc[0] is not None or not any(self.queues.values()), "prepared draws unused"
-        return False
-
-
 def _v2v_case(golden_dir, tiny_root, lora_dir, files):
-    from golden_v2v import _dpm_plan as v2v_plan
+    from golden_v2v import _Draws, _dpm_plan as v2v_plan
 
     base_name, steps, strength, dyn, num_frames, seed = V2V
     base = load_file(os.path.join(golden_dir, f"{base_name}.safetensors"))
