@@ -59,9 +59,9 @@ pub unsafe extern "C" fn cogvideo_pipeline_load_lora(
 /// a finite weight; weight 0 gives the output without that adapter exactly.
 /// On error nothing changes. Since 1.4.
 ///
-/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL arrays with n
-/// > 0, more than 1024 adapters, a name not loaded or given twice, a weight
-/// that is not finite).
+/// Returns COGVIDEO_OK; COGVIDEO_ERR_INVALID_ARGUMENT (NULL arrays when n
+/// is not 0, more than 1024 adapters, a name not loaded or given twice, a
+/// weight that is not finite).
 ///
 /// # Safety
 /// `p` must be a live pipeline; `names` and `weights` must hold `n` entries,
