@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::edit::{
-    Fetch, LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
-    serve, wait_for,
+    Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next,
+    on_progress, serve, wait_for,
 };
 use crate::image::Frame;
 use crate::worker::{self, Job};
@@ -42,7 +42,7 @@ struct ImageKey {
     /// gives other times' frames (0 elsewhere, and in result keys, where
     /// the image's content identifies it).
     owner: usize,
-    load: LoadKey,
+    model: ModelKey,
     source_frame: i32,
     width: usize,
     height: usize,
@@ -76,11 +76,11 @@ static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
 
 /// Whether `owner` holds the image to animate for these parameters (at any
 /// size).
-pub fn image_held(owner: usize, load: &LoadKey, source_frame: i32, cache_version: i32) -> bool {
+pub fn image_held(owner: usize, model: &ModelKey, source_frame: i32, cache_version: i32) -> bool {
     let images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
     images.iter().flat_map(|m| m.keys()).any(|k| {
         k.owner == owner
-            && k.load == *load
+            && k.model == *model
             && k.source_frame == source_frame
             && k.cache_version == cache_version
     })
@@ -105,7 +105,7 @@ pub fn render(
 ) -> Option<Served> {
     let image_key = ImageKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
-        load: s.load.clone(),
+        model: ModelKey::new(&s.load, pipe),
         source_frame: s.source_frame,
         width: source.width,
         height: source.height,
@@ -184,7 +184,7 @@ pub fn render(
             }
             Next::Compute => {}
         }
-        let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+        let entry = crate::disk::entry(&key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
             let frames = Arc::new(frames);

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,35 @@ pub struct LoadKey {
     pub device_index: i32,
     pub dtype: u32,
     pub vae_tiling: bool,
+}
+
+/// What results depend on about the model: the checkpoint's identity
+/// (C API 1.3's `cogvideo_pipeline_identity`: not its path, so a moved or
+/// copied checkpoint keeps its results, and the same in every process) and
+/// how it runs. The device index is left out: the same kind of device
+/// gives the same numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelKey {
+    identity: u64,
+    device: u32,
+    dtype: u32,
+    vae_tiling: bool,
+}
+
+impl ModelKey {
+    pub fn new(load: &LoadKey, pipe: &PipelineHandle) -> Self {
+        // An older library has no identity: the checkpoint files' sizes and
+        // times stand in for it.
+        let identity = pipe.identity().unwrap_or_else(|| {
+            crate::disk::checkpoint_stamp(std::path::Path::new(&load.checkpoint))
+        });
+        ModelKey {
+            identity,
+            device: load.device,
+            dtype: load.dtype,
+            vae_tiling: load.vae_tiling,
+        }
+    }
 }
 
 /// Which host frames form the segment: `start` (host frame), `length`
@@ -86,7 +116,7 @@ struct SegmentKey {
     /// gives other times' frames (0 elsewhere: MLT makes an instance per
     /// frame and gives no clip identity).
     owner: usize,
-    load: LoadKey,
+    model: ModelKey,
     start: i32,
     length: usize,
     step: i32,
@@ -132,11 +162,16 @@ static CLOCK: AtomicU64 = AtomicU64::new(0);
 /// Whether `owner`'s segment with these parameters (`seg` with its actual
 /// length and step) has all its source frames, at every size it was
 /// rendered at (a new render scale starts a new one, which needs them).
-pub fn segment_held(owner: usize, load: &LoadKey, seg: &SegmentParams, cache_version: i32) -> bool {
+pub fn segment_held(
+    owner: usize,
+    model: &ModelKey,
+    seg: &SegmentParams,
+    cache_version: i32,
+) -> bool {
     let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
     let mut matching = all.iter().flat_map(|m| m.iter()).filter(|(k, _)| {
         k.owner == owner
-            && k.load == *load
+            && k.model == *model
             && k.start == seg.start
             && k.length == seg.length as usize
             && k.step == seg.step
@@ -254,18 +289,20 @@ pub struct Placement {
 }
 
 /// Maps host time `t` into the segment, or `None` outside it. `host_fps`
-/// and the model's fps choose the automatic frame step.
+/// and the model's fps choose the automatic frame step; the default length
+/// is what the library gives `operation` (`capi::OPERATION_*`: an edit of
+/// CogVideoX 1.5 takes 77 frames, where generating makes 81).
 pub fn place(
     seg: &SegmentParams,
     pipe: &PipelineHandle,
     t: f64,
     host_fps: f64,
+    operation: u32,
 ) -> Result<Option<Placement>, String> {
-    let (_, _, default_frames) = pipe.default_size()?;
     let length = if seg.length > 0 {
         seg.length
     } else {
-        default_frames
+        pipe.default_frames(operation)?
     } as usize;
     let step = if seg.step > 0 {
         seg.step
@@ -397,7 +434,7 @@ pub fn render(
 ) -> Served {
     let key = SegmentKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
-        load: s.load.clone(),
+        model: ModelKey::new(&s.load, pipe),
         start: s.segment_start,
         length: place.length,
         step: place.step,
@@ -504,7 +541,10 @@ pub fn render(
             owner: 0,
             ..key.clone()
         };
-        let entry = crate::disk::entry(&s.load.checkpoint, &(&shared, &edit), &hashes);
+        let entry = crate::disk::entry(&(&shared, &edit), &hashes);
+        // The inversion is kept on disk too: a new prompt in a later
+        // process (or after a purge) edits without inverting again.
+        let inv_entry = crate::disk::inversion_entry(&(&shared, &invert), &hashes);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("segment read from {}", entry.display()));
             let frames = Arc::new(frames);
@@ -528,7 +568,15 @@ pub fn render(
         let work = {
             let (s, pipe, key, edit) = (s.clone(), pipe.clone(), key.clone(), edit.clone());
             let invert = invert.clone();
-            move |job: &Job| finish(&s, &pipe, key, edit, invert, frames, inv, entry, retry, job)
+            let entries = Entries {
+                result: entry,
+                inversion: inv_entry,
+            };
+            move |job: &Job| {
+                finish(
+                    &s, &pipe, key, edit, invert, frames, inv, entries, retry, job,
+                )
+            }
         };
         worker::submit(job, w.wait, work);
         if !w.wait {
@@ -560,6 +608,34 @@ pub(crate) fn current(outcome: Option<&Outcome>, job: &Job) -> bool {
     matches!(outcome, Some(Outcome::Running(j)) if std::ptr::eq(j.as_ref(), job))
 }
 
+/// A segment's files in the disk cache.
+struct Entries {
+    result: PathBuf,
+    inversion: PathBuf,
+}
+
+/// The inversion saved at `path` by an earlier job (this process or
+/// another), if any and if the library accepts it.
+fn saved_inversion(pipe: &PipelineHandle, path: &Path) -> Option<Arc<InversionHandle>> {
+    if !path.is_file() {
+        return None;
+    }
+    match InversionHandle::load(pipe, path) {
+        Ok(Some(inv)) => {
+            crate::log::line(&format!("inversion read from {}", path.display()));
+            // Reading counts as use for the least-recently-used pruning.
+            let _ = std::fs::File::open(path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Some(Arc::new(inv))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            crate::log::line(&format!("inverting again: {} refused: {e}", path.display()));
+            None
+        }
+    }
+}
+
 /// Processes a segment on the worker and records the outcome.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -570,10 +646,11 @@ fn finish(
     invert: InvertKey,
     frames: Vec<Frame>,
     inv: Option<Arc<InversionHandle>>,
-    entry: std::path::PathBuf,
+    entries: Entries,
     retry: u64,
     job: &Job,
 ) {
+    let entry = entries.result;
     let lat = entry.with_extension("lat");
     let outcome = if job.cancelled() {
         Err(("cancelled before it started".to_string(), true))
@@ -586,9 +663,14 @@ fn finish(
         crate::generate::decode(pipe, &l, size, s.resize_mode, job).map(|f| (None, f))
     } else {
         crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
+        let inv = inv.or_else(|| saved_inversion(pipe, &entries.inversion));
+        let inverts = inv.is_none();
         process(s, pipe, frames, inv, job).map(|(inv, l, f)| {
             if let Err(e) = crate::disk::write_latents(&lat, &l) {
                 crate::log::line(&format!("cannot write {}: {e}", lat.display()));
+            }
+            if inverts {
+                save_inversion(pipe, &inv, &entries.inversion);
             }
             (Some(inv), f)
         })
@@ -621,6 +703,21 @@ fn finish(
                 seg.results.insert(edit, Outcome::Failed(msg, retry));
             }
         }
+    }
+}
+
+/// Keeps a new inversion in the disk cache.
+fn save_inversion(pipe: &PipelineHandle, inv: &InversionHandle, path: &Path) {
+    let saved = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| e.to_string())
+        .and_then(|()| inv.save(pipe, path));
+    match saved {
+        Ok(true) => crate::disk::written(path),
+        // An older library cannot save inversions.
+        Ok(false) => {}
+        Err(e) => crate::log::line(&format!("cannot write {}: {e}", path.display())),
     }
 }
 
@@ -657,6 +754,7 @@ fn process(
     let inv = match inv {
         Some(i) => i,
         None => {
+            crate::log::line("inverting the segment");
             let descs: Vec<capi::Frame> = frames.iter_mut().map(Frame::as_capi).collect();
             let mut o: capi::InvertOptions = Default::default();
             // SAFETY: writable options.
@@ -957,7 +1055,7 @@ mod tests {
                 length: FRAMES as i32,
                 step: 1,
             };
-            segment_held(owner, &s.load, &seg, 0)
+            segment_held(owner, &ModelKey::new(&s.load, &pipe), &seg, 0)
         };
         assert!(!held(5001));
         let a = result(render(

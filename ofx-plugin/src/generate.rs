@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::edit::{
-    LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress, serve,
-    wait_for,
+    LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
+    serve, wait_for,
 };
 use crate::image::Frame;
 use crate::worker::{self, Job};
@@ -38,7 +38,7 @@ pub struct GenerateSettings {
 /// Everything sampling depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LatentKey {
-    load: LoadKey,
+    model: ModelKey,
     prompt: String,
     negative_prompt: String,
     steps: i32,
@@ -85,7 +85,7 @@ pub fn render(
     w: &Waiter,
 ) -> Served {
     let latents = LatentKey {
-        load: s.load.clone(),
+        model: ModelKey::new(&s.load, pipe),
         prompt: s.prompt.clone(),
         negative_prompt: s.negative_prompt.clone(),
         steps: s.steps,
@@ -123,7 +123,7 @@ pub fn render(
             }
             Next::Compute => {}
         }
-        let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+        let entry = crate::disk::entry(&key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
             let frames = Arc::new(frames);
@@ -147,21 +147,21 @@ pub fn render(
 }
 
 /// The latents for `key`: from memory, from disk, or `None`.
-fn cached_latents(checkpoint: &str, key: &LatentKey) -> Option<Arc<Latents>> {
+fn cached_latents(key: &LatentKey) -> Option<Arc<Latents>> {
     let mut all = LATENTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = all.get_or_insert_with(HashMap::new);
     if let Some(l) = map.get(key) {
         return Some(l.clone());
     }
-    let path = crate::disk::latents_entry(checkpoint, key);
+    let path = crate::disk::latents_entry(key);
     let l = Arc::new(crate::disk::read_latents(&path)?);
     crate::log::line(&format!("latents read from {}", path.display()));
     map.insert(key.clone(), l.clone());
     Some(l)
 }
 
-fn store_latents(checkpoint: &str, key: &LatentKey, l: Latents) {
-    let path = crate::disk::latents_entry(checkpoint, key);
+fn store_latents(key: &LatentKey, l: Latents) {
+    let path = crate::disk::latents_entry(key);
     if let Err(e) = crate::disk::write_latents(&path, &l) {
         crate::log::line(&format!("cannot write {}: {e}", path.display()));
     }
@@ -179,7 +179,7 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
     let outcome = if job.cancelled() {
         Err(("cancelled before it started".to_string(), true))
     } else {
-        match cached_latents(&s.load.checkpoint, &key.latents) {
+        match cached_latents(&key.latents) {
             Some(l) => {
                 crate::log::line(&format!("decoding cached latents for {key:?}"));
                 let size = (key.out_width, key.out_height, key.format);
@@ -188,13 +188,13 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
             None => {
                 crate::log::line(&format!("generating {key:?}"));
                 generate(s, pipe, &key, job).map(|(l, frames)| {
-                    store_latents(&s.load.checkpoint, &key.latents, l);
+                    store_latents(&key.latents, l);
                     frames
                 })
             }
         }
     };
-    let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+    let entry = crate::disk::entry(&key, &[]);
     if let Ok(frames) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
     {

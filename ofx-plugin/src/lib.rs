@@ -588,7 +588,7 @@ fn render(
     };
     let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
-    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let place = edit::place(&seg, &pipe, time, host_fps, operation(effect))?;
     // Source frames at other times, released as soon as they are copied.
     let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
         Ok(Some(img)) => Some(img.to_frame()),
@@ -676,9 +676,9 @@ fn frames_needed(
         clip(s, handle, kOfxImageEffectSimpleSourceClipName)?,
     ];
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
-    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let place = edit::place(&seg, &pipe, time, host_fps, operation(effect))?;
     let mut times = vec![time];
-    let load = read_load(&reader)?;
+    let model = edit::ModelKey::new(&read_load(&reader)?, &pipe);
     let cache_version = reader.int(c"cache_version")?;
     // Frames already held are not asked for again (hosts such as Natron
     // render every frame a render needs before calling it).
@@ -687,7 +687,7 @@ fn frames_needed(
         Effect::Animate => {
             let source_frame = reader.int(c"source_frame")?;
             if (place.is_some() || time == source_frame as f64)
-                && !animate::image_held(owner, &load, source_frame, cache_version)
+                && !animate::image_held(owner, &model, source_frame, cache_version)
             {
                 times.push(source_frame as f64);
             }
@@ -699,7 +699,7 @@ fn frames_needed(
                     step: place.step,
                     ..seg
                 };
-                if !edit::segment_held(owner, &load, &held, cache_version) {
+                if !edit::segment_held(owner, &model, &held, cache_version) {
                     times.extend(
                         (0..place.length).map(|k| (seg.start + k as i32 * place.step) as f64),
                     );
@@ -708,6 +708,15 @@ fn frames_needed(
         }
     }
     Ok(Some(times))
+}
+
+/// The library's operation an effect runs, for its default segment length.
+fn operation(effect: Effect) -> u32 {
+    match effect {
+        Effect::Edit => capi::OPERATION_EDIT,
+        Effect::Animate => capi::OPERATION_ANIMATE,
+        Effect::Generate => capi::OPERATION_GENERATE,
+    }
 }
 
 /// `times` as sorted inclusive ranges, consecutive whole frames merged.

@@ -385,3 +385,129 @@ fn cogvideox_a_thumbnail_render_never_queues_a_job() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// Copies a folder tree (the tiny checkpoint) to `to`: new paths and new
+/// modification times for the same files.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The plugin's log lines holding `what`, whatever their cache version.
+fn count_log(what: &str) -> usize {
+    let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
+    log.matches(what).count()
+}
+
+/// Issue 21, the plugin's side: the disk cache keys results on the
+/// checkpoint's identity (`cogvideo_pipeline_identity`), not on its path
+/// and files' times, so the same checkpoint copied elsewhere finds the
+/// results made from the first copy; and it keeps inversions
+/// (`cogvideo_inversion_save` / `_load`), so another instance (another
+/// process alike: nothing of it is in memory) editing the same clip with a
+/// new prompt edits without inverting again.
+#[test]
+fn cogvideox_edit_reuses_a_saved_inversion_and_results_follow_the_checkpoint_identity() {
+    let _serial = serial();
+    env();
+    const VERSION: i32 = 700;
+    let want = expected(Depth::Byte, 1.0, &[PROMPT, PROMPT_2]);
+    let inversions = || {
+        std::fs::read_dir(scratch().join("cache"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "inv"))
+            .count()
+    };
+    let saved = inversions();
+    let first = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    let r = first.render(&Render::at(3.0));
+    assert_same(&r.pixels, &want[0][3], "the first prompt");
+    assert_eq!(processed(VERSION), 1);
+    assert!(ok_or_default(first.destroy()));
+
+    // The same checkpoint at another path, with new file times: a new
+    // pipeline, the same identity, the result read from disk.
+    let moved = scratch().join("moved-checkpoint");
+    copy_tree(&checkpoint(), &moved);
+    let other = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    assert!(ok_or_default(
+        other.set_string("checkpoint", moved.to_str().unwrap())
+    ));
+    let r = other.render(&Render::at(5.0));
+    assert_same(&r.pixels, &want[0][5], "the moved checkpoint");
+    assert_eq!(
+        processed(VERSION),
+        1,
+        "the moved checkpoint processed again"
+    );
+    assert!(ok_or_default(other.destroy()));
+
+    // Another instance of the clip, a new prompt: its own segment, no
+    // inversion in memory; the saved one is read.
+    assert_eq!(inversions(), saved + 1, "the inversion was not saved");
+    let inverted = count_log("inverting the segment");
+    let read = count_log("inversion read from");
+    let second = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    assert!(ok_or_default(second.set_string("prompt", PROMPT_2)));
+    let r = second.render(&Render::at(3.0));
+    assert_same(&r.pixels, &want[1][3], "the second prompt");
+    assert_eq!(processed(VERSION), 2);
+    assert_eq!(count_log("inversion read from"), read + 1);
+    assert_eq!(
+        count_log("inverting the segment"),
+        inverted,
+        "the second prompt inverted the clip again"
+    );
+    assert!(ok_or_default(second.destroy()));
+    assert_no_violations();
+}
+
+/// Issue 21: an edit segment's default length is the library's default for
+/// editing (`cogvideo_pipeline_default_frames`), which for CogVideoX 1.5 is
+/// shorter than what generating makes by default (77 against 81 at full
+/// size: edits take 8k+5 frames). The tiny 1.5 checkpoint's default (13)
+/// is both; a copy whose transformer samples 17 frames tells them apart
+/// (13 to edit), and GetFramesNeeded asks for exactly that many frames.
+#[test]
+fn cogvideox_edit_default_segment_length_is_the_librarys_edit_length() {
+    let _serial = serial();
+    env();
+    let checkpoint = scratch().join("tiny-1.5-17-frames");
+    copy_tree(
+        &common::repo().join("tests/data/tiny/cogvideox1.5-5b"),
+        &checkpoint,
+    );
+    let config = checkpoint.join("transformer/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("\"sample_frames\": 13", "\"sample_frames\": 17");
+    std::fs::write(&config, text).unwrap();
+    let api = common::api();
+    let mut opts = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { api.load_options_init.run(&mut opts) };
+    let pipe = capi::PipelineHandle::load(api, checkpoint.to_str().unwrap(), &opts).unwrap();
+    let edit = pipe.default_frames(capi::OPERATION_EDIT).unwrap();
+    assert_eq!((edit, pipe.default_size().unwrap().2), (13, 17));
+
+    let setup = Setup {
+        frame_range: (0.0, 100.0),
+        ..edit_setup(Depth::Byte, Layout::PLAIN)
+    };
+    let inst = edit_instance(cogvideox(), setup, 800);
+    assert!(ok_or_default(
+        inst.set_string("checkpoint", checkpoint.to_str().unwrap())
+    ));
+    assert!(ok_or_default(inst.set_int("segment_length", 0)));
+    assert_eq!(frames_needed(&inst, 2.0), [(0.0, 12.0)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
