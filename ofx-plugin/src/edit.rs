@@ -134,17 +134,59 @@ pub(crate) enum Outcome {
     Failed(String, u64),
 }
 
+impl Outcome {
+    /// Bytes of frames a finished result holds.
+    pub(crate) fn bytes(&self) -> u64 {
+        match self {
+            Outcome::Ready(frames) => frames.iter().map(Frame::bytes).sum::<usize>() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Whether no job works on it (it may be dropped).
+    pub(crate) fn done(&self) -> bool {
+        !matches!(self, Outcome::Running(j) if !j.finished())
+    }
+}
+
 #[derive(Default)]
 struct Segment {
-    /// Per model frame: the collected source and its content hash.
-    sources: Vec<Option<(u64, Frame)>>,
+    /// Per model frame: the collected source's content hash (of the host's
+    /// frame) and the source as kept (`Frame::compact`), shared with the
+    /// job that processes it.
+    sources: Vec<Option<(u64, Arc<Frame>)>>,
     inversion: Option<(InvertKey, Arc<InversionHandle>)>,
     results: HashMap<EditKey, Outcome>,
     last_use: u64,
 }
 
-/// Segments kept per process, least recently used dropped first.
-const MAX_SEGMENTS: usize = 8;
+impl Segment {
+    /// Bytes of frames held: sources and finished results.
+    fn bytes(&self) -> u64 {
+        let sources = self.sources.iter().flatten().map(|(_, f)| f.bytes() as u64);
+        sources
+            .chain(self.results.values().map(Outcome::bytes))
+            .sum()
+    }
+
+    /// Whether a job for it is queued or running.
+    fn busy(&self) -> bool {
+        !self.results.values().all(Outcome::done)
+    }
+}
+
+/// Drops the least recently used segments, other than `keep` and those a
+/// job works on, while the caches exceed the memory bound (`memory.rs`).
+fn bound(map: &mut HashMap<SegmentKey, Segment>, keep: &SegmentKey) {
+    crate::memory::bound(
+        crate::memory::Cache::Edit,
+        map,
+        keep,
+        Segment::bytes,
+        |seg| !seg.busy(),
+        |seg| seg.last_use,
+    );
+}
 
 /// A pipeline being loaded (on the worker), loaded, or failed with the
 /// retry generation it failed in (a broken checkpoint is not reloaded on
@@ -463,33 +505,31 @@ pub fn render(
     // Every render of the segment says what its instance wants now.
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
-    let mut collected_now = false;
-    let mut fetched: Vec<(usize, Frame)> = Vec::new();
+    // The source's identity, hashed without the lock; it is copied (kept
+    // compact) only where its slot does not hold it yet.
+    let mut rendered = (place.frac == 0.0).then(|| (source.content_hash(), source));
+    let mut fetched: Vec<(usize, u64, Arc<Frame>)> = Vec::new();
     let mut tried_fetch = false;
     loop {
         let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = all.get_or_insert_with(HashMap::new);
-        if !map.contains_key(&key) && map.len() >= MAX_SEGMENTS {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, seg)| seg.last_use)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
-        }
         let seg = map.entry(key.clone()).or_default();
         seg.last_use = CLOCK.fetch_add(1, Ordering::SeqCst);
         seg.sources.resize(place.length, None);
-        if place.frac == 0.0 && !collected_now {
-            collected_now = true;
-            collect(seg, place.index, source);
+        if let Some((hash, frame)) = rendered.take() {
+            collect(seg, place.index, hash, || Arc::new(frame.compact()));
         }
-        for (k, f) in fetched.drain(..) {
-            collect(seg, k, &f);
+        for (k, hash, f) in fetched.drain(..) {
+            collect(seg, k, hash, || f);
         }
-        match next(seg.results.get(&edit), w, retry) {
-            Next::Ready(frames) => return serve(&frames, place, source),
+        let outcome = next(seg.results.get(&edit), w, retry);
+        bound(map, &key);
+        let seg = map.get_mut(&key).expect("the segment in use is kept");
+        match outcome {
+            Next::Ready(frames) => {
+                drop(all);
+                return serve(&frames, place, source);
+            }
             Next::Show(served) => return served,
             Next::Wait(job) => {
                 drop(all);
@@ -519,7 +559,7 @@ pub fn render(
                         if (f.width, f.height, f.format)
                             == (source.width, source.height, source.format) =>
                     {
-                        fetched.push((k, f))
+                        fetched.push((k, f.content_hash(), Arc::new(f.compact())))
                     }
                     Some(_) => crate::log::line(&format!(
                         "the source frame at {t} differs in size or depth from the one rendered"
@@ -549,12 +589,14 @@ pub fn render(
             crate::log::line(&format!("segment read from {}", entry.display()));
             let frames = Arc::new(frames);
             seg.results.insert(edit, Outcome::Ready(frames.clone()));
+            bound(map, &key);
+            drop(all);
             return serve(&frames, place, source);
         }
         let job = Job::new(id);
         seg.results
             .insert(edit.clone(), Outcome::Running(job.clone()));
-        let frames: Vec<Frame> = seg
+        let frames: Vec<Arc<Frame>> = seg
             .sources
             .iter()
             .flatten()
@@ -588,17 +630,18 @@ pub fn render(
 /// Source images at other host times (hosts with temporal access).
 pub type Fetch<'a> = &'a dyn Fn(f64) -> Option<Frame>;
 
-/// Stores the source of model frame `index`; a frame whose content changed
-/// drops the segment's results, which no longer describe it.
-fn collect(seg: &mut Segment, index: usize, frame: &Frame) {
-    let hash = frame.content_hash();
+/// Stores the source of model frame `index` (its host frame's `hash`, and
+/// `kept`, called only where the slot holds another frame); a frame whose
+/// content changed drops the segment's results, which no longer describe
+/// it.
+fn collect(seg: &mut Segment, index: usize, hash: u64, kept: impl FnOnce() -> Arc<Frame>) {
     let slot = &mut seg.sources[index];
     if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
         if slot.is_some() {
             seg.inversion = None;
             seg.results.clear();
         }
-        *slot = Some((hash, frame.clone()));
+        *slot = Some((hash, kept()));
     }
 }
 
@@ -644,7 +687,7 @@ fn finish(
     key: SegmentKey,
     edit: EditKey,
     invert: InvertKey,
-    frames: Vec<Frame>,
+    frames: Vec<Arc<Frame>>,
     inv: Option<Arc<InversionHandle>>,
     entries: Entries,
     retry: u64,
@@ -665,7 +708,7 @@ fn finish(
         crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
         let inv = inv.or_else(|| saved_inversion(pipe, &entries.inversion));
         let inverts = inv.is_none();
-        process(s, pipe, frames, inv, job).map(|(inv, l, f)| {
+        process(s, pipe, &frames, inv, job).map(|(inv, l, f)| {
             if let Err(e) = crate::disk::write_latents(&lat, &l) {
                 crate::log::line(&format!("cannot write {}: {e}", lat.display()));
             }
@@ -681,7 +724,8 @@ fn finish(
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let seg = all.get_or_insert_with(HashMap::new).get_mut(&key);
+    let map = all.get_or_insert_with(HashMap::new);
+    let seg = map.get_mut(&key);
     let Some(seg) = seg.filter(|seg| current(seg.results.get(&edit), job)) else {
         crate::log::line("the segment changed while processing: its result is dropped");
         return;
@@ -704,6 +748,7 @@ fn finish(
             }
         }
     }
+    bound(map, &key);
 }
 
 /// Keeps a new inversion in the disk cache.
@@ -744,7 +789,7 @@ pub(crate) type Failure = (String, bool);
 fn process(
     s: &EditSettings,
     pipe: &PipelineHandle,
-    mut frames: Vec<Frame>,
+    frames: &[Arc<Frame>],
     inv: Option<Arc<InversionHandle>>,
     job: &Job,
 ) -> Result<(Arc<InversionHandle>, Latents, Vec<Frame>), Failure> {
@@ -755,7 +800,7 @@ fn process(
         Some(i) => i,
         None => {
             crate::log::line("inverting the segment");
-            let descs: Vec<capi::Frame> = frames.iter_mut().map(Frame::as_capi).collect();
+            let descs: Vec<capi::Frame> = frames.iter().map(|f| f.as_capi_input()).collect();
             let mut o: capi::InvertOptions = Default::default();
             // SAFETY: writable options.
             unsafe { api.invert_options_init.run(&mut o) };
@@ -894,6 +939,10 @@ mod tests {
             .collect()
     }
 
+    fn shared(frames: &[Frame]) -> Vec<Arc<Frame>> {
+        frames.iter().cloned().map(Arc::new).collect()
+    }
+
     fn at(k: usize) -> Placement {
         Placement {
             index: k,
@@ -943,7 +992,7 @@ mod tests {
             }
         };
         // The same numbers as processing the frames directly.
-        let (_, _, want) = process(&s, &pipe, frames.clone(), None, &Job::new(0)).unwrap();
+        let (_, _, want) = process(&s, &pipe, &shared(&frames), None, &Job::new(0)).unwrap();
         assert!(got == want[0], "the served frame differs from the C API's");
         // A final render of another instance is served from the cache.
         let fin = Waiter {
@@ -1081,8 +1130,8 @@ mod tests {
             &w(5002),
             Some(&fetch_two),
         ));
-        let (_, _, want_a) = process(&s, &pipe, one.clone(), None, &Job::new(0)).unwrap();
-        let (_, _, want_b) = process(&s, &pipe, two.clone(), None, &Job::new(0)).unwrap();
+        let (_, _, want_a) = process(&s, &pipe, &shared(&one), None, &Job::new(0)).unwrap();
+        let (_, _, want_b) = process(&s, &pipe, &shared(&two), None, &Job::new(0)).unwrap();
         assert!(a == want_a[4] && b == want_b[4] && a != b);
     }
 

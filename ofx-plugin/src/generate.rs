@@ -62,8 +62,8 @@ struct ResultKey {
     step: i32,
 }
 
-/// Entries kept per process; beyond it the finished ones are dropped.
-const MAX_ENTRIES: usize = 8;
+/// Latents kept per process (a small fraction of their frames' size).
+const MAX_LATENTS: usize = 8;
 
 static LATENTS: Mutex<Option<HashMap<LatentKey, Arc<Latents>>>> = Mutex::new(None);
 static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
@@ -112,7 +112,10 @@ pub fn render(
         let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = results.get_or_insert_with(HashMap::new);
         match next(map.get(&key), w, retry) {
-            Next::Ready(frames) => return serve(&frames, place, blank),
+            Next::Ready(frames) => {
+                drop(results);
+                return serve(&frames, place, blank);
+            }
             Next::Show(served) => return served,
             Next::Wait(job) => {
                 drop(results);
@@ -127,11 +130,10 @@ pub fn render(
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
             let frames = Arc::new(frames);
-            map.insert(key, Outcome::Ready(frames.clone()));
+            map.insert(key.clone(), Outcome::Ready(frames.clone()));
+            bound(map, &key);
+            drop(results);
             return serve(&frames, place, blank);
-        }
-        if map.len() >= MAX_ENTRIES {
-            map.retain(|_, o| matches!(o, Outcome::Running(_)));
         }
         let job = Job::new(id);
         map.insert(key.clone(), Outcome::Running(job.clone()));
@@ -144,6 +146,11 @@ pub fn render(
             return Served::Source("CogVideoX: queued for processing".into());
         }
     }
+}
+
+fn bound(map: &mut HashMap<ResultKey, Outcome>, keep: &ResultKey) {
+    let cache = crate::memory::Cache::Generate;
+    crate::memory::bound(cache, map, keep, Outcome::bytes, Outcome::done, |_| 0);
 }
 
 /// The latents for `key`: from memory, from disk, or `None`.
@@ -167,7 +174,7 @@ fn store_latents(key: &LatentKey, l: Latents) {
     }
     let mut all = LATENTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = all.get_or_insert_with(HashMap::new);
-    if map.len() >= MAX_ENTRIES {
+    if map.len() >= MAX_LATENTS {
         map.clear();
     }
     map.insert(key.clone(), Arc::new(l));
@@ -182,7 +189,8 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
         match cached_latents(&key.latents) {
             Some(l) => {
                 crate::log::line(&format!("decoding cached latents for {key:?}"));
-                let size = (key.out_width, key.out_height, key.format);
+                let format = crate::image::compact_format(key.format);
+                let size = (key.out_width, key.out_height, format);
                 decode(pipe, &l, size, s.resize_mode, job)
             }
             None => {
@@ -209,7 +217,8 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
     match outcome {
         Ok(frames) => {
             crate::log::line("clip done");
-            map.insert(key, Outcome::Ready(Arc::new(frames)));
+            map.insert(key.clone(), Outcome::Ready(Arc::new(frames)));
+            bound(map, &key);
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("clip failed: {msg}"));
@@ -226,7 +235,10 @@ pub(crate) type Failure = (String, bool);
 
 fn outputs(key: &ResultKey, n: usize) -> Vec<Frame> {
     (0..n)
-        .map(|_| Frame::new(key.out_width, key.out_height, key.format))
+        .map(|_| {
+            let format = crate::image::compact_format(key.format);
+            Frame::new(key.out_width, key.out_height, format)
+        })
         .collect()
 }
 

@@ -12,6 +12,7 @@ mod edit;
 mod generate;
 mod image;
 pub mod log;
+mod memory;
 mod ofx;
 mod params;
 mod trace;
