@@ -501,9 +501,11 @@ pub fn render(
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
     };
-    let id = job_id(&(&key, &edit));
-    // Every render of the segment says what its instance wants now.
-    worker::want(w.instance, id);
+    // On disk and in job names the frames' content identifies the clip.
+    let shared = SegmentKey {
+        owner: 0,
+        ..key.clone()
+    };
     let retry = RETRY.load(Ordering::SeqCst);
     // The source's identity, hashed without the lock; it is copied (kept
     // compact) only where its slot does not hold it yet.
@@ -522,8 +524,26 @@ pub fn render(
         for (k, hash, f) in fetched.drain(..) {
             collect(seg, k, hash, || f);
         }
+        // A complete segment's job is named by what it computes, not by
+        // instance: instances on one clip, and one re-created while the job
+        // runs (Resolve keeps several per clip and re-creates them on
+        // timeline edits), share it. Every render says what its instance
+        // wants now.
+        let hashes: Option<Vec<u64>> = seg
+            .sources
+            .iter()
+            .map(|x| x.as_ref().map(|(h, _)| *h))
+            .collect();
+        let id = hashes.as_ref().map(|h| job_id(&(&shared, h, &edit)));
+        if let Some(id) = id {
+            worker::want(w.instance, id);
+        }
         let outcome = next(seg.results.get(&edit), w, retry);
         bound(map, &key);
+        let joined = match (&outcome, id) {
+            (Next::Compute, Some(id)) => running(map, id),
+            _ => None,
+        };
         let seg = map.get_mut(&key).expect("the segment in use is kept");
         match outcome {
             Next::Ready(frames) => {
@@ -575,12 +595,16 @@ pub fn render(
                 place.length
             ));
         }
-        let hashes: Vec<u64> = seg.sources.iter().flatten().map(|(h, _)| *h).collect();
-        // On disk the frames' content identifies the clip.
-        let shared = SegmentKey {
-            owner: 0,
-            ..key.clone()
+        // Every source is collected, so both are known.
+        let (Some(hashes), Some(id)) = (hashes, id) else {
+            return Served::Source(failed("the segment's sources are incomplete"));
         };
+        if let Some(job) = joined {
+            // Another instance's job computes this: wait for it or show
+            // its status.
+            seg.results.insert(edit.clone(), Outcome::Running(job));
+            continue;
+        }
         let entry = crate::disk::entry(&(&shared, &edit), &hashes);
         // The inversion is kept on disk too: a new prompt in a later
         // process (or after a purge) edits without inverting again.
@@ -625,6 +649,16 @@ pub fn render(
             return Served::Source("CogVideoX: queued for processing".into());
         }
     }
+}
+
+/// A job named `id` that is queued or running, in any segment.
+fn running(map: &HashMap<SegmentKey, Segment>, id: u64) -> Option<Arc<Job>> {
+    map.values()
+        .flat_map(|seg| seg.results.values())
+        .find_map(|o| match o {
+            Outcome::Running(j) if j.id == id && !j.finished() && !j.cancelled() => Some(j.clone()),
+            _ => None,
+        })
 }
 
 /// Source images at other host times (hosts with temporal access).
@@ -725,26 +759,36 @@ fn finish(
     }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = all.get_or_insert_with(HashMap::new);
-    let seg = map.get_mut(&key);
-    let Some(seg) = seg.filter(|seg| current(seg.results.get(&edit), job)) else {
+    // Every segment (instance) that joined the job gets its outcome.
+    let holders: Vec<&mut Segment> = map
+        .values_mut()
+        .filter(|seg| current(seg.results.get(&edit), job))
+        .collect();
+    if holders.is_empty() {
         crate::log::line("the segment changed while processing: its result is dropped");
         return;
-    };
-    match outcome {
-        Ok((inversion, frames)) => {
-            crate::log::line("segment done");
-            if let Some(inversion) = inversion {
-                seg.inversion = Some((invert, inversion));
+    }
+    let outcome = outcome.map(|(inversion, frames)| (inversion, Arc::new(frames)));
+    match &outcome {
+        Ok(_) => crate::log::line("segment done"),
+        Err((msg, _)) => crate::log::line(&format!("segment failed: {msg}")),
+    }
+    for seg in holders {
+        match &outcome {
+            Ok((inversion, frames)) => {
+                if let Some(inversion) = inversion {
+                    seg.inversion = Some((invert.clone(), inversion.clone()));
+                }
+                seg.results
+                    .insert(edit.clone(), Outcome::Ready(frames.clone()));
             }
-            seg.results.insert(edit, Outcome::Ready(Arc::new(frames)));
-        }
-        Err((msg, cancelled)) => {
-            crate::log::line(&format!("segment failed: {msg}"));
-            if cancelled {
-                // A cancellation is not a failure: the next request starts again.
+            // A cancellation is not a failure: the next request starts again.
+            Err((_, true)) => {
                 seg.results.remove(&edit);
-            } else {
-                seg.results.insert(edit, Outcome::Failed(msg, retry));
+            }
+            Err((msg, false)) => {
+                seg.results
+                    .insert(edit.clone(), Outcome::Failed(msg.clone(), retry));
             }
         }
     }

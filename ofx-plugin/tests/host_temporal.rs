@@ -589,3 +589,41 @@ fn cogvideox_a_4k_float_segment_stays_within_the_documented_memory_bound() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// Resolve profile, issue 26 item 4: Resolve keeps several instances per
+/// clip and re-creates them on timeline edits (gyroflow's plugin notes; the
+/// NDI plugin's trace of Resolve 21, `docs/`), so jobs are keyed by what
+/// they compute, not by instance: a second instance on the clip joins the
+/// job the first queued, the first is destroyed meanwhile, and the
+/// second's final render gets that job's result: one job runs (a second
+/// one would decode the latents the first left on disk).
+#[test]
+fn cogvideox_two_instances_on_one_clip_share_one_job() {
+    let _serial = serial();
+    env();
+    const VERSION: i32 = 1000;
+    let want = expected(Depth::Byte, 1.0, &[PROMPT]);
+    let jobs = count_log("segment done");
+    let first = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    frames_needed(&first, 0.0);
+    let interactive = Render {
+        interactive: true,
+        ..Render::at(0.0)
+    };
+    first.render(&interactive);
+    assert!(message(&first).contains("queued"), "{:?}", message(&first));
+    let second = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), VERSION);
+    second.render(&interactive);
+    assert!(ok_or_default(first.destroy()));
+    let r = second.render(&Render::at(4.0));
+    assert_same(&r.pixels, &want[0][4], "the shared job's result");
+    assert_eq!(processed(VERSION), 1, "each instance processed the clip");
+    assert_eq!(
+        count_log("segment done"),
+        jobs + 1,
+        "each instance ran a job"
+    );
+    assert_eq!(log_lines("decoding cached latents", VERSION), 0);
+    assert!(ok_or_default(second.destroy()));
+    assert_no_violations();
+}
