@@ -473,6 +473,7 @@ pub fn render(
     source: &Frame,
     w: &Waiter,
     fetch: Option<Fetch>,
+    proxy: Option<[f64; 2]>,
 ) -> Served {
     let key = SegmentKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
@@ -501,6 +502,9 @@ pub fn render(
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
     };
+    if let Some(scale) = proxy {
+        return full_size(&key, &edit, scale, place, source);
+    }
     // On disk and in job names the frames' content identifies the clip.
     let shared = SegmentKey {
         owner: 0,
@@ -648,6 +652,43 @@ pub fn render(
         if !w.wait {
             return Served::Source("CogVideoX: queued for processing".into());
         }
+    }
+}
+
+/// A render below full size (`scale`) where the host gives every frame it
+/// needs (a proxy, a zoomed-out viewer): the instance's result for the
+/// segment at full size, downscaled, if there is one; it never starts a
+/// job, so that one job at full size serves every scale.
+fn full_size(
+    key: &SegmentKey,
+    edit: &EditKey,
+    scale: [f64; 2],
+    place: &Placement,
+    source: &Frame,
+) -> Served {
+    let found = {
+        let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().flat_map(|m| m.iter()).find_map(|(k, seg)| {
+            let scaled = |full: usize, s: f64| (full as f64 * s).round() as usize;
+            let same = SegmentKey {
+                width: key.width,
+                height: key.height,
+                ..k.clone()
+            } == *key;
+            let full = k.width > key.width
+                && scaled(k.width, scale[0]) == key.width
+                && scaled(k.height, scale[1]) == key.height;
+            match seg.results.get(edit) {
+                Some(Outcome::Ready(frames)) if same && full => Some(frames.clone()),
+                _ => None,
+            }
+        })
+    };
+    match found {
+        Some(frames) => serve(&frames, place, source),
+        None => Served::Source(
+            "CogVideoX: results are computed at full resolution: render this frame at 100% (not a proxy or zoomed out) first".into(),
+        ),
     }
 }
 
@@ -818,12 +859,23 @@ pub(crate) fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Serv
             place.index
         ));
     };
-    if a.width != source.width || a.height != source.height {
+    let (w, h) = (source.width, source.height);
+    if a.width < w || a.height < h {
         return Served::Source("CogVideoX: the source size changed".into());
     }
+    // A full-size result for a render below full size.
+    let sized = |f: &Frame| {
+        if (f.width, f.height) == (w, h) {
+            f.clone()
+        } else {
+            f.downscale(w, h)
+        }
+    };
     match frames.get(place.index + 1) {
-        Some(b) if place.frac > 0.0 => Served::Result(crate::image::blend(a, b, place.frac)),
-        _ => Served::Result(a.clone()),
+        Some(b) if place.frac > 0.0 => {
+            Served::Result(crate::image::blend(&sized(a), &sized(b), place.frac))
+        }
+        _ => Served::Result(sized(a)),
     }
 }
 
@@ -1015,15 +1067,15 @@ mod tests {
             progress: &no_abort,
         };
         for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
-            let st = status(render(&s, &pipe, &at(k), f, &w, None));
+            let st = status(render(&s, &pipe, &at(k), f, &w, None, None));
             assert!(st.contains(&format!("collected {} of 9", k + 1)), "{st}");
         }
         // The frame that completes the segment queues it and returns.
-        let st = status(render(&s, &pipe, &at(8), &frames[8], &w, None));
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &w, None, None));
         assert_eq!(st, "CogVideoX: queued for processing");
         let deadline = Instant::now() + Duration::from_secs(300);
         let got = loop {
-            match render(&s, &pipe, &at(0), &frames[0], &w, None) {
+            match render(&s, &pipe, &at(0), &frames[0], &w, None, None) {
                 Served::Result(f) => break f,
                 Served::Source(st) => {
                     assert!(
@@ -1044,7 +1096,7 @@ mod tests {
             wait: true,
             progress: &no_abort,
         };
-        match render(&s, &pipe, &at(8), &frames[8], &fin, None) {
+        match render(&s, &pipe, &at(8), &frames[8], &fin, None, None) {
             Served::Result(f) => assert!(f == want[8]),
             Served::Source(st) => panic!("{st}"),
         }
@@ -1067,7 +1119,7 @@ mod tests {
             progress: &no_abort,
         };
         for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
-            status(render(&s, &pipe, &at(k), f, &collect, None));
+            status(render(&s, &pipe, &at(k), f, &collect, None, None));
         }
         let aborting = Waiter {
             instance: 2001,
@@ -1075,12 +1127,12 @@ mod tests {
             progress: &abort,
         };
         let t = Instant::now();
-        let st = status(render(&s, &pipe, &at(8), &frames[8], &aborting, None));
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &aborting, None, None));
         assert_eq!(st, "CogVideoX: aborted");
         assert!(polls.get() >= 1);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         // The aborted job was cancelled, not failed: the next render runs it.
-        match render(&s, &pipe, &at(8), &frames[8], &collect, None) {
+        match render(&s, &pipe, &at(8), &frames[8], &collect, None, None) {
             Served::Result(_) => {}
             Served::Source(st) => panic!("{st}"),
         }
@@ -1158,6 +1210,7 @@ mod tests {
             &one[4],
             &w(5001),
             Some(&fetch_one),
+            None,
         ));
         assert_eq!(
             fetched.get(),
@@ -1173,6 +1226,7 @@ mod tests {
             &two[4],
             &w(5002),
             Some(&fetch_two),
+            None,
         ));
         let (_, _, want_a) = process(&s, &pipe, &shared(&one), None, &Job::new(0)).unwrap();
         let (_, _, want_b) = process(&s, &pipe, &shared(&two), None, &Job::new(0)).unwrap();
@@ -1194,7 +1248,7 @@ mod tests {
             settings(303, "a yellow tree", 200),
         );
         for (k, f) in frames.iter().enumerate() {
-            render(&a, &pipe, &at(k), f, &w, None);
+            render(&a, &pipe, &at(k), f, &w, None, None);
         }
         let job_of = |s: &EditSettings| {
             let all = SEGMENTS.lock().unwrap();
@@ -1210,12 +1264,12 @@ mod tests {
         };
         let stale = job_of(&a).expect("the first job is not queued");
         // The prompt changes while the first job is queued or running.
-        render(&b, &pipe, &at(0), &frames[0], &w, None);
+        render(&b, &pipe, &at(0), &frames[0], &w, None, None);
         assert!(stale.cancelled(), "the stale job was not cancelled");
         assert!(!job_of(&b).expect("no job for the new prompt").cancelled());
         let deadline = Instant::now() + Duration::from_secs(300);
         while !matches!(
-            render(&b, &pipe, &at(0), &frames[0], &w, None),
+            render(&b, &pipe, &at(0), &frames[0], &w, None, None),
             Served::Result(_)
         ) {
             assert!(Instant::now() < deadline, "no result in 300 s");

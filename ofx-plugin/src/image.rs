@@ -121,6 +121,34 @@ impl Frame {
         self.to_format(compact_format(self.format))
     }
 
+    /// This frame reduced to `w` x `h` (not larger), each output pixel the
+    /// mean of the input pixels its area covers (whole pixels), in the same
+    /// format.
+    pub fn downscale(&self, w: usize, h: usize) -> Frame {
+        let mut out = Frame::new(w, h, capi::FORMAT_RGBA32F);
+        let span = |i: usize, n: usize, full: usize| (i * full / n, ((i + 1) * full).div_ceil(n));
+        for y in 0..h {
+            let (y0, y1) = span(y, h, self.height);
+            for x in 0..w {
+                let (x0, x1) = span(x, w, self.width);
+                let mut sum = [0f32; 4];
+                for sy in y0..y1 {
+                    for sx in x0..x1 {
+                        for (c, v) in sum.iter_mut().enumerate() {
+                            *v += self.channel((sy * self.width + sx) * 4 + c);
+                        }
+                    }
+                }
+                let n = ((y1 - y0) * (x1 - x0)) as f32;
+                for (c, v) in sum.iter().enumerate() {
+                    let i = (y * w + x) * 4 + c;
+                    out.data[4 * i..4 * i + 4].copy_from_slice(&(v / n).to_ne_bytes());
+                }
+            }
+        }
+        out.to_format(self.format)
+    }
+
     /// This frame in `format` (a copy; rounding to the nearest level).
     pub fn to_format(&self, format: u32) -> Frame {
         if format == self.format {

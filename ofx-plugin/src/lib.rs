@@ -216,6 +216,16 @@ fn dispatch(
         edit::purge();
         animate::purge();
         generate::purge();
+    } else if action == kOfxImageEffectActionGetRegionOfDefinition {
+        // Natron probes render-scale support with this action at scale 0.5
+        // and, where it fails, renders at full size and scales the result
+        // itself (`Engine/OfxEffectInstance.cpp`, shared/reference/openfx.md
+        // section 11): the model's results are computed once, at full size.
+        let scale = Props { s, h: in_args }.get_double(kOfxImageEffectPropRenderScale, 0);
+        if s.natron && scale.is_ok_and(|v| v != 1.0) {
+            return Ok(kOfxStatFailed);
+        }
+        return Ok(kOfxStatReplyDefault);
     } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
         // Without this a host may render one frame and reuse it.
         Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
@@ -600,6 +610,16 @@ fn render(
         }
     };
     let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
+    // Where the host gives every frame it needs (Resolve, Natron), a render
+    // below full size (Resolve's proxies, Natron's viewer zoomed out)
+    // never starts an Edit job: it shows the full-size result downscaled,
+    // so that one job serves every scale. Elsewhere (MLT's preview scale)
+    // it is a segment of its own.
+    let scale = [0, 1].map(|i| {
+        args.get_double(kOfxImageEffectPropRenderScale, i)
+            .unwrap_or(1.0)
+    });
+    let proxy = (s.temporal && scale.iter().any(|&v| v < 1.0)).then_some(scale);
     let served = match effect {
         Effect::Animate => {
             let settings = read_animate(&reader, load, seg.start)?;
@@ -615,7 +635,8 @@ fn render(
         }
         Effect::Edit => {
             let settings = read_edit(&reader, load, seg.start)?;
-            place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch))
+            place
+                .map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch, proxy))
         }
         Effect::Generate => {
             let settings = read_generate(&reader, load, seg.start)?;

@@ -447,3 +447,90 @@ fn natron_generate_in_the_general_context_with_nothing_connected() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// `p` reduced by `k` in each direction, each pixel the mean of a k x k
+/// block (float images).
+fn block_mean(p: &host::Pixels, k: usize) -> host::Pixels {
+    let (w, h) = (p.width / k, p.height / k);
+    let mut out = host::Pixels::new(w, h, Depth::Float);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..4 {
+                let mut sum = 0.0;
+                for sy in y * k..(y + 1) * k {
+                    for sx in x * k..(x + 1) * k {
+                        sum += p.sample((sy * p.width + sx) * 4 + c);
+                    }
+                }
+                let v = (sum / (k * k) as f64) as f32;
+                let i = 4 * ((y * w + x) * 4 + c);
+                out.data[i..i + 4].copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Natron renders at the viewer's zoom, and probes render-scale support
+/// with GetRegionOfDefinition at scale 0.5: where that fails it renders at
+/// full size and scales the result itself (Natron `Engine/OfxEffectInstance.cpp`,
+/// `ViewerInstance.cpp`; shared/reference/openfx.md section 11). The plugin
+/// fails the probe; renders at 1, 0.5 and 0.25 come from one full-size job
+/// (below full size its result downscaled), and a render below full size
+/// before there is a result starts no job and fails, so that Natron caches
+/// nothing wrong (issue 26 item 3).
+#[test]
+fn natron_zoom_levels_are_served_from_one_full_size_job() {
+    let _serial = serial();
+    env_traced();
+    const VERSION: i32 = 950;
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Float, Layout::PLAIN),
+        VERSION,
+    );
+    let rod = |scale: f64| {
+        let args = host::PropSet::new("region of definition args");
+        args.set(host::kOfxPropTime, vec![Value::Double(2.0)]);
+        args.set(
+            host::kOfxImageEffectPropRenderScale,
+            vec![Value::Double(scale), Value::Double(scale)],
+        );
+        let out = host::PropSet::new("region of definition");
+        out.set(
+            host::kOfxImageEffectPropRegionOfDefinition,
+            vec![Value::Double(0.0); 4],
+        );
+        inst.action(
+            host::kOfxImageEffectActionGetRegionOfDefinition,
+            Some(&args),
+            Some(&out),
+        )
+    };
+    assert_eq!(rod(0.5), host::kOfxStatFailed, "the render-scale probe");
+    assert!(ok_or_default(rod(1.0)));
+
+    let at = |scale: f64| Render {
+        scale,
+        ..Render::at(2.0)
+    };
+    let r = inst.render(&at(0.25));
+    assert_eq!(r.status, host::kOfxStatFailed);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(processed(VERSION), 0, "a render at 0.25 started a job");
+
+    let want = expected(Depth::Float, 1.0, &[PROMPT]);
+    let r = inst.render(&at(1.0));
+    assert_same(&r.pixels, &want[0][2], "scale 1");
+    for (scale, k) in [(0.5, 2), (0.25, 4)] {
+        let r = inst.render(&at(scale));
+        assert_eq!(r.status, host::kOfxStatOK, "scale {scale}");
+        let d = max_diff(&r.pixels, &block_mean(&want[0][2], k));
+        // The result is kept at 16 bits: its mean rounds to a 16-bit level.
+        assert!(d <= 1.0 / 65535.0, "scale {scale}: differs by {d}");
+    }
+    assert_eq!(processed(VERSION), 1, "a zoom level processed again");
+    assert_eq!(inst.live_images(), 0);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
