@@ -380,7 +380,22 @@ fn segment_start(
     handle: OfxImageEffectHandle,
     r: &params::Reader,
 ) -> Result<i32, String> {
-    let start = r.int(c"segment_start")?;
+    Ok(at_or_after_clip(s, handle, r.int(c"segment_start")?))
+}
+
+/// Animate's image to animate: host frame `source_frame`, but not before
+/// the Source clip's first frame, as `segment_start` (with the default 0
+/// it is the clip's first frame: 1 in Natron).
+fn source_frame(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    r: &params::Reader,
+) -> Result<i32, String> {
+    Ok(at_or_after_clip(s, handle, r.int(c"source_frame")?))
+}
+
+/// `frame`, or the clip's first frame where that comes later.
+fn at_or_after_clip(s: &Suites, handle: OfxImageEffectHandle, frame: i32) -> i32 {
     let first = [
         kOfxImageEffectSimpleSourceClipName,
         kOfxImageEffectOutputClipName,
@@ -403,9 +418,9 @@ fn segment_start(
         }
         p.get_double(kOfxImageEffectPropFrameRange, 0).ok()
     });
-    Ok(first
+    first
         .filter(|f| f.is_finite())
-        .map_or(start, |f| start.max(f.round() as i32)))
+        .map_or(frame, |f| frame.max(f.round() as i32))
 }
 
 /// Resolve's thumbnail flag on the Source clip, where it has one.
@@ -493,6 +508,7 @@ fn read_animate(
     r: &params::Reader,
     load: edit::LoadKey,
     segment_start: i32,
+    source_frame: i32,
 ) -> Result<animate::AnimateSettings, String> {
     Ok(animate::AnimateSettings {
         load,
@@ -504,7 +520,7 @@ fn read_animate(
         width: r.int(c"width")?,
         height: r.int(c"height")?,
         resize_mode: r.int(c"resize_mode")? as u32,
-        source_frame: r.int(c"source_frame")?,
+        source_frame,
         segment_start,
         cache_version: r.int(c"cache_version")?,
     })
@@ -622,7 +638,8 @@ fn render(
     let proxy = (s.temporal && scale.iter().any(|&v| v < 1.0)).then_some(scale);
     let served = match effect {
         Effect::Animate => {
-            let settings = read_animate(&reader, load, seg.start)?;
+            let first = source_frame(s, handle, &reader)?;
+            let settings = read_animate(&reader, load, seg.start, first)?;
             animate::render(
                 &settings,
                 &pipe,
@@ -707,7 +724,7 @@ fn frames_needed(
     let owner = handle as usize;
     match effect {
         Effect::Animate => {
-            let source_frame = reader.int(c"source_frame")?;
+            let source_frame = source_frame(s, handle, &reader)?;
             if (place.is_some() || time == source_frame as f64)
                 && !animate::image_held(owner, &model, source_frame, cache_version)
             {

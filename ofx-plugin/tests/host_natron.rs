@@ -534,3 +534,39 @@ fn natron_zoom_levels_are_served_from_one_full_size_job() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// Natron's frames start at 1 (`Engine/Project.cpp`): Animate's image to
+/// animate, `source_frame` 0 by default, is taken no earlier than the
+/// clip's first frame, as the segment's start is, so GetFramesNeeded asks
+/// for frame 1, not for a frame 0 the clip does not have (issue 26 item 6).
+#[test]
+fn animate_takes_its_image_no_earlier_than_the_clips_first_frame() {
+    let _serial = serial();
+    env_traced();
+    let p = cogvideox().plugin(ANIMATE);
+    let (_, desc) = p.describe();
+    let filter = host::kOfxImageEffectContextFilter;
+    let (_, ctx) = p.describe_in_context(&desc, filter);
+    let setup = Setup {
+        frame_range: (1.0, 100.0),
+        ..edit_setup(Depth::Float, Layout::PLAIN)
+    };
+    let inst = p.create_instance(&ctx, filter, setup).unwrap();
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    set_params(&inst, &checkpoint, 1100);
+    assert_eq!(inst.param("source_frame"), [Value::Int(0)]);
+    let start = std::time::Instant::now();
+    let ranges = loop {
+        match inst.frames_needed(5.0) {
+            (host::kOfxStatOK, ranges) => break ranges,
+            (host::kOfxStatReplyDefault, _) => {
+                assert!(start.elapsed().as_secs() < 120, "never loaded");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (st, _) => panic!("GetFramesNeeded: {st}"),
+        }
+    };
+    assert_eq!(ranges, [(1.0, 1.0), (5.0, 5.0)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
