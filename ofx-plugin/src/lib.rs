@@ -687,8 +687,9 @@ fn fails_without_result(s: &Suites, final_render: bool) -> bool {
 
 /// The source frames a render at the time in `args` reads: the current one,
 /// and every model frame of its segment (Edit) or the image to animate
-/// (Animate) unless the instance holds them already. `None` when the checkpoint cannot be loaded (the host's
-/// default then applies and the render says what is wrong).
+/// (Animate) unless the instance holds them already. `None` when the
+/// checkpoint cannot be loaded, or while it loads outside Natron (the
+/// host's default then applies and the render says what is wrong).
 fn frames_needed(
     s: &Suites,
     effect: Effect,
@@ -701,8 +702,18 @@ fn frames_needed(
     // SAFETY: valid instance handle and out pointer.
     check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
     let reader = params::Reader { s: *s, set, time };
-    // Starts loading if need be, without waiting.
-    let Ok(Some(pipe)) = edit::pipeline(&read_load(&reader)?, None) else {
+    // Starts loading if need be. Natron caches this answer and renders only
+    // the frames it declares (`Engine/EffectInstance.cpp`; shared reference
+    // section 11): an answer given while the checkpoint loads would stick,
+    // so there it waits for the load (until an abort), as Natron's final
+    // renders do; elsewhere it does not wait.
+    let abort = |_: f64| aborted(s, handle);
+    let waiter = edit::Waiter {
+        instance: handle as usize,
+        wait: s.natron,
+        progress: &abort,
+    };
+    let Ok(Some(pipe)) = edit::pipeline(&read_load(&reader)?, Some(&waiter)) else {
         return Ok(None);
     };
     let seg = edit::SegmentParams {

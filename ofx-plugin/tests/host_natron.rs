@@ -570,3 +570,27 @@ fn animate_takes_its_image_no_earlier_than_the_clips_first_frame() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// Natron caches GetFramesNeeded's answer per parameter hash, time and
+/// scale, and renders only the frames it declares before calling render
+/// (`Engine/EffectInstance.cpp`, `ParallelRenderArgs.cpp`; shared
+/// reference section 11). Asked while the checkpoint loads, the plugin
+/// waits for the load and declares the whole segment, not the current
+/// frame only, which Natron would keep (issue 26 item 6).
+#[test]
+fn natron_frames_needed_while_the_checkpoint_loads_declares_the_segment() {
+    let _serial = serial();
+    env_traced();
+    // A checkpoint folder never loaded in this process.
+    let fresh = scratch().join("natron-fresh-checkpoint");
+    copy_tree(&checkpoint(), &fresh);
+    let inst = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), 1200);
+    assert!(ok_or_default(
+        inst.set_string("checkpoint", fresh.to_str().unwrap())
+    ));
+    let (st, ranges) = inst.frames_needed(3.0);
+    assert_eq!(st, host::kOfxStatOK);
+    assert_eq!(ranges, [(0.0, (FRAMES - 1) as f64)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}

@@ -386,20 +386,6 @@ fn cogvideox_a_thumbnail_render_never_queues_a_job() {
     assert_no_violations();
 }
 
-/// Copies a folder tree (the tiny checkpoint) to `to`: new paths and new
-/// modification times for the same files.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 /// The plugin's log lines holding `what`, whatever their cache version.
 fn count_log(what: &str) -> usize {
     let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default();
