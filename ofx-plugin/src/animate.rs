@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
-use crate::edit::{
+use crate::image::Frame;
+use crate::segment::{
     Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next,
     on_progress, serve, wait_for,
 };
-use crate::image::Frame;
 use crate::worker::{self, Job};
 
 /// Everything Animate's result depends on, read from parameters.
@@ -167,7 +167,7 @@ pub fn render(
         length: place.length,
         step: place.step,
     };
-    let id = crate::edit::job_id(&key);
+    let id = crate::segment::job_id(&key);
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {

@@ -1,7 +1,7 @@
 //! Results on disk, so that a segment is not computed again in a later
 //! process (a host restart, an export in a separate process). An entry is
 //! named by a hash of everything the result depends on, the source frames'
-//! content and the checkpoint's identity included (`edit::ModelKey`), so a
+//! content and the checkpoint's identity included (`segment::ModelKey`), so a
 //! stale entry is never found. Folder: `$COGVIDEOX_OFX_CACHE`, else
 //! `$XDG_CACHE_HOME/cogvideox-ofx/results` (`~/.cache/...`); it is kept
 //! under `$COGVIDEOX_OFX_CACHE_GB` gigabytes (default 20) by deleting the

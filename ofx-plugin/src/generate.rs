@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
-use crate::edit::{
+use crate::image::Frame;
+use crate::segment::{
     LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
     serve, wait_for,
 };
-use crate::image::Frame;
 use crate::worker::{self, Job};
 
 /// Everything Generate's result depends on, read from parameters.
@@ -105,7 +105,7 @@ pub fn render(
         start: s.segment_start,
         step: place.step,
     };
-    let id = crate::edit::job_id(&("generate", &key));
+    let id = crate::segment::job_id(&("generate", &key));
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {

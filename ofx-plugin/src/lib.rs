@@ -15,6 +15,7 @@ pub mod log;
 mod memory;
 mod ofx;
 mod params;
+mod segment;
 mod trace;
 mod worker;
 
@@ -202,7 +203,7 @@ fn dispatch(
         let name = args.get_str(kOfxPropName, 0)?;
         let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
         if is_param && name == "process" {
-            edit::retry_failed();
+            segment::retry_failed();
         } else if is_param && name == "set_start" {
             // The frame the user is on, in the host's own time (Natron's
             // start at 1, Resolve's are frames of the source media).
@@ -452,8 +453,8 @@ fn clip(
     Ok(c)
 }
 
-fn read_load(r: &params::Reader) -> Result<edit::LoadKey, String> {
-    Ok(edit::LoadKey {
+fn read_load(r: &params::Reader) -> Result<segment::LoadKey, String> {
+    Ok(segment::LoadKey {
         checkpoint: r.string(c"checkpoint")?,
         device: r.int(c"device")? as u32,
         device_index: r.int(c"device_index")?,
@@ -464,7 +465,7 @@ fn read_load(r: &params::Reader) -> Result<edit::LoadKey, String> {
 
 fn read_edit(
     r: &params::Reader,
-    load: edit::LoadKey,
+    load: segment::LoadKey,
     segment_start: i32,
 ) -> Result<edit::EditSettings, String> {
     Ok(edit::EditSettings {
@@ -486,7 +487,7 @@ fn read_edit(
 
 fn read_generate(
     r: &params::Reader,
-    load: edit::LoadKey,
+    load: segment::LoadKey,
     segment_start: i32,
 ) -> Result<generate::GenerateSettings, String> {
     Ok(generate::GenerateSettings {
@@ -506,7 +507,7 @@ fn read_generate(
 
 fn read_animate(
     r: &params::Reader,
-    load: edit::LoadKey,
+    load: segment::LoadKey,
     segment_start: i32,
     source_frame: i32,
 ) -> Result<animate::AnimateSettings, String> {
@@ -566,7 +567,7 @@ fn render(
     check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
     let reader = params::Reader { s: *s, set, time };
     let load = read_load(&reader)?;
-    let seg = edit::SegmentParams {
+    let seg = segment::SegmentParams {
         start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
@@ -574,7 +575,7 @@ fn render(
     let started = Cell::new(false);
     let report = |frac: f64| progress(s, handle, &started, frac);
     let final_render = !interactive(&args);
-    let waiter = edit::Waiter {
+    let waiter = segment::Waiter {
         instance: handle as usize,
         // Final renders wait for their segment; interactive ones show the
         // source meanwhile.
@@ -589,7 +590,7 @@ fn render(
         source: &source,
         fail: fails_without_result(s, final_render),
     };
-    let pipe = match edit::pipeline(&load, Some(&waiter)) {
+    let pipe = match segment::pipeline(&load, Some(&waiter)) {
         Ok(Some(pipe)) => pipe,
         Ok(None) => {
             if started.get() {
@@ -600,7 +601,7 @@ fn render(
             } else {
                 "CogVideoX: loading the checkpoint"
             };
-            return show(&out_args, &mut out, edit::Served::Source(status.into()));
+            return show(&out_args, &mut out, segment::Served::Source(status.into()));
         }
         Err(e) => {
             if started.get() {
@@ -610,12 +611,12 @@ fn render(
                 "CogVideoX cannot load the checkpoint: {e} (log: {})",
                 log::path().display()
             );
-            return show(&out_args, &mut out, edit::Served::Source(status));
+            return show(&out_args, &mut out, segment::Served::Source(status));
         }
     };
     let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
-    let place = edit::place(&seg, &pipe, time, host_fps, operation(effect))?;
+    let place = segment::place(&seg, &pipe, time, host_fps, operation(effect))?;
     // Source frames at other times, released as soon as they are copied.
     let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
         Ok(Some(img)) => Some(img.to_frame()),
@@ -708,15 +709,15 @@ fn frames_needed(
     // so there it waits for the load (until an abort), as Natron's final
     // renders do; elsewhere it does not wait.
     let abort = |_: f64| aborted(s, handle);
-    let waiter = edit::Waiter {
+    let waiter = segment::Waiter {
         instance: handle as usize,
         wait: s.natron,
         progress: &abort,
     };
-    let Ok(Some(pipe)) = edit::pipeline(&read_load(&reader)?, Some(&waiter)) else {
+    let Ok(Some(pipe)) = segment::pipeline(&read_load(&reader)?, Some(&waiter)) else {
         return Ok(None);
     };
-    let seg = edit::SegmentParams {
+    let seg = segment::SegmentParams {
         start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
@@ -726,9 +727,9 @@ fn frames_needed(
         clip(s, handle, kOfxImageEffectSimpleSourceClipName)?,
     ];
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
-    let place = edit::place(&seg, &pipe, time, host_fps, operation(effect))?;
+    let place = segment::place(&seg, &pipe, time, host_fps, operation(effect))?;
     let mut times = vec![time];
-    let model = edit::ModelKey::new(&read_load(&reader)?, &pipe);
+    let model = segment::ModelKey::new(&read_load(&reader)?, &pipe);
     let cache_version = reader.int(c"cache_version")?;
     // Frames already held are not asked for again (hosts such as Natron
     // render every frame a render needs before calling it).
@@ -744,7 +745,7 @@ fn frames_needed(
         }
         _ => {
             if let Some(place) = place {
-                let held = edit::SegmentParams {
+                let held = segment::SegmentParams {
                     length: place.length as i32,
                     step: place.step,
                     ..seg
@@ -800,14 +801,18 @@ struct Shown<'a> {
 /// status as an error message where a placeholder would be kept as the
 /// result. An aborted render's output is discarded by the host: the source
 /// with OK.
-fn show(o: &Shown, out: &mut image::HostImage, served: edit::Served) -> Result<OfxStatus, String> {
+fn show(
+    o: &Shown,
+    out: &mut image::HostImage,
+    served: segment::Served,
+) -> Result<OfxStatus, String> {
     match served {
-        edit::Served::Result(f) => {
+        segment::Served::Result(f) => {
             ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", "done: the result");
             out.write(&f, o.window)?;
             Ok(kOfxStatOK)
         }
-        edit::Served::Source(status) => {
+        segment::Served::Source(status) => {
             let aborted = status.ends_with("aborted");
             let failed = status.contains("failed") || status.contains("cannot");
             let fail = o.fail && !aborted;
