@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
-use crate::edit::{
-    Fetch, LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
-    serve, wait_for,
-};
 use crate::image::Frame;
+use crate::segment::{
+    Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next,
+    on_progress, serve, wait_for,
+};
 use crate::worker::{self, Job};
 
 /// Everything Animate's result depends on, read from parameters.
@@ -42,7 +42,7 @@ struct ImageKey {
     /// gives other times' frames (0 elsewhere, and in result keys, where
     /// the image's content identifies it).
     owner: usize,
-    load: LoadKey,
+    model: ModelKey,
     source_frame: i32,
     width: usize,
     height: usize,
@@ -68,19 +68,20 @@ struct ResultKey {
     step: i32,
 }
 
-/// Entries kept per process; beyond it the finished ones are dropped.
-const MAX_ENTRIES: usize = 8;
+/// The collected image: its host frame's content hash and the image as kept
+/// (`Frame::compact`).
+type Image = (u64, Arc<Frame>);
 
-static IMAGES: Mutex<Option<HashMap<ImageKey, (u64, Frame)>>> = Mutex::new(None);
+static IMAGES: Mutex<Option<HashMap<ImageKey, Image>>> = Mutex::new(None);
 static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
 
 /// Whether `owner` holds the image to animate for these parameters (at any
 /// size).
-pub fn image_held(owner: usize, load: &LoadKey, source_frame: i32, cache_version: i32) -> bool {
+pub fn image_held(owner: usize, model: &ModelKey, source_frame: i32, cache_version: i32) -> bool {
     let images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
     images.iter().flat_map(|m| m.keys()).any(|k| {
         k.owner == owner
-            && k.load == *load
+            && k.model == *model
             && k.source_frame == source_frame
             && k.cache_version == cache_version
     })
@@ -105,21 +106,23 @@ pub fn render(
 ) -> Option<Served> {
     let image_key = ImageKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
-        load: s.load.clone(),
+        model: ModelKey::new(&s.load, pipe),
         source_frame: s.source_frame,
         width: source.width,
         height: source.height,
         format: source.format,
         cache_version: s.cache_version,
     };
+    // Hashed without the lock, copied only when new.
+    let rendered = (time == s.source_frame as f64).then(|| source.content_hash());
     let image = {
         let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
         let map = images.get_or_insert_with(HashMap::new);
-        if time == s.source_frame as f64 {
-            if map.len() >= MAX_ENTRIES && !map.contains_key(&image_key) {
-                map.clear();
-            }
-            map.insert(image_key.clone(), (source.content_hash(), source.clone()));
+        if let Some(hash) = rendered
+            && map.get(&image_key).map(|(h, _)| *h) != Some(hash)
+        {
+            map.insert(image_key.clone(), (hash, Arc::new(source.compact())));
+            bound_images(map, &image_key);
         }
         map.get(&image_key).cloned()
     };
@@ -133,13 +136,11 @@ pub fn render(
             );
             return None;
         }
-        let entry = (f.content_hash(), f);
+        let entry = (f.content_hash(), Arc::new(f.compact()));
         let mut images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
         let map = images.get_or_insert_with(HashMap::new);
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&image_key) {
-            map.clear();
-        }
         map.insert(image_key.clone(), entry.clone());
+        bound_images(map, &image_key);
         Some(entry)
     });
     let Some((image_hash, image)) = image else {
@@ -166,14 +167,17 @@ pub fn render(
         length: place.length,
         step: place.step,
     };
-    let id = crate::edit::job_id(&key);
+    let id = crate::segment::job_id(&key);
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {
         let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = results.get_or_insert_with(HashMap::new);
         match next(map.get(&key), w, retry) {
-            Next::Ready(frames) => return Some(serve(&frames, place, source)),
+            Next::Ready(frames) => {
+                drop(results);
+                return Some(serve(&frames, place, source));
+            }
             Next::Show(served) => return Some(served),
             Next::Wait(job) => {
                 drop(results);
@@ -184,15 +188,14 @@ pub fn render(
             }
             Next::Compute => {}
         }
-        let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+        let entry = crate::disk::entry(&key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
             let frames = Arc::new(frames);
-            map.insert(key, Outcome::Ready(frames.clone()));
+            map.insert(key.clone(), Outcome::Ready(frames.clone()));
+            bound_results(map, &key);
+            drop(results);
             return Some(serve(&frames, place, source));
-        }
-        if map.len() >= MAX_ENTRIES {
-            map.retain(|_, o| matches!(o, Outcome::Running(_)));
         }
         let job = Job::new(id);
         map.insert(key.clone(), Outcome::Running(job.clone()));
@@ -208,6 +211,17 @@ pub fn render(
     }
 }
 
+fn bound_images(map: &mut HashMap<ImageKey, Image>, keep: &ImageKey) {
+    let bytes = |(_, f): &Image| f.bytes() as u64;
+    let cache = crate::memory::Cache::AnimateImages;
+    crate::memory::bound(cache, map, keep, bytes, |_| true, |_| 0);
+}
+
+fn bound_results(map: &mut HashMap<ResultKey, Outcome>, keep: &ResultKey) {
+    let cache = crate::memory::Cache::AnimateResults;
+    crate::memory::bound(cache, map, keep, Outcome::bytes, Outcome::done, |_| 0);
+}
+
 /// Animates on the worker and records the outcome.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -215,7 +229,7 @@ fn finish(
     pipe: &PipelineHandle,
     key: ResultKey,
     length: usize,
-    image: Frame,
+    image: Arc<Frame>,
     entry: std::path::PathBuf,
     retry: u64,
     job: &Job,
@@ -230,7 +244,7 @@ fn finish(
         crate::generate::decode(pipe, &l, size, s.resize_mode, job)
     } else {
         crate::log::line(&format!("animating {key:?}"));
-        animate(s, pipe, length, image, job).map(|(l, f)| {
+        animate(s, pipe, length, &image, job).map(|(l, f)| {
             if let Err(e) = crate::disk::write_latents(&lat, &l) {
                 crate::log::line(&format!("cannot write {}: {e}", lat.display()));
             }
@@ -251,7 +265,8 @@ fn finish(
     match outcome {
         Ok(frames) => {
             crate::log::line("clip done");
-            map.insert(key, Outcome::Ready(Arc::new(frames)));
+            map.insert(key.clone(), Outcome::Ready(Arc::new(frames)));
+            bound_results(map, &key);
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("clip failed: {msg}"));
@@ -268,7 +283,7 @@ fn animate(
     s: &AnimateSettings,
     pipe: &PipelineHandle,
     length: usize,
-    mut image: Frame,
+    image: &Frame,
     job: &Job,
 ) -> Result<(Latents, Vec<Frame>), (String, bool)> {
     let api = pipe.api;
@@ -314,7 +329,7 @@ fn animate(
     o.progress_user = job as *const Job as *mut c_void;
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
-    let img = image.as_capi();
+    let img = image.as_capi_input();
     // SAFETY: valid image, options and outputs for the call.
     let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, descs.as_ptr(), descs.len()) };
     if st != capi::OK {

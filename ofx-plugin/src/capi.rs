@@ -6,6 +6,7 @@
 //! checked against the header by `tests/header.rs`.
 
 use std::ffi::{CStr, CString, c_char, c_void};
+use std::path::Path;
 use std::sync::OnceLock;
 
 pub type Status = i32;
@@ -17,6 +18,11 @@ pub const ABI_MAJOR: u32 = 1;
 pub const FORMAT_RGBA8: u32 = 1;
 pub const FORMAT_RGBA16: u32 = 2;
 pub const FORMAT_RGBA32F: u32 = 3;
+
+/// `COGVIDEO_OPERATION_*`, for `cogvideo_pipeline_default_frames`.
+pub const OPERATION_GENERATE: u32 = 0;
+pub const OPERATION_ANIMATE: u32 = 1;
+pub const OPERATION_EDIT: u32 = 2;
 
 pub type ProgressFn = Option<unsafe extern "C" fn(*mut c_void, i32, i32, i32) -> bool>;
 
@@ -321,6 +327,14 @@ pub struct Api {
         *const Frame,
         usize,
     ) -> Status,
+    /// Since 1.3 (`None` in an older library, see the methods using them).
+    pub pipeline_default_frames:
+        Option<unsafe extern "C" fn(*const Pipeline, u32, *mut i32) -> Status>,
+    pub pipeline_identity: Option<unsafe extern "C" fn(*const Pipeline, *mut u64) -> Status>,
+    pub inversion_save:
+        Option<unsafe extern "C" fn(*const Pipeline, *const Inversion, *const c_char) -> Status>,
+    pub inversion_load:
+        Option<unsafe extern "C" fn(*const Pipeline, *const c_char, *mut *mut Inversion) -> Status>,
     pub load_options_init: Init<LoadOptions>,
     pub generate_options_init: Init<GenerateOptions>,
     pub decode_options_init: Init<DecodeOptions>,
@@ -383,6 +397,15 @@ impl Api {
                     .map_err(|e| format!("{name} lacks {}: {e}", $name))?
             };
         }
+        // A call an older library lacks.
+        macro_rules! since {
+            ($name:literal) => {
+                // SAFETY: the declared type matches the header's prototype.
+                unsafe { lib.get(concat!($name, "\0").as_bytes()) }
+                    .ok()
+                    .map(|f| *f)
+            };
+        }
         // A 1.3 library's sized init, given this plugin's struct size; an
         // older library has only the one-argument init, which writes that
         // library's layout: never larger than the plugin's, which declares
@@ -417,6 +440,10 @@ impl Api {
             decoded_frame_count: sym!("cogvideo_decoded_frame_count"),
             decode_latents: sym!("cogvideo_decode_latents"),
             animate_image: sym!("cogvideo_animate_image"),
+            pipeline_default_frames: since!("cogvideo_pipeline_default_frames"),
+            pipeline_identity: since!("cogvideo_pipeline_identity"),
+            inversion_save: since!("cogvideo_inversion_save"),
+            inversion_load: since!("cogvideo_inversion_load"),
             load_options_init: init!("cogvideo_load_options_init"),
             generate_options_init: init!("cogvideo_generate_options_init"),
             decode_options_init: init!("cogvideo_decode_options_init"),
@@ -484,6 +511,27 @@ impl PipelineHandle {
         Ok((w, h, f))
     }
 
+    /// The frame count `operation` (`OPERATION_*`) takes by default; an
+    /// older library's default frame count for every operation.
+    pub fn default_frames(&self, operation: u32) -> Result<i32, String> {
+        let Some(f) = self.api.pipeline_default_frames else {
+            return Ok(self.default_size()?.2);
+        };
+        let mut n = 0;
+        // SAFETY: live pipeline, writable output.
+        self.api.check(unsafe { f(self.ptr, operation, &mut n) })?;
+        Ok(n)
+    }
+
+    /// The checkpoint's identity (the same in every process and wherever
+    /// the checkpoint lies), or `None` from an older library.
+    pub fn identity(&self) -> Option<u64> {
+        let f = self.api.pipeline_identity?;
+        let mut id = 0;
+        // SAFETY: live pipeline, writable output.
+        (unsafe { f(self.ptr, &mut id) } == OK).then_some(id)
+    }
+
     pub fn fps(&self) -> Result<i32, String> {
         let mut fps = 0;
         // SAFETY: live pipeline, writable output.
@@ -519,6 +567,43 @@ impl InversionHandle {
             .check(unsafe { (self.api.inversion_frame_count)(self.ptr, &mut n) })?;
         Ok(n as usize)
     }
+}
+
+impl InversionHandle {
+    /// Writes the inversion (made by `pipe`) to `path`; `Ok(false)` from an
+    /// older library, which cannot.
+    pub fn save(&self, pipe: &PipelineHandle, path: &Path) -> Result<bool, String> {
+        let Some(f) = self.api.inversion_save else {
+            return Ok(false);
+        };
+        let c_path = path_cstring(path)?;
+        // SAFETY: live pipeline and inversion, NUL-terminated path.
+        self.api
+            .check(unsafe { f(pipe.ptr, self.ptr, c_path.as_ptr()) })?;
+        Ok(true)
+    }
+
+    /// Reads an inversion `save` wrote for `pipe`'s checkpoint; `Ok(None)`
+    /// from an older library. A missing, foreign or damaged file is an
+    /// error with the library's message.
+    pub fn load(pipe: &PipelineHandle, path: &Path) -> Result<Option<Self>, String> {
+        let Some(f) = pipe.api.inversion_load else {
+            return Ok(None);
+        };
+        let c_path = path_cstring(path)?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: live pipeline, NUL-terminated path, writable out pointer.
+        pipe.api
+            .check(unsafe { f(pipe.ptr, c_path.as_ptr(), &mut ptr) })?;
+        Ok(Some(Self { api: pipe.api, ptr }))
+    }
+}
+
+fn path_cstring(path: &Path) -> Result<CString, String> {
+    let s = path
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL"))
 }
 
 impl Drop for InversionHandle {

@@ -1,13 +1,15 @@
 //! Results on disk, so that a segment is not computed again in a later
 //! process (a host restart, an export in a separate process). An entry is
 //! named by a hash of everything the result depends on, the source frames'
-//! content and the checkpoint files' sizes and times included, so a stale
-//! entry is never found. Folder: `$COGVIDEOX_OFX_CACHE`, else
+//! content and the checkpoint's identity included (`segment::ModelKey`), so a
+//! stale entry is never found. Folder: `$COGVIDEOX_OFX_CACHE`, else
 //! `$XDG_CACHE_HOME/cogvideox-ofx/results` (`~/.cache/...`); it is kept
 //! under `$COGVIDEOX_OFX_CACHE_GB` gigabytes (default 20) by deleting the
 //! least recently used entries. Sampled latents are kept the same way
 //! (`.lat` beside the frames' `.bin`), so that a change that only affects
-//! decoding decodes again instead of sampling again.
+//! decoding decodes again instead of sampling again, and so are Edit's
+//! inversions (`.inv`, the library's own format), so that a new prompt in
+//! a later process edits without inverting again.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
@@ -42,8 +44,10 @@ pub fn folder() -> PathBuf {
 }
 
 /// Sizes and modification times of the checkpoint's files (two levels
-/// deep), so that replacing the weights under the same path misses.
-fn checkpoint_stamp(dir: &Path, h: &mut DefaultHasher) {
+/// deep): what identifies a checkpoint where the library is older than
+/// C API 1.3 and has no identity of its own.
+pub fn checkpoint_stamp(dir: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
     let mut files = Vec::new();
     for top in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = top.path();
@@ -62,21 +66,21 @@ fn checkpoint_stamp(dir: &Path, h: &mut DefaultHasher) {
     files.sort();
     for f in files {
         if let Ok(m) = std::fs::metadata(&f) {
-            f.hash(h);
-            m.len().hash(h);
-            m.modified().ok().hash(h);
+            f.hash(&mut h);
+            m.len().hash(&mut h);
+            m.modified().ok().hash(&mut h);
         }
     }
+    h.finish()
 }
 
-/// The entry's path for a result depending on `key` (everything but the
-/// checkpoint's files) and `sources` (the source frames' hashes).
-pub fn entry(checkpoint: &str, key: &impl Hash, sources: &[u64]) -> PathBuf {
+/// The entry's path for a result depending on `key` (the checkpoint's
+/// identity among it) and `sources` (the source frames' hashes).
+pub fn entry(key: &impl Hash, sources: &[u64]) -> PathBuf {
     let mut h = DefaultHasher::new();
     MAGIC.hash(&mut h);
     key.hash(&mut h);
     sources.hash(&mut h);
-    checkpoint_stamp(Path::new(checkpoint), &mut h);
     folder().join(format!("{:016x}.bin", h.finish()))
 }
 
@@ -147,8 +151,20 @@ pub struct Latents {
 
 /// The entry's path for latents depending on `key` (everything sampling
 /// depends on, and nothing only decoding does).
-pub fn latents_entry(checkpoint: &str, key: &impl Hash) -> PathBuf {
-    entry(checkpoint, key, &[]).with_extension("lat")
+pub fn latents_entry(key: &impl Hash) -> PathBuf {
+    entry(key, &[]).with_extension("lat")
+}
+
+/// The path of an inversion depending on `key` and `sources`, for
+/// `InversionHandle::save` and `load` (the library writes it aside and
+/// renames it, and refuses one of another checkpoint or a damaged one).
+pub fn inversion_entry(key: &impl Hash, sources: &[u64]) -> PathBuf {
+    entry(&("inversion", key), sources).with_extension("inv")
+}
+
+/// Counts a file written by someone else (the library) against the budget.
+pub fn written(path: &Path) {
+    prune(path.parent().unwrap_or(Path::new(".")), budget());
 }
 
 pub fn read_latents(path: &Path) -> Option<Latents> {
@@ -209,7 +225,10 @@ fn prune(dir: &Path, max_bytes: u64) {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin" || x == "lat"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "bin" || x == "lat" || x == "inv")
+        })
         .filter_map(|p| {
             let m = std::fs::metadata(&p).ok()?;
             Some((m.modified().ok()?, m.len(), p))

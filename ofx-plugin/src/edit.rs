@@ -9,35 +9,18 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::capi::{self, InversionHandle, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
+use crate::segment::{
+    Failure, Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, SegmentParams, Served,
+    Waiter, current, failed, job_id, next, on_progress, serve, wait_for,
+};
 use crate::worker::{self, Job};
-
-/// How a pipeline is loaded; one pipeline per key and process.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct LoadKey {
-    pub checkpoint: String,
-    pub device: u32,
-    pub device_index: i32,
-    pub dtype: u32,
-    pub vae_tiling: bool,
-}
-
-/// Which host frames form the segment: `start` (host frame), `length`
-/// (model frames, 0: the model's default) and `step` (host frames per model
-/// frame, 0: automatic).
-#[derive(Clone, Copy, Debug)]
-pub struct SegmentParams {
-    pub start: i32,
-    pub length: i32,
-    pub step: i32,
-}
 
 /// Everything the Edit effect's result depends on, read from parameters.
 #[derive(Clone, Debug)]
@@ -86,7 +69,7 @@ struct SegmentKey {
     /// gives other times' frames (0 elsewhere: MLT makes an instance per
     /// frame and gives no clip identity).
     owner: usize,
-    load: LoadKey,
+    model: ModelKey,
     start: i32,
     length: usize,
     step: i32,
@@ -96,47 +79,61 @@ struct SegmentKey {
     format: u32,
 }
 
-pub(crate) enum Outcome {
-    Running(Arc<Job>),
-    Ready(Arc<Vec<Frame>>),
-    /// The message and the retry generation it failed in: a failed segment
-    /// is not retried on every request, only after "Process".
-    Failed(String, u64),
-}
-
 #[derive(Default)]
 struct Segment {
-    /// Per model frame: the collected source and its content hash.
-    sources: Vec<Option<(u64, Frame)>>,
+    /// Per model frame: the collected source's content hash (of the host's
+    /// frame) and the source as kept (`Frame::compact`), shared with the
+    /// job that processes it.
+    sources: Vec<Option<(u64, Arc<Frame>)>>,
     inversion: Option<(InvertKey, Arc<InversionHandle>)>,
     results: HashMap<EditKey, Outcome>,
     last_use: u64,
 }
 
-/// Segments kept per process, least recently used dropped first.
-const MAX_SEGMENTS: usize = 8;
+impl Segment {
+    /// Bytes of frames held: sources and finished results.
+    fn bytes(&self) -> u64 {
+        let sources = self.sources.iter().flatten().map(|(_, f)| f.bytes() as u64);
+        sources
+            .chain(self.results.values().map(Outcome::bytes))
+            .sum()
+    }
 
-/// A pipeline being loaded (on the worker), loaded, or failed with the
-/// retry generation it failed in (a broken checkpoint is not reloaded on
-/// every frame).
-enum Loaded {
-    Loading(Arc<Job>),
-    Ready(Arc<PipelineHandle>),
-    Failed(String, u64),
+    /// Whether a job for it is queued or running.
+    fn busy(&self) -> bool {
+        !self.results.values().all(Outcome::done)
+    }
 }
-static PIPELINES: Mutex<Vec<(LoadKey, Loaded)>> = Mutex::new(Vec::new());
+
+/// Drops the least recently used segments, other than `keep` and those a
+/// job works on, while the caches exceed the memory bound (`memory.rs`).
+fn bound(map: &mut HashMap<SegmentKey, Segment>, keep: &SegmentKey) {
+    crate::memory::bound(
+        crate::memory::Cache::Edit,
+        map,
+        keep,
+        Segment::bytes,
+        |seg| !seg.busy(),
+        |seg| seg.last_use,
+    );
+}
+
 static SEGMENTS: Mutex<Option<HashMap<SegmentKey, Segment>>> = Mutex::new(None);
-pub(crate) static RETRY: AtomicU64 = AtomicU64::new(0);
 static CLOCK: AtomicU64 = AtomicU64::new(0);
 
 /// Whether `owner`'s segment with these parameters (`seg` with its actual
 /// length and step) has all its source frames, at every size it was
 /// rendered at (a new render scale starts a new one, which needs them).
-pub fn segment_held(owner: usize, load: &LoadKey, seg: &SegmentParams, cache_version: i32) -> bool {
+pub fn segment_held(
+    owner: usize,
+    model: &ModelKey,
+    seg: &SegmentParams,
+    cache_version: i32,
+) -> bool {
     let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
     let mut matching = all.iter().flat_map(|m| m.iter()).filter(|(k, _)| {
         k.owner == owner
-            && k.load == *load
+            && k.model == *model
             && k.start == seg.start
             && k.length == seg.length as usize
             && k.step == seg.step
@@ -150,11 +147,6 @@ pub fn segment_held(owner: usize, load: &LoadKey, seg: &SegmentParams, cache_ver
     any && complete
 }
 
-/// Lets segments that failed be processed again ("Process" button).
-pub fn retry_failed() {
-    RETRY.fetch_add(1, Ordering::SeqCst);
-}
-
 /// Drops every cached segment (the host is short of memory, or its user
 /// cleared caches). Loaded pipelines stay: reloading a 5B checkpoint takes
 /// minutes, and Natron sends PurgeCaches to every node from its *Clear All
@@ -162,225 +154,6 @@ pub fn retry_failed() {
 /// `clearOpenFXPluginsCaches`) and on project changes (`Project.cpp`).
 pub fn purge() {
     *SEGMENTS.lock().unwrap_or_else(|e| e.into_inner()) = None;
-}
-
-/// The process's pipeline for `key`, loaded on the worker on first use
-/// (loading a large checkpoint takes long). `Ok(None)` while it loads,
-/// unless `w` is a final render, which waits for it (`Ok(None)` again if
-/// its host aborts meanwhile).
-pub fn pipeline(key: &LoadKey, w: Option<&Waiter>) -> Result<Option<Arc<PipelineHandle>>, String> {
-    let wait = w.filter(|w| w.wait);
-    loop {
-        let job = {
-            let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
-            let retry = RETRY.load(Ordering::SeqCst);
-            match pipes.iter().find(|(k, _)| k == key).map(|(_, p)| p) {
-                Some(Loaded::Ready(p)) => return Ok(Some(p.clone())),
-                Some(Loaded::Failed(msg, generation)) if *generation == retry => {
-                    return Err(msg.clone());
-                }
-                Some(Loaded::Loading(job)) if job.finished() => {
-                    return Err("loading ended without a result".into());
-                }
-                Some(Loaded::Loading(job)) => job.clone(),
-                _ => {
-                    pipes.retain(|(k, _)| k != key);
-                    let job = Job::new(job_id(&("load", key)));
-                    job.set_status("loading the checkpoint");
-                    pipes.push((key.clone(), Loaded::Loading(job.clone())));
-                    let k = key.clone();
-                    worker::submit(job.clone(), wait.is_some(), move |job: &Job| {
-                        finish_load(k, retry, job)
-                    });
-                    job
-                }
-            }
-        };
-        let Some(w) = wait else { return Ok(None) };
-        if (w.progress)(0.0) {
-            return Ok(None);
-        }
-        job.wait(Duration::from_millis(100));
-    }
-}
-
-/// Loads on the worker and records the pipeline or the failure.
-fn finish_load(key: LoadKey, retry: u64, job: &Job) {
-    let loaded = match load(&key, job) {
-        Ok(p) => Loaded::Ready(Arc::new(p)),
-        Err(e) => {
-            crate::log::line(&format!("loading failed: {e}"));
-            Loaded::Failed(e, retry)
-        }
-    };
-    let mut pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
-    // Unless purged meanwhile.
-    if let Some((_, slot)) = pipes.iter_mut().find(|(k, l)| {
-        *k == key && matches!(l, Loaded::Loading(j) if std::ptr::eq(j.as_ref(), job))
-    }) {
-        *slot = loaded;
-    }
-}
-
-fn load(key: &LoadKey, job: &Job) -> Result<PipelineHandle, String> {
-    if key.checkpoint.is_empty() {
-        return Err("no checkpoint folder is set".into());
-    }
-    let api = capi::api()?;
-    let mut opts = capi::LoadOptions::default();
-    // SAFETY: writable options struct.
-    unsafe { api.load_options_init.run(&mut opts) };
-    opts.device = key.device;
-    opts.device_index = key.device_index;
-    opts.dtype = key.dtype;
-    opts.vae_tiling = key.vae_tiling;
-    // Since C API 1.3 loading reports progress (a 5B checkpoint takes
-    // minutes) and stops when the job is cancelled; an older library
-    // leaves these fields out of its struct_size.
-    opts.progress = Some(on_progress);
-    opts.progress_user = job as *const Job as *mut c_void;
-    crate::log::line(&format!("loading {key:?}"));
-    PipelineHandle::load(api, &key.checkpoint, &opts)
-}
-
-/// Where a host frame falls in the segment.
-pub struct Placement {
-    /// The model frame at or before the host frame.
-    pub index: usize,
-    /// How far towards the next model frame, in [0, 1).
-    pub frac: f32,
-    pub length: usize,
-    pub step: i32,
-}
-
-/// Maps host time `t` into the segment, or `None` outside it. `host_fps`
-/// and the model's fps choose the automatic frame step.
-pub fn place(
-    seg: &SegmentParams,
-    pipe: &PipelineHandle,
-    t: f64,
-    host_fps: f64,
-) -> Result<Option<Placement>, String> {
-    let (_, _, default_frames) = pipe.default_size()?;
-    let length = if seg.length > 0 {
-        seg.length
-    } else {
-        default_frames
-    } as usize;
-    let step = if seg.step > 0 {
-        seg.step
-    } else {
-        let model_fps = pipe.fps()? as f64;
-        ((host_fps / model_fps).round() as i32).max(1)
-    };
-    let rel = (t - seg.start as f64) / step as f64;
-    if rel < 0.0 || rel > (length - 1) as f64 {
-        return Ok(None);
-    }
-    let index = rel.floor() as usize;
-    Ok(Some(Placement {
-        index,
-        frac: (rel - index as f64) as f32,
-        length,
-        step,
-    }))
-}
-
-/// What a render should show.
-pub enum Served {
-    /// The edited frame.
-    Result(Frame),
-    /// The source, with a status line.
-    Source(String),
-}
-
-/// How a render deals with a segment that is not ready.
-pub struct Waiter<'a> {
-    /// The instance (its handle's address): the job it wants.
-    pub instance: usize,
-    /// A final render: waits for the result; an interactive one shows the
-    /// source with a status meanwhile.
-    pub wait: bool,
-    /// Reports the fraction done on the render thread; true when the host
-    /// wants the render stopped.
-    pub progress: &'a dyn Fn(f64) -> bool,
-}
-
-/// The library's progress callback: `user` is the job.
-pub(crate) unsafe extern "C" fn on_progress(
-    user: *mut c_void,
-    stage: i32,
-    done: i32,
-    total: i32,
-) -> bool {
-    // SAFETY: `user` is the `Job` passed with this call.
-    let job = unsafe { &*(user as *const Job) };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        job.report(stage, done, total)
-    }))
-    .unwrap_or(false)
-}
-
-/// What to do about a result's cache entry.
-pub(crate) enum Next {
-    Ready(Arc<Vec<Frame>>),
-    Show(Served),
-    /// A final render waits for this job (the lock released).
-    Wait(Arc<Job>),
-    /// Nothing is cached, running or remembered as failed: compute it.
-    Compute,
-}
-
-pub(crate) fn failed(msg: &str) -> String {
-    format!(
-        "CogVideoX failed: {msg} (log: {}; press Process to retry)",
-        crate::log::path().display()
-    )
-}
-
-/// Decides from a result's cache entry.
-pub(crate) fn next(outcome: Option<&Outcome>, w: &Waiter, retry: u64) -> Next {
-    match outcome {
-        // Wanted again after it went stale: a new job replaces it (the old
-        // one's result, if it has one, is dropped).
-        Some(Outcome::Running(job)) if job.cancelled() && !job.finished() => Next::Compute,
-        Some(Outcome::Ready(frames)) => Next::Ready(frames.clone()),
-        Some(Outcome::Running(job)) if job.finished() => {
-            Next::Show(Served::Source(failed("the job ended without a result")))
-        }
-        Some(Outcome::Running(job)) => {
-            if w.wait {
-                Next::Wait(job.clone())
-            } else {
-                Next::Show(Served::Source(format!("CogVideoX: {}", job.status())))
-            }
-        }
-        Some(Outcome::Failed(msg, generation)) if *generation == retry => {
-            Next::Show(Served::Source(failed(msg)))
-        }
-        _ => Next::Compute,
-    }
-}
-
-/// A final render's wait for `job`, the cache lock released: reports
-/// progress and cancels the job when the host aborts. `Some` is what to
-/// show after an abort.
-pub(crate) fn wait_for(job: &Job, w: &Waiter) -> Option<Served> {
-    worker::hurry(job.id);
-    if (w.progress)(job.fraction()) {
-        crate::log::line(&format!("job {:016x}: the host aborted", job.id));
-        job.cancel();
-        return Some(Served::Source("CogVideoX: aborted".into()));
-    }
-    job.wait(Duration::from_millis(100));
-    None
-}
-
-/// Identifies a job by what it computes.
-pub(crate) fn job_id(key: &impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
 }
 
 /// Collects `source` (the host frame at `place`) into its segment and
@@ -394,10 +167,11 @@ pub fn render(
     source: &Frame,
     w: &Waiter,
     fetch: Option<Fetch>,
+    proxy: Option<[f64; 2]>,
 ) -> Served {
     let key = SegmentKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
-        load: s.load.clone(),
+        model: ModelKey::new(&s.load, pipe),
         start: s.segment_start,
         length: place.length,
         step: place.step,
@@ -422,37 +196,58 @@ pub fn render(
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
     };
-    let id = job_id(&(&key, &edit));
-    // Every render of the segment says what its instance wants now.
-    worker::want(w.instance, id);
+    if let Some(scale) = proxy {
+        return full_size(&key, &edit, scale, place, source);
+    }
+    // On disk and in job names the frames' content identifies the clip.
+    let shared = SegmentKey {
+        owner: 0,
+        ..key.clone()
+    };
     let retry = RETRY.load(Ordering::SeqCst);
-    let mut collected_now = false;
-    let mut fetched: Vec<(usize, Frame)> = Vec::new();
+    // The source's identity, hashed without the lock; it is copied (kept
+    // compact) only where its slot does not hold it yet.
+    let mut rendered = (place.frac == 0.0).then(|| (source.content_hash(), source));
+    let mut fetched: Vec<(usize, u64, Arc<Frame>)> = Vec::new();
     let mut tried_fetch = false;
     loop {
         let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = all.get_or_insert_with(HashMap::new);
-        if !map.contains_key(&key) && map.len() >= MAX_SEGMENTS {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, seg)| seg.last_use)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
-        }
         let seg = map.entry(key.clone()).or_default();
         seg.last_use = CLOCK.fetch_add(1, Ordering::SeqCst);
         seg.sources.resize(place.length, None);
-        if place.frac == 0.0 && !collected_now {
-            collected_now = true;
-            collect(seg, place.index, source);
+        if let Some((hash, frame)) = rendered.take() {
+            collect(seg, place.index, hash, || Arc::new(frame.compact()));
         }
-        for (k, f) in fetched.drain(..) {
-            collect(seg, k, &f);
+        for (k, hash, f) in fetched.drain(..) {
+            collect(seg, k, hash, || f);
         }
-        match next(seg.results.get(&edit), w, retry) {
-            Next::Ready(frames) => return serve(&frames, place, source),
+        // A complete segment's job is named by what it computes, not by
+        // instance: instances on one clip, and one re-created while the job
+        // runs (Resolve keeps several per clip and re-creates them on
+        // timeline edits), share it. Every render says what its instance
+        // wants now.
+        let hashes: Option<Vec<u64>> = seg
+            .sources
+            .iter()
+            .map(|x| x.as_ref().map(|(h, _)| *h))
+            .collect();
+        let id = hashes.as_ref().map(|h| job_id(&(&shared, h, &edit)));
+        if let Some(id) = id {
+            worker::want(w.instance, id);
+        }
+        let outcome = next(seg.results.get(&edit), w, retry);
+        bound(map, &key);
+        let joined = match (&outcome, id) {
+            (Next::Compute, Some(id)) => running(map, id),
+            _ => None,
+        };
+        let seg = map.get_mut(&key).expect("the segment in use is kept");
+        match outcome {
+            Next::Ready(frames) => {
+                drop(all);
+                return serve(&frames, place, source);
+            }
             Next::Show(served) => return served,
             Next::Wait(job) => {
                 drop(all);
@@ -482,7 +277,7 @@ pub fn render(
                         if (f.width, f.height, f.format)
                             == (source.width, source.height, source.format) =>
                     {
-                        fetched.push((k, f))
+                        fetched.push((k, f.content_hash(), Arc::new(f.compact())))
                     }
                     Some(_) => crate::log::line(&format!(
                         "the source frame at {t} differs in size or depth from the one rendered"
@@ -498,23 +293,32 @@ pub fn render(
                 place.length
             ));
         }
-        let hashes: Vec<u64> = seg.sources.iter().flatten().map(|(h, _)| *h).collect();
-        // On disk the frames' content identifies the clip.
-        let shared = SegmentKey {
-            owner: 0,
-            ..key.clone()
+        // Every source is collected, so both are known.
+        let (Some(hashes), Some(id)) = (hashes, id) else {
+            return Served::Source(failed("the segment's sources are incomplete"));
         };
-        let entry = crate::disk::entry(&s.load.checkpoint, &(&shared, &edit), &hashes);
+        if let Some(job) = joined {
+            // Another instance's job computes this: wait for it or show
+            // its status.
+            seg.results.insert(edit.clone(), Outcome::Running(job));
+            continue;
+        }
+        let entry = crate::disk::entry(&(&shared, &edit), &hashes);
+        // The inversion is kept on disk too: a new prompt in a later
+        // process (or after a purge) edits without inverting again.
+        let inv_entry = crate::disk::inversion_entry(&(&shared, &invert), &hashes);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("segment read from {}", entry.display()));
             let frames = Arc::new(frames);
             seg.results.insert(edit, Outcome::Ready(frames.clone()));
+            bound(map, &key);
+            drop(all);
             return serve(&frames, place, source);
         }
         let job = Job::new(id);
         seg.results
             .insert(edit.clone(), Outcome::Running(job.clone()));
-        let frames: Vec<Frame> = seg
+        let frames: Vec<Arc<Frame>> = seg
             .sources
             .iter()
             .flatten()
@@ -528,7 +332,15 @@ pub fn render(
         let work = {
             let (s, pipe, key, edit) = (s.clone(), pipe.clone(), key.clone(), edit.clone());
             let invert = invert.clone();
-            move |job: &Job| finish(&s, &pipe, key, edit, invert, frames, inv, entry, retry, job)
+            let entries = Entries {
+                result: entry,
+                inversion: inv_entry,
+            };
+            move |job: &Job| {
+                finish(
+                    &s, &pipe, key, edit, invert, frames, inv, entries, retry, job,
+                )
+            }
         };
         worker::submit(job, w.wait, work);
         if !w.wait {
@@ -537,27 +349,94 @@ pub fn render(
     }
 }
 
-/// Source images at other host times (hosts with temporal access).
-pub type Fetch<'a> = &'a dyn Fn(f64) -> Option<Frame>;
+/// A render below full size (`scale`) where the host gives every frame it
+/// needs (a proxy, a zoomed-out viewer): the instance's result for the
+/// segment at full size, downscaled, if there is one; it never starts a
+/// job, so that one job at full size serves every scale.
+fn full_size(
+    key: &SegmentKey,
+    edit: &EditKey,
+    scale: [f64; 2],
+    place: &Placement,
+    source: &Frame,
+) -> Served {
+    let found = {
+        let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().flat_map(|m| m.iter()).find_map(|(k, seg)| {
+            let scaled = |full: usize, s: f64| (full as f64 * s).round() as usize;
+            let same = SegmentKey {
+                width: key.width,
+                height: key.height,
+                ..k.clone()
+            } == *key;
+            let full = k.width > key.width
+                && scaled(k.width, scale[0]) == key.width
+                && scaled(k.height, scale[1]) == key.height;
+            match seg.results.get(edit) {
+                Some(Outcome::Ready(frames)) if same && full => Some(frames.clone()),
+                _ => None,
+            }
+        })
+    };
+    match found {
+        Some(frames) => serve(&frames, place, source),
+        None => Served::Source(
+            "CogVideoX: results are computed at full resolution: render this frame at 100% (not a proxy or zoomed out) first".into(),
+        ),
+    }
+}
 
-/// Stores the source of model frame `index`; a frame whose content changed
-/// drops the segment's results, which no longer describe it.
-fn collect(seg: &mut Segment, index: usize, frame: &Frame) {
-    let hash = frame.content_hash();
+/// A job named `id` that is queued or running, in any segment.
+fn running(map: &HashMap<SegmentKey, Segment>, id: u64) -> Option<Arc<Job>> {
+    map.values()
+        .flat_map(|seg| seg.results.values())
+        .find_map(|o| match o {
+            Outcome::Running(j) if j.id == id && !j.finished() && !j.cancelled() => Some(j.clone()),
+            _ => None,
+        })
+}
+
+/// Stores the source of model frame `index` (its host frame's `hash`, and
+/// `kept`, called only where the slot holds another frame); a frame whose
+/// content changed drops the segment's results, which no longer describe
+/// it.
+fn collect(seg: &mut Segment, index: usize, hash: u64, kept: impl FnOnce() -> Arc<Frame>) {
     let slot = &mut seg.sources[index];
     if slot.as_ref().map(|(h, _)| *h) != Some(hash) {
         if slot.is_some() {
             seg.inversion = None;
             seg.results.clear();
         }
-        *slot = Some((hash, frame.clone()));
+        *slot = Some((hash, kept()));
     }
 }
 
-/// Whether `outcome` is still `job` running: a job whose entry was
-/// dropped (the source changed, a purge) must not record its result.
-pub(crate) fn current(outcome: Option<&Outcome>, job: &Job) -> bool {
-    matches!(outcome, Some(Outcome::Running(j)) if std::ptr::eq(j.as_ref(), job))
+/// A segment's files in the disk cache.
+struct Entries {
+    result: PathBuf,
+    inversion: PathBuf,
+}
+
+/// The inversion saved at `path` by an earlier job (this process or
+/// another), if any and if the library accepts it.
+fn saved_inversion(pipe: &PipelineHandle, path: &Path) -> Option<Arc<InversionHandle>> {
+    if !path.is_file() {
+        return None;
+    }
+    match InversionHandle::load(pipe, path) {
+        Ok(Some(inv)) => {
+            crate::log::line(&format!("inversion read from {}", path.display()));
+            // Reading counts as use for the least-recently-used pruning.
+            let _ = std::fs::File::open(path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Some(Arc::new(inv))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            crate::log::line(&format!("inverting again: {} refused: {e}", path.display()));
+            None
+        }
+    }
 }
 
 /// Processes a segment on the worker and records the outcome.
@@ -568,12 +447,13 @@ fn finish(
     key: SegmentKey,
     edit: EditKey,
     invert: InvertKey,
-    frames: Vec<Frame>,
+    frames: Vec<Arc<Frame>>,
     inv: Option<Arc<InversionHandle>>,
-    entry: std::path::PathBuf,
+    entries: Entries,
     retry: u64,
     job: &Job,
 ) {
+    let entry = entries.result;
     let lat = entry.with_extension("lat");
     let outcome = if job.cancelled() {
         Err(("cancelled before it started".to_string(), true))
@@ -586,9 +466,14 @@ fn finish(
         crate::generate::decode(pipe, &l, size, s.resize_mode, job).map(|f| (None, f))
     } else {
         crate::log::line(&format!("processing segment {key:?} with {edit:?}"));
-        process(s, pipe, frames, inv, job).map(|(inv, l, f)| {
+        let inv = inv.or_else(|| saved_inversion(pipe, &entries.inversion));
+        let inverts = inv.is_none();
+        process(s, pipe, &frames, inv, job).map(|(inv, l, f)| {
             if let Err(e) = crate::disk::write_latents(&lat, &l) {
                 crate::log::line(&format!("cannot write {}: {e}", lat.display()));
+            }
+            if inverts {
+                save_inversion(pipe, &inv, &entries.inversion);
             }
             (Some(inv), f)
         })
@@ -599,55 +484,63 @@ fn finish(
         crate::log::line(&format!("cannot write {}: {e}", entry.display()));
     }
     let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let seg = all.get_or_insert_with(HashMap::new).get_mut(&key);
-    let Some(seg) = seg.filter(|seg| current(seg.results.get(&edit), job)) else {
+    let map = all.get_or_insert_with(HashMap::new);
+    // Every segment (instance) that joined the job gets its outcome.
+    let holders: Vec<&mut Segment> = map
+        .values_mut()
+        .filter(|seg| current(seg.results.get(&edit), job))
+        .collect();
+    if holders.is_empty() {
         crate::log::line("the segment changed while processing: its result is dropped");
         return;
-    };
-    match outcome {
-        Ok((inversion, frames)) => {
-            crate::log::line("segment done");
-            if let Some(inversion) = inversion {
-                seg.inversion = Some((invert, inversion));
+    }
+    let outcome = outcome.map(|(inversion, frames)| (inversion, Arc::new(frames)));
+    match &outcome {
+        Ok(_) => crate::log::line("segment done"),
+        Err((msg, _)) => crate::log::line(&format!("segment failed: {msg}")),
+    }
+    for seg in holders {
+        match &outcome {
+            Ok((inversion, frames)) => {
+                if let Some(inversion) = inversion {
+                    seg.inversion = Some((invert.clone(), inversion.clone()));
+                }
+                seg.results
+                    .insert(edit.clone(), Outcome::Ready(frames.clone()));
             }
-            seg.results.insert(edit, Outcome::Ready(Arc::new(frames)));
-        }
-        Err((msg, cancelled)) => {
-            crate::log::line(&format!("segment failed: {msg}"));
-            if cancelled {
-                // A cancellation is not a failure: the next request starts again.
+            // A cancellation is not a failure: the next request starts again.
+            Err((_, true)) => {
                 seg.results.remove(&edit);
-            } else {
-                seg.results.insert(edit, Outcome::Failed(msg, retry));
+            }
+            Err((msg, false)) => {
+                seg.results
+                    .insert(edit.clone(), Outcome::Failed(msg.clone(), retry));
             }
         }
     }
+    bound(map, &key);
 }
 
-pub(crate) fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Served {
-    let Some(a) = frames.get(place.index) else {
-        return Served::Source(format!(
-            "CogVideoX: the model produced {} frames; frame {} is past them",
-            frames.len(),
-            place.index
-        ));
-    };
-    if a.width != source.width || a.height != source.height {
-        return Served::Source("CogVideoX: the source size changed".into());
-    }
-    match frames.get(place.index + 1) {
-        Some(b) if place.frac > 0.0 => Served::Result(crate::image::blend(a, b, place.frac)),
-        _ => Served::Result(a.clone()),
+/// Keeps a new inversion in the disk cache.
+fn save_inversion(pipe: &PipelineHandle, inv: &InversionHandle, path: &Path) {
+    let saved = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| e.to_string())
+        .and_then(|()| inv.save(pipe, path));
+    match saved {
+        Ok(true) => crate::disk::written(path),
+        // An older library cannot save inversions.
+        Ok(false) => {}
+        Err(e) => crate::log::line(&format!("cannot write {}: {e}", path.display())),
     }
 }
-
-pub(crate) type Failure = (String, bool);
 
 /// Inverts (unless `inv` already holds this inversion) and edits.
 fn process(
     s: &EditSettings,
     pipe: &PipelineHandle,
-    mut frames: Vec<Frame>,
+    frames: &[Arc<Frame>],
     inv: Option<Arc<InversionHandle>>,
     job: &Job,
 ) -> Result<(Arc<InversionHandle>, Latents, Vec<Frame>), Failure> {
@@ -657,7 +550,8 @@ fn process(
     let inv = match inv {
         Some(i) => i,
         None => {
-            let descs: Vec<capi::Frame> = frames.iter_mut().map(Frame::as_capi).collect();
+            crate::log::line("inverting the segment");
+            let descs: Vec<capi::Frame> = frames.iter().map(|f| f.as_capi_input()).collect();
             let mut o: capi::InvertOptions = Default::default();
             // SAFETY: writable options.
             unsafe { api.invert_options_init.run(&mut o) };
@@ -721,7 +615,7 @@ mod tests {
     use std::cell::Cell;
     use std::path::Path;
     use std::sync::OnceLock;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     const FRAMES: usize = 9;
 
@@ -796,6 +690,10 @@ mod tests {
             .collect()
     }
 
+    fn shared(frames: &[Frame]) -> Vec<Arc<Frame>> {
+        frames.iter().cloned().map(Arc::new).collect()
+    }
+
     fn at(k: usize) -> Placement {
         Placement {
             index: k,
@@ -824,15 +722,15 @@ mod tests {
             progress: &no_abort,
         };
         for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
-            let st = status(render(&s, &pipe, &at(k), f, &w, None));
+            let st = status(render(&s, &pipe, &at(k), f, &w, None, None));
             assert!(st.contains(&format!("collected {} of 9", k + 1)), "{st}");
         }
         // The frame that completes the segment queues it and returns.
-        let st = status(render(&s, &pipe, &at(8), &frames[8], &w, None));
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &w, None, None));
         assert_eq!(st, "CogVideoX: queued for processing");
         let deadline = Instant::now() + Duration::from_secs(300);
         let got = loop {
-            match render(&s, &pipe, &at(0), &frames[0], &w, None) {
+            match render(&s, &pipe, &at(0), &frames[0], &w, None, None) {
                 Served::Result(f) => break f,
                 Served::Source(st) => {
                     assert!(
@@ -845,7 +743,7 @@ mod tests {
             }
         };
         // The same numbers as processing the frames directly.
-        let (_, _, want) = process(&s, &pipe, frames.clone(), None, &Job::new(0)).unwrap();
+        let (_, _, want) = process(&s, &pipe, &shared(&frames), None, &Job::new(0)).unwrap();
         assert!(got == want[0], "the served frame differs from the C API's");
         // A final render of another instance is served from the cache.
         let fin = Waiter {
@@ -853,7 +751,7 @@ mod tests {
             wait: true,
             progress: &no_abort,
         };
-        match render(&s, &pipe, &at(8), &frames[8], &fin, None) {
+        match render(&s, &pipe, &at(8), &frames[8], &fin, None, None) {
             Served::Result(f) => assert!(f == want[8]),
             Served::Source(st) => panic!("{st}"),
         }
@@ -876,7 +774,7 @@ mod tests {
             progress: &no_abort,
         };
         for (k, f) in frames.iter().enumerate().take(FRAMES - 1) {
-            status(render(&s, &pipe, &at(k), f, &collect, None));
+            status(render(&s, &pipe, &at(k), f, &collect, None, None));
         }
         let aborting = Waiter {
             instance: 2001,
@@ -884,48 +782,15 @@ mod tests {
             progress: &abort,
         };
         let t = Instant::now();
-        let st = status(render(&s, &pipe, &at(8), &frames[8], &aborting, None));
+        let st = status(render(&s, &pipe, &at(8), &frames[8], &aborting, None, None));
         assert_eq!(st, "CogVideoX: aborted");
         assert!(polls.get() >= 1);
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         // The aborted job was cancelled, not failed: the next render runs it.
-        match render(&s, &pipe, &at(8), &frames[8], &collect, None) {
+        match render(&s, &pipe, &at(8), &frames[8], &collect, None, None) {
             Served::Result(_) => {}
             Served::Source(st) => panic!("{st}"),
         }
-    }
-
-    #[test]
-    fn an_interactive_render_does_not_wait_for_a_load_and_a_failed_load_is_kept() {
-        let key = LoadKey {
-            checkpoint: "/nonexistent/cogvideox".into(),
-            device: 0,
-            device_index: 0,
-            dtype: 0,
-            vae_tiling: false,
-        };
-        let no_abort = |_: f64| false;
-        let w = Waiter {
-            instance: 4001,
-            wait: false,
-            progress: &no_abort,
-        };
-        assert!(matches!(super::pipeline(&key, Some(&w)), Ok(None)));
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let err = loop {
-            match super::pipeline(&key, Some(&w)) {
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Ok(Some(_)) => panic!("a pipeline from no checkpoint"),
-                Err(e) => break e,
-            }
-            assert!(Instant::now() < deadline, "no answer in 300 s");
-        };
-        // Remembered: a final render gets the failure without a new load.
-        let fin = Waiter { wait: true, ..w };
-        assert_eq!(super::pipeline(&key, Some(&fin)).err(), Some(err));
-        let pipes = PIPELINES.lock().unwrap();
-        let entry = pipes.iter().find(|(k, _)| *k == key).map(|(_, l)| l);
-        assert!(matches!(entry, Some(Loaded::Failed(..))));
     }
 
     #[test]
@@ -957,7 +822,7 @@ mod tests {
                 length: FRAMES as i32,
                 step: 1,
             };
-            segment_held(owner, &s.load, &seg, 0)
+            segment_held(owner, &ModelKey::new(&s.load, &pipe), &seg, 0)
         };
         assert!(!held(5001));
         let a = result(render(
@@ -967,6 +832,7 @@ mod tests {
             &one[4],
             &w(5001),
             Some(&fetch_one),
+            None,
         ));
         assert_eq!(
             fetched.get(),
@@ -982,9 +848,10 @@ mod tests {
             &two[4],
             &w(5002),
             Some(&fetch_two),
+            None,
         ));
-        let (_, _, want_a) = process(&s, &pipe, one.clone(), None, &Job::new(0)).unwrap();
-        let (_, _, want_b) = process(&s, &pipe, two.clone(), None, &Job::new(0)).unwrap();
+        let (_, _, want_a) = process(&s, &pipe, &shared(&one), None, &Job::new(0)).unwrap();
+        let (_, _, want_b) = process(&s, &pipe, &shared(&two), None, &Job::new(0)).unwrap();
         assert!(a == want_a[4] && b == want_b[4] && a != b);
     }
 
@@ -1003,7 +870,7 @@ mod tests {
             settings(303, "a yellow tree", 200),
         );
         for (k, f) in frames.iter().enumerate() {
-            render(&a, &pipe, &at(k), f, &w, None);
+            render(&a, &pipe, &at(k), f, &w, None, None);
         }
         let job_of = |s: &EditSettings| {
             let all = SEGMENTS.lock().unwrap();
@@ -1019,12 +886,12 @@ mod tests {
         };
         let stale = job_of(&a).expect("the first job is not queued");
         // The prompt changes while the first job is queued or running.
-        render(&b, &pipe, &at(0), &frames[0], &w, None);
+        render(&b, &pipe, &at(0), &frames[0], &w, None, None);
         assert!(stale.cancelled(), "the stale job was not cancelled");
         assert!(!job_of(&b).expect("no job for the new prompt").cancelled());
         let deadline = Instant::now() + Duration::from_secs(300);
         while !matches!(
-            render(&b, &pipe, &at(0), &frames[0], &w, None),
+            render(&b, &pipe, &at(0), &frames[0], &w, None, None),
             Served::Result(_)
         ) {
             assert!(Instant::now() < deadline, "no result in 300 s");

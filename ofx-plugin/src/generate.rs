@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
-use crate::edit::{
-    LoadKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress, serve,
-    wait_for,
-};
 use crate::image::Frame;
+use crate::segment::{
+    LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
+    serve, wait_for,
+};
 use crate::worker::{self, Job};
 
 /// Everything Generate's result depends on, read from parameters.
@@ -38,7 +38,7 @@ pub struct GenerateSettings {
 /// Everything sampling depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LatentKey {
-    load: LoadKey,
+    model: ModelKey,
     prompt: String,
     negative_prompt: String,
     steps: i32,
@@ -62,8 +62,8 @@ struct ResultKey {
     step: i32,
 }
 
-/// Entries kept per process; beyond it the finished ones are dropped.
-const MAX_ENTRIES: usize = 8;
+/// Latents kept per process (a small fraction of their frames' size).
+const MAX_LATENTS: usize = 8;
 
 static LATENTS: Mutex<Option<HashMap<LatentKey, Arc<Latents>>>> = Mutex::new(None);
 static RESULTS: Mutex<Option<HashMap<ResultKey, Outcome>>> = Mutex::new(None);
@@ -85,7 +85,7 @@ pub fn render(
     w: &Waiter,
 ) -> Served {
     let latents = LatentKey {
-        load: s.load.clone(),
+        model: ModelKey::new(&s.load, pipe),
         prompt: s.prompt.clone(),
         negative_prompt: s.negative_prompt.clone(),
         steps: s.steps,
@@ -105,14 +105,17 @@ pub fn render(
         start: s.segment_start,
         step: place.step,
     };
-    let id = crate::edit::job_id(&("generate", &key));
+    let id = crate::segment::job_id(&("generate", &key));
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {
         let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
         let map = results.get_or_insert_with(HashMap::new);
         match next(map.get(&key), w, retry) {
-            Next::Ready(frames) => return serve(&frames, place, blank),
+            Next::Ready(frames) => {
+                drop(results);
+                return serve(&frames, place, blank);
+            }
             Next::Show(served) => return served,
             Next::Wait(job) => {
                 drop(results);
@@ -123,15 +126,14 @@ pub fn render(
             }
             Next::Compute => {}
         }
-        let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+        let entry = crate::disk::entry(&key, &[]);
         if let Some(frames) = crate::disk::read(&entry) {
             crate::log::line(&format!("clip read from {}", entry.display()));
             let frames = Arc::new(frames);
-            map.insert(key, Outcome::Ready(frames.clone()));
+            map.insert(key.clone(), Outcome::Ready(frames.clone()));
+            bound(map, &key);
+            drop(results);
             return serve(&frames, place, blank);
-        }
-        if map.len() >= MAX_ENTRIES {
-            map.retain(|_, o| matches!(o, Outcome::Running(_)));
         }
         let job = Job::new(id);
         map.insert(key.clone(), Outcome::Running(job.clone()));
@@ -146,28 +148,33 @@ pub fn render(
     }
 }
 
+fn bound(map: &mut HashMap<ResultKey, Outcome>, keep: &ResultKey) {
+    let cache = crate::memory::Cache::Generate;
+    crate::memory::bound(cache, map, keep, Outcome::bytes, Outcome::done, |_| 0);
+}
+
 /// The latents for `key`: from memory, from disk, or `None`.
-fn cached_latents(checkpoint: &str, key: &LatentKey) -> Option<Arc<Latents>> {
+fn cached_latents(key: &LatentKey) -> Option<Arc<Latents>> {
     let mut all = LATENTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = all.get_or_insert_with(HashMap::new);
     if let Some(l) = map.get(key) {
         return Some(l.clone());
     }
-    let path = crate::disk::latents_entry(checkpoint, key);
+    let path = crate::disk::latents_entry(key);
     let l = Arc::new(crate::disk::read_latents(&path)?);
     crate::log::line(&format!("latents read from {}", path.display()));
     map.insert(key.clone(), l.clone());
     Some(l)
 }
 
-fn store_latents(checkpoint: &str, key: &LatentKey, l: Latents) {
-    let path = crate::disk::latents_entry(checkpoint, key);
+fn store_latents(key: &LatentKey, l: Latents) {
+    let path = crate::disk::latents_entry(key);
     if let Err(e) = crate::disk::write_latents(&path, &l) {
         crate::log::line(&format!("cannot write {}: {e}", path.display()));
     }
     let mut all = LATENTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = all.get_or_insert_with(HashMap::new);
-    if map.len() >= MAX_ENTRIES {
+    if map.len() >= MAX_LATENTS {
         map.clear();
     }
     map.insert(key.clone(), Arc::new(l));
@@ -179,22 +186,23 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
     let outcome = if job.cancelled() {
         Err(("cancelled before it started".to_string(), true))
     } else {
-        match cached_latents(&s.load.checkpoint, &key.latents) {
+        match cached_latents(&key.latents) {
             Some(l) => {
                 crate::log::line(&format!("decoding cached latents for {key:?}"));
-                let size = (key.out_width, key.out_height, key.format);
+                let format = crate::image::compact_format(key.format);
+                let size = (key.out_width, key.out_height, format);
                 decode(pipe, &l, size, s.resize_mode, job)
             }
             None => {
                 crate::log::line(&format!("generating {key:?}"));
                 generate(s, pipe, &key, job).map(|(l, frames)| {
-                    store_latents(&s.load.checkpoint, &key.latents, l);
+                    store_latents(&key.latents, l);
                     frames
                 })
             }
         }
     };
-    let entry = crate::disk::entry(&s.load.checkpoint, &key, &[]);
+    let entry = crate::disk::entry(&key, &[]);
     if let Ok(frames) = &outcome
         && let Err(e) = crate::disk::write(&entry, frames)
     {
@@ -209,7 +217,8 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
     match outcome {
         Ok(frames) => {
             crate::log::line("clip done");
-            map.insert(key, Outcome::Ready(Arc::new(frames)));
+            map.insert(key.clone(), Outcome::Ready(Arc::new(frames)));
+            bound(map, &key);
         }
         Err((msg, cancelled)) => {
             crate::log::line(&format!("clip failed: {msg}"));
@@ -226,7 +235,10 @@ pub(crate) type Failure = (String, bool);
 
 fn outputs(key: &ResultKey, n: usize) -> Vec<Frame> {
     (0..n)
-        .map(|_| Frame::new(key.out_width, key.out_height, key.format))
+        .map(|_| {
+            let format = crate::image::compact_format(key.format);
+            Frame::new(key.out_width, key.out_height, format)
+        })
         .collect()
 }
 

@@ -24,6 +24,17 @@ pub fn bytes_per_channel(format: u32) -> usize {
     }
 }
 
+/// The format frames of `format` are kept in (collected sources, results):
+/// float as 16-bit, half the bytes. The model sees no difference that
+/// matters: the library clamps float input to [0, 1] and writes results in
+/// [0, 1], where 16 bits are within 1/131070 of any value.
+pub fn compact_format(format: u32) -> u32 {
+    match format {
+        capi::FORMAT_RGBA32F => capi::FORMAT_RGBA16,
+        f => f,
+    }
+}
+
 /// The C API format for an OpenFX pixel depth.
 pub fn format_of_depth(depth: &str) -> Result<u32, String> {
     let is = |c: &CStr| depth.as_bytes() == c.to_bytes();
@@ -63,6 +74,17 @@ impl Frame {
         }
     }
 
+    /// The frame as the C API describes an input, which it only reads.
+    pub fn as_capi_input(&self) -> capi::Frame {
+        capi::Frame {
+            data: self.data.as_ptr().cast_mut().cast(),
+            width: self.width as i32,
+            height: self.height as i32,
+            stride_bytes: self.row_bytes() as i64,
+            format: self.format,
+        }
+    }
+
     /// A hash of the size, format and pixels: the frame's identity in cache
     /// keys.
     pub fn content_hash(&self) -> u64 {
@@ -87,6 +109,44 @@ impl Frame {
             ),
             _ => self.data[i] as f32 / 255.0,
         }
+    }
+
+    /// Bytes of pixel data held.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// This frame as the plugin keeps it (`compact_format`).
+    pub fn compact(&self) -> Frame {
+        self.to_format(compact_format(self.format))
+    }
+
+    /// This frame reduced to `w` x `h` (not larger), each output pixel the
+    /// mean of the input pixels its area covers (whole pixels), in the same
+    /// format.
+    pub fn downscale(&self, w: usize, h: usize) -> Frame {
+        let mut out = Frame::new(w, h, capi::FORMAT_RGBA32F);
+        let span = |i: usize, n: usize, full: usize| (i * full / n, ((i + 1) * full).div_ceil(n));
+        for y in 0..h {
+            let (y0, y1) = span(y, h, self.height);
+            for x in 0..w {
+                let (x0, x1) = span(x, w, self.width);
+                let mut sum = [0f32; 4];
+                for sy in y0..y1 {
+                    for sx in x0..x1 {
+                        for (c, v) in sum.iter_mut().enumerate() {
+                            *v += self.channel((sy * self.width + sx) * 4 + c);
+                        }
+                    }
+                }
+                let n = ((y1 - y0) * (x1 - x0)) as f32;
+                for (c, v) in sum.iter().enumerate() {
+                    let i = (y * w + x) * 4 + c;
+                    out.data[4 * i..4 * i + 4].copy_from_slice(&(v / n).to_ne_bytes());
+                }
+            }
+        }
+        out.to_format(self.format)
     }
 
     /// This frame in `format` (a copy; rounding to the nearest level).

@@ -12,8 +12,10 @@ mod edit;
 mod generate;
 mod image;
 pub mod log;
+mod memory;
 mod ofx;
 mod params;
+mod segment;
 mod trace;
 mod worker;
 
@@ -201,7 +203,7 @@ fn dispatch(
         let name = args.get_str(kOfxPropName, 0)?;
         let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
         if is_param && name == "process" {
-            edit::retry_failed();
+            segment::retry_failed();
         } else if is_param && name == "set_start" {
             // The frame the user is on, in the host's own time (Natron's
             // start at 1, Resolve's are frames of the source media).
@@ -215,6 +217,16 @@ fn dispatch(
         edit::purge();
         animate::purge();
         generate::purge();
+    } else if action == kOfxImageEffectActionGetRegionOfDefinition {
+        // Natron probes render-scale support with this action at scale 0.5
+        // and, where it fails, renders at full size and scales the result
+        // itself (`Engine/OfxEffectInstance.cpp`, shared/reference/openfx.md
+        // section 11): the model's results are computed once, at full size.
+        let scale = Props { s, h: in_args }.get_double(kOfxImageEffectPropRenderScale, 0);
+        if s.natron && scale.is_ok_and(|v| v != 1.0) {
+            return Ok(kOfxStatFailed);
+        }
+        return Ok(kOfxStatReplyDefault);
     } else if action == kOfxImageEffectActionGetClipPreferences && effect == Effect::Generate {
         // Without this a host may render one frame and reuse it.
         Props { s, h: out_args }.set_int(kOfxImageEffectFrameVarying, 0, 1)?;
@@ -369,7 +381,22 @@ fn segment_start(
     handle: OfxImageEffectHandle,
     r: &params::Reader,
 ) -> Result<i32, String> {
-    let start = r.int(c"segment_start")?;
+    Ok(at_or_after_clip(s, handle, r.int(c"segment_start")?))
+}
+
+/// Animate's image to animate: host frame `source_frame`, but not before
+/// the Source clip's first frame, as `segment_start` (with the default 0
+/// it is the clip's first frame: 1 in Natron).
+fn source_frame(
+    s: &Suites,
+    handle: OfxImageEffectHandle,
+    r: &params::Reader,
+) -> Result<i32, String> {
+    Ok(at_or_after_clip(s, handle, r.int(c"source_frame")?))
+}
+
+/// `frame`, or the clip's first frame where that comes later.
+fn at_or_after_clip(s: &Suites, handle: OfxImageEffectHandle, frame: i32) -> i32 {
     let first = [
         kOfxImageEffectSimpleSourceClipName,
         kOfxImageEffectOutputClipName,
@@ -392,9 +419,9 @@ fn segment_start(
         }
         p.get_double(kOfxImageEffectPropFrameRange, 0).ok()
     });
-    Ok(first
+    first
         .filter(|f| f.is_finite())
-        .map_or(start, |f| start.max(f.round() as i32)))
+        .map_or(frame, |f| frame.max(f.round() as i32))
 }
 
 /// Resolve's thumbnail flag on the Source clip, where it has one.
@@ -426,8 +453,8 @@ fn clip(
     Ok(c)
 }
 
-fn read_load(r: &params::Reader) -> Result<edit::LoadKey, String> {
-    Ok(edit::LoadKey {
+fn read_load(r: &params::Reader) -> Result<segment::LoadKey, String> {
+    Ok(segment::LoadKey {
         checkpoint: r.string(c"checkpoint")?,
         device: r.int(c"device")? as u32,
         device_index: r.int(c"device_index")?,
@@ -438,7 +465,7 @@ fn read_load(r: &params::Reader) -> Result<edit::LoadKey, String> {
 
 fn read_edit(
     r: &params::Reader,
-    load: edit::LoadKey,
+    load: segment::LoadKey,
     segment_start: i32,
 ) -> Result<edit::EditSettings, String> {
     Ok(edit::EditSettings {
@@ -460,7 +487,7 @@ fn read_edit(
 
 fn read_generate(
     r: &params::Reader,
-    load: edit::LoadKey,
+    load: segment::LoadKey,
     segment_start: i32,
 ) -> Result<generate::GenerateSettings, String> {
     Ok(generate::GenerateSettings {
@@ -480,8 +507,9 @@ fn read_generate(
 
 fn read_animate(
     r: &params::Reader,
-    load: edit::LoadKey,
+    load: segment::LoadKey,
     segment_start: i32,
+    source_frame: i32,
 ) -> Result<animate::AnimateSettings, String> {
     Ok(animate::AnimateSettings {
         load,
@@ -493,7 +521,7 @@ fn read_animate(
         width: r.int(c"width")?,
         height: r.int(c"height")?,
         resize_mode: r.int(c"resize_mode")? as u32,
-        source_frame: r.int(c"source_frame")?,
+        source_frame,
         segment_start,
         cache_version: r.int(c"cache_version")?,
     })
@@ -539,7 +567,7 @@ fn render(
     check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
     let reader = params::Reader { s: *s, set, time };
     let load = read_load(&reader)?;
-    let seg = edit::SegmentParams {
+    let seg = segment::SegmentParams {
         start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
@@ -547,7 +575,7 @@ fn render(
     let started = Cell::new(false);
     let report = |frac: f64| progress(s, handle, &started, frac);
     let final_render = !interactive(&args);
-    let waiter = edit::Waiter {
+    let waiter = segment::Waiter {
         instance: handle as usize,
         // Final renders wait for their segment; interactive ones show the
         // source meanwhile.
@@ -562,7 +590,7 @@ fn render(
         source: &source,
         fail: fails_without_result(s, final_render),
     };
-    let pipe = match edit::pipeline(&load, Some(&waiter)) {
+    let pipe = match segment::pipeline(&load, Some(&waiter)) {
         Ok(Some(pipe)) => pipe,
         Ok(None) => {
             if started.get() {
@@ -573,7 +601,7 @@ fn render(
             } else {
                 "CogVideoX: loading the checkpoint"
             };
-            return show(&out_args, &mut out, edit::Served::Source(status.into()));
+            return show(&out_args, &mut out, segment::Served::Source(status.into()));
         }
         Err(e) => {
             if started.get() {
@@ -583,12 +611,12 @@ fn render(
                 "CogVideoX cannot load the checkpoint: {e} (log: {})",
                 log::path().display()
             );
-            return show(&out_args, &mut out, edit::Served::Source(status));
+            return show(&out_args, &mut out, segment::Served::Source(status));
         }
     };
     let clips: Vec<OfxImageClipHandle> = [Some(out_clip), src_clip].into_iter().flatten().collect();
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
-    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let place = segment::place(&seg, &pipe, time, host_fps, operation(effect))?;
     // Source frames at other times, released as soon as they are copied.
     let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
         Ok(Some(img)) => Some(img.to_frame()),
@@ -599,9 +627,20 @@ fn render(
         }
     };
     let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
+    // Where the host gives every frame it needs (Resolve, Natron), a render
+    // below full size (Resolve's proxies, Natron's viewer zoomed out)
+    // never starts an Edit job: it shows the full-size result downscaled,
+    // so that one job serves every scale. Elsewhere (MLT's preview scale)
+    // it is a segment of its own.
+    let scale = [0, 1].map(|i| {
+        args.get_double(kOfxImageEffectPropRenderScale, i)
+            .unwrap_or(1.0)
+    });
+    let proxy = (s.temporal && scale.iter().any(|&v| v < 1.0)).then_some(scale);
     let served = match effect {
         Effect::Animate => {
-            let settings = read_animate(&reader, load, seg.start)?;
+            let first = source_frame(s, handle, &reader)?;
+            let settings = read_animate(&reader, load, seg.start, first)?;
             animate::render(
                 &settings,
                 &pipe,
@@ -614,7 +653,8 @@ fn render(
         }
         Effect::Edit => {
             let settings = read_edit(&reader, load, seg.start)?;
-            place.map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch))
+            place
+                .map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch, proxy))
         }
         Effect::Generate => {
             let settings = read_generate(&reader, load, seg.start)?;
@@ -648,8 +688,9 @@ fn fails_without_result(s: &Suites, final_render: bool) -> bool {
 
 /// The source frames a render at the time in `args` reads: the current one,
 /// and every model frame of its segment (Edit) or the image to animate
-/// (Animate) unless the instance holds them already. `None` when the checkpoint cannot be loaded (the host's
-/// default then applies and the render says what is wrong).
+/// (Animate) unless the instance holds them already. `None` when the
+/// checkpoint cannot be loaded, or while it loads outside Natron (the
+/// host's default then applies and the render says what is wrong).
 fn frames_needed(
     s: &Suites,
     effect: Effect,
@@ -662,11 +703,21 @@ fn frames_needed(
     // SAFETY: valid instance handle and out pointer.
     check(unsafe { get_set(handle, &mut set) }, "getParamSet")?;
     let reader = params::Reader { s: *s, set, time };
-    // Starts loading if need be, without waiting.
-    let Ok(Some(pipe)) = edit::pipeline(&read_load(&reader)?, None) else {
+    // Starts loading if need be. Natron caches this answer and renders only
+    // the frames it declares (`Engine/EffectInstance.cpp`; shared reference
+    // section 11): an answer given while the checkpoint loads would stick,
+    // so there it waits for the load (until an abort), as Natron's final
+    // renders do; elsewhere it does not wait.
+    let abort = |_: f64| aborted(s, handle);
+    let waiter = segment::Waiter {
+        instance: handle as usize,
+        wait: s.natron,
+        progress: &abort,
+    };
+    let Ok(Some(pipe)) = segment::pipeline(&read_load(&reader)?, Some(&waiter)) else {
         return Ok(None);
     };
-    let seg = edit::SegmentParams {
+    let seg = segment::SegmentParams {
         start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
@@ -676,30 +727,30 @@ fn frames_needed(
         clip(s, handle, kOfxImageEffectSimpleSourceClipName)?,
     ];
     let host_fps = host_fps(s, handle, &clips).unwrap_or(DEFAULT_HOST_FPS);
-    let place = edit::place(&seg, &pipe, time, host_fps)?;
+    let place = segment::place(&seg, &pipe, time, host_fps, operation(effect))?;
     let mut times = vec![time];
-    let load = read_load(&reader)?;
+    let model = segment::ModelKey::new(&read_load(&reader)?, &pipe);
     let cache_version = reader.int(c"cache_version")?;
     // Frames already held are not asked for again (hosts such as Natron
     // render every frame a render needs before calling it).
     let owner = handle as usize;
     match effect {
         Effect::Animate => {
-            let source_frame = reader.int(c"source_frame")?;
+            let source_frame = source_frame(s, handle, &reader)?;
             if (place.is_some() || time == source_frame as f64)
-                && !animate::image_held(owner, &load, source_frame, cache_version)
+                && !animate::image_held(owner, &model, source_frame, cache_version)
             {
                 times.push(source_frame as f64);
             }
         }
         _ => {
             if let Some(place) = place {
-                let held = edit::SegmentParams {
+                let held = segment::SegmentParams {
                     length: place.length as i32,
                     step: place.step,
                     ..seg
                 };
-                if !edit::segment_held(owner, &load, &held, cache_version) {
+                if !edit::segment_held(owner, &model, &held, cache_version) {
                     times.extend(
                         (0..place.length).map(|k| (seg.start + k as i32 * place.step) as f64),
                     );
@@ -708,6 +759,15 @@ fn frames_needed(
         }
     }
     Ok(Some(times))
+}
+
+/// The library's operation an effect runs, for its default segment length.
+fn operation(effect: Effect) -> u32 {
+    match effect {
+        Effect::Edit => capi::OPERATION_EDIT,
+        Effect::Animate => capi::OPERATION_ANIMATE,
+        Effect::Generate => capi::OPERATION_GENERATE,
+    }
 }
 
 /// `times` as sorted inclusive ranges, consecutive whole frames merged.
@@ -741,14 +801,18 @@ struct Shown<'a> {
 /// status as an error message where a placeholder would be kept as the
 /// result. An aborted render's output is discarded by the host: the source
 /// with OK.
-fn show(o: &Shown, out: &mut image::HostImage, served: edit::Served) -> Result<OfxStatus, String> {
+fn show(
+    o: &Shown,
+    out: &mut image::HostImage,
+    served: segment::Served,
+) -> Result<OfxStatus, String> {
     match served {
-        edit::Served::Result(f) => {
+        segment::Served::Result(f) => {
             ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", "done: the result");
             out.write(&f, o.window)?;
             Ok(kOfxStatOK)
         }
-        edit::Served::Source(status) => {
+        segment::Served::Source(status) => {
             let aborted = status.ends_with("aborted");
             let failed = status.contains("failed") || status.contains("cannot");
             let fail = o.fail && !aborted;

@@ -44,6 +44,22 @@ const PROTOTYPES: &[(&str, &str)] = &[
     ),
     ("cogvideo_inversion_free", "void (*)(cogvideo_inversion *)"),
     (
+        "cogvideo_pipeline_default_frames",
+        "cogvideo_status (*)(const cogvideo_pipeline *, uint32_t, int32_t *)",
+    ),
+    (
+        "cogvideo_pipeline_identity",
+        "cogvideo_status (*)(const cogvideo_pipeline *, uint64_t *)",
+    ),
+    (
+        "cogvideo_inversion_save",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_inversion *, const char *)",
+    ),
+    (
+        "cogvideo_inversion_load",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const char *, cogvideo_inversion **)",
+    ),
+    (
         "cogvideo_edit_with_prompt",
         "cogvideo_status (*)(const cogvideo_pipeline *, const cogvideo_inversion *, const cogvideo_edit_options *, const cogvideo_frame *, uintptr_t)",
     ),

@@ -447,3 +447,150 @@ fn natron_generate_in_the_general_context_with_nothing_connected() {
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
+
+/// `p` reduced by `k` in each direction, each pixel the mean of a k x k
+/// block (float images).
+fn block_mean(p: &host::Pixels, k: usize) -> host::Pixels {
+    let (w, h) = (p.width / k, p.height / k);
+    let mut out = host::Pixels::new(w, h, Depth::Float);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..4 {
+                let mut sum = 0.0;
+                for sy in y * k..(y + 1) * k {
+                    for sx in x * k..(x + 1) * k {
+                        sum += p.sample((sy * p.width + sx) * 4 + c);
+                    }
+                }
+                let v = (sum / (k * k) as f64) as f32;
+                let i = 4 * ((y * w + x) * 4 + c);
+                out.data[i..i + 4].copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Natron renders at the viewer's zoom, and probes render-scale support
+/// with GetRegionOfDefinition at scale 0.5: where that fails it renders at
+/// full size and scales the result itself (Natron `Engine/OfxEffectInstance.cpp`,
+/// `ViewerInstance.cpp`; shared/reference/openfx.md section 11). The plugin
+/// fails the probe; renders at 1, 0.5 and 0.25 come from one full-size job
+/// (below full size its result downscaled), and a render below full size
+/// before there is a result starts no job and fails, so that Natron caches
+/// nothing wrong (issue 26 item 3).
+#[test]
+fn natron_zoom_levels_are_served_from_one_full_size_job() {
+    let _serial = serial();
+    env_traced();
+    const VERSION: i32 = 950;
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Float, Layout::PLAIN),
+        VERSION,
+    );
+    let rod = |scale: f64| {
+        let args = host::PropSet::new("region of definition args");
+        args.set(host::kOfxPropTime, vec![Value::Double(2.0)]);
+        args.set(
+            host::kOfxImageEffectPropRenderScale,
+            vec![Value::Double(scale), Value::Double(scale)],
+        );
+        let out = host::PropSet::new("region of definition");
+        out.set(
+            host::kOfxImageEffectPropRegionOfDefinition,
+            vec![Value::Double(0.0); 4],
+        );
+        inst.action(
+            host::kOfxImageEffectActionGetRegionOfDefinition,
+            Some(&args),
+            Some(&out),
+        )
+    };
+    assert_eq!(rod(0.5), host::kOfxStatFailed, "the render-scale probe");
+    assert!(ok_or_default(rod(1.0)));
+
+    let at = |scale: f64| Render {
+        scale,
+        ..Render::at(2.0)
+    };
+    let r = inst.render(&at(0.25));
+    assert_eq!(r.status, host::kOfxStatFailed);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(processed(VERSION), 0, "a render at 0.25 started a job");
+
+    let want = expected(Depth::Float, 1.0, &[PROMPT]);
+    let r = inst.render(&at(1.0));
+    assert_same(&r.pixels, &want[0][2], "scale 1");
+    for (scale, k) in [(0.5, 2), (0.25, 4)] {
+        let r = inst.render(&at(scale));
+        assert_eq!(r.status, host::kOfxStatOK, "scale {scale}");
+        let d = max_diff(&r.pixels, &block_mean(&want[0][2], k));
+        // The result is kept at 16 bits: its mean rounds to a 16-bit level.
+        assert!(d <= 1.0 / 65535.0, "scale {scale}: differs by {d}");
+    }
+    assert_eq!(processed(VERSION), 1, "a zoom level processed again");
+    assert_eq!(inst.live_images(), 0);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// Natron's frames start at 1 (`Engine/Project.cpp`): Animate's image to
+/// animate, `source_frame` 0 by default, is taken no earlier than the
+/// clip's first frame, as the segment's start is, so GetFramesNeeded asks
+/// for frame 1, not for a frame 0 the clip does not have (issue 26 item 6).
+#[test]
+fn animate_takes_its_image_no_earlier_than_the_clips_first_frame() {
+    let _serial = serial();
+    env_traced();
+    let p = cogvideox().plugin(ANIMATE);
+    let (_, desc) = p.describe();
+    let filter = host::kOfxImageEffectContextFilter;
+    let (_, ctx) = p.describe_in_context(&desc, filter);
+    let setup = Setup {
+        frame_range: (1.0, 100.0),
+        ..edit_setup(Depth::Float, Layout::PLAIN)
+    };
+    let inst = p.create_instance(&ctx, filter, setup).unwrap();
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    set_params(&inst, &checkpoint, 1100);
+    assert_eq!(inst.param("source_frame"), [Value::Int(0)]);
+    let start = std::time::Instant::now();
+    let ranges = loop {
+        match inst.frames_needed(5.0) {
+            (host::kOfxStatOK, ranges) => break ranges,
+            (host::kOfxStatReplyDefault, _) => {
+                assert!(start.elapsed().as_secs() < 120, "never loaded");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (st, _) => panic!("GetFramesNeeded: {st}"),
+        }
+    };
+    assert_eq!(ranges, [(1.0, 1.0), (5.0, 5.0)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// Natron caches GetFramesNeeded's answer per parameter hash, time and
+/// scale, and renders only the frames it declares before calling render
+/// (`Engine/EffectInstance.cpp`, `ParallelRenderArgs.cpp`; shared
+/// reference section 11). Asked while the checkpoint loads, the plugin
+/// waits for the load and declares the whole segment, not the current
+/// frame only, which Natron would keep (issue 26 item 6).
+#[test]
+fn natron_frames_needed_while_the_checkpoint_loads_declares_the_segment() {
+    let _serial = serial();
+    env_traced();
+    // A checkpoint folder never loaded in this process.
+    let fresh = scratch().join("natron-fresh-checkpoint");
+    copy_tree(&checkpoint(), &fresh);
+    let inst = edit_instance(cogvideox(), edit_setup(Depth::Byte, Layout::PLAIN), 1200);
+    assert!(ok_or_default(
+        inst.set_string("checkpoint", fresh.to_str().unwrap())
+    ));
+    let (st, ranges) = inst.frames_needed(3.0);
+    assert_eq!(st, host::kOfxStatOK);
+    assert_eq!(ranges, [(0.0, (FRAMES - 1) as f64)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
