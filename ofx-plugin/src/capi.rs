@@ -3,7 +3,9 @@
 //! `libcogvideo.so` by name; its `$ORIGIN` run path finds the copy beside it
 //! in the bundle. Loading lazily keeps the plugin describable (and able to
 //! explain what is wrong) when the library is missing. The declarations are
-//! checked against the header by `tests/header.rs`.
+//! those of the released header of [`HEADER_VERSION`] (the library takes
+//! every released layout of its options structs, so a newer library serves
+//! them unchanged), checked against it by `tests/header.rs`.
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
@@ -14,6 +16,9 @@ pub const OK: Status = 0;
 pub const ERR_CANCELLED: Status = 7;
 
 pub const ABI_MAJOR: u32 = 1;
+
+/// The released header these declarations copy: `tests/abi/cogvideo-1.3.h`.
+pub const HEADER_VERSION: &str = "1.3";
 
 pub const FORMAT_RGBA8: u32 = 1;
 pub const FORMAT_RGBA16: u32 = 2;

@@ -1,7 +1,9 @@
-//! The plugin's hand-written C API declarations (src/capi.rs) against
-//! include/cogvideo.h: a C compiler checks each function's type as the
-//! plugin declares it against the header's prototype, and reports every
-//! struct's size and field offsets, which must match the Rust structs.
+//! The plugin's hand-written C API declarations (src/capi.rs) against the
+//! released header they copy (`tests/abi/cogvideo-<HEADER_VERSION>.h`,
+//! which tests/abi.rs holds to the library): a C compiler checks each
+//! function's type as the plugin declares it against the header's
+//! prototype, and reports every struct's size and field offsets, which must
+//! match the Rust structs.
 
 use std::mem::{offset_of, size_of};
 use std::path::Path;
@@ -268,10 +270,13 @@ fn declarations_match_the_header() {
     if !tools::available("declarations_match_the_header", &missing) {
         return;
     }
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/abi");
     let dir = std::env::temp_dir().join(format!("cogvideox-ofx-header-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut c = String::from("#include <stddef.h>\n#include <stdio.h>\n#include \"cogvideo.h\"\n");
+    let mut c = format!(
+        "#include <stddef.h>\n#include <stdio.h>\n#include \"cogvideo-{}.h\"\n",
+        cogvideox_ofx::capi::HEADER_VERSION
+    );
     for (f, ty) in PROTOTYPES {
         c.push_str(&format!(
             "_Static_assert(__builtin_types_compatible_p(__typeof__(&{f}), {ty}), \"{f}\");\n"
@@ -302,7 +307,8 @@ fn declarations_match_the_header() {
         .expect("run the C compiler (cc)");
     assert!(
         out.status.success(),
-        "the declarations do not match include/cogvideo.h:\n{}",
+        "the declarations do not match tests/abi/cogvideo-{}.h:\n{}",
+        cogvideox_ofx::capi::HEADER_VERSION,
         String::from_utf8_lossy(&out.stderr)
     );
     let run = Command::new(&exe).output().unwrap();
