@@ -435,6 +435,13 @@ fn cogvideox_edit_reuses_a_saved_inversion_and_results_follow_the_checkpoint_ide
         1,
         "the moved checkpoint processed again"
     );
+    // Nothing of the clip in memory, as in another process (earlier tests
+    // of this binary may have left an inversion of the same clip there).
+    assert!(ok_or_default(other.action(
+        host::kOfxActionPurgeCaches,
+        None,
+        None
+    )));
     assert!(ok_or_default(other.destroy()));
 
     // Another instance of the clip, a new prompt: its own segment, no
