@@ -101,6 +101,7 @@ fn sampling(case: &Value, g: &HashMap<String, Tensor>) -> SamplingOptions {
             _ => SchedulerKind::Ddim,
         },
         noise: draws(g, case),
+        cache: CacheConfig::Off,
     }
 }
 
@@ -126,9 +127,11 @@ fn run(
     let mut progress = match progress_cb {
         Some(cb) => Progress::new(cb),
         None => Progress::none(),
-    }
-    .with_cache(cache);
-    let s = sampling(case, g);
+    };
+    let s = SamplingOptions {
+        cache,
+        ..sampling(case, g)
+    };
     let latents = match case["kind"].as_str().unwrap() {
         "t2v" => p.generate_latents(
             &GenerateOptions {

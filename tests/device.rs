@@ -426,6 +426,7 @@ fn pipelines_match_diffusers_on_the_test_device() {
                     _ => SchedulerKind::Dpm,
                 },
                 noise,
+                ..Default::default()
             };
             let mut progress = Progress::none();
             let latents = match case["kind"].as_str().unwrap() {

@@ -244,6 +244,7 @@ fn t2v_options() -> GenerateOptions {
             dynamic_cfg: case["use_dynamic_cfg"].as_bool().unwrap(),
             scheduler: SchedulerKind::Dpm,
             noise: draws(&base, &["latents_init"]),
+            ..Default::default()
         },
         height: Some(64),
         width: Some(96),
@@ -310,6 +311,7 @@ fn video_to_video_with_lora_matches_diffusers() {
             dynamic_cfg: true,
             scheduler: SchedulerKind::Dpm,
             noise: draws(&base, &["posterior_noise", "noise"]),
+            ..Default::default()
         },
         strength: case["strength"].as_f64().unwrap(),
     };

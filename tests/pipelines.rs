@@ -147,6 +147,7 @@ fn pipelines_match_the_reference() {
                         dynamic_cfg,
                         scheduler: scheduler(case),
                         noise: draws(&g, &["latents_init"]),
+                        ..Default::default()
                     },
                     height: Some(usize_of(&case["height"])),
                     width: Some(usize_of(&case["width"])),
@@ -169,6 +170,7 @@ fn pipelines_match_the_reference() {
                         dynamic_cfg,
                         scheduler: scheduler(case),
                         noise: draws(&g, &["posterior_noise", "latents_init"]),
+                        ..Default::default()
                     },
                     num_frames: usize_of(&case["num_frames"]),
                 };
@@ -339,6 +341,7 @@ fn video_to_video_matches_the_reference() {
                 dynamic_cfg: case["use_dynamic_cfg"].as_bool().unwrap(),
                 scheduler: scheduler(case),
                 noise: draws(&g, &["posterior_noise", "noise"]),
+                ..Default::default()
             },
             strength: case["strength"].as_f64().unwrap(),
         };

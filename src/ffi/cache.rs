@@ -283,25 +283,24 @@ pub(super) unsafe fn cache_config(p: *const cogvideo_cache_options) -> Result<Ca
     Ok(config)
 }
 
-/// A call's cache setting and where its report goes.
+/// Where a call's cache report goes.
 #[derive(Clone, Copy)]
 pub(super) struct CallCache {
-    pub(super) config_ptr: *const cogvideo_cache_options,
     pub(super) report: *mut cogvideo_cache_report,
 }
 
 impl CallCache {
-    /// Checks the setting and the report's `struct_size` before any work.
+    /// Checks the report's `struct_size` before any work.
     ///
     /// # Safety
-    /// The pointers must be NULL or valid for their `struct_size`.
-    pub(super) unsafe fn check(self) -> Result<CacheConfig> {
+    /// `report` must be NULL or valid for its `struct_size`.
+    pub(super) unsafe fn check(self) -> Result<()> {
         if !self.report.is_null() {
             // SAFETY: starts with its u32 struct_size
             let size = unsafe { *(self.report as *const u32) } as usize;
             options::check_size::<cogvideo_cache_report>(size)?;
         }
-        unsafe { cache_config(self.config_ptr) }
+        Ok(())
     }
 
     /// Fills the report, if asked for.

@@ -9,6 +9,7 @@ use super::args::{dtype_of, str_arg};
 use super::cache::{cogvideo_cache_options, cogvideo_cache_report};
 use super::status::{cogvideo_status, guard};
 use crate::error::{Error, Result};
+use crate::hooks::CacheConfig;
 use crate::pipelines::{
     AnimateOptions, DecodeOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions,
     LoadOptions, NoiseOptions, NoisePlan, Residency, SamplingOptions, SchedulerKind, VaeTiling,
@@ -1008,10 +1009,14 @@ impl RawNoise {
     }
 }
 
-/// The prompt and sampler fields common to the sampling calls.
+/// The prompt, sampler and cache fields common to the sampling calls.
 ///
 /// # Safety
-/// The string pointers must be valid as documented.
+/// The string pointers and `cache` must be valid as documented.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the C struct's fields, one by one"
+)]
 unsafe fn sampling_options(
     prompt: *const c_char,
     negative_prompt: *const c_char,
@@ -1020,6 +1025,7 @@ unsafe fn sampling_options(
     dynamic_cfg: bool,
     sched: u32,
     seed: u64,
+    cache: *const cogvideo_cache_options,
 ) -> Result<SamplingOptions> {
     Ok(SamplingOptions {
         prompt: unsafe { str_arg(prompt, "prompt") }?,
@@ -1029,6 +1035,7 @@ unsafe fn sampling_options(
         dynamic_cfg,
         scheduler: scheduler(sched)?,
         noise: NoiseOptions::seed(seed),
+        cache: unsafe { super::cache::cache_config(cache) }?,
     })
 }
 
@@ -1045,6 +1052,7 @@ pub(super) unsafe fn generate_options(
                 o.dynamic_cfg,
                 o.scheduler,
                 o.seed,
+                o.cache,
             )
         }?,
         height: optional(o.height, "height")?,
@@ -1073,6 +1081,7 @@ pub(super) unsafe fn animate_options(
                 o.dynamic_cfg,
                 o.scheduler,
                 o.seed,
+                o.cache,
             )
         }?,
         num_frames: count(o.num_frames, "num_frames")?,
@@ -1091,6 +1100,8 @@ pub(super) fn invert_options(o: &cogvideo_invert_options) -> Result<(InvertOptio
         steps: count(o.steps, "steps")?,
         posterior_mean: o.posterior_mean,
         noise: NoiseOptions::seed(o.seed),
+        // The C API keeps inversions exact.
+        cache: CacheConfig::Off,
     };
     Ok((
         opts,
@@ -1109,6 +1120,7 @@ pub(super) unsafe fn edit_options(o: &cogvideo_edit_options) -> Result<(EditOpti
         start_from_inverted: o.start_from_inverted,
         strength: o.strength,
         noise: NoiseOptions::seed(o.seed),
+        cache: unsafe { super::cache::cache_config(o.cache) }?,
     };
     Ok((
         opts,
@@ -1132,6 +1144,7 @@ pub(super) unsafe fn video_to_video_options(
                 o.dynamic_cfg,
                 o.scheduler,
                 o.seed,
+                o.cache,
             )
         }?,
         strength: o.strength,

@@ -27,9 +27,9 @@ pub(super) fn sample_and_deliver(
     sample: impl FnOnce(&Pipeline, &mut Progress) -> Result<Tensor>,
 ) -> Result<()> {
     // SAFETY: the options' pointers, valid as their documentation says
-    let config = unsafe { cache.check() }?;
+    unsafe { cache.check() }?;
     let mut cb = progress_fn(callback, user);
-    let mut progress = Progress::new(&mut cb).with_cache(config);
+    let mut progress = Progress::new(&mut cb);
     let _busy = handle.busy.lock();
     let latents = sample(&handle.pipeline, &mut progress)?;
     unsafe { cache.deliver(progress.cache_report()) }?;
@@ -79,7 +79,6 @@ pub unsafe extern "C" fn cogvideo_generate_video(
             r.handle,
             (o.progress, o.progress_user),
             CallCache {
-                config_ptr: o.cache,
                 report: o.cache_report,
             },
             outputs,
@@ -135,7 +134,6 @@ pub unsafe extern "C" fn cogvideo_animate_image(
             r.handle,
             (o.progress, o.progress_user),
             CallCache {
-                config_ptr: o.cache,
                 report: o.cache_report,
             },
             outputs,
@@ -364,7 +362,6 @@ pub unsafe extern "C" fn cogvideo_edit_with_prompt(
             r.handle,
             (o.progress, o.progress_user),
             CallCache {
-                config_ptr: o.cache,
                 report: o.cache_report,
             },
             outputs,
@@ -425,7 +422,6 @@ pub unsafe extern "C" fn cogvideo_video_to_video(
             r.handle,
             (o.progress, o.progress_user),
             CallCache {
-                config_ptr: o.cache,
                 report: o.cache_report,
             },
             outputs,

@@ -12,6 +12,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
+use crate::hooks::CacheConfig;
 use crate::noise::NoiseSource;
 use crate::pipelines::pipeline_cogvideox::guidance;
 use crate::pipelines::sampling::{Denoise, Guidance, Stepper, strength_steps};
@@ -31,6 +32,9 @@ pub struct InvertOptions {
     /// Draw order: the VAE posterior sample of the clip `[1, 16, F, h, w]`
     /// (none with `posterior_mean`).
     pub noise: NoiseOptions,
+    /// Step caching: `Off` (the default) keeps the inversion exact, which
+    /// every later edit relies on; another method only where asked.
+    pub cache: CacheConfig,
 }
 
 impl Default for InvertOptions {
@@ -39,6 +43,7 @@ impl Default for InvertOptions {
             steps: 50,
             posterior_mean: false,
             noise: NoiseOptions::seed(42),
+            cache: CacheConfig::Off,
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct EditOptions {
     /// Draw order: the starting latents `[1, F, 16, h, w]` (only at
     /// `strength` 1 without `start_from_inverted`).
     pub noise: NoiseOptions,
+    /// Step caching (fast mode); `Off`, the default, is exact.
+    pub cache: CacheConfig,
 }
 
 impl Default for EditOptions {
@@ -75,6 +82,7 @@ impl Default for EditOptions {
             start_from_inverted: false,
             strength: 1.0,
             noise: NoiseOptions::seed(42),
+            cache: CacheConfig::Off,
         }
     }
 }
@@ -181,7 +189,7 @@ impl Pipeline {
         }
         self.noise_plan_invert(height, width, frames, opts)?
             .check_supplied(opts.noise.supplied.len())?;
-        self.check_fits_cached(height, width, frames, (false, false), progress.cache())?;
+        self.check_fits_cached(height, width, frames, (false, false), &opts.cache)?;
         let (f, _) = self.latent_frames(frames);
         let (h, w) = (height / 8, width / 8);
         let mut noise = opts.noise.source();
@@ -211,6 +219,7 @@ impl Pipeline {
             keep_trajectory: true,
             first_step: 0,
             stage: Stage::Invert,
+            cache: &opts.cache,
         }
         .run(source.clone(), &mut noise, progress)?;
         Ok(Inversion {
@@ -297,7 +306,7 @@ impl Pipeline {
         let run = strength_steps(inversion.steps(), opts.strength)?;
         let (height, width, frames) = inversion.video_size();
         let guided = opts.guidance_scale > 1.0;
-        self.check_fits_cached(height, width, frames, (guided, true), progress.cache())?;
+        self.check_fits_cached(height, width, frames, (guided, true), &opts.cache)?;
         let (_, f, c, h, w) = inversion.inverted_latents().dims5()?;
         if run == 0 {
             return Ok(inversion.source.clone());
@@ -330,6 +339,7 @@ impl Pipeline {
             keep_trajectory: false,
             first_step: n - run,
             stage: Stage::Denoise,
+            cache: &opts.cache,
         }
         .run(start, &mut noise, progress)?;
         Ok(out.latents)

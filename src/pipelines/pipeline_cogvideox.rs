@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::hooks::CacheConfig;
 use crate::noise::NoiseSource;
 use crate::pipelines::sampling::{Denoise, Guidance};
 use crate::pipelines::{
@@ -26,6 +27,9 @@ pub struct SamplingOptions {
     /// includes 1.5's padding frame), then one draw per DPM step that
     /// re-noises.
     pub noise: NoiseOptions,
+    /// Step caching (fast mode): [`CacheConfig::Off`], the default, is
+    /// exact; the methods skip transformer work as diffusers' hooks do.
+    pub cache: CacheConfig,
 }
 
 impl Default for SamplingOptions {
@@ -38,6 +42,7 @@ impl Default for SamplingOptions {
             dynamic_cfg: true,
             scheduler: SchedulerKind::Dpm,
             noise: NoiseOptions::seed(42),
+            cache: CacheConfig::Off,
         }
     }
 }
@@ -131,7 +136,7 @@ impl Pipeline {
     ) -> Result<Tensor> {
         let stepper = self.stepper(s.scheduler, s.steps)?;
         let guided = s.guidance_scale > 1.0;
-        self.check_fits_cached(height, width, frames, (guided, false), progress.cache())?;
+        self.check_fits_cached(height, width, frames, (guided, false), &s.cache)?;
         let (uncond, cond) = self.encode_text(&s.prompt, &s.negative_prompt, progress)?;
         let (f, pad) = self.latent_frames(frames);
         let (h, w) = (height / 8, width / 8);
@@ -162,6 +167,7 @@ impl Pipeline {
             keep_trajectory: false,
             first_step: 0,
             stage: Stage::Denoise,
+            cache: &s.cache,
         }
         .run(latents, &mut noise, progress)?;
         // 1.5 pads the noise at the end but drops the padding from the front.

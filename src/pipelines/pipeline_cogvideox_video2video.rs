@@ -64,7 +64,7 @@ impl Pipeline {
         self.noise_plan_video_to_video(height, width, frames, opts)?
             .check_supplied(s.noise.supplied.len())?;
         let guided = s.guidance_scale > 1.0;
-        self.check_fits_cached(height, width, frames, (guided, false), progress.cache())?;
+        self.check_fits_cached(height, width, frames, (guided, false), &s.cache)?;
         let stepper = self.stepper(s.scheduler, s.steps)?;
         let first = s.steps - self.video_to_video_steps(opts)?;
         let (f, _) = self.latent_frames(frames);
@@ -93,6 +93,7 @@ impl Pipeline {
             keep_trajectory: false,
             first_step: first,
             stage: Stage::Denoise,
+            cache: &s.cache,
         }
         .run(latents, &mut noise, progress)?;
         Ok(out.latents)

@@ -1,7 +1,7 @@
 //! Progress reporting with cancellation for long calls.
 
 use crate::error::{Error, Result};
-use crate::hooks::{CacheConfig, CacheReport};
+use crate::hooks::CacheReport;
 
 /// The stages of a pipeline call, reported in this order where they apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,9 +21,8 @@ pub enum Stage {
     Load = 5,
 }
 
-/// A call's context: the caller's callback, the step cache the call's
-/// denoising uses ([`Self::with_cache`]) and what it saved
-/// ([`Self::cache_report`]).
+/// The caller's callback, and what the call reports back: what its step
+/// cache saved ([`Self::cache_report`]).
 ///
 /// The callback is called with `(stage, done, total)` before a stage starts
 /// and after each unit of work, and with the counts unchanged while a unit
@@ -32,7 +31,6 @@ pub enum Stage {
 /// `false` cancels the call, which then ends with [`Error::Cancelled`].
 pub struct Progress<'a> {
     callback: Option<&'a mut dyn FnMut(Stage, usize, usize) -> bool>,
-    cache_config: CacheConfig,
     cache: Option<CacheReport>,
 }
 
@@ -40,7 +38,6 @@ impl<'a> Progress<'a> {
     pub fn new(callback: &'a mut dyn FnMut(Stage, usize, usize) -> bool) -> Self {
         Self {
             callback: Some(callback),
-            cache_config: CacheConfig::Off,
             cache: None,
         }
     }
@@ -49,21 +46,8 @@ impl<'a> Progress<'a> {
     pub fn none() -> Self {
         Self {
             callback: None,
-            cache_config: CacheConfig::Off,
             cache: None,
         }
-    }
-
-    /// Denoises with `cache` (text-to-video, image-to-video,
-    /// video-to-video, edits and, where asked, inversions): faster and
-    /// approximate; the default, [`CacheConfig::Off`], is exact.
-    pub fn with_cache(mut self, cache: CacheConfig) -> Self {
-        self.cache_config = cache;
-        self
-    }
-
-    pub fn cache(&self) -> &CacheConfig {
-        &self.cache_config
     }
 
     pub fn report(&mut self, stage: Stage, done: usize, total: usize) -> Result<()> {

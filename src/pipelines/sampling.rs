@@ -7,7 +7,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::hooks::StepCache;
+use crate::hooks::{CacheConfig, StepCache};
 use crate::models::embeddings::RotaryEmbedding;
 use crate::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions, TransformerLora};
 use crate::noise::NoiseSource;
@@ -78,6 +78,8 @@ pub(crate) struct Denoise<'a> {
     /// dynamic guidance sees only the steps that run).
     pub first_step: usize,
     pub stage: Stage,
+    /// Step caching for this loop (`Off`: exact).
+    pub cache: &'a CacheConfig,
 }
 
 pub(crate) struct Denoised {
@@ -130,7 +132,7 @@ impl Denoise<'_> {
             None => None,
         };
         let mut cache = StepCache::new(
-            progress.cache(),
+            self.cache,
             self.transformer.config().num_layers,
             copies == 2,
             self.reference.is_some(),
