@@ -3,7 +3,8 @@
 //! weights) at a real working size, run with a poll that records when it
 //! is called. Prints the gaps between polls (a cancel waits at most the
 //! largest) and, when asked to cancel, how long the pass took to end after
-//! the poll said stop.
+//! the poll said stop. The gaps are also given in process CPU time divided
+//! by the threads: on a shared machine, that is what they would be idle.
 //!
 //! Usage: `cancel_latency [5b|2b|mid] [frames height width] [cancel-after-seconds]`,
 //! defaults `5b 49 480 720` and no cancel (the whole block runs); `mid` is
@@ -98,12 +99,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
+    // Process CPU time at each poll too: divided by the threads, the gaps
+    // it gives are what they would be on an otherwise idle machine.
+    let cpu_now = || -> f64 {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    let threads = candle_core::utils::get_num_threads().max(1) as f64;
     let start = Instant::now();
     let mut polls: Vec<Instant> = vec![start];
+    let mut cpu: Vec<f64> = vec![cpu_now()];
     let mut stop_at: Option<Instant> = None;
     let mut poll = || -> candle_core::Result<()> {
         let now = Instant::now();
         polls.push(now);
+        cpu.push(cpu_now());
         if cancel_after.is_some_and(|s| now - start >= Duration::from_secs_f64(s)) {
             stop_at = Some(now);
             candle_core::bail!("cancelled");
@@ -118,6 +131,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = transformer.forward_with(&hidden, &text, &[500.0, 500.0], opts);
     let end = Instant::now();
     polls.push(end);
+    cpu.push(cpu_now());
+    let mut cpu_gaps: Vec<f64> = cpu.windows(2).map(|w| (w[1] - w[0]) / threads).collect();
+    cpu_gaps.sort_by(f64::total_cmp);
     let mut gaps: Vec<f64> = polls
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
@@ -135,6 +151,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (polls[worst_at] - start).as_secs_f64(),
         gaps[gaps.len() / 2],
         gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)],
+    );
+    let q = |p: usize| cpu_gaps[(cpu_gaps.len() * p / 100).min(cpu_gaps.len() - 1)];
+    println!(
+        "cpu_s={:.1} idle_equivalent_gap_max_s={:.3} gap_median_s={:.3} gap_p99_s={:.3} (CPU time between polls / {threads} threads)",
+        cpu[cpu.len() - 1] - cpu[0],
+        cpu_gaps[cpu_gaps.len() - 1],
+        q(50),
+        q(99)
     );
     match (result, stop_at) {
         (Err(_), Some(at)) => println!("cancel_return_s={:.3}", (end - at).as_secs_f64()),
