@@ -995,8 +995,13 @@ impl CogVideoXTransformer3DModel {
         let emb = self.time_embed(timesteps, ofs)?;
         let emb_silu = emb.silu()?;
 
+        // The embeddings are a second of CPU work at the 5b default size:
+        // polled between their parts too.
+        poll::check()?;
         let enc = self.patch_embed.text_proj.forward(&text)?;
+        poll::check()?;
         let vid = self.patchify(&hidden)?;
+        poll::check()?;
         let (enc, vid) = match self.positional_table(f, h, w, text_len)? {
             Some(pos) => {
                 let n = vid.dim(1)?;
@@ -1008,6 +1013,7 @@ impl CogVideoXTransformer3DModel {
             None => (enc, vid),
         };
 
+        poll::check()?;
         let x = Tensor::cat(&[&enc, &vid], 1)?;
         drop((enc, vid));
         let mut index = 0;
