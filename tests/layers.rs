@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("schedulers", 3),
     ("frames", 3),
     ("checkpoint", 2),
+    ("hooks", 2),
     ("memory", 2),
     ("noise", 2),
     ("device", 2),

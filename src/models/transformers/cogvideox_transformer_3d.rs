@@ -546,6 +546,9 @@ impl TransformerLora {
     }
 }
 
+/// Video tokens per chunk of the output layers.
+const OUTPUT_CHUNK_TOKENS: usize = 4096;
+
 /// The CogVideoX denoising transformer.
 #[derive(Debug, Clone)]
 pub struct CogVideoXTransformer3DModel {
@@ -1048,23 +1051,27 @@ impl CogVideoXTransformer3DModel {
         })?;
         poll::check()?;
 
-        let s = x.dim(1)?;
-        let vid = self
-            .norm_final
-            .forward(&x.narrow(1, text_len, s - text_len)?)?;
-        poll::check()?;
+        let n = x.dim(1)? - text_len;
         let mods = self
             .norm_out_linear
             .forward(&emb_silu)?
             .unsqueeze(1)?
             .chunk(2, D::Minus1)?;
-        let vid = self
-            .norm_out_norm
-            .forward(&vid)?
-            .broadcast_mul(&(&mods[1] + 1.0)?)?
-            .broadcast_add(&mods[0])?;
-        poll::check()?;
-        let out = self.proj_out.forward(&vid)?;
+        let scale = (&mods[1] + 1.0)?;
+        // Every token on its own, in chunks polled between (two LayerNorms
+        // over all tokens are a second of CPU work at the 5b default size).
+        let mut outs = Vec::with_capacity(n.div_ceil(OUTPUT_CHUNK_TOKENS));
+        for start in (0..n).step_by(OUTPUT_CHUNK_TOKENS) {
+            poll::check()?;
+            let vid = x.narrow(1, text_len + start, OUTPUT_CHUNK_TOKENS.min(n - start))?;
+            let vid = self
+                .norm_out_norm
+                .forward(&self.norm_final.forward(&vid)?)?
+                .broadcast_mul(&scale)?
+                .broadcast_add(&mods[0])?;
+            outs.push(self.proj_out.forward(&vid)?);
+        }
+        let out = Tensor::cat(&outs, 1)?;
 
         let co = cfg.out_channels();
         let (gh, gw) = (h / p, w / p);
