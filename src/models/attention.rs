@@ -198,8 +198,10 @@ impl Attention {
         lora: Option<&BlockLora>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
+        // Polled after each projection too (see `models/poll.rs`).
         let proj = |lin: &Linear, site: LoraSite, x: &Tensor| -> Result<Tensor> {
             let y = kernels::linear(lin, x, false)?;
+            crate::models::poll::check()?;
             match lora {
                 Some(l) if !l.terms(site).is_empty() => lora::add_unfused(y, x, l.terms(site)),
                 _ => Ok(y),
@@ -211,12 +213,14 @@ impl Attention {
             text_len,
             rope,
         )?;
+        crate::models::poll::check()?;
         let k = self.prepare_qk(
             &proj(&self.to_k, LoraSite::ToK, x)?,
             &self.norm_k,
             text_len,
             rope,
         )?;
+        crate::models::poll::check()?;
         let v = proj(&self.to_v, LoraSite::ToV, x)?.reshape((b, s, self.heads, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let out = if reference {
@@ -489,7 +493,7 @@ mod tests {
             kernels::linear(&lin, &x, true)
         })
         .unwrap();
-        assert_eq!(calls, 2, "3 pieces");
+        assert_eq!(calls, 3, "3 pieces, polled before each");
         assert_eq!(max_diff(&plain, &polled), 0.0);
     }
 

@@ -57,6 +57,7 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
         ts.push(k.contiguous()?);
         ts.push(v.contiguous()?);
     }
+    crate::models::poll::check()?;
     let keys_t = with_slices(&ts[1..], |s| {
         lens.iter()
             .enumerate()
@@ -70,6 +71,7 @@ pub(super) fn attention(q: &Tensor, kv: &[(&Tensor, &Tensor)], scale: f32) -> Re
     // maxima, sums and rescale factors of its rows.
     let per_worker = BLOCK_Q * BLOCK_K + BLOCK_Q * d + 3 * BLOCK_Q;
     let mut scratch = try_zeros(workers * per_worker, "attention scratch")?;
+    crate::models::poll::check()?;
     let mut out = try_zeros(b * sq * h * d, "attention output")?;
     with_slices(&ts, |s| {
         let (qs, segs) = (s[0], &s[1..]);

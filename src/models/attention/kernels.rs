@@ -183,9 +183,7 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
         };
         let read_dst = v.len() == 3;
         for r0 in (0..m).step_by(rows) {
-            if r0 > 0 {
-                crate::models::poll::check()?;
-            }
+            crate::models::poll::check()?;
             let piece = (r0, rows.min(m - r0));
             gemm_rows(xs, (ws, w_rs, w_cs), &mut out, piece, (n, k), read_dst);
         }
