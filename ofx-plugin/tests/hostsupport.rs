@@ -223,23 +223,22 @@ fn hostsupport_creates_every_effect_in_every_context_it_declares() {
 
 /// The parameters every render test sets, as a user would (host.cpp
 /// `setFromText`: the value, then InstanceChanged).
-fn params(cache_version: i32) -> Vec<String> {
+fn params(checkpoint: &Path) -> Vec<String> {
     [
-        format!("checkpoint={}", checkpoint().display()),
+        format!("checkpoint={}", checkpoint.display()),
         format!("prompt={PROMPT}"),
         format!("seed={SEED}"),
         format!("guidance={GUIDANCE}"),
         format!("steps={STEPS}"),
         "frame_step=1".to_string(),
         format!("segment_length={FRAMES}"),
-        format!("cache_version={cache_version}"),
     ]
     .into()
 }
 
 /// Final renders of every frame, FIRST to LAST, by `id` in `context`, with
 /// Natron's GUI progress: three `false` answers after each start.
-fn render(exe: &Path, name: &str, id: &str, context: &str) -> Run {
+fn render(exe: &Path, name: &str, id: &str, context: &str, checkpoint: &Path) -> Run {
     let mut args: Vec<String> = ["render", id, context]
         .iter()
         .map(|s| s.to_string())
@@ -247,7 +246,7 @@ fn render(exe: &Path, name: &str, id: &str, context: &str) -> Run {
     let out = scratch().join(name).join("out");
     args.push(out.display().to_string());
     args.extend([FIRST.to_string(), LAST.to_string(), "3".to_string()]);
-    args.extend(params(1));
+    args.extend(params(checkpoint));
     let r = run(exe, name, &args);
     let out = r.lines.join("\n");
     let log = r.log();
@@ -295,7 +294,7 @@ fn render(exe: &Path, name: &str, id: &str, context: &str) -> Run {
 #[test]
 fn hostsupport_generate_renders_the_c_api_clip() {
     let Some(exe) = harness() else { return };
-    let r = render(exe, "generate", GENERATE, GENERATOR);
+    let r = render(exe, "generate", GENERATE, GENERATOR, &checkpoint());
     let want = expected_generate(1.0);
     for (k, want) in want.iter().enumerate() {
         assert_same(
@@ -317,7 +316,7 @@ fn hostsupport_generate_renders_the_c_api_clip() {
 #[test]
 fn hostsupport_edit_renders_the_c_api_edit() {
     let Some(exe) = harness() else { return };
-    let r = render(exe, "edit", EDIT, FILTER);
+    let r = render(exe, "edit", EDIT, FILTER, &checkpoint());
     let want = expected(Depth::Float, 1.0, &[PROMPT]);
     for (k, want) in want[0].iter().enumerate() {
         assert_same(
@@ -332,4 +331,44 @@ fn hostsupport_edit_renders_the_c_api_edit() {
         &pattern(W, H, Depth::Float, (after - FIRST) as f64),
         "the source after the segment",
     );
+}
+
+/// CogVideoX Animate in the filter context on the image-to-video
+/// checkpoint: with `source_frame` 0 the image is the clip's first frame
+/// (1, the pattern's frame 0), and every frame of the segment equals
+/// `cogvideo_animate_image`'s clip of it (the float image kept at 16 bits,
+/// as the plugin keeps it).
+#[test]
+fn hostsupport_animate_renders_the_c_api_clip() {
+    let Some(exe) = harness() else { return };
+    let i2v = common::repo().join("tests/data/tiny/cogvideox-5b-i2v");
+    let r = render(exe, "animate", ANIMATE, FILTER, &i2v);
+    let image = [kept(&pattern(W, H, Depth::Float, 0.0).data)];
+    let inputs = common::AnimateInputs {
+        checkpoint: &i2v,
+        prompt: PROMPT,
+        frames: FRAMES,
+        steps: STEPS,
+        seed: SEED as u64,
+        guidance: GUIDANCE as f32,
+    };
+    let frames = common::Frames {
+        width: W,
+        height: H,
+        format: cogvideox_ofx::capi::FORMAT_RGBA16,
+        frames: &image,
+    };
+    for (k, want) in common::c_api_animate(&inputs, &frames).iter().enumerate() {
+        let want = Pixels {
+            width: W,
+            height: H,
+            depth: Depth::Float,
+            data: served(want),
+        };
+        assert_same(
+            &r.frame(FIRST + k),
+            &want,
+            &format!("animate, frame {}", FIRST + k),
+        );
+    }
 }
