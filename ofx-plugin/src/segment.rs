@@ -146,6 +146,64 @@ pub fn pipeline(key: &LoadKey, w: Option<&Waiter>) -> Result<Option<Arc<Pipeline
     }
 }
 
+/// The process's pipeline for `key` if it is loaded; starts nothing.
+pub fn loaded(key: &LoadKey) -> Option<Arc<PipelineHandle>> {
+    let pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
+    pipes.iter().find_map(|(k, p)| match p {
+        Loaded::Ready(p) if k == key => Some(p.clone()),
+        _ => None,
+    })
+}
+
+/// A render that never starts a load or a job: it is served from a result
+/// computed at full size, downscaled, or passes the source through. One
+/// job at full size serves every scale.
+#[derive(Clone, Copy, Debug)]
+pub enum Reduced {
+    /// Below full size at this render scale, where the host gives every
+    /// frame it needs (Resolve's proxies, Natron's viewer zoomed out).
+    Scale([f64; 2]),
+    /// Resolve's thumbnails (184x92, the Source clip's
+    /// `kOfxImageClipPropThumbnail`): from any larger result.
+    Thumbnail,
+}
+
+impl Reduced {
+    /// Whether a result of size `full` is the full-size one for a render
+    /// of size `small`.
+    pub fn fits(&self, full: (usize, usize), small: (usize, usize)) -> bool {
+        match self {
+            Reduced::Scale(s) => {
+                let scaled = |n: usize, s: f64| (n as f64 * s).round() as usize;
+                full.0 > small.0
+                    && scaled(full.0, s[0]) == small.0
+                    && scaled(full.1, s[1]) == small.1
+            }
+            Reduced::Thumbnail => full.0 >= small.0 && full.1 >= small.1,
+        }
+    }
+
+    /// The full size a render of size `small` comes from, where the scale
+    /// says it (to look for it on disk).
+    pub fn full(&self, small: (usize, usize)) -> Option<(usize, usize)> {
+        match self {
+            Reduced::Scale(s) => Some((
+                (small.0 as f64 / s[0]).round() as usize,
+                (small.1 as f64 / s[1]).round() as usize,
+            )),
+            Reduced::Thumbnail => None,
+        }
+    }
+
+    /// What shows without a full-size result.
+    pub fn no_result(&self) -> Served {
+        Served::Source(match self {
+            Reduced::Scale(_) => "CogVideoX: results are computed at full resolution: render this frame at 100% (not a proxy or zoomed out) first".into(),
+            Reduced::Thumbnail => "CogVideoX: thumbnail: no full-size result yet; the source is shown".into(),
+        })
+    }
+}
+
 /// Loads on the worker and records the pipeline or the failure.
 fn finish_load(key: LoadKey, retry: u64, job: &Job) {
     let loaded = match load(&key, job) {
