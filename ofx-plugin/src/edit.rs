@@ -18,7 +18,7 @@ use crate::disk::Latents;
 use crate::image::Frame;
 use crate::segment::{
     Failure, Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, SegmentParams,
-    Served, Waiter, current, failed, job_id, next, on_progress, serve, wait_for,
+    Served, Waiter, failed, job_id, next, on_progress, serve, wait_for,
 };
 use crate::worker::{self, Job};
 
@@ -474,47 +474,29 @@ fn finish(
             (Some(inv), f)
         })
     };
-    if let Ok((_, frames)) = &outcome
-        && let Err(e) = crate::disk::write(&entry, frames)
-    {
-        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
-    }
-    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = all.get_or_insert_with(HashMap::new);
-    // Every segment (instance) that joined the job gets its outcome.
-    let holders: Vec<&mut Segment> = map
-        .values_mut()
-        .filter(|seg| current(seg.results.get(&edit), job))
-        .collect();
-    if holders.is_empty() {
-        crate::log::line("the segment changed while processing: its result is dropped");
-        return;
-    }
-    let outcome = outcome.map(|(inversion, frames)| (inversion, Arc::new(frames)));
-    match &outcome {
-        Ok(_) => crate::log::line("segment done"),
-        Err((msg, _)) => crate::log::line(&format!("segment failed: {msg}")),
-    }
-    for seg in holders {
-        match &outcome {
-            Ok((inversion, frames)) => {
-                if let Some(inversion) = inversion {
-                    seg.inversion = Some((invert.clone(), inversion.clone()));
+    // Every segment (instance) that joined the job gets its outcome, and
+    // a new inversion with it.
+    crate::segment::finish_and_record(
+        "segment",
+        &entry,
+        outcome,
+        retry,
+        job,
+        &SEGMENTS,
+        &edit,
+        |map| map.values_mut().map(|seg| &mut seg.results).collect(),
+        |map, ok| {
+            if let Some((Some(inversion), frames)) = ok {
+                for seg in map.values_mut() {
+                    if matches!(seg.results.get(&edit), Some(Outcome::Ready(f)) if Arc::ptr_eq(f, frames))
+                    {
+                        seg.inversion = Some((invert.clone(), inversion.clone()));
+                    }
                 }
-                seg.results
-                    .insert(edit.clone(), Outcome::Ready(frames.clone()));
             }
-            // A cancellation is not a failure: the next request starts again.
-            Err((_, true)) => {
-                seg.results.remove(&edit);
-            }
-            Err((msg, false)) => {
-                seg.results
-                    .insert(edit.clone(), Outcome::Failed(msg.clone(), retry));
-            }
-        }
-    }
-    bound(map, &key);
+            bound(map, &key);
+        },
+    );
 }
 
 /// Keeps a new inversion in the disk cache.

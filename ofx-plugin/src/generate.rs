@@ -14,8 +14,8 @@ use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
 use crate::segment::{
-    LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, Served, Waiter, current, next,
-    on_progress, serve, wait_for,
+    LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, Served, Waiter, next, on_progress,
+    serve, wait_for,
 };
 use crate::worker::{self, Job};
 
@@ -246,32 +246,21 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
         }
     };
     let entry = crate::disk::entry(&key, &[]);
-    if let Ok(frames) = &outcome
-        && let Err(e) = crate::disk::write(&entry, frames)
-    {
-        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
-    }
-    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = results.get_or_insert_with(HashMap::new);
-    if !current(map.get(&key), job) {
-        crate::log::line("the clip's entry was dropped while processing: its result is dropped");
-        return;
-    }
-    match outcome {
-        Ok(frames) => {
-            crate::log::line("clip done");
-            map.insert(key.clone(), Outcome::Ready(Arc::new(frames)));
-            bound(map, &key);
-        }
-        Err((msg, cancelled)) => {
-            crate::log::line(&format!("clip failed: {msg}"));
-            if cancelled {
-                map.remove(&key);
-            } else {
-                map.insert(key, Outcome::Failed(msg, retry));
+    crate::segment::finish_and_record(
+        "clip",
+        &entry,
+        outcome.map(|f| ((), f)),
+        retry,
+        job,
+        &RESULTS,
+        &key,
+        |map| vec![map],
+        |map, ok| {
+            if ok.is_some() {
+                bound(map, &key);
             }
-        }
-    }
+        },
+    );
 }
 
 pub(crate) type Failure = (String, bool);
