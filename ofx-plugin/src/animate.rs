@@ -13,7 +13,7 @@ use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
 use crate::segment::{
-    Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next,
+    Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, Served, Waiter, next,
     on_progress, serve, wait_for,
 };
 use crate::worker::{self, Job};
@@ -95,6 +95,7 @@ pub fn purge() {
 
 /// Collects `source` when it is the host frame `time` at `source_frame`,
 /// and returns what to show at `place` (`None`: outside the segment).
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     s: &AnimateSettings,
     pipe: &Arc<PipelineHandle>,
@@ -103,7 +104,11 @@ pub fn render(
     source: &Frame,
     w: &Waiter,
     fetch: Option<Fetch>,
+    reduced: Option<Reduced>,
 ) -> Option<Served> {
+    if let Some(reduced) = reduced {
+        return Some(full_size(s, pipe, place?, source, w, reduced));
+    }
     let image_key = ImageKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
         model: ModelKey::new(&s.load, pipe),
@@ -149,24 +154,7 @@ pub fn render(
             s.source_frame
         )));
     };
-    let key = ResultKey {
-        image: ImageKey {
-            owner: 0,
-            ..image_key
-        },
-        image_hash,
-        prompt: s.prompt.clone(),
-        negative_prompt: s.negative_prompt.clone(),
-        steps: s.steps,
-        guidance_bits: s.guidance.to_bits(),
-        seed: s.seed,
-        width: s.width,
-        height: s.height,
-        resize_mode: s.resize_mode,
-        start: s.segment_start,
-        length: place.length,
-        step: place.step,
-    };
+    let key = result_key(s, image_key, image_hash, place);
     let id = crate::segment::job_id(&key);
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
@@ -211,6 +199,76 @@ pub fn render(
     }
 }
 
+/// The result of animating the image `image` (its content `image_hash`).
+fn result_key(
+    s: &AnimateSettings,
+    image: ImageKey,
+    image_hash: u64,
+    place: &Placement,
+) -> ResultKey {
+    ResultKey {
+        image: ImageKey { owner: 0, ..image },
+        image_hash,
+        prompt: s.prompt.clone(),
+        negative_prompt: s.negative_prompt.clone(),
+        steps: s.steps,
+        guidance_bits: s.guidance.to_bits(),
+        seed: s.seed,
+        width: s.width,
+        height: s.height,
+        resize_mode: s.resize_mode,
+        start: s.segment_start,
+        length: place.length,
+        step: place.step,
+    }
+}
+
+/// A reduced render (`segment::Reduced`): the instance's clip animated
+/// from its image at full size, downscaled, found in memory or on disk;
+/// never a job.
+fn full_size(
+    s: &AnimateSettings,
+    pipe: &PipelineHandle,
+    place: &Placement,
+    source: &Frame,
+    w: &Waiter,
+    reduced: Reduced,
+) -> Served {
+    let model = ModelKey::new(&s.load, pipe);
+    // The instance's image at full size: its key and content.
+    let images: Vec<(ImageKey, u64)> = {
+        let images = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+        images
+            .iter()
+            .flat_map(|m| m.iter())
+            .filter(|(k, _)| {
+                k.owner == w.instance
+                    && k.model == model
+                    && k.source_frame == s.source_frame
+                    && k.cache_version == s.cache_version
+                    && reduced.fits((k.width, k.height), (source.width, source.height))
+            })
+            .map(|(k, (hash, _))| (k.clone(), *hash))
+            .collect()
+    };
+    for (image, hash) in images {
+        let key = result_key(s, image, hash, place);
+        let ready = {
+            let results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+            match results.as_ref().and_then(|m| m.get(&key)) {
+                Some(Outcome::Ready(frames)) => Some(frames.clone()),
+                _ => None,
+            }
+        };
+        let frames =
+            ready.or_else(|| crate::disk::read(&crate::disk::entry(&key, &[])).map(Arc::new));
+        if let Some(frames) = frames {
+            return serve(&frames, place, source);
+        }
+    }
+    reduced.no_result()
+}
+
 fn bound_images(map: &mut HashMap<ImageKey, Image>, keep: &ImageKey) {
     let bytes = |(_, f): &Image| f.bytes() as u64;
     let cache = crate::memory::Cache::AnimateImages;
@@ -251,32 +309,21 @@ fn finish(
             f
         })
     };
-    if let Ok(frames) = &outcome
-        && let Err(e) = crate::disk::write(&entry, frames)
-    {
-        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
-    }
-    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = results.get_or_insert_with(HashMap::new);
-    if !current(map.get(&key), job) {
-        crate::log::line("the clip's entry was dropped while processing: its result is dropped");
-        return;
-    }
-    match outcome {
-        Ok(frames) => {
-            crate::log::line("clip done");
-            map.insert(key.clone(), Outcome::Ready(Arc::new(frames)));
-            bound_results(map, &key);
-        }
-        Err((msg, cancelled)) => {
-            crate::log::line(&format!("clip failed: {msg}"));
-            if cancelled {
-                map.remove(&key);
-            } else {
-                map.insert(key, Outcome::Failed(msg, retry));
+    crate::segment::finish_and_record(
+        "clip",
+        &entry,
+        outcome.map(|f| ((), f)),
+        retry,
+        job,
+        &RESULTS,
+        &key,
+        |map| vec![map],
+        |map, ok| {
+            if ok.is_some() {
+                bound_results(map, &key);
             }
-        }
-    }
+        },
+    );
 }
 
 fn animate(

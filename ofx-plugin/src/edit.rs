@@ -17,8 +17,8 @@ use crate::capi::{self, InversionHandle, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
 use crate::segment::{
-    Failure, Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, SegmentParams, Served,
-    Waiter, current, failed, job_id, next, on_progress, serve, wait_for,
+    Failure, Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, SegmentParams,
+    Served, Waiter, failed, job_id, next, on_progress, serve, wait_for,
 };
 use crate::worker::{self, Job};
 
@@ -167,7 +167,7 @@ pub fn render(
     source: &Frame,
     w: &Waiter,
     fetch: Option<Fetch>,
-    proxy: Option<[f64; 2]>,
+    reduced: Option<Reduced>,
 ) -> Served {
     let key = SegmentKey {
         owner: if fetch.is_some() { w.instance } else { 0 },
@@ -196,8 +196,8 @@ pub fn render(
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
     };
-    if let Some(scale) = proxy {
-        return full_size(&key, &edit, scale, place, source);
+    if let Some(reduced) = reduced {
+        return full_size(&key, &edit, reduced, place, source);
     }
     // On disk and in job names the frames' content identifies the clip.
     let shared = SegmentKey {
@@ -349,29 +349,27 @@ pub fn render(
     }
 }
 
-/// A render below full size (`scale`) where the host gives every frame it
-/// needs (a proxy, a zoomed-out viewer): the instance's result for the
-/// segment at full size, downscaled, if there is one; it never starts a
-/// job, so that one job at full size serves every scale.
+/// A reduced render (a proxy, a zoomed-out viewer, a thumbnail): the
+/// instance's result for the segment at full size (any depth), downscaled,
+/// if there is one; it never starts a job, so that one job at full size
+/// serves every scale.
 fn full_size(
     key: &SegmentKey,
     edit: &EditKey,
-    scale: [f64; 2],
+    reduced: Reduced,
     place: &Placement,
     source: &Frame,
 ) -> Served {
     let found = {
         let all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
         all.iter().flat_map(|m| m.iter()).find_map(|(k, seg)| {
-            let scaled = |full: usize, s: f64| (full as f64 * s).round() as usize;
             let same = SegmentKey {
                 width: key.width,
                 height: key.height,
+                format: key.format,
                 ..k.clone()
             } == *key;
-            let full = k.width > key.width
-                && scaled(k.width, scale[0]) == key.width
-                && scaled(k.height, scale[1]) == key.height;
+            let full = reduced.fits((k.width, k.height), (key.width, key.height));
             match seg.results.get(edit) {
                 Some(Outcome::Ready(frames)) if same && full => Some(frames.clone()),
                 _ => None,
@@ -380,9 +378,7 @@ fn full_size(
     };
     match found {
         Some(frames) => serve(&frames, place, source),
-        None => Served::Source(
-            "CogVideoX: results are computed at full resolution: render this frame at 100% (not a proxy or zoomed out) first".into(),
-        ),
+        None => reduced.no_result(),
     }
 }
 
@@ -478,47 +474,29 @@ fn finish(
             (Some(inv), f)
         })
     };
-    if let Ok((_, frames)) = &outcome
-        && let Err(e) = crate::disk::write(&entry, frames)
-    {
-        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
-    }
-    let mut all = SEGMENTS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = all.get_or_insert_with(HashMap::new);
-    // Every segment (instance) that joined the job gets its outcome.
-    let holders: Vec<&mut Segment> = map
-        .values_mut()
-        .filter(|seg| current(seg.results.get(&edit), job))
-        .collect();
-    if holders.is_empty() {
-        crate::log::line("the segment changed while processing: its result is dropped");
-        return;
-    }
-    let outcome = outcome.map(|(inversion, frames)| (inversion, Arc::new(frames)));
-    match &outcome {
-        Ok(_) => crate::log::line("segment done"),
-        Err((msg, _)) => crate::log::line(&format!("segment failed: {msg}")),
-    }
-    for seg in holders {
-        match &outcome {
-            Ok((inversion, frames)) => {
-                if let Some(inversion) = inversion {
-                    seg.inversion = Some((invert.clone(), inversion.clone()));
+    // Every segment (instance) that joined the job gets its outcome, and
+    // a new inversion with it.
+    crate::segment::finish_and_record(
+        "segment",
+        &entry,
+        outcome,
+        retry,
+        job,
+        &SEGMENTS,
+        &edit,
+        |map| map.values_mut().map(|seg| &mut seg.results).collect(),
+        |map, ok| {
+            if let Some((Some(inversion), frames)) = ok {
+                for seg in map.values_mut() {
+                    if matches!(seg.results.get(&edit), Some(Outcome::Ready(f)) if Arc::ptr_eq(f, frames))
+                    {
+                        seg.inversion = Some((invert.clone(), inversion.clone()));
+                    }
                 }
-                seg.results
-                    .insert(edit.clone(), Outcome::Ready(frames.clone()));
             }
-            // A cancellation is not a failure: the next request starts again.
-            Err((_, true)) => {
-                seg.results.remove(&edit);
-            }
-            Err((msg, false)) => {
-                seg.results
-                    .insert(edit.clone(), Outcome::Failed(msg.clone(), retry));
-            }
-        }
-    }
-    bound(map, &key);
+            bound(map, &key);
+        },
+    );
 }
 
 /// Keeps a new inversion in the disk cache.

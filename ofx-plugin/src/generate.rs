@@ -14,7 +14,7 @@ use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
 use crate::segment::{
-    LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Served, Waiter, current, next, on_progress,
+    LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, Served, Waiter, next, on_progress,
     serve, wait_for,
 };
 use crate::worker::{self, Job};
@@ -83,6 +83,7 @@ pub fn render(
     place: &Placement,
     blank: &Frame,
     w: &Waiter,
+    reduced: Option<Reduced>,
 ) -> Served {
     let latents = LatentKey {
         model: ModelKey::new(&s.load, pipe),
@@ -105,6 +106,9 @@ pub fn render(
         start: s.segment_start,
         step: place.step,
     };
+    if let Some(reduced) = reduced {
+        return full_size(&key, reduced, place, blank);
+    }
     let id = crate::segment::job_id(&("generate", &key));
     worker::want(w.instance, id);
     let retry = RETRY.load(Ordering::SeqCst);
@@ -145,6 +149,45 @@ pub fn render(
         if !w.wait {
             return Served::Source("CogVideoX: queued for processing".into());
         }
+    }
+}
+
+/// A reduced render (`segment::Reduced`): the clip at full size (any
+/// depth), downscaled, found in memory or, where the scale says the full
+/// size, on disk; never a job (not even decoding the latents again).
+fn full_size(key: &ResultKey, reduced: Reduced, place: &Placement, blank: &Frame) -> Served {
+    let small = (key.out_width, key.out_height);
+    let found = {
+        let results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
+        results.iter().flat_map(|m| m.iter()).find_map(|(k, o)| {
+            let same = ResultKey {
+                out_width: key.out_width,
+                out_height: key.out_height,
+                format: key.format,
+                ..k.clone()
+            } == *key;
+            match o {
+                Outcome::Ready(frames)
+                    if same && reduced.fits((k.out_width, k.out_height), small) =>
+                {
+                    Some(frames.clone())
+                }
+                _ => None,
+            }
+        })
+    };
+    let on_disk = || {
+        let (out_width, out_height) = reduced.full(small)?;
+        let full = ResultKey {
+            out_width,
+            out_height,
+            ..key.clone()
+        };
+        crate::disk::read(&crate::disk::entry(&full, &[])).map(Arc::new)
+    };
+    match found.or_else(on_disk) {
+        Some(frames) => serve(&frames, place, blank),
+        None => reduced.no_result(),
     }
 }
 
@@ -203,32 +246,21 @@ fn finish(s: &GenerateSettings, pipe: &PipelineHandle, key: ResultKey, retry: u6
         }
     };
     let entry = crate::disk::entry(&key, &[]);
-    if let Ok(frames) = &outcome
-        && let Err(e) = crate::disk::write(&entry, frames)
-    {
-        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
-    }
-    let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = results.get_or_insert_with(HashMap::new);
-    if !current(map.get(&key), job) {
-        crate::log::line("the clip's entry was dropped while processing: its result is dropped");
-        return;
-    }
-    match outcome {
-        Ok(frames) => {
-            crate::log::line("clip done");
-            map.insert(key.clone(), Outcome::Ready(Arc::new(frames)));
-            bound(map, &key);
-        }
-        Err((msg, cancelled)) => {
-            crate::log::line(&format!("clip failed: {msg}"));
-            if cancelled {
-                map.remove(&key);
-            } else {
-                map.insert(key, Outcome::Failed(msg, retry));
+    crate::segment::finish_and_record(
+        "clip",
+        &entry,
+        outcome.map(|f| ((), f)),
+        retry,
+        job,
+        &RESULTS,
+        &key,
+        |map| vec![map],
+        |map, ok| {
+            if ok.is_some() {
+                bound(map, &key);
             }
-        }
-    }
+        },
+    );
 }
 
 pub(crate) type Failure = (String, bool);

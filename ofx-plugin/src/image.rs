@@ -149,6 +149,31 @@ impl Frame {
         out.to_format(self.format)
     }
 
+    /// Linear-light values re-encoded as display-referred ones (the sRGB
+    /// transfer curve, extended past 1 and mirrored below 0), alpha kept, in
+    /// the same format: what the model is trained on. See `display_to_linear`.
+    pub fn linear_to_display(&self) -> Frame {
+        self.map_colour(srgb_encode)
+    }
+
+    /// The inverse of `linear_to_display`: display-referred values (a
+    /// result) back to linear light.
+    pub fn display_to_linear(&self) -> Frame {
+        self.map_colour(srgb_decode)
+    }
+
+    /// `f` applied to the colour channels (not alpha), in float, back in
+    /// this frame's format.
+    fn map_colour(&self, f: fn(f32) -> f32) -> Frame {
+        let mut out = Frame::new(self.width, self.height, capi::FORMAT_RGBA32F);
+        for i in 0..self.width * self.height * 4 {
+            let v = self.channel(i);
+            let v = if i % 4 == 3 { v } else { f(v) };
+            out.data[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        out.to_format(self.format)
+    }
+
     /// This frame in `format` (a copy; rounding to the nearest level).
     pub fn to_format(&self, format: u32) -> Frame {
         if format == self.format {
@@ -170,6 +195,30 @@ impl Frame {
         }
         out
     }
+}
+
+/// The sRGB encoding (IEC 61966-2-1) of a linear value; odd-symmetric, and
+/// continued past 1 by the same power law, so that nothing is lost before
+/// the library clamps.
+pub fn srgb_encode(v: f32) -> f32 {
+    let a = v.abs();
+    let e = if a <= 0.003_130_8 {
+        12.92 * a
+    } else {
+        1.055 * a.powf(1.0 / 2.4) - 0.055
+    };
+    e.copysign(v)
+}
+
+/// The inverse of `srgb_encode`.
+pub fn srgb_decode(v: f32) -> f32 {
+    let a = v.abs();
+    let d = if a <= 0.040_45 {
+        a / 12.92
+    } else {
+        ((a + 0.055) / 1.055).powf(2.4)
+    };
+    d.copysign(v)
 }
 
 /// A fetched host image; released on drop, so every path releases it.
@@ -409,6 +458,29 @@ mod tests {
             img.write(&out, [0, 0, 2, 2]).unwrap();
             drop(img);
             assert_eq!(buf, (101..=112).collect::<Vec<u8>>(), "down: {down}");
+        }
+    }
+
+    #[test]
+    fn linear_float_round_trips_through_display_referred_values() {
+        // Linear samples above 1 (Natron's highlights), below 0 and mid-grey.
+        let vals = [0.0f32, 0.002, 0.18, 0.5, 1.0, 1.6, -0.01, 0.75];
+        let mut f = Frame::new(2, 1, capi::FORMAT_RGBA32F);
+        for (i, v) in vals.iter().enumerate() {
+            f.data[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        let d = f.linear_to_display();
+        // Mid-grey is about 0.46 on the sRGB curve; alpha (index 3, 7) is kept.
+        assert!((d.channel(2) - 0.4614).abs() < 1e-3, "{}", d.channel(2));
+        assert!(d.channel(5) > 1.0, "past 1 stays past 1");
+        assert_eq!((d.channel(3), d.channel(7)), (0.5, 0.75));
+        let back = d.display_to_linear();
+        for (i, v) in vals.iter().enumerate() {
+            let got = back.channel(i);
+            assert!(
+                (got - v).abs() <= 1e-5 * v.abs().max(1.0),
+                "{v} came back as {got}"
+            );
         }
     }
 

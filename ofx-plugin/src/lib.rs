@@ -19,6 +19,7 @@ mod segment;
 mod trace;
 mod worker;
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -555,12 +556,23 @@ fn render(
             None => return Err("the host gave no source image".into()),
         }
     };
-    // Resolve renders its thumbnails through the effect: they never start
-    // a load or a job, nor change the instance's status; the source shows.
-    if src_clip.is_some() && source_thumbnail(s, handle) == Some(1) {
-        out.write(&source, window)?;
-        return Ok(kOfxStatOK);
-    }
+    // Resolve renders its thumbnails through the effect (184x92;
+    // openfx-misc issue 56, the NDI plugin's trace of Resolve 21), and
+    // where the host gives every frame it needs (Resolve, Natron) a render
+    // below full size is a proxy or a zoomed-out viewer: neither starts a
+    // load or a job; they show a full-size result downscaled, or the
+    // source. Elsewhere (MLT's preview scale, which never renders at full
+    // size meanwhile) a render scale below 1 is a segment of its own.
+    let scale = [0, 1].map(|i| {
+        args.get_double(kOfxImageEffectPropRenderScale, i)
+            .unwrap_or(1.0)
+    });
+    let thumbnail = src_clip.is_some() && source_thumbnail(s, handle) == Some(1);
+    let reduced = if thumbnail {
+        Some(segment::Reduced::Thumbnail)
+    } else {
+        (s.temporal && scale.iter().any(|&v| v < 1.0)).then_some(segment::Reduced::Scale(scale))
+    };
     let get_set = call!(s.effect, getParamSet);
     let mut set: OfxParamSetHandle = std::ptr::null_mut();
     // SAFETY: valid instance handle and out pointer.
@@ -571,6 +583,19 @@ fn render(
         start: segment_start(s, handle, &reader)?,
         length: reader.int(c"segment_length")?,
         step: reader.int(c"frame_step")?,
+    };
+    // The model works on display-referred values: linear input (Natron's)
+    // is encoded for it, sources fetched at other times too, and results
+    // decoded back (`show`). What passes through is the host's own values.
+    let linear = reader.int(c"colour")? == params::COLOUR_LINEAR;
+    let to_model = |f: image::Frame| if linear { f.linear_to_display() } else { f };
+    let model_source = match effect {
+        // Generate reads only the size and format of what the host gave,
+        // and a reduced render the size.
+        Effect::Edit | Effect::Animate if linear && reduced.is_none() => {
+            Cow::Owned(source.linear_to_display())
+        }
+        _ => Cow::Borrowed(&source),
     };
     let started = Cell::new(false);
     let report = |frac: f64| progress(s, handle, &started, frac);
@@ -588,9 +613,21 @@ fn render(
         time,
         window,
         source: &source,
-        fail: fails_without_result(s, final_render),
+        // A thumbnail that cannot show a result shows the source: it is
+        // no frame of the timeline.
+        fail: fails_without_result(s, final_render) && !thumbnail,
+        linear,
+        thumbnail,
     };
-    let pipe = match segment::pipeline(&load, Some(&waiter)) {
+    let pipe = match reduced {
+        // Without a loaded pipeline there is no result to show.
+        Some(r) => match segment::loaded(&load) {
+            Some(pipe) => Ok(Some(pipe)),
+            None => return show(&out_args, &mut out, r.no_result()),
+        },
+        None => segment::pipeline(&load, Some(&waiter)),
+    };
+    let pipe = match pipe {
         Ok(Some(pipe)) => pipe,
         Ok(None) => {
             if started.get() {
@@ -619,7 +656,7 @@ fn render(
     let place = segment::place(&seg, &pipe, time, host_fps, operation(effect))?;
     // Source frames at other times, released as soon as they are copied.
     let fetch_at = |t: f64| match image::HostImage::fetch(*s, src_clip?, t) {
-        Ok(Some(img)) => Some(img.to_frame()),
+        Ok(Some(img)) => Some(to_model(img.to_frame())),
         Ok(None) => None,
         Err(e) => {
             log::line(&format!("no source image at {t}: {e}"));
@@ -627,16 +664,6 @@ fn render(
         }
     };
     let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
-    // Where the host gives every frame it needs (Resolve, Natron), a render
-    // below full size (Resolve's proxies, Natron's viewer zoomed out)
-    // never starts an Edit job: it shows the full-size result downscaled,
-    // so that one job serves every scale. Elsewhere (MLT's preview scale)
-    // it is a segment of its own.
-    let scale = [0, 1].map(|i| {
-        args.get_double(kOfxImageEffectPropRenderScale, i)
-            .unwrap_or(1.0)
-    });
-    let proxy = (s.temporal && scale.iter().any(|&v| v < 1.0)).then_some(scale);
     let served = match effect {
         Effect::Animate => {
             let first = source_frame(s, handle, &reader)?;
@@ -646,19 +673,31 @@ fn render(
                 &pipe,
                 time,
                 place.as_ref(),
-                &source,
+                &model_source,
                 &waiter,
                 fetch,
+                reduced,
             )
         }
         Effect::Edit => {
             let settings = read_edit(&reader, load, seg.start)?;
-            place
-                .map(|place| edit::render(&settings, &pipe, &place, &source, &waiter, fetch, proxy))
+            place.map(|place| {
+                edit::render(
+                    &settings,
+                    &pipe,
+                    &place,
+                    &model_source,
+                    &waiter,
+                    fetch,
+                    reduced,
+                )
+            })
         }
         Effect::Generate => {
             let settings = read_generate(&reader, load, seg.start)?;
-            place.map(|place| generate::render(&settings, &pipe, &place, &source, &waiter))
+            place.map(|place| {
+                generate::render(&settings, &pipe, &place, &model_source, &waiter, reduced)
+            })
         }
     };
     if started.get() {
@@ -794,6 +833,10 @@ struct Shown<'a> {
     source: &'a image::Frame,
     /// No result is a failure (`fails_without_result`).
     fail: bool,
+    /// The host's values are linear: results are decoded to it.
+    linear: bool,
+    /// A thumbnail: the instance's status is left as it is.
+    thumbnail: bool,
 }
 
 /// Writes what a render serves and posts its state when it changed. Without
@@ -808,7 +851,15 @@ fn show(
 ) -> Result<OfxStatus, String> {
     match served {
         segment::Served::Result(f) => {
-            ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", "done: the result");
+            if !o.thumbnail {
+                ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", "done: the result");
+            }
+            // Decoded at the host's depth (float: no 16-bit step between).
+            let f = if o.linear {
+                f.to_format(out.format).display_to_linear()
+            } else {
+                f
+            };
             out.write(&f, o.window)?;
             Ok(kOfxStatOK)
         }
@@ -826,6 +877,11 @@ fn show(
             } else {
                 status.clone()
             };
+            if o.thumbnail {
+                log::line(&format!("thumbnail at {}: {status}", o.time));
+                out.write(o.source, o.window)?;
+                return Ok(kOfxStatOK);
+            }
             ofx::show_state(o.s, o.handle, kind, &text, &text);
             if fail {
                 log::line(&format!("frame {}: failed: {text}", o.time));

@@ -62,9 +62,9 @@ pub fn bound<K: Clone + Eq + Hash, V>(
             break;
         };
         crate::log::line(&format!(
-            "memory bound ({} MiB): an entry of {} MiB dropped",
-            budget() >> 20,
-            bytes(&v) >> 20
+            "memory bound ({} bytes): an entry of {} bytes dropped",
+            budget(),
+            bytes(&v)
         ));
     }
 }

@@ -79,6 +79,21 @@ pub fn load() -> Result<(), String> {
         // SAFETY: as above.
         unsafe { get(h.host, c"NatronOfxHostIsNatron".as_ptr(), 0, &mut natron) };
     }
+    // Natron's own name, for a build without its extension property (it
+    // may also give a plugin another name, but then sets the property:
+    // openfx-misc `README-hosts.txt`).
+    let mut name: *mut c_char = std::ptr::null_mut();
+    if let Some(get) = prop.propGetString {
+        // SAFETY: as above; the host owns the string.
+        unsafe { get(h.host, kOfxPropName.as_ptr(), 0, &mut name) };
+    }
+    if !name.is_null() {
+        // SAFETY: a NUL-terminated host string, read at once.
+        let name = unsafe { CStr::from_ptr(name) };
+        if name.to_bytes().starts_with(b"fr.inria.Natron") {
+            natron = 1;
+        }
+    }
     let suites = Suites {
         prop,
         effect: suite!(kOfxImageEffectSuite, 1, OfxImageEffectSuiteV1)

@@ -118,6 +118,21 @@ const SAMPLING: [Param; 7] = [
     ),
 ];
 
+/// How the host's values are encoded (`colour`). The model is trained on
+/// display-referred frames; linear input is converted to them and the
+/// result back (`Frame::linear_to_display`).
+pub const COLOURS: &[&str] = &["Display-referred (sRGB, Rec.709)", "Linear"];
+pub const COLOUR_LINEAR: i32 = 1;
+
+/// The input's colour encoding; its default depends on the host
+/// (`choice_default`).
+const COLOUR: [Param; 1] = [p(
+    c"colour",
+    c"Input colour",
+    c"How the host's values are encoded. The model sees display-referred (sRGB, Rec.709) values: linear input (values above 1 allowed) is converted to them and the result back to linear. Default: linear in Natron, display-referred elsewhere",
+    Kind::Choice(COLOURS, 0),
+)];
+
 /// Which host frames form the processed segment.
 const SEGMENT: [Param; 4] = [
     p(
@@ -192,7 +207,11 @@ const ANIMATE_ONLY: [Param; 1] = [p(
 
 /// The parameters of an effect, in display order.
 pub fn params(effect: crate::Effect) -> Vec<&'static Param> {
-    let mut v: Vec<&'static Param> = MODEL.iter().chain(SAMPLING.iter()).collect();
+    let mut v: Vec<&'static Param> = MODEL
+        .iter()
+        .chain(COLOUR.iter())
+        .chain(SAMPLING.iter())
+        .collect();
     match effect {
         crate::Effect::Edit => v.extend(EDIT_ONLY.iter()),
         crate::Effect::Animate => v.extend(ANIMATE_ONLY.iter()),
@@ -270,11 +289,25 @@ pub fn define(s: &Suites, set: OfxParamSetHandle, param: &Param) -> Result<(), S
                 let o = CString::new(*o).unwrap_or_default();
                 props.set_str(kOfxParamPropChoiceOption, i as c_int, &o)?;
             }
-            opt(props.set_int(kOfxParamPropDefault, 0, d));
+            opt(props.set_int(kOfxParamPropDefault, 0, choice_default(s, param, d)));
         }
         Kind::Button => {}
     }
     Ok(())
+}
+
+/// A choice's default on this host: `colour` is linear in Natron, whose
+/// working space is linear light ("32 bits floating point linear colour
+/// processing pipeline", NatronGitHub/Natron `README.md`; its viewer's
+/// `linear_to_srgb` shader encodes for display), and
+/// display-referred elsewhere (Resolve's and MLT's frames are the
+/// timeline's display-referred values).
+fn choice_default(s: &Suites, param: &Param, d: i32) -> i32 {
+    if param.name == c"colour" && s.natron {
+        COLOUR_LINEAR
+    } else {
+        d
+    }
 }
 
 /// An integer parameter's slider range: at most 1000 wide (a slider over

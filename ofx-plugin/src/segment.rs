@@ -1,12 +1,15 @@
 //! What the three effects share: the per-process pipelines (loaded on the
 //! worker, kept per checkpoint and load options), where a host frame falls
 //! in its segment, a result's cache entry (`Outcome`) and what a render
-//! does about it (serve, show a status, wait for a job), and job names.
+//! does about it (serve, show a status, wait for a job), how a job's
+//! outcome is written and recorded (`finish_and_record`), and job names.
 //! Each effect keeps its own cache of sources and results (`edit.rs`,
 //! `animate.rs`, `generate.rs`).
 
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -143,6 +146,64 @@ pub fn pipeline(key: &LoadKey, w: Option<&Waiter>) -> Result<Option<Arc<Pipeline
             return Ok(None);
         }
         job.wait(Duration::from_millis(100));
+    }
+}
+
+/// The process's pipeline for `key` if it is loaded; starts nothing.
+pub fn loaded(key: &LoadKey) -> Option<Arc<PipelineHandle>> {
+    let pipes = PIPELINES.lock().unwrap_or_else(|e| e.into_inner());
+    pipes.iter().find_map(|(k, p)| match p {
+        Loaded::Ready(p) if k == key => Some(p.clone()),
+        _ => None,
+    })
+}
+
+/// A render that never starts a load or a job: it is served from a result
+/// computed at full size, downscaled, or passes the source through. One
+/// job at full size serves every scale.
+#[derive(Clone, Copy, Debug)]
+pub enum Reduced {
+    /// Below full size at this render scale, where the host gives every
+    /// frame it needs (Resolve's proxies, Natron's viewer zoomed out).
+    Scale([f64; 2]),
+    /// Resolve's thumbnails (184x92, the Source clip's
+    /// `kOfxImageClipPropThumbnail`): from any larger result.
+    Thumbnail,
+}
+
+impl Reduced {
+    /// Whether a result of size `full` is the full-size one for a render
+    /// of size `small`.
+    pub fn fits(&self, full: (usize, usize), small: (usize, usize)) -> bool {
+        match self {
+            Reduced::Scale(s) => {
+                let scaled = |n: usize, s: f64| (n as f64 * s).round() as usize;
+                full.0 > small.0
+                    && scaled(full.0, s[0]) == small.0
+                    && scaled(full.1, s[1]) == small.1
+            }
+            Reduced::Thumbnail => full.0 >= small.0 && full.1 >= small.1,
+        }
+    }
+
+    /// The full size a render of size `small` comes from, where the scale
+    /// says it (to look for it on disk).
+    pub fn full(&self, small: (usize, usize)) -> Option<(usize, usize)> {
+        match self {
+            Reduced::Scale(s) => Some((
+                (small.0 as f64 / s[0]).round() as usize,
+                (small.1 as f64 / s[1]).round() as usize,
+            )),
+            Reduced::Thumbnail => None,
+        }
+    }
+
+    /// What shows without a full-size result.
+    pub fn no_result(&self) -> Served {
+        Served::Source(match self {
+            Reduced::Scale(_) => "CogVideoX: results are computed at full resolution: render this frame at 100% (not a proxy or zoomed out) first".into(),
+            Reduced::Thumbnail => "CogVideoX: thumbnail: no full-size result yet; the source is shown".into(),
+        })
     }
 }
 
@@ -332,7 +393,7 @@ pub type Fetch<'a> = &'a dyn Fn(f64) -> Option<Frame>;
 
 /// Whether `outcome` is still `job` running: a job whose entry was
 /// dropped (the source changed, a purge) must not record its result.
-pub(crate) fn current(outcome: Option<&Outcome>, job: &Job) -> bool {
+fn current(outcome: Option<&Outcome>, job: &Job) -> bool {
     matches!(outcome, Some(Outcome::Running(j)) if std::ptr::eq(j.as_ref(), job))
 }
 
@@ -365,6 +426,74 @@ pub(crate) fn serve(frames: &[Frame], place: &Placement, source: &Frame) -> Serv
 }
 
 pub(crate) type Failure = (String, bool);
+
+/// A job's frames and what else it made (Edit's inversion), or why there
+/// are none.
+pub(crate) type Computed<T> = Result<(T, Vec<Frame>), Failure>;
+
+/// How every job ends: its frames are written to the disk cache at
+/// `entry`; then, under `cache`'s lock, its outcome is recorded in each
+/// result map `holders` gives whose entry for `key` is still this job
+/// (every instance that joined it; none when the entry was dropped
+/// meanwhile: a changed source, a purge): the frames, or a failure
+/// remembered for the retry generation `retry`, or nothing after a
+/// cancellation (the next request starts again). `done` runs next under
+/// the same lock, given on success what came with the frames and the
+/// frames as recorded. `what` names the result in the log.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_and_record<M: Default, K: Eq + Hash, T>(
+    what: &str,
+    entry: &Path,
+    computed: Computed<T>,
+    retry: u64,
+    job: &Job,
+    cache: &Mutex<Option<M>>,
+    key: &K,
+    holders: impl FnOnce(&mut M) -> Vec<&mut HashMap<K, Outcome>>,
+    done: impl FnOnce(&mut M, Option<(&T, &Arc<Vec<Frame>>)>),
+) {
+    if let Ok((_, frames)) = &computed
+        && let Err(e) = crate::disk::write(entry, frames)
+    {
+        crate::log::line(&format!("cannot write {}: {e}", entry.display()));
+    }
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let map = cache.get_or_insert_with(M::default);
+    let mut waiting: Vec<&mut HashMap<K, Outcome>> = holders(map)
+        .into_iter()
+        .filter(|m| current(m.get(key), job))
+        .collect();
+    if waiting.is_empty() {
+        crate::log::line(&format!(
+            "the {what}'s entry was dropped while processing: its result is dropped"
+        ));
+        return;
+    }
+    let computed = computed.map(|(extra, frames)| (extra, Arc::new(frames)));
+    match &computed {
+        Ok(_) => crate::log::line(&format!("{what} done")),
+        Err((msg, _)) => crate::log::line(&format!("{what} failed: {msg}")),
+    }
+    for m in waiting.iter_mut() {
+        let slot = m.get_mut(key).expect("a waiting entry");
+        match &computed {
+            Ok((_, frames)) => *slot = Outcome::Ready(frames.clone()),
+            Err((msg, false)) => *slot = Outcome::Failed(msg.clone(), retry),
+            // A cancellation is not a failure: the next request starts again.
+            Err((_, true)) => {
+                m.remove(key);
+            }
+        }
+    }
+    drop(waiting);
+    done(
+        map,
+        computed
+            .as_ref()
+            .ok()
+            .map(|(extra, frames)| (extra, frames)),
+    );
+}
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,14 @@ fn log() -> String {
     std::fs::read_to_string(scratch().join("plugin.log")).unwrap_or_default()
 }
 
+/// The instance takes the host's values as display-referred (`colour`;
+/// Natron's default is linear): the tests that compare with the C API's
+/// frames for the pattern as it is set this; the linear path has its own
+/// test (`natron_linear_float_input_is_converted_for_the_model_and_back`).
+fn display_referred(inst: &Instance) {
+    assert!(ok_or_default(inst.set_int("colour", 0)));
+}
+
 /// Item 0 of issue 26: HostSupport gives a push button no value
 /// properties, so `kOfxParamPropCacheInvalidation` on `process` failed
 /// with `kOfxStatErrUnknown` and no effect could be created. Every effect
@@ -145,6 +153,7 @@ fn natron_final_render_is_not_cancelled_by_reply_no() {
         edit_setup(Depth::Float, Layout::PLAIN),
         VERSION,
     );
+    display_referred(&inst);
     let want = expected(Depth::Float, 1.0, &[PROMPT]);
     let r = inst.render(&Render::at(4.0));
     assert_eq!(
@@ -345,6 +354,7 @@ fn the_segment_starts_with_the_clip_and_set_start_here_moves_it() {
         ..edit_setup(Depth::Float, Layout::PLAIN)
     };
     let inst = edit_instance(cogvideox(), setup, 500);
+    display_referred(&inst);
     let want = expected(Depth::Float, 1.0, &[PROMPT]);
     for k in [0usize, 8] {
         let r = inst.render(&Render::at(1.0 + k as f64));
@@ -384,6 +394,7 @@ fn natron_purge_caches_keeps_the_loaded_pipeline() {
         edit_setup(Depth::Float, Layout::PLAIN),
         VERSION,
     );
+    display_referred(&inst);
     let want = expected(Depth::Float, 1.0, &[PROMPT]);
     let loads = || {
         let tag = format!(
@@ -435,6 +446,7 @@ fn natron_generate_in_the_general_context_with_nothing_connected() {
     };
     let inst = p.create_instance(&ctx, general, setup).unwrap();
     set_params(&inst, &checkpoint(), 600);
+    display_referred(&inst);
     let r = inst.render(&Render::at(3.0));
     assert_eq!(
         r.status,
@@ -489,6 +501,7 @@ fn natron_zoom_levels_are_served_from_one_full_size_job() {
         edit_setup(Depth::Float, Layout::PLAIN),
         VERSION,
     );
+    display_referred(&inst);
     let rod = |scale: f64| {
         let args = host::PropSet::new("region of definition args");
         args.set(host::kOfxPropTime, vec![Value::Double(2.0)]);
@@ -591,6 +604,64 @@ fn natron_frames_needed_while_the_checkpoint_loads_declares_the_segment() {
     let (st, ranges) = inst.frames_needed(3.0);
     assert_eq!(st, host::kOfxStatOK);
     assert_eq!(ranges, [(0.0, (FRAMES - 1) as f64)]);
+    assert!(ok_or_default(inst.destroy()));
+    assert_no_violations();
+}
+
+/// Item 6: Natron works in linear light ("32 bits floating point linear
+/// colour processing pipeline", NatronGitHub/Natron `README.md`; float
+/// images with values above 1), while the model is trained on
+/// display-referred frames. In Natron `colour` defaults to linear on every
+/// effect; a final render gives the model the sRGB encoding of the linear
+/// source (the C API's result for it, decoded back to linear, is what
+/// comes back), not the linear values (which the library would take as
+/// display-referred and clamp), and frames outside the segment keep the
+/// host's values, highlights above 1 included.
+#[test]
+fn natron_linear_float_input_is_converted_for_the_model_and_back() {
+    let _serial = serial();
+    env_traced();
+    for id in [EDIT, ANIMATE, GENERATE] {
+        let p = cogvideox().plugin(id);
+        let (_, desc) = p.describe();
+        for context in desc
+            .props
+            .strings(host::kOfxImageEffectPropSupportedContexts)
+        {
+            let c = CString::new(context.as_str()).unwrap();
+            let (st, ctx) = p.describe_in_context(&desc, &c);
+            assert_eq!(st, host::kOfxStatOK);
+            let default = ctx.param_props("colour", |p| p.int(host::kOfxParamPropDefault));
+            assert_eq!(default, Some(Some(1)), "{id} in {context}: linear");
+        }
+    }
+    const VERSION: i32 = 1300;
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Float, Layout::PLAIN),
+        VERSION,
+    );
+    let source = pattern(W, H, Depth::Float, 4.0);
+    let above_one = (0..source.samples()).filter(|&i| source.sample(i) > 1.0);
+    assert!(above_one.count() > 0, "the source has no values above 1");
+    let r = inst.render(&Render::at(4.0));
+    assert_eq!(
+        r.status,
+        host::kOfxStatOK,
+        "{:?}",
+        inst.persistent_message()
+    );
+    // The same arithmetic as the plugin's; the bound only allows for a
+    // last bit of `powf`.
+    let d = max_diff(&r.pixels, &expected_linear(&[PROMPT])[0][4]);
+    assert!(d <= 1e-5, "differs from the encoded input's result by {d}");
+    let plain = max_diff(&r.pixels, &expected(Depth::Float, 1.0, &[PROMPT])[0][4]);
+    assert!(plain > 0.01, "the model got the linear values ({plain})");
+    // Outside the segment (frames 0 to 8) the host's values pass through.
+    let r = inst.render(&Render::at(11.0));
+    assert_eq!(r.status, host::kOfxStatOK);
+    assert_same(&r.pixels, &pattern(W, H, Depth::Float, 11.0), "frame 11");
+    assert_eq!(processed(VERSION), 1);
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }

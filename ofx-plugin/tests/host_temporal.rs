@@ -223,6 +223,17 @@ fn cogvideox_frames_needed_with_frame_step_two_and_animate_fetches_its_image() {
     assert_eq!(frames_needed(&inst, 5.0), [(5.0, 5.0)]);
     let r = inst.render(&Render::at(0.0));
     assert_same(&r.pixels, &want(0), "animate, frame 0");
+    // At render scale 0.5 (a Resolve proxy): the full-size clip
+    // downscaled, no new job (issue 26 item 3). 8-bit: the mean rounds to
+    // a level.
+    let r = inst.render(&Render {
+        scale: 0.5,
+        ..Render::at(5.0)
+    });
+    assert_eq!(r.status, host::kOfxStatOK, "{}", message(&inst));
+    let d = block_mean_diff(&r.pixels, &want(5), 2);
+    assert!(d <= 0.5 + 1e-9, "animate at 0.5 differs by {d} levels");
+    assert_eq!(log_lines("animating", 201), 1, "animated again at 0.5");
     assert_eq!(inst.live_images(), 0);
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
@@ -230,7 +241,9 @@ fn cogvideox_frames_needed_with_frame_step_two_and_animate_fetches_its_image() {
 
 /// PurgeCaches drops every result and latent held in memory; a render at
 /// another size then decodes the latents the disk cache kept instead of
-/// sampling again, equal to the C API's clip at that size.
+/// sampling again, equal to the C API's clip at that size (a clip of half
+/// the size: a render scale below 1 computes nothing here, issue 26 item
+/// 3).
 #[test]
 fn cogvideox_generate_decodes_cached_latents_after_a_purge() {
     let _serial = serial();
@@ -246,23 +259,43 @@ fn cogvideox_generate_decodes_cached_latents_after_a_purge() {
     };
     let inst = p.create_instance(&ctx, generator, setup).unwrap();
     set_params(&inst, &checkpoint(), VERSION);
+    let full = expected_generate(1.0);
     let r = inst.render(&Render::at(3.0));
-    assert_same(&r.pixels, &expected_generate(1.0)[3], "scale 1");
+    assert_same(&r.pixels, &full[3], "scale 1");
     assert_eq!(generated(VERSION), 1);
+    // At render scale 0.5 (a Resolve proxy) the full-size clip downscaled,
+    // from memory and, after the purge, from the disk cache: no job.
+    let half_scale = |inst: &Instance, what: &str| {
+        let r = inst.render(&Render {
+            scale: 0.5,
+            ..Render::at(3.0)
+        });
+        assert_eq!(r.status, host::kOfxStatOK, "{what}: {}", message(inst));
+        let d = block_mean_diff(&r.pixels, &full[3], 2);
+        assert!(d <= 1.0 / 65535.0, "{what}: differs by {d}");
+    };
+    half_scale(&inst, "scale 0.5");
 
     assert!(ok_or_default(inst.action(
         host::kOfxActionPurgeCaches,
         None,
         None
     )));
+    half_scale(&inst, "scale 0.5 after the purge");
+    assert_eq!(log_lines("decoding cached latents", VERSION), 0);
+    let small = Setup {
+        source: None,
+        size: (W / 2, H / 2),
+        ..edit_setup(Depth::Float, Layout::PLAIN)
+    };
+    let other = p.create_instance(&ctx, generator, small).unwrap();
+    set_params(&other, &checkpoint(), VERSION);
     let half = expected_generate(0.5);
     for k in [3, 0, 8] {
-        let r = inst.render(&Render {
-            scale: 0.5,
-            ..Render::at(k as f64)
-        });
-        assert_same(&r.pixels, &half[k], &format!("scale 0.5, frame {k}"));
+        let r = other.render(&Render::at(k as f64));
+        assert_same(&r.pixels, &half[k], &format!("half size, frame {k}"));
     }
+    assert!(ok_or_default(other.destroy()));
     assert_eq!(generated(VERSION), 1, "sampled again after the purge");
     assert_eq!(log_lines("decoding cached latents", VERSION), 1);
     let log = std::fs::read_to_string(scratch().join("plugin.log")).unwrap();
@@ -348,8 +381,10 @@ fn cogvideox_edit_parameter_change_cancels_the_stale_job() {
 
 /// Resolve renders thumbnails through the effect (184x92, the Source
 /// clip's `kOfxImageClipPropThumbnail` set: openfx-misc issue 56, the NDI
-/// plugin's trace of Resolve 21): a final thumbnail render returns the
-/// source at once, queues no job and reports no progress (issue 26 item 3).
+/// plugin's trace of Resolve 21): a final thumbnail render queues no job
+/// and reports no progress; without a result it returns the source at
+/// once, with one it returns the full-size result downscaled, as a proxy
+/// render (render scale 0.5, final) does (issue 26 item 3).
 #[test]
 fn cogvideox_a_thumbnail_render_never_queues_a_job() {
     let _serial = serial();
@@ -381,6 +416,27 @@ fn cogvideox_a_thumbnail_render_never_queues_a_job() {
             .any(|e| matches!(e, Event::ProgressStart(..))),
         "a thumbnail reported progress"
     );
+    // A proxy before any result: a final render fails (nothing to keep in
+    // Resolve's caches) and starts nothing.
+    let proxy = Render {
+        scale: 0.5,
+        ..Render::at(3.0)
+    };
+    assert_eq!(inst.render(&proxy).status, host::kOfxStatFailed);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(processed(VERSION), 0, "a proxy processed its segment");
+
+    let want = expected(Depth::Float, 1.0, &[PROMPT]);
+    let r = inst.render(&Render::at(3.0));
+    assert_same(&r.pixels, &want[0][3], "full size");
+    for (what, render) in [("thumbnail", &thumbnail), ("proxy", &proxy)] {
+        let r = inst.render(render);
+        assert_eq!(r.status, host::kOfxStatOK, "{what}");
+        let d = block_mean_diff(&r.pixels, &want[0][3], 2);
+        // The result is kept at 16 bits: its mean rounds to a 16-bit level.
+        assert!(d <= 1.0 / 65535.0, "{what} differs by {d}");
+    }
+    assert_eq!(processed(VERSION), 1);
     assert_eq!(inst.live_images(), 0);
     assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
@@ -618,5 +674,42 @@ fn cogvideox_two_instances_on_one_clip_share_one_job() {
     );
     assert_eq!(log_lines("decoding cached latents", VERSION), 0);
     assert!(ok_or_default(second.destroy()));
+    assert_no_violations();
+}
+
+/// Item 6, outside Natron: Resolve's frames (float RGBA, openfx-misc
+/// `README-hosts.txt`) and MLT's are the timeline's display-referred
+/// values, so `colour` defaults to display-referred on every effect and in
+/// every context, and a float render gives the model the host's values as
+/// they are (above 1 clamped by the library): the C API's frame for them.
+#[test]
+fn cogvideox_colour_defaults_to_display_referred_outside_natron() {
+    let _serial = serial();
+    env();
+    for id in [EDIT, ANIMATE, GENERATE] {
+        let p = cogvideox().plugin(id);
+        let (_, desc) = p.describe();
+        for context in desc
+            .props
+            .strings(host::kOfxImageEffectPropSupportedContexts)
+        {
+            let c = std::ffi::CString::new(context.as_str()).unwrap();
+            let (st, ctx) = p.describe_in_context(&desc, &c);
+            assert_eq!(st, host::kOfxStatOK);
+            let default = ctx.param_props("colour", |p| p.int(host::kOfxParamPropDefault));
+            assert_eq!(default, Some(Some(0)), "{id} in {context}");
+        }
+    }
+    const VERSION: i32 = 1300;
+    let inst = edit_instance(
+        cogvideox(),
+        edit_setup(Depth::Float, Layout::PLAIN),
+        VERSION,
+    );
+    let r = inst.render(&Render::at(3.0));
+    assert_eq!(r.status, host::kOfxStatOK, "{}", message(&inst));
+    let want = expected(Depth::Float, 1.0, &[PROMPT]);
+    assert_same(&r.pixels, &want[0][3], "a float render");
+    assert!(ok_or_default(inst.destroy()));
     assert_no_violations();
 }
