@@ -890,7 +890,7 @@ fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
     case.remove_files();
 }
 
-/// Generate with `speed=2` (preview) in melt: half the steps with the
+/// Generate with `speed=Preview` in melt: half the steps with the
 /// library's step cache at the model's smallest working size, scaled to the
 /// frame; not the exact clip, and the log reports the skipped work.
 #[test]
@@ -916,7 +916,8 @@ fn generate_preview_in_melt_runs_with_the_step_cache() {
         format!("seed={SEED}"),
         format!("guidance={GUIDANCE}"),
         format!("steps={STEPS_CACHED}"),
-        "speed=2".to_string(),
+        // MLT sets a choice by its option's label.
+        "speed=Preview".to_string(),
         "frame_step=1".to_string(),
         format!("segment_length={FRAMES}"),
     ]);
