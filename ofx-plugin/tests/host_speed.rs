@@ -1,9 +1,10 @@
 //! The *Speed* choice and the LoRA parameters (`src/model_settings.rs`)
 //! through the test host, with temporal access (a final render fetches its
-//! segment): preview and fast results are computed with the library's step
-//! cache, differ from the exact one and are cached apart from it; going
+//! segment): preview and fast results are the C API's with the library's
+//! step cache (preview at half the steps and size), differ from the exact
+//! one and are cached apart from it; going
 //! back to exact serves the exact result without computing; a LoRA changes
-//! the result, weight 0 and an emptied file parameter give the base
+//! the result as the C API's adapters do, weight 0 and an emptied file parameter give the base
 //! model's, and a file the library refuses gives an error and no job.
 
 #[allow(dead_code)]
@@ -62,16 +63,72 @@ fn result(inst: &Instance, t: f64) -> Pixels {
 
 /// `cogvideo_generate_video` at the fixtures' parameters and `steps`, 8-bit.
 fn c_api_generate(steps: i32) -> Vec<Pixels> {
-    let inputs = common::GenerateInputs {
-        checkpoint: &checkpoint(),
-        prompt: PROMPT,
-        frames: FRAMES,
-        steps,
-        seed: SEED as u64,
-        guidance: GUIDANCE as f32,
-    };
-    common::c_api_generate(&inputs, W, H, capi::FORMAT_RGBA8)
-        .into_iter()
+    c_api_generate_with(steps, (0, 0), None, &[])
+}
+
+/// The same at working size `size` (0: the default), with the step cache
+/// `method` and LoRA `adapters` (file, weight), on a pipeline of its own.
+fn c_api_generate_with(
+    steps: i32,
+    size: (i32, i32),
+    method: Option<u32>,
+    adapters: &[(&std::path::Path, f64)],
+) -> Vec<Pixels> {
+    use std::ffi::CString;
+    let api = common::api();
+    let mut lo = capi::LoadOptions::default();
+    // SAFETY: writable options.
+    unsafe { api.load_options_init.run(&mut lo) };
+    let ckpt = checkpoint();
+    let pipe = capi::PipelineHandle::load(api, ckpt.to_str().unwrap(), &lo).unwrap();
+    let names: Vec<CString> = (0..adapters.len())
+        .map(|i| CString::new(format!("test{i}")).unwrap())
+        .collect();
+    for ((path, _), name) in adapters.iter().zip(&names) {
+        let path = CString::new(path.to_str().unwrap()).unwrap();
+        let load = api.pipeline_load_lora.unwrap();
+        // SAFETY: live pipeline, NUL-terminated strings.
+        api.check(unsafe { load(pipe.ptr, path.as_ptr(), name.as_ptr()) })
+            .unwrap();
+    }
+    let ptrs: Vec<_> = names.iter().map(|n| n.as_ptr()).collect();
+    let weights: Vec<f64> = adapters.iter().map(|(_, w)| *w).collect();
+    let set = api.pipeline_set_adapters.unwrap();
+    // SAFETY: live pipeline, n names and weights.
+    api.check(unsafe { set(pipe.ptr, ptrs.as_ptr(), weights.as_ptr(), ptrs.len()) })
+        .unwrap();
+    let mut cache = capi::CacheOptions::default();
+    // SAFETY: writable 1.4 struct.
+    unsafe { api.cache_options_init.unwrap()(&mut cache, std::mem::size_of_val(&cache)) };
+    let mut out: Vec<Vec<u8>> = (0..FRAMES).map(|_| vec![0u8; W * H * 4]).collect();
+    let descs: Vec<capi::Frame> = out
+        .iter_mut()
+        .map(|f| capi::Frame {
+            data: f.as_mut_ptr().cast(),
+            width: W as i32,
+            height: H as i32,
+            stride_bytes: (W * 4) as i64,
+            format: capi::FORMAT_RGBA8,
+        })
+        .collect();
+    let prompt = CString::new(PROMPT).unwrap();
+    let mut o = capi::GenerateOptions::default();
+    // SAFETY: writable options.
+    unsafe { api.generate_options_init.run(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.num_frames = FRAMES as i32;
+    o.steps = steps;
+    o.guidance_scale = GUIDANCE as f32;
+    o.seed = SEED as u64;
+    (o.width, o.height) = size;
+    if let Some(m) = method {
+        cache.method = m;
+        o.cache = &cache;
+    }
+    // SAFETY: valid options and outputs.
+    api.check(unsafe { (api.generate_video)(pipe.ptr, &o, descs.as_ptr(), descs.len()) })
+        .unwrap();
+    out.into_iter()
         .map(|data| Pixels {
             width: W,
             height: H,
@@ -109,6 +166,8 @@ fn speed_computes_preview_and_fast_apart_from_exact() {
     let preview = result(&inst, 4.0);
     assert_eq!((preview.width, preview.height), (W, H));
     assert!(preview != exact[4], "the preview is the exact frame");
+    let want = c_api_generate_with(5, (48, 32), Some(capi::CACHE_FASTER_CACHE), &[]);
+    assert_same(&preview, &want[4], "preview");
     let st = status(&inst);
     assert!(
         st.starts_with("done: the preview (FasterCache, 5 steps, 48x32)"),
@@ -121,6 +180,13 @@ fn speed_computes_preview_and_fast_apart_from_exact() {
     assert!(ok_or_default(inst.set_int("speed", 1)));
     let fast = result(&inst, 4.0);
     assert!(fast != exact[4] && fast != preview);
+    let want = c_api_generate_with(
+        STEPS_CACHED,
+        (0, 0),
+        Some(capi::CACHE_PYRAMID_ATTENTION_BROADCAST),
+        &[],
+    );
+    assert_same(&fast, &want[4], "fast");
     let st = status(&inst);
     assert!(
         st.starts_with("done: the fast result (Pyramid Attention Broadcast, 10 steps)"),
@@ -233,6 +299,8 @@ fn a_lora_changes_the_result_and_a_bad_one_is_an_error_without_a_job() {
     ));
     let with = result(&inst, 4.0);
     assert!(with != base[4], "the LoRA changed nothing");
+    let want = c_api_generate_with(STEPS, (0, 0), None, &[(&lora, 1.0)]);
+    assert_same(&with, &want[4], "with the LoRA");
     assert!(
         status(&inst).contains("with 1 LoRA (weights 1)"),
         "{}",
@@ -244,6 +312,8 @@ fn a_lora_changes_the_result_and_a_bad_one_is_an_error_without_a_job() {
         result(&inst, 4.0)
     };
     assert!(half != with && half != base[4]);
+    let want = c_api_generate_with(STEPS, (0, 0), None, &[(&lora, 0.5)]);
+    assert_same(&half, &want[4], "with the LoRA at 0.5");
     assert_eq!(generated(VERSION), 3);
 
     // Weight 0 is the model without it: the base result, not computed again.
