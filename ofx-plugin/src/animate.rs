@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
+use crate::model_settings::{self, LoraKey, Resolved, SpeedKey, StepCache};
 use crate::segment::{
     Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, Served, Waiter, next,
     on_progress, serve, wait_for,
@@ -33,6 +34,8 @@ pub struct AnimateSettings {
     pub source_frame: i32,
     pub segment_start: i32,
     pub cache_version: i32,
+    /// Speed (steps and size above are the ones it samples) and LoRA.
+    pub model: Resolved,
 }
 
 /// Identifies the collected source image.
@@ -66,6 +69,8 @@ struct ResultKey {
     start: i32,
     length: usize,
     step: i32,
+    lora: LoraKey,
+    speed: SpeedKey,
 }
 
 /// The collected image: its host frame's content hash and the image as kept
@@ -157,6 +162,7 @@ pub fn render(
     let key = result_key(s, image_key, image_hash, place);
     let id = crate::segment::job_id(&key);
     worker::want(w.instance, id);
+    model_settings::showing(w.instance, id, &s.model);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {
         let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,6 +226,8 @@ fn result_key(
         start: s.segment_start,
         length: place.length,
         step: place.step,
+        lora: s.model.lora_key(),
+        speed: s.model.speed_key(),
     }
 }
 
@@ -360,9 +368,15 @@ fn animate(
     let prompt = CString::new(s.prompt.as_str()).map_err(|_| ("prompt has a NUL".into(), false))?;
     let negative = CString::new(s.negative_prompt.as_str())
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
+    model_settings::apply(pipe, &s.model.adapters).map_err(|e| (e, false))?;
+    let mut cache = StepCache::new(api, s.model.method);
     let mut o = capi::AnimateOptions::default();
     // SAFETY: writable options.
     unsafe { api.animate_options_init.run(&mut o) };
+    if let Some(c) = cache.as_deref_mut() {
+        o.cache = &c.options;
+        o.cache_report = &mut c.report;
+    }
     o.prompt = prompt.as_ptr();
     o.negative_prompt = negative.as_ptr();
     o.width = s.width;
@@ -382,5 +396,6 @@ fn animate(
     if st != capi::OK {
         return Err((api.error(st), st == capi::ERR_CANCELLED));
     }
+    model_settings::record(job.id, cache.as_deref());
     Ok((latents, out))
 }

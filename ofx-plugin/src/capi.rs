@@ -17,8 +17,8 @@ pub const ERR_CANCELLED: Status = 7;
 
 pub const ABI_MAJOR: u32 = 1;
 
-/// The released header these declarations copy: `tests/abi/cogvideo-1.3.h`.
-pub const HEADER_VERSION: &str = "1.3";
+/// The released header these declarations copy: `tests/abi/cogvideo-1.4.h`.
+pub const HEADER_VERSION: &str = "1.4";
 
 pub const FORMAT_RGBA8: u32 = 1;
 pub const FORMAT_RGBA16: u32 = 2;
@@ -28,6 +28,11 @@ pub const FORMAT_RGBA32F: u32 = 3;
 pub const OPERATION_GENERATE: u32 = 0;
 pub const OPERATION_ANIMATE: u32 = 1;
 pub const OPERATION_EDIT: u32 = 2;
+
+/// `COGVIDEO_CACHE_*` (C API 1.4): the step cache of a sampling call.
+pub const CACHE_PYRAMID_ATTENTION_BROADCAST: u32 = 2;
+pub const CACHE_FASTER_CACHE: u32 = 3;
+pub const CACHE_TAYLORSEER: u32 = 4;
 
 pub type ProgressFn = Option<unsafe extern "C" fn(*mut c_void, i32, i32, i32) -> bool>;
 
@@ -117,6 +122,9 @@ pub struct EditOptions {
     pub strength: f64,
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: the step cache (NULL: exact) and what it saved.
+    pub cache: *const CacheOptions,
+    pub cache_report: *mut CacheReport,
 }
 
 #[repr(C)]
@@ -140,6 +148,9 @@ pub struct GenerateOptions {
     pub progress_user: *mut c_void,
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: the step cache (NULL: exact) and what it saved.
+    pub cache: *const CacheOptions,
+    pub cache_report: *mut CacheReport,
 }
 
 #[repr(C)]
@@ -175,6 +186,9 @@ pub struct AnimateOptions {
     pub progress_user: *mut c_void,
     pub latents_out: *mut f32,
     pub latents_out_len: usize,
+    /// Since 1.4: the step cache (NULL: exact) and what it saved.
+    pub cache: *const CacheOptions,
+    pub cache_report: *mut CacheReport,
 }
 
 impl Default for AnimateOptions {
@@ -198,6 +212,8 @@ impl Default for AnimateOptions {
             progress_user: std::ptr::null_mut(),
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
 }
@@ -223,6 +239,8 @@ impl Default for GenerateOptions {
             progress_user: std::ptr::null_mut(),
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
 }
@@ -276,8 +294,74 @@ impl Default for EditOptions {
             strength: 0.0,
             latents_out: std::ptr::null_mut(),
             latents_out_len: 0,
+            cache: std::ptr::null(),
+            cache_report: std::ptr::null_mut(),
         }
     }
+}
+
+/// `cogvideo_cache_options` (since 1.4), filled by its init with
+/// diffusers' documented CogVideoX settings; the plugin sets `method` only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheOptions {
+    pub struct_size: u32,
+    pub method: u32,
+    pub first_block_threshold: f64,
+    pub pab_skip_range: i32,
+    pub pab_timestep_min: f64,
+    pub pab_timestep_max: f64,
+    pub faster_attention_skip_range: i32,
+    pub faster_attention_timestep_min: f64,
+    pub faster_attention_timestep_max: f64,
+    pub faster_attention_weight: f64,
+    pub faster_uncond_skip_range: i32,
+    pub faster_uncond_timestep_min: f64,
+    pub faster_uncond_timestep_max: f64,
+    pub faster_low_frequency_weight: f64,
+    pub faster_low_frequency_timestep_min: f64,
+    pub faster_low_frequency_timestep_max: f64,
+    pub faster_high_frequency_weight: f64,
+    pub faster_high_frequency_timestep_min: f64,
+    pub faster_high_frequency_timestep_max: f64,
+    pub taylorseer_warmup_steps: i32,
+    pub taylorseer_cache_interval: i32,
+    pub taylorseer_last_cached_step: i32,
+    pub taylorseer_max_order: i32,
+}
+
+/// `cogvideo_cache_report` (since 1.4): what a call's step cache saved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheReport {
+    pub struct_size: u32,
+    pub steps: u32,
+    pub block_evaluations: u64,
+    pub blocks_skipped: u64,
+    pub attention_skipped: u64,
+}
+
+/// The sizes an options struct of this plugin's layout had in the older
+/// released headers, newest first: a 1.3 library refuses the 1.4 size, and
+/// is given its own (the fields past it are then not read).
+pub trait Released {
+    const OLDER: &'static [usize] = &[];
+}
+
+impl Released for LoadOptions {}
+impl Released for DecodeOptions {}
+impl Released for InvertOptions {}
+impl Released for CacheOptions {}
+impl Released for CacheReport {}
+// 1.4 appended `cache` and `cache_report`.
+impl Released for GenerateOptions {
+    const OLDER: &'static [usize] = &[std::mem::offset_of!(GenerateOptions, cache)];
+}
+impl Released for AnimateOptions {
+    const OLDER: &'static [usize] = &[std::mem::offset_of!(AnimateOptions, cache)];
+}
+impl Released for EditOptions {
+    const OLDER: &'static [usize] = &[std::mem::offset_of!(EditOptions, cache)];
 }
 
 /// The functions the plugin uses, resolved from the loaded library.
@@ -346,6 +430,17 @@ pub struct Api {
     pub animate_options_init: Init<AnimateOptions>,
     pub invert_options_init: Init<InvertOptions>,
     pub edit_options_init: Init<EditOptions>,
+    /// Since 1.4: step caching and LoRA adapters (`None` in an older
+    /// library: the plugin then computes exact results, without LoRA).
+    pub cache_options_init: Option<unsafe extern "C" fn(*mut CacheOptions, usize) -> Status>,
+    pub cache_report_init: Option<unsafe extern "C" fn(*mut CacheReport, usize) -> Status>,
+    pub pipeline_load_lora:
+        Option<unsafe extern "C" fn(*const Pipeline, *const c_char, *const c_char) -> Status>,
+    pub pipeline_set_adapters: Option<
+        unsafe extern "C" fn(*const Pipeline, *const *const c_char, *const f64, usize) -> Status,
+    >,
+    pub pipeline_remove_lora:
+        Option<unsafe extern "C" fn(*const Pipeline, *const c_char) -> Status>,
     // Keeps the functions above valid.
     _lib: libloading::Library,
 }
@@ -356,18 +451,27 @@ pub struct Init<T> {
     legacy: unsafe extern "C" fn(*mut T),
 }
 
-impl<T> Init<T> {
-    /// Fills `opts` with the library's defaults for the plugin's layout.
+impl<T: Released> Init<T> {
+    /// Fills `opts` with the library's defaults for the plugin's layout, or
+    /// for the newest older layout the library knows.
     ///
     /// # Safety
     /// `T` must be the header's struct of this init (the plugin's
     /// declarations are checked against the header by tests/header.rs).
     pub unsafe fn run(&self, opts: &mut T) {
         match self.sized {
-            // The plugin's layouts are released ones, so this cannot fail.
+            // The plugin's layouts are released ones: one of them is the
+            // library's.
             Some(f) => {
-                // SAFETY: `opts` is writable for its own size.
-                unsafe { f(opts, std::mem::size_of::<T>()) };
+                for size in
+                    std::iter::once(std::mem::size_of::<T>()).chain(T::OLDER.iter().copied())
+                {
+                    // SAFETY: `opts` is writable for its own size, and the
+                    // older sizes are smaller.
+                    if unsafe { f(opts, size) } == OK {
+                        break;
+                    }
+                }
             }
             // SAFETY: as documented.
             None => unsafe { (self.legacy)(opts) },
@@ -455,6 +559,11 @@ impl Api {
             animate_options_init: init!("cogvideo_animate_options_init"),
             invert_options_init: init!("cogvideo_invert_options_init"),
             edit_options_init: init!("cogvideo_edit_options_init"),
+            cache_options_init: since!("cogvideo_cache_options_init_sized"),
+            cache_report_init: since!("cogvideo_cache_report_init_sized"),
+            pipeline_load_lora: since!("cogvideo_pipeline_load_lora"),
+            pipeline_set_adapters: since!("cogvideo_pipeline_set_adapters"),
+            pipeline_remove_lora: since!("cogvideo_pipeline_remove_lora"),
             _lib: lib,
         };
         // SAFETY: a plain query.
@@ -490,6 +599,9 @@ impl Api {
 pub struct PipelineHandle {
     pub api: &'static Api,
     pub ptr: *mut Pipeline,
+    /// The LoRA adapters loaded into it (`model_settings.rs`), by the
+    /// identity of their files' content.
+    pub adapters: std::sync::Mutex<Vec<u64>>,
 }
 
 // SAFETY: cogvideo.h: "Calls on one pipeline from several threads are safe".
@@ -504,7 +616,11 @@ impl PipelineHandle {
         let mut ptr = std::ptr::null_mut();
         // SAFETY: valid string, options and out pointer.
         api.check(unsafe { (api.load_pipeline)(c_path.as_ptr(), opts, &mut ptr) })?;
-        Ok(Self { api, ptr })
+        Ok(Self {
+            api,
+            ptr,
+            adapters: Default::default(),
+        })
     }
 
     /// The variant's default `(width, height, frames)`.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::capi::{self, InversionHandle, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
+use crate::model_settings::{self, LoraKey, Resolved, SpeedKey, StepCache};
 use crate::segment::{
     Failure, Fetch, LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, SegmentParams,
     Served, Waiter, failed, job_id, next, on_progress, serve, wait_for,
@@ -38,9 +39,12 @@ pub struct EditSettings {
     pub resize_mode: u32,
     pub segment_start: i32,
     pub cache_version: i32,
+    /// Speed (steps and size above are the ones it samples) and LoRA.
+    pub model: Resolved,
 }
 
-/// What inverting depends on (a new prompt reuses the inversion).
+/// What inverting depends on (a new prompt reuses the inversion, and so
+/// does fast mode: inversion is exact; a preview's steps and size differ).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct InvertKey {
     steps: i32,
@@ -48,6 +52,8 @@ struct InvertKey {
     width: i32,
     height: i32,
     resize_mode: u32,
+    /// The transformer inverts with the adapters too.
+    lora: LoraKey,
 }
 
 /// What an edit depends on beyond its inversion.
@@ -60,6 +66,7 @@ struct EditKey {
     seed: u64,
     start_from_inverted: bool,
     strength_bits: u64,
+    speed: SpeedKey,
 }
 
 /// What identifies a segment's source frames.
@@ -186,6 +193,7 @@ pub fn render(
         width: s.width,
         height: s.height,
         resize_mode: s.resize_mode,
+        lora: s.model.lora_key(),
     };
     let edit = EditKey {
         invert: invert.clone(),
@@ -195,6 +203,7 @@ pub fn render(
         seed: s.seed,
         start_from_inverted: s.start_from_inverted,
         strength_bits: s.strength.to_bits(),
+        speed: s.model.speed_key(),
     };
     if let Some(reduced) = reduced {
         return full_size(&key, &edit, reduced, place, source);
@@ -235,6 +244,7 @@ pub fn render(
         let id = hashes.as_ref().map(|h| job_id(&(&shared, h, &edit)));
         if let Some(id) = id {
             worker::want(w.instance, id);
+            model_settings::showing(w.instance, id, &s.model);
         }
         let outcome = next(seg.results.get(&edit), w, retry);
         bound(map, &key);
@@ -525,6 +535,9 @@ fn process(
     let api = pipe.api;
     let fail = |st: capi::Status| (api.error(st), st == capi::ERR_CANCELLED);
     let user = job as *const Job as *mut c_void;
+    // Inversion and edit run with the adapters (one job: no other job
+    // changes them in between).
+    model_settings::apply(pipe, &s.model.adapters).map_err(|e| (e, false))?;
     let inv = match inv {
         Some(i) => i,
         None => {
@@ -565,9 +578,14 @@ fn process(
     let prompt = CString::new(s.prompt.as_str()).map_err(|_| ("prompt has a NUL".into(), false))?;
     let negative = CString::new(s.negative_prompt.as_str())
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
+    let mut cache = StepCache::new(api, s.model.method);
     let mut o: capi::EditOptions = Default::default();
     // SAFETY: writable options.
     unsafe { api.edit_options_init.run(&mut o) };
+    if let Some(c) = cache.as_deref_mut() {
+        o.cache = &c.options;
+        o.cache_report = &mut c.report;
+    }
     o.prompt = prompt.as_ptr();
     o.negative_prompt = negative.as_ptr();
     o.guidance_scale = s.guidance;
@@ -584,6 +602,7 @@ fn process(
     if st != capi::OK {
         return Err(fail(st));
     }
+    model_settings::record(job.id, cache.as_deref());
     Ok((inv, latents, out))
 }
 
@@ -651,6 +670,15 @@ mod tests {
             resize_mode: 0,
             segment_start,
             cache_version: 0,
+            model: Resolved {
+                speed: model_settings::Speed::Exact,
+                method: None,
+                steps: 2,
+                width: 0,
+                height: 0,
+                adapters: Vec::new(),
+                note: None,
+            },
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::capi::{self, PipelineHandle};
 use crate::disk::Latents;
 use crate::image::Frame;
+use crate::model_settings::{self, LoraKey, Resolved, SpeedKey, StepCache};
 use crate::segment::{
     LoadKey, ModelKey, Next, Outcome, Placement, RETRY, Reduced, Served, Waiter, next, on_progress,
     serve, wait_for,
@@ -33,6 +34,8 @@ pub struct GenerateSettings {
     pub resize_mode: u32,
     pub segment_start: i32,
     pub cache_version: i32,
+    /// Speed (steps and size above are the ones it samples) and LoRA.
+    pub model: Resolved,
 }
 
 /// Everything sampling depends on.
@@ -48,6 +51,8 @@ struct LatentKey {
     height: i32,
     length: usize,
     cache_version: i32,
+    lora: LoraKey,
+    speed: SpeedKey,
 }
 
 /// Everything the decoded frames depend on beyond the latents.
@@ -96,6 +101,8 @@ pub fn render(
         height: s.height,
         length: place.length,
         cache_version: s.cache_version,
+        lora: s.model.lora_key(),
+        speed: s.model.speed_key(),
     };
     let key = ResultKey {
         latents,
@@ -111,6 +118,7 @@ pub fn render(
     }
     let id = crate::segment::job_id(&("generate", &key));
     worker::want(w.instance, id);
+    model_settings::showing(w.instance, id, &s.model);
     let retry = RETRY.load(Ordering::SeqCst);
     loop {
         let mut results = RESULTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,9 +308,15 @@ fn generate(
     let prompt = CString::new(s.prompt.as_str()).map_err(|_| ("prompt has a NUL".into(), false))?;
     let negative = CString::new(s.negative_prompt.as_str())
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
+    model_settings::apply(pipe, &s.model.adapters).map_err(|e| (e, false))?;
+    let mut cache = StepCache::new(api, s.model.method);
     let mut o = capi::GenerateOptions::default();
     // SAFETY: writable options.
     unsafe { api.generate_options_init.run(&mut o) };
+    if let Some(c) = cache.as_deref_mut() {
+        o.cache = &c.options;
+        o.cache_report = &mut c.report;
+    }
     o.prompt = prompt.as_ptr();
     o.negative_prompt = negative.as_ptr();
     o.width = s.width;
@@ -321,6 +335,7 @@ fn generate(
     if st != capi::OK {
         return Err((api.error(st), st == capi::ERR_CANCELLED));
     }
+    model_settings::record(job.id, cache.as_deref());
     Ok((latents, out))
 }
 

@@ -13,6 +13,7 @@ mod generate;
 mod image;
 pub mod log;
 mod memory;
+mod model_settings;
 mod ofx;
 mod params;
 mod segment;
@@ -199,12 +200,14 @@ fn dispatch(
         // frame, and Resolve re-creates instances on timeline edits
         // (gyroflow's notes), so the next instance wants the same result.
         worker::forget(handle as usize);
+        model_settings::forget(handle as usize);
     } else if action == kOfxActionInstanceChanged {
         let args = Props { s, h: in_args };
         let name = args.get_str(kOfxPropName, 0)?;
         let is_param = args.get_str(kOfxPropType, 0)?.as_bytes() == kOfxTypeParameter.to_bytes();
         if is_param && name == "process" {
             segment::retry_failed();
+            model_settings::retry();
         } else if is_param && name == "set_start" {
             // The frame the user is on, in the host's own time (Natron's
             // start at 1, Resolve's are frames of the source media).
@@ -468,21 +471,23 @@ fn read_edit(
     r: &params::Reader,
     load: segment::LoadKey,
     segment_start: i32,
+    model: model_settings::Resolved,
 ) -> Result<edit::EditSettings, String> {
     Ok(edit::EditSettings {
         load,
         prompt: r.string(c"prompt")?,
         negative_prompt: r.string(c"negative_prompt")?,
-        steps: r.int(c"steps")?,
+        steps: model.steps,
         guidance: r.double(c"guidance")? as f32,
         seed: r.int(c"seed")? as u64,
         start_from_inverted: r.bool(c"start_from_inverted")?,
         strength: r.double(c"strength")?,
-        width: r.int(c"width")?,
-        height: r.int(c"height")?,
+        width: model.width,
+        height: model.height,
         resize_mode: r.int(c"resize_mode")? as u32,
         segment_start,
         cache_version: r.int(c"cache_version")?,
+        model,
     })
 }
 
@@ -490,19 +495,21 @@ fn read_generate(
     r: &params::Reader,
     load: segment::LoadKey,
     segment_start: i32,
+    model: model_settings::Resolved,
 ) -> Result<generate::GenerateSettings, String> {
     Ok(generate::GenerateSettings {
         load,
         prompt: r.string(c"prompt")?,
         negative_prompt: r.string(c"negative_prompt")?,
-        steps: r.int(c"steps")?,
+        steps: model.steps,
         guidance: r.double(c"guidance")? as f32,
         seed: r.int(c"seed")? as u64,
-        width: r.int(c"width")?,
-        height: r.int(c"height")?,
+        width: model.width,
+        height: model.height,
         resize_mode: r.int(c"resize_mode")? as u32,
         segment_start,
         cache_version: r.int(c"cache_version")?,
+        model,
     })
 }
 
@@ -511,20 +518,22 @@ fn read_animate(
     load: segment::LoadKey,
     segment_start: i32,
     source_frame: i32,
+    model: model_settings::Resolved,
 ) -> Result<animate::AnimateSettings, String> {
     Ok(animate::AnimateSettings {
         load,
         prompt: r.string(c"prompt")?,
         negative_prompt: r.string(c"negative_prompt")?,
-        steps: r.int(c"steps")?,
+        steps: model.steps,
         guidance: r.double(c"guidance")? as f32,
         seed: r.int(c"seed")? as u64,
-        width: r.int(c"width")?,
-        height: r.int(c"height")?,
+        width: model.width,
+        height: model.height,
         resize_mode: r.int(c"resize_mode")? as u32,
         source_frame,
         segment_start,
         cache_version: r.int(c"cache_version")?,
+        model,
     })
 }
 
@@ -664,10 +673,24 @@ fn render(
         }
     };
     let fetch: Option<&dyn Fn(f64) -> Option<image::Frame>> = s.temporal.then_some(&fetch_at);
-    let served = match effect {
-        Effect::Animate => {
+    // The speed and LoRA adapters: a LoRA file that cannot be used fails
+    // here, with no job.
+    let sampling = (
+        reader.int(c"steps")?,
+        reader.int(c"width")?,
+        reader.int(c"height")?,
+    );
+    let guidance = reader.double(c"guidance")? as f32;
+    let model = model_settings::read(&reader).and_then(|ms| {
+        model_settings::resolve(&ms, &pipe, sampling, guidance, effect == Effect::Edit)
+    });
+    let served = match (effect, model) {
+        (_, Err(e)) => place
+            .is_some()
+            .then(|| segment::Served::Source(segment::failed(&e))),
+        (Effect::Animate, Ok(model)) => {
             let first = source_frame(s, handle, &reader)?;
-            let settings = read_animate(&reader, load, seg.start, first)?;
+            let settings = read_animate(&reader, load, seg.start, first, model)?;
             animate::render(
                 &settings,
                 &pipe,
@@ -679,8 +702,8 @@ fn render(
                 reduced,
             )
         }
-        Effect::Edit => {
-            let settings = read_edit(&reader, load, seg.start)?;
+        (Effect::Edit, Ok(model)) => {
+            let settings = read_edit(&reader, load, seg.start, model)?;
             place.map(|place| {
                 edit::render(
                     &settings,
@@ -693,8 +716,8 @@ fn render(
                 )
             })
         }
-        Effect::Generate => {
-            let settings = read_generate(&reader, load, seg.start)?;
+        (Effect::Generate, Ok(model)) => {
+            let settings = read_generate(&reader, load, seg.start, model)?;
             place.map(|place| {
                 generate::render(&settings, &pipe, &place, &model_source, &waiter, reduced)
             })
@@ -852,7 +875,10 @@ fn show(
     match served {
         segment::Served::Result(f) => {
             if !o.thumbnail {
-                ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", "done: the result");
+                // Which result (exact, fast, preview) and what its step
+                // cache saved.
+                let status = model_settings::status(o.handle as usize);
+                ofx::show_state(o.s, o.handle, kOfxMessageMessage, "", &status);
             }
             // Decoded at the host's depth (float: no 16-bit step between).
             let f = if o.linear {

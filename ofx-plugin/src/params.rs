@@ -133,6 +133,40 @@ const COLOUR: [Param; 1] = [p(
     Kind::Choice(COLOURS, 0),
 )];
 
+/// Speed and LoRA adapters every effect has (`model_settings.rs`).
+const MODEL_SETTINGS: [Param; 1 + 2 * crate::model_settings::LORAS] = [
+    p(
+        c"speed",
+        c"Speed",
+        c"Exact: the full computation (final renders). Fast: the same steps with a step cache (Pyramid Attention Broadcast), close to exact. Preview: half the steps with a step cache at the model's smallest working size, to judge a setting quickly; cached apart from the exact result",
+        Kind::Choice(crate::model_settings::SPEEDS, 0),
+    ),
+    lora(0, c"LoRA 1"),
+    lora_weight(0, c"LoRA 1 weight"),
+    lora(1, c"LoRA 2"),
+    lora_weight(1, c"LoRA 2 weight"),
+    lora(2, c"LoRA 3"),
+    lora_weight(2, c"LoRA 3 weight"),
+];
+
+const fn lora(i: usize, label: &'static CStr) -> Param {
+    p(
+        crate::model_settings::LORA_PARAMS[i].0,
+        label,
+        c"A CogVideoX LoRA (.safetensors, diffusers/PEFT layout); empty: none",
+        Kind::Str(kOfxParamStringIsFilePath, ""),
+    )
+}
+
+const fn lora_weight(i: usize, label: &'static CStr) -> Param {
+    p(
+        crate::model_settings::LORA_PARAMS[i].1,
+        label,
+        c"How strongly the LoRA applies (0: not at all)",
+        Kind::Double(1.0, -4.0, 4.0),
+    )
+}
+
 /// Which host frames form the processed segment.
 const SEGMENT: [Param; 4] = [
     p(
@@ -211,6 +245,7 @@ pub fn params(effect: crate::Effect) -> Vec<&'static Param> {
         .iter()
         .chain(COLOUR.iter())
         .chain(SAMPLING.iter())
+        .chain(MODEL_SETTINGS.iter())
         .collect();
     match effect {
         crate::Effect::Edit => v.extend(EDIT_ONLY.iter()),

@@ -13,7 +13,8 @@ use std::process::Command;
 mod tools;
 
 use cogvideox_ofx::capi::{
-    AnimateOptions, DecodeOptions, EditOptions, Frame, GenerateOptions, InvertOptions, LoadOptions,
+    AnimateOptions, CacheOptions, CacheReport, DecodeOptions, EditOptions, Frame, GenerateOptions,
+    InvertOptions, LoadOptions, Released,
 };
 
 /// The C types of the functions as src/capi.rs declares them (`Status` is
@@ -117,6 +118,26 @@ const PROTOTYPES: &[(&str, &str)] = &[
         "cogvideo_edit_options_init_sized",
         "cogvideo_status (*)(cogvideo_edit_options *, uintptr_t)",
     ),
+    (
+        "cogvideo_cache_options_init_sized",
+        "cogvideo_status (*)(cogvideo_cache_options *, uintptr_t)",
+    ),
+    (
+        "cogvideo_cache_report_init_sized",
+        "cogvideo_status (*)(cogvideo_cache_report *, uintptr_t)",
+    ),
+    (
+        "cogvideo_pipeline_load_lora",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const char *, const char *)",
+    ),
+    (
+        "cogvideo_pipeline_set_adapters",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const char *const *, const double *, uintptr_t)",
+    ),
+    (
+        "cogvideo_pipeline_remove_lora",
+        "cogvideo_status (*)(const cogvideo_pipeline *, const char *)",
+    ),
 ];
 
 /// Struct name and fields, in declaration order.
@@ -176,6 +197,8 @@ const STRUCTS: &[(&str, &[&str])] = &[
             "progress_user",
             "latents_out",
             "latents_out_len",
+            "cache",
+            "cache_report",
         ],
     ),
     (
@@ -199,6 +222,8 @@ const STRUCTS: &[(&str, &[&str])] = &[
             "progress_user",
             "latents_out",
             "latents_out_len",
+            "cache",
+            "cache_report",
         ],
     ),
     (
@@ -230,6 +255,46 @@ const STRUCTS: &[(&str, &[&str])] = &[
             "strength",
             "latents_out",
             "latents_out_len",
+            "cache",
+            "cache_report",
+        ],
+    ),
+    (
+        "cogvideo_cache_options",
+        &[
+            "struct_size",
+            "method",
+            "first_block_threshold",
+            "pab_skip_range",
+            "pab_timestep_min",
+            "pab_timestep_max",
+            "faster_attention_skip_range",
+            "faster_attention_timestep_min",
+            "faster_attention_timestep_max",
+            "faster_attention_weight",
+            "faster_uncond_skip_range",
+            "faster_uncond_timestep_min",
+            "faster_uncond_timestep_max",
+            "faster_low_frequency_weight",
+            "faster_low_frequency_timestep_min",
+            "faster_low_frequency_timestep_max",
+            "faster_high_frequency_weight",
+            "faster_high_frequency_timestep_min",
+            "faster_high_frequency_timestep_max",
+            "taylorseer_warmup_steps",
+            "taylorseer_cache_interval",
+            "taylorseer_last_cached_step",
+            "taylorseer_max_order",
+        ],
+    ),
+    (
+        "cogvideo_cache_report",
+        &[
+            "struct_size",
+            "steps",
+            "block_evaluations",
+            "blocks_skipped",
+            "attention_skipped",
         ],
     ),
 ];
@@ -251,15 +316,26 @@ fn rust_layouts() -> Vec<Vec<usize>> {
             resize_mode, progress, progress_user, posterior_mean),
         layout!(AnimateOptions; struct_size, prompt, negative_prompt, width, height, num_frames,
             steps, guidance_scale, dynamic_cfg, scheduler, seed, noise, noise_len, resize_mode,
-            progress, progress_user, latents_out, latents_out_len),
+            progress, progress_user, latents_out, latents_out_len, cache, cache_report),
         layout!(GenerateOptions; struct_size, prompt, negative_prompt, width, height, num_frames,
             steps, guidance_scale, dynamic_cfg, scheduler, seed, noise, noise_len, resize_mode,
-            progress, progress_user, latents_out, latents_out_len),
+            progress, progress_user, latents_out, latents_out_len, cache, cache_report),
         layout!(DecodeOptions; struct_size, tiling, tile_width, tile_height, resize_mode, progress,
             progress_user),
         layout!(EditOptions; struct_size, prompt, negative_prompt, guidance_scale,
             start_from_inverted, seed, noise, noise_len, resize_mode, progress,
-            progress_user, strength, latents_out, latents_out_len),
+            progress_user, strength, latents_out, latents_out_len, cache, cache_report),
+        layout!(CacheOptions; struct_size, method, first_block_threshold, pab_skip_range,
+            pab_timestep_min, pab_timestep_max, faster_attention_skip_range,
+            faster_attention_timestep_min, faster_attention_timestep_max,
+            faster_attention_weight, faster_uncond_skip_range, faster_uncond_timestep_min,
+            faster_uncond_timestep_max, faster_low_frequency_weight,
+            faster_low_frequency_timestep_min, faster_low_frequency_timestep_max,
+            faster_high_frequency_weight, faster_high_frequency_timestep_min,
+            faster_high_frequency_timestep_max, taylorseer_warmup_steps,
+            taylorseer_cache_interval, taylorseer_last_cached_step, taylorseer_max_order),
+        layout!(CacheReport; struct_size, steps, block_evaluations, blocks_skipped,
+            attention_skipped),
     ]
 }
 
@@ -325,4 +401,52 @@ fn declarations_match_the_header() {
             "{name}: size and field offsets (Rust, C)"
         );
     }
+}
+
+/// The older sizes the plugin gives a library that refuses its own
+/// (`capi::Released`) are the 1.3 header's struct sizes.
+#[test]
+fn older_sizes_are_the_released_headers_sizes() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let missing = tools::missing_programs(&[(&cc, &["--version"])]);
+    if !tools::available("older_sizes_are_the_released_headers_sizes", &missing) {
+        return;
+    }
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/abi");
+    let dir = std::env::temp_dir().join(format!("cogvideox-ofx-older-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = "#include <stdio.h>\n#include \"cogvideo-1.3.h\"\nint main(void) {\n\
+        printf(\"%zu %zu %zu\", sizeof(cogvideo_generate_options),\n\
+        sizeof(cogvideo_animate_options), sizeof(cogvideo_edit_options));\nreturn 0;\n}\n";
+    let (src, exe) = (dir.join("older.c"), dir.join("older"));
+    std::fs::write(&src, c).unwrap();
+    let out = Command::new(&cc)
+        .args(["-std=gnu11", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-I")
+        .arg(&include)
+        .output()
+        .expect("run the C compiler (cc)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let sizes: Vec<usize> = String::from_utf8(run.stdout)
+        .unwrap()
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![
+            GenerateOptions::OLDER[0],
+            AnimateOptions::OLDER[0],
+            EditOptions::OLDER[0]
+        ],
+        "1.3 sizes of generate, animate, edit options (C, Rust)"
+    );
 }

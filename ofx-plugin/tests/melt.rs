@@ -724,6 +724,11 @@ fn melt_lists_the_effects_and_their_parameters() {
         "segment_length",
         "frame_step",
         "cache_version",
+        "speed",
+        "lora_1",
+        "lora_1_weight",
+        "lora_3",
+        "lora_3_weight",
     ];
     for (id, own) in [
         ("CogVideoXEdit", &["start_from_inverted", "strength"][..]),
@@ -882,5 +887,74 @@ fn results_are_decoded_again_from_cached_latents_when_their_frames_are_gone() {
         // The same decoder on the same latents: the same bytes.
         assert!(out_a == out_b, "{what}: the decoded frames differ");
     }
+    case.remove_files();
+}
+
+/// Generate with `speed=Preview` in melt: half the steps with the
+/// library's step cache at the model's smallest working size, scaled to the
+/// frame; not the exact clip, and the log reports the skipped work.
+#[test]
+fn generate_preview_in_melt_runs_with_the_step_cache() {
+    if setup().is_none() {
+        return;
+    }
+    let case = Case::rgba8("preview");
+    let dir = |f: &str| case.path(f);
+    let (clip, profile, log) = (dir("clip.y4m"), dir("profile"), dir("preview.log"));
+    write_clip(&clip, FRAMES);
+    write_profile(&profile);
+    let checkpoint = common::repo().join("tests/data/tiny/cogvideox-5b");
+    const STEPS_CACHED: i32 = 10;
+    let mut args = vec!["-profile".to_string(), profile.display().to_string()];
+    args.push(clip.display().to_string());
+    let source = melt_frames(&case, &dir("source.raw"), &log, &args, FRAMES);
+    args.push("-attach-clip".to_string());
+    args.extend([
+        "openfx.org.cogvideo.CogVideoXGenerate".to_string(),
+        format!("checkpoint={}", checkpoint.display()),
+        format!("prompt={PROMPT}"),
+        format!("seed={SEED}"),
+        format!("guidance={GUIDANCE}"),
+        format!("steps={STEPS_CACHED}"),
+        // MLT sets a choice by its option's label.
+        "speed=Preview".to_string(),
+        "frame_step=1".to_string(),
+        format!("segment_length={FRAMES}"),
+    ]);
+    let out = melt_frames(&case, &dir("preview.raw"), &log, &args, FRAMES);
+    let exact = common::c_api_generate(
+        &common::GenerateInputs {
+            checkpoint: &checkpoint,
+            prompt: PROMPT,
+            frames: FRAMES,
+            steps: STEPS_CACHED,
+            seed: SEED,
+            guidance: GUIDANCE,
+        },
+        W,
+        H,
+        case.format,
+    )
+    .concat();
+    let n = case.frame_bytes();
+    for k in 0..FRAMES {
+        let got = &out[k * n..(k + 1) * n];
+        assert!(got != &source[k * n..(k + 1) * n], "frame {k}: the source");
+        let max = got
+            .iter()
+            .zip(&exact[k * n..(k + 1) * n])
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(max > 4, "frame {k}: the exact frame (max difference {max})");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("generating").count(), 1, "{text}");
+    let report = text
+        .lines()
+        .find_map(|l| l.split_once("step cache: ").map(|(_, r)| r.to_string()))
+        .unwrap_or_else(|| panic!("no step cache report:\n{text}"));
+    let skipped: u64 = report.split(' ').next().unwrap().parse().unwrap();
+    assert!(skipped > 0, "{report}");
     case.remove_files();
 }
