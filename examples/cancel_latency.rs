@@ -11,7 +11,9 @@
 //! 16 heads (1024 wide). With `AB=n` in the environment it instead times
 //! n passes without a poll and n with one (which splits the work into
 //! pieces), interleaved, and prints min and median of each: the cost of
-//! being cancellable.
+//! being cancellable. With `GAP_TRACE=seconds` it prints where each pass
+//! stood at both ends of every gap longer than that (build with
+//! `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only` for file and line).
 
 use std::time::{Duration, Instant};
 
@@ -113,10 +115,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut polls: Vec<Instant> = vec![start];
     let mut cpu: Vec<f64> = vec![cpu_now()];
     let mut stop_at: Option<Instant> = None;
+    let trace_over = std::env::var("GAP_TRACE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok());
+    let mut previous_trace: Option<std::backtrace::Backtrace> = None;
     let mut poll = || -> candle_core::Result<()> {
         let now = Instant::now();
+        let cpu_at = cpu_now();
+        if let Some(over) = trace_over {
+            let here = std::backtrace::Backtrace::force_capture();
+            let wall = (now - polls[polls.len() - 1]).as_secs_f64();
+            let idle = (cpu_at - cpu[cpu.len() - 1]) / threads;
+            if wall.max(idle) > over {
+                eprintln!(
+                    "gap wall {wall:.3} s, idle-equivalent {idle:.3} s, at {:.2} s\nfrom:\n{}\nto:\n{}",
+                    (now - start).as_secs_f64(),
+                    previous_trace
+                        .as_ref()
+                        .map_or(String::from("(start)"), own_frames),
+                    own_frames(&here)
+                );
+            }
+            previous_trace = Some(here);
+        }
         polls.push(now);
-        cpu.push(cpu_now());
+        cpu.push(cpu_at);
         if cancel_after.is_some_and(|s| now - start >= Duration::from_secs_f64(s)) {
             stop_at = Some(now);
             candle_core::bail!("cancelled");
@@ -160,10 +183,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         q(50),
         q(99)
     );
+    if let (Some(over), Some(from)) = (trace_over, previous_trace) {
+        let wall = (end - polls[polls.len() - 2]).as_secs_f64();
+        if wall > over {
+            eprintln!("last gap wall {wall:.3} s\nfrom:\n{}", own_frames(&from));
+        }
+    }
     match (result, stop_at) {
         (Err(_), Some(at)) => println!("cancel_return_s={:.3}", (end - at).as_secs_f64()),
         (Ok(_), None) => {}
         (r, _) => return Err(format!("unexpected end: {:?}", r.err()).into()),
     }
     Ok(())
+}
+
+/// The frames of a backtrace that are this crate's, innermost first.
+fn own_frames(trace: &std::backtrace::Backtrace) -> String {
+    let text = trace.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains("cogvideo::") {
+            out.push(line.trim().to_string());
+            if let Some(at) = lines
+                .get(i + 1)
+                .filter(|l| l.trim_start().starts_with("at "))
+            {
+                out.push(format!("    {}", at.trim()));
+            }
+        }
+    }
+    out.join("\n")
 }

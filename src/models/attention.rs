@@ -17,6 +17,9 @@ mod backend;
 #[cfg(feature = "cuda")]
 mod cudnn;
 pub use backend::ATTENTION_ENV;
+/// A linear layer's forward pass, by the f32 CPU kernel where it applies
+/// (bias fused, polled in row pieces) and by candle elsewhere.
+pub(crate) use kernels::linear as linear_forward;
 
 /// What loading cuDNN gave: its version, or why it is unusable.
 #[cfg(feature = "cuda")]
@@ -313,9 +316,13 @@ impl FeedForward {
         for start in (0..b * s).step_by(FF_CHUNK_TOKENS) {
             crate::models::poll::check()?;
             let len = FF_CHUNK_TOKENS.min(b * s - start);
-            outs.push(self.forward_tokens(&rows.narrow(0, start, len)?, lora)?);
+            outs.push(
+                self.forward_tokens(&rows.narrow(0, start, len)?, lora)?
+                    .unsqueeze(0)?,
+            );
         }
-        Tensor::cat(&outs, 0)?.reshape((b, s, ()))
+        let outs: Vec<&Tensor> = outs.iter().collect();
+        crate::models::cpu::cat_tokens(&outs)?.reshape((b, s, ()))
     }
 
     /// This layer with `lora`'s adapters fused into its two products.

@@ -19,7 +19,7 @@
 use candle_core::{Result, Tensor};
 
 use crate::models::cpu::{
-    self, LANES, Shared, exp2_nonpositive, multiversion, par_pieces, try_zeros, with_slices,
+    self, LANES, Shared, exp2_nonpositive, multiversion, par_pieces_polled, try_zeros, with_slices,
 };
 
 /// Queries per task. Each task packs every key and value block of its head
@@ -148,7 +148,7 @@ const TRANSPOSE_TILE: usize = 16;
 /// sample transposed by one task.
 fn transpose_keys(k: &[f32], (b, s, h, d): (usize, usize, usize, usize)) -> Result<Vec<f32>> {
     let mut out = try_zeros(b * h * d * s, "transposed attention keys")?;
-    par_pieces(&mut out, d * s, |bh, dst| {
+    par_pieces_polled(&mut out, d * s, |bh, dst| {
         let (bi, hi) = (bh / h, bh % h);
         for t0 in (0..s).step_by(TRANSPOSE_TILE) {
             let tile = TRANSPOSE_TILE.min(s - t0);
@@ -159,7 +159,7 @@ fn transpose_keys(k: &[f32], (b, s, h, d): (usize, usize, usize, usize)) -> Resu
                 }
             }
         }
-    });
+    })?;
     Ok(out)
 }
 

@@ -8,7 +8,7 @@ use candle_nn::Linear;
 
 use crate::models::cpu::{
     GEMM_LANES, Shared, applies, exp, gemm_parallelism, lane_sum, multiversion, par_pieces,
-    transpose, try_zeros, with_slices,
+    par_pieces_polled, transpose, try_zeros, with_slices,
 };
 
 /// Tanh GELU, `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`,
@@ -140,7 +140,7 @@ fn gemm_rows(
 /// here the rows of the output start as the bias, the GEMM accumulates onto
 /// them, and the GELU is applied in place. Other dtypes and devices take
 /// candle's path.
-pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
+pub(crate) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
     let w = lin.weight();
     if !applies(x) || !applies(w) || lin.bias().is_some_and(|b| !applies(b)) {
         let y = lin.forward(x)?;
@@ -169,7 +169,7 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
     with_slices(&ts, |v| {
         let (xs, ws) = (v[0], v[1]);
         if let Some(&bias) = v.get(2) {
-            par_pieces(&mut out, n, |_, row| row.copy_from_slice(bias));
+            par_pieces_polled(&mut out, n, |_, row| row.copy_from_slice(bias))?;
         }
         // With a poll installed the rows run in pieces of about
         // `POLL_PIECE_FLOPS`, polled between: the pieces give the same bits
@@ -186,12 +186,13 @@ pub(super) fn linear(lin: &Linear, x: &Tensor, gelu: bool) -> Result<Tensor> {
             crate::models::poll::check()?;
             let piece = (r0, rows.min(m - r0));
             gemm_rows(xs, (ws, w_rs, w_cs), &mut out, piece, (n, k), read_dst);
+            // Piece by piece, so that a poll comes no later than a piece.
+            if gelu {
+                gelu_in_place(&mut out[piece.0 * n..][..piece.1 * n]);
+            }
         }
         Ok(())
     })?;
-    if gelu {
-        gelu_in_place(&mut out);
-    }
     let mut shape = dims.to_vec();
     if let Some(last) = shape.last_mut() {
         *last = n;
@@ -228,7 +229,7 @@ pub(super) fn qk_norm_rope(
     with_slices(&ts, |v| {
         let (xs, w, bi) = (v[0], v[1], v[2]);
         let tables = (v.len() == 5).then(|| (v[3], v[4]));
-        par_pieces(&mut out, d, |row, dst| {
+        par_pieces_polled(&mut out, d, |row, dst| {
             let tok = (row / heads) % s;
             let rope = match tables {
                 Some((cos, sin)) if tok >= text_len => {
@@ -239,8 +240,7 @@ pub(super) fn qk_norm_rope(
                 _ => None,
             };
             qk_row(&xs[row * d..][..d], dst, w, bi, eps, rope);
-        });
-        Ok(())
+        })
     })?;
     Tensor::from_vec(out, (b, s, heads, d), x.device())
 }

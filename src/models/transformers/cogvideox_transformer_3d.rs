@@ -16,7 +16,7 @@ use crate::checkpoint::{
     Checkpoint, check_field, check_positive, load_weights, read_component_config,
 };
 use crate::hooks::StepCache;
-use crate::models::attention::{Attention, FeedForward};
+use crate::models::attention::{self, Attention, FeedForward};
 use crate::models::cpu::applies;
 use crate::models::embeddings::{
     RopeGrid, RotaryEmbedding, TimestepEmbedding, resize_crop_region_for_grid, rope_half_tables,
@@ -801,11 +801,8 @@ impl CogVideoXTransformer3DModel {
                     .permute((0, 2, 4, 1, 3, 5))?
                     .reshape((b * f * gh * gw, c * p * p))?;
                 let wt = weight.reshape((weight.dim(0)?, c * p * p))?;
-                let mut y = patches.matmul(&wt.t()?)?;
-                if let Some(bias) = bias {
-                    y = y.broadcast_add(bias)?;
-                }
-                y.reshape((b, f * gh * gw, ()))
+                let lin = Linear::new(wt, bias.clone());
+                attention::linear_forward(&lin, &patches, false)?.reshape((b, f * gh * gw, ()))
             }
             PatchProj::Linear(lin) => {
                 let pt = self.cfg.patch_size_t.unwrap_or(1);
@@ -813,7 +810,7 @@ impl CogVideoXTransformer3DModel {
                     .reshape(vec![b, f / pt, pt, c, gh, p, gw, p])?
                     .permute([0, 1, 4, 6, 3, 2, 5, 7])?
                     .reshape((b, (f / pt) * gh * gw, c * pt * p * p))?;
-                lin.forward(&patches)
+                attention::linear_forward(lin, &patches, false)
             }
         }
     }
@@ -1001,7 +998,7 @@ impl CogVideoXTransformer3DModel {
         // The embeddings are a second of CPU work at the 5b default size:
         // polled between their parts too.
         poll::check()?;
-        let enc = self.patch_embed.text_proj.forward(&text)?;
+        let enc = attention::linear_forward(&self.patch_embed.text_proj, &text, false)?;
         poll::check()?;
         let vid = self.patchify(&hidden)?;
         poll::check()?;
@@ -1017,7 +1014,7 @@ impl CogVideoXTransformer3DModel {
         };
 
         poll::check()?;
-        let x = Tensor::cat(&[&enc, &vid], 1)?;
+        let x = crate::models::cpu::cat_tokens(&[&enc, &vid])?;
         drop((enc, vid));
         let mut index = 0;
         // (tokens, whether the cache ended the block loop)

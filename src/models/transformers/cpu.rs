@@ -12,7 +12,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::models::cpu::{lane_sum, multiversion, par_pieces, try_zeros, with_slices};
+use crate::models::cpu::{lane_sum, multiversion, par_pieces_polled, try_zeros, with_slices};
 
 /// The six modulation chunks of `CogVideoXLayerNormZero`, in the order of
 /// its linear layer's output `[B, 6 D]`.
@@ -52,14 +52,13 @@ pub(super) fn modulated_norm(
     let eps = eps as f32;
     with_slices(&ts, |v| {
         let (xs, w, bi, m) = (v[0], v[1], v[2], v[3]);
-        par_pieces(&mut out, d, |row, dst| {
+        par_pieces_polled(&mut out, d, |row, dst| {
             let (sample, tok) = (row / s, row % s);
             let is_text = tok < text_len;
             let scale = chunk(m, d, sample, Chunk::Scale, Chunk::EncScale, is_text);
             let shift = chunk(m, d, sample, Chunk::Shift, Chunk::EncShift, is_text);
             norm_row(&xs[row * d..][..d], dst, w, bi, eps, scale, shift);
-        });
-        Ok(())
+        })
     })?;
     Tensor::from_vec(out, (b, s, d), x.device())
 }
@@ -76,12 +75,11 @@ pub(super) fn gated_add(x: &Tensor, y: &Tensor, text_len: usize, mods: &Tensor) 
     let mut out = try_zeros(b * s * d, "residual output")?;
     with_slices(&ts, |v| {
         let (xs, ys, m) = (v[0], v[1], v[2]);
-        par_pieces(&mut out, d, |row, dst| {
+        par_pieces_polled(&mut out, d, |row, dst| {
             let (sample, tok) = (row / s, row % s);
             let gate = chunk(m, d, sample, Chunk::Gate, Chunk::EncGate, tok < text_len);
             gated_row(&xs[row * d..][..d], &ys[row * d..][..d], gate, dst);
-        });
-        Ok(())
+        })
     })?;
     Tensor::from_vec(out, (b, s, d), x.device())
 }
