@@ -16,8 +16,8 @@ use cogvideo::hooks::{
     PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig,
 };
 use cogvideo::pipelines::{
-    AnimateOptions, DeviceKind, GenerateOptions, LoadOptions, NoiseOptions, Pipeline, Progress,
-    SamplingOptions, SchedulerKind, Stage,
+    AnimateOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
+    NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind, Stage,
 };
 use common::{assert_close, load_json, load_tensors, max_abs_diff, tiny};
 use serde_json::Value;
@@ -116,6 +116,18 @@ fn image_from_u8(t: &Tensor) -> Tensor {
         .unwrap()
 }
 
+/// Golden `[T, H, W, 3]` u8 frames as a `[1, 3, T, H, W]` model video.
+fn video_from_u8(t: &Tensor) -> Tensor {
+    let (n, h, w, _) = t.dims4().unwrap();
+    let bytes = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let frames: Vec<FrameRef> = bytes
+        .chunks_exact(h * w * 3)
+        .map(|b| FrameRef::packed(b, w, h, PixelFormat::Rgb8).unwrap())
+        .collect();
+    assert_eq!(frames.len(), n);
+    frames_to_video(&frames, h, w, ResizeMode::Stretch, &Device::Cpu).unwrap()
+}
+
 /// Runs `case` with `cache`: the final latents and the cache's report.
 fn run(
     p: &Pipeline,
@@ -128,6 +140,27 @@ fn run(
         Some(cb) => Progress::new(cb),
         None => Progress::none(),
     };
+    if case["kind"] == "edit" {
+        // the base edit case's inputs; the inversion exact, the reconstruction cached
+        let base = load_tensors("pipeline_edit_5b.safetensors");
+        let inv_opts = InvertOptions {
+            steps: usize_of(&case["steps"]),
+            noise: NoiseOptions::with_draws(0, &[base["posterior_noise"].clone()]).unwrap(),
+            ..Default::default()
+        };
+        let inversion =
+            p.invert_video(&video_from_u8(&base["frames_u8"]), &inv_opts, &mut progress)?;
+        assert!(progress.cache_report().is_none(), "the inversion is exact");
+        let opts = EditOptions {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+            noise: NoiseOptions::with_draws(0, &[base["recon_noise"].clone()]).unwrap(),
+            cache,
+            ..Default::default()
+        };
+        let out = p.edit_latents(&inversion, &opts, &mut progress)?;
+        return Ok((out, progress.cache_report().cloned()));
+    }
     let s = SamplingOptions {
         cache,
         ..sampling(case, g)
@@ -157,7 +190,7 @@ fn run(
 
 fn golden_latents(case: &Value, g: &HashMap<String, Tensor>, key: &str) -> Tensor {
     let want = &g[key];
-    let pad = usize_of(&case["padding_frames"]);
+    let pad = case["padding_frames"].as_u64().unwrap_or(0) as usize;
     let f = want.dim(1).unwrap();
     want.narrow(1, pad, f - pad).unwrap()
 }
@@ -200,10 +233,14 @@ fn check_case(p: &Pipeline, case: &Value) {
             ),
             (a, b) => panic!("{name} step {i}: residual change {a:?} vs {b:?}"),
         }
-        let rows = if case["guidance_scale"].as_f64().unwrap() > 1.0 {
-            2
-        } else {
-            1
+        // the batch without a cache: prompt editing's is [x, x, ref, ref]
+        let rows = match (
+            case["kind"] == "edit",
+            case["guidance_scale"].as_f64().unwrap() > 1.0,
+        ) {
+            (true, _) => 4,
+            (false, true) => 2,
+            (false, false) => 1,
         };
         skipped += ((rows - got.rows) * blocks + got.blocks_skipped * got.rows) as u64;
     }
@@ -241,6 +278,26 @@ fn caches_match_the_diffusers_hooks() {
         check_case(p, &case);
     }
     assert_eq!(methods.len(), 4, "{methods:?}");
+}
+
+/// Prompt editing with the reconstruction cached (the inversion exact)
+/// against diffusers' hooks on the CogVideo script's edit
+/// (cache_edit_cases.json): the same decisions, latents within tolerance.
+#[test]
+fn cached_edits_match_the_diffusers_hooks() {
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
+    let cases = load_json("cache_edit_cases.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let methods: Vec<&str> = cases
+        .iter()
+        .map(|c| c["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["first_block", "pab", "taylorseer"]);
+    for case in &cases {
+        check_case(&p, case);
+    }
 }
 
 fn case(name: &str) -> Value {

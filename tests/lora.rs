@@ -1,5 +1,6 @@
 //! LoRA: parity with diffusers 0.42.1 + PEFT on the tiny cogvideox-5b
-//! (tests/data/golden/lora_cases.json, adapters in tests/data/lora), the
+//! (tests/data/golden/lora_cases.json and lora_edit_cases.json, adapters in
+//! tests/data/lora), the
 //! key spellings diffusers accepts, weight 0 and unfuse as exact no-ops,
 //! every residency mode, the per-call snapshot, and hostile files.
 //!
@@ -19,8 +20,8 @@ use cogvideo::frames::{
 use cogvideo::loaders::lora_pipeline::{LoraAdapter, transformer_lora};
 use cogvideo::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions};
 use cogvideo::pipelines::{
-    DeviceKind, GenerateOptions, LoadOptions, NoiseOptions, Pipeline, Progress, Residency,
-    SamplingOptions, SchedulerKind, Stage, VideoToVideoOptions,
+    DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions, NoiseOptions, Pipeline,
+    Progress, Residency, SamplingOptions, SchedulerKind, Stage, VideoToVideoOptions,
 };
 use common::{assert_close, data_dir, load_json, load_tensors, tiny};
 
@@ -340,6 +341,64 @@ fn video_to_video_with_lora_matches_diffusers() {
             assert!(worst <= Some(1), "v2v mix frames differ by {worst:?}");
         }
     }
+}
+
+/// Prompt editing (DDIM inversion, then the reconstruction with reference
+/// attention) with one adapter, unfused and fused, against diffusers +
+/// PEFT running the CogVideo script (lora_edit_cases.json): the adapter
+/// applies to the inversion and to the reconstruction.
+#[test]
+fn edit_with_lora_matches_diffusers() {
+    let cases = load_json("lora_edit_cases.json");
+    let case = &cases["cases"][0];
+    assert_eq!(case["kind"], "edit");
+    let golden = load_tensors(case["file"].as_str().unwrap());
+    let base = load_tensors("pipeline_edit_5b.safetensors");
+    let steps = case["steps"].as_u64().unwrap() as usize;
+    let video = video_from_u8(&base["frames_u8"]);
+    let p = Pipeline::load(tiny(VARIANT), &cpu_f32(Residency::Resident)).unwrap();
+    p.load_lora(lora_file("a_rank2.safetensors"), "a").unwrap();
+    let mut names = Vec::new();
+    for s in cases["settings"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        names.push(name.to_string());
+        let adapters: Vec<(String, f64)> = s["adapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_f64().unwrap()))
+            .collect();
+        set(&p, &adapters, s["fused"].as_bool().unwrap());
+        let inv_opts = InvertOptions {
+            steps,
+            noise: NoiseOptions::with_draws(0, &[base["posterior_noise"].clone()]).unwrap(),
+            ..Default::default()
+        };
+        let inversion = p
+            .invert_video(&video, &inv_opts, &mut Progress::none())
+            .unwrap();
+        let want = &golden[&format!("{name}.inverse_trajectory")];
+        for (i, got) in inversion.trajectory().iter().enumerate() {
+            let w = want.get(i).unwrap();
+            assert_close(&format!("edit {name} inversion step {i}"), got, &w, 1e-4);
+        }
+        let opts = EditOptions {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+            noise: NoiseOptions::with_draws(0, &[base["recon_noise"].clone()]).unwrap(),
+            ..Default::default()
+        };
+        let out = p
+            .edit_with_prompt(&inversion, &opts, &mut Progress::none())
+            .unwrap();
+        assert_close(
+            &format!("edit {name}"),
+            &out.latents,
+            &golden[&format!("{name}.latents_final")],
+            1e-4,
+        );
+    }
+    assert_eq!(names, ["one", "one_fused"]);
 }
 
 #[test]
