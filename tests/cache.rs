@@ -300,6 +300,101 @@ fn cached_edits_match_the_diffusers_hooks() {
     }
 }
 
+/// The README's bound on what a cache keeps (section "Fast mode"), from the
+/// tiny checkpoint's config: copies of the token stream (batch x tokens x
+/// width x bytes) per method, and FasterCache's f32 latent of the branch
+/// difference.
+fn readme_bound(case: &Value, cache: &CacheConfig) -> u64 {
+    let cfg = load_transformer_config(case["variant"].as_str().unwrap());
+    let n = |k: &str| cfg[k].as_u64().unwrap();
+    let blocks = n("num_layers");
+    let copies = match cache {
+        CacheConfig::Off => 0,
+        CacheConfig::FirstBlock(_) => 3,
+        CacheConfig::PyramidAttentionBroadcast(_) | CacheConfig::FasterCache(_) => blocks,
+        CacheConfig::TaylorSeer(c) => (c.max_order as u64 + 1) * blocks,
+    };
+    let frames = case["num_frames"].as_u64().unwrap_or(9);
+    let f = (frames - 1) / 4 + 1;
+    let pt = cfg["patch_size_t"].as_u64().unwrap_or(1);
+    let f = f.div_ceil(pt) * pt; // 1.5's padding frame
+    let (h, w) = (
+        usize_of(&case["height"]) as u64 / 8,
+        usize_of(&case["width"]) as u64 / 8,
+    );
+    let p = n("patch_size");
+    let tokens = f / pt * (h / p) * (w / p) + n("max_text_seq_length");
+    let width = n("num_attention_heads") * n("attention_head_dim");
+    let batch = match (
+        case["kind"] == "edit",
+        case["guidance_scale"].as_f64().unwrap() > 1.0,
+    ) {
+        (true, _) => 4,
+        (false, true) => 2,
+        (false, false) => 1,
+    };
+    let latent = match cache {
+        CacheConfig::FasterCache(_) => f * n("out_channels") * h * w * 4,
+        _ => 0,
+    };
+    copies * batch * tokens * width * 4 + latent
+}
+
+fn load_transformer_config(variant: &str) -> Value {
+    let path = tiny(variant).join("transformer").join("config.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// What each cache holds between steps (the allocations behind its kept
+/// tensors) stays within the memory estimate's share for it, and that share
+/// is the README's bound; the bound is not loose by more than a factor 2.
+#[test]
+fn cache_memory_stays_under_the_estimate() {
+    let edits = load_json("cache_edit_cases.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
+    for c in [
+        case("cache_fbc_5b_dpm"),
+        case("cache_fbc_15_dpm"),
+        case("cache_pab_5b_dpm"),
+        case("cache_faster_5b_dpm"),
+        case("cache_faster_i2v_5b"),
+        case("cache_taylor_5b_dpm"),
+        case("cache_taylor_2b_ddim"),
+        edits[1].clone(),
+        edits[2].clone(),
+    ] {
+        let name = c["name"].as_str().unwrap();
+        let variant = c["variant"].as_str().unwrap().to_string();
+        let p = pipelines
+            .entry(variant.clone())
+            .or_insert_with(|| Pipeline::load(tiny(&variant), &cpu_f32()).unwrap());
+        let g = load_tensors(c["file"].as_str().unwrap());
+        let cache = config(&c);
+        let (_, report) = run(p, &c, &g, cache.clone(), None).unwrap();
+        let held = report.unwrap().peak_held_bytes;
+        let estimate = p.cache_estimate_bytes(
+            usize_of(&c["height"]),
+            usize_of(&c["width"]),
+            c["num_frames"].as_u64().unwrap_or(9) as usize,
+            c["guidance_scale"].as_f64().unwrap() > 1.0,
+            c["kind"] == "edit",
+            &cache,
+        );
+        assert_eq!(
+            estimate,
+            readme_bound(&c, &cache),
+            "{name}: the README's bound"
+        );
+        assert!(
+            held <= estimate && held * 2 >= estimate,
+            "{name}: held {held} bytes, estimate {estimate}"
+        );
+    }
+}
+
 fn case(name: &str) -> Value {
     cases()
         .into_iter()
@@ -336,6 +431,37 @@ fn off_and_zero_threshold_are_exact() {
     assert_eq!(report.block_evaluations, 6 * 2 * 2);
 }
 
+/// One step: every method computes every block on its first step (as the
+/// hooks do, cache_fbc_5b_1step for diffusers), so the result is the exact
+/// one bit for bit, and the report counts one step with nothing skipped.
+#[test]
+fn one_step_is_exact_for_every_method() {
+    let c = case("cache_fbc_5b_1step");
+    let g = load_tensors(c["file"].as_str().unwrap());
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
+    let (exact, _) = run(&p, &c, &g, CacheConfig::Off, None).unwrap();
+    for cache in [
+        CacheConfig::FirstBlock(FirstBlockCacheConfig { threshold: 1e9 }),
+        CacheConfig::PyramidAttentionBroadcast(Default::default()),
+        CacheConfig::FasterCache(Default::default()),
+        CacheConfig::TaylorSeer(TaylorSeerCacheConfig {
+            disable_cache_before_step: 1,
+            cache_interval: 1,
+            ..Default::default()
+        }),
+    ] {
+        let (latents, report) = run(&p, &c, &g, cache.clone(), None).unwrap();
+        assert_eq!(bits(&latents), bits(&exact), "{cache:?}");
+        let report = report.unwrap();
+        assert_eq!(report.steps.len(), 1, "{cache:?}");
+        assert_eq!(
+            (report.blocks_skipped, report.attention_skipped),
+            (0, 0),
+            "{cache:?}"
+        );
+    }
+}
+
 /// A cancel while a step is being served from the cache ends the call with
 /// `Cancelled`, and the next call starts from a fresh cache.
 #[test]
@@ -344,6 +470,7 @@ fn cancel_during_a_cached_step() {
         "cache_pab_5b_dpm",
         "cache_fbc_5b_huge",
         "cache_faster_5b_dpm",
+        "cache_taylor_5b_dpm",
     ] {
         let c = case(name);
         let g = load_tensors(c["file"].as_str().unwrap());
