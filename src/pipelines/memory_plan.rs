@@ -344,9 +344,13 @@ impl Pipeline {
     ) -> Result<()> {
         let batch = (1 + guidance as u64) * (1 + reference as u64);
         let decode = self.decode_tiling(height, width, frames, VaeTiling::Model)?;
+        // LoRA: what is already held is part of the peak, what the call
+        // prepares also of what must fit
+        let (lora_held, lora_call) = self.lora_bytes();
         // The clip itself, in and out, as f32 pixels.
         let pixels = 3 * (frames * height * width) as u64 * 4;
         let need = pixels
+            + lora_call
             + self
                 .sampling_peak_bytes(height, width, frames, batch)
                 .saturating_add(self.cache_bytes(height, width, frames, batch, cache))
@@ -360,7 +364,7 @@ impl Pipeline {
                 .max(self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &decode)?);
         self.reserve(
             need,
-            self.weight_bytes.peak(self.residency),
+            self.weight_bytes.peak(self.residency) + lora_held,
             &format!("a {width}x{height} clip of {frames} frames"),
             true,
         )
