@@ -59,7 +59,7 @@
 // Minor versions only add functions and append fields to options structs
 // (a caller built against an older header keeps working: its smaller
 // struct_size is honoured); a new major version breaks compatibility.
-#define COGVIDEO_ABI_VERSION ((1 << 16) | 4)
+#define COGVIDEO_ABI_VERSION ((1 << 16) | 5)
 
 // No cache: every block of every step runs (exact; the default).
 #define COGVIDEO_CACHE_OFF 0
@@ -235,11 +235,13 @@ typedef struct cogvideo_cache_options {
   int32_t taylorseer_max_order;
 } cogvideo_cache_options;
 
-// What a call's step cache saved (since 1.4), filled when the call's
-// options point cache_report at it; all zero for a call without a
-// cache. Initialise with cogvideo_cache_report_init(&r). A block
-// evaluation is one transformer block over one sample (guidance runs two
-// samples per step).
+// What a call ran with and what its step cache saved (since 1.4), filled
+// when the call's options point cache_report at it; the cache's counts
+// are all zero for a call without a cache. Initialise with
+// cogvideo_cache_report_init(&r). A block evaluation is one transformer
+// block over one sample (guidance runs two samples per step). Since 1.5
+// it also names the LoRA setting the call ran with: the one in effect
+// when it started, whatever changed meanwhile.
 typedef struct cogvideo_cache_report {
   uint32_t struct_size;
   // Denoising steps run.
@@ -251,6 +253,27 @@ typedef struct cogvideo_cache_report {
   uint64_t blocks_skipped;
   // Attention evaluations reused or forecast in blocks that ran.
   uint64_t attention_skipped;
+  // Since 1.5: the hash of the LoRA setting the call ran with, as
+  // cogvideo_pipeline_lora_state gives it (0: no adapter changed the
+  // output).
+  uint64_t lora_hash;
+  // Since 1.5: 1 when the adapters were fused, else 0.
+  uint32_t lora_fused;
+  // Since 1.5: the adapters of the setting, weight 0 included.
+  uint32_t lora_count;
+  // Since 1.5, set by the caller: room for lora_capacity weights, or
+  // NULL. The call writes the first min(lora_count, lora_capacity)
+  // adapters' weights, in the setting's order.
+  double *lora_weights;
+  uintptr_t lora_capacity;
+  // Since 1.5, set by the caller: a buffer of lora_names_size bytes,
+  // or NULL. The call writes the adapters' names in the setting's
+  // order, each ending with a NUL, one after another, as many whole
+  // names as fit.
+  char *lora_names;
+  uintptr_t lora_names_size;
+  // Since 1.5: the bytes all the names take, their NULs included.
+  uintptr_t lora_names_needed;
 } cogvideo_cache_report;
 
 // Progress callback: stage is a COGVIDEO_STAGE_* value, done of

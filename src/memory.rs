@@ -116,6 +116,27 @@ pub fn try_zeroed<T: Zeroed>(len: usize, what: &str) -> Result<Vec<T>> {
     Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
+/// Bytes of the allocations behind `tensors`, each allocation once: a view
+/// keeps all of its allocation alive. Off the CPU, a tensor's own elements.
+pub(crate) fn held_bytes<'a>(tensors: impl IntoIterator<Item = &'a candle_core::Tensor>) -> u64 {
+    use candle_core::{CpuStorage, Storage};
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for t in tensors {
+        let (storage, _) = t.storage_and_layout();
+        if !seen.insert(std::ptr::from_ref(&*storage).addr()) {
+            continue;
+        }
+        total += match &*storage {
+            Storage::Cpu(CpuStorage::F32(v)) => v.len() as u64 * 4,
+            Storage::Cpu(CpuStorage::BF16(v)) => v.len() as u64 * 2,
+            Storage::Cpu(CpuStorage::F16(v)) => v.len() as u64 * 2,
+            _ => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+        };
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

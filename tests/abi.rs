@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The released headers, oldest first; the last is the current ABI version.
-const RELEASED: [&str; 5] = ["1.0", "1.1", "1.2", "1.3", "1.4"];
+const RELEASED: [&str; 6] = ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5"];
 
 fn abi_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/abi")

@@ -16,8 +16,8 @@ use cogvideo::hooks::{
     PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig,
 };
 use cogvideo::pipelines::{
-    AnimateOptions, DeviceKind, GenerateOptions, LoadOptions, NoiseOptions, Pipeline, Progress,
-    SamplingOptions, SchedulerKind, Stage,
+    AnimateOptions, DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions,
+    NoiseOptions, Pipeline, Progress, SamplingOptions, SchedulerKind, Stage,
 };
 use common::{assert_close, load_json, load_tensors, max_abs_diff, tiny};
 use serde_json::Value;
@@ -116,6 +116,18 @@ fn image_from_u8(t: &Tensor) -> Tensor {
         .unwrap()
 }
 
+/// Golden `[T, H, W, 3]` u8 frames as a `[1, 3, T, H, W]` model video.
+fn video_from_u8(t: &Tensor) -> Tensor {
+    let (n, h, w, _) = t.dims4().unwrap();
+    let bytes = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let frames: Vec<FrameRef> = bytes
+        .chunks_exact(h * w * 3)
+        .map(|b| FrameRef::packed(b, w, h, PixelFormat::Rgb8).unwrap())
+        .collect();
+    assert_eq!(frames.len(), n);
+    frames_to_video(&frames, h, w, ResizeMode::Stretch, &Device::Cpu).unwrap()
+}
+
 /// Runs `case` with `cache`: the final latents and the cache's report.
 fn run(
     p: &Pipeline,
@@ -128,6 +140,27 @@ fn run(
         Some(cb) => Progress::new(cb),
         None => Progress::none(),
     };
+    if case["kind"] == "edit" {
+        // the base edit case's inputs; the inversion exact, the reconstruction cached
+        let base = load_tensors("pipeline_edit_5b.safetensors");
+        let inv_opts = InvertOptions {
+            steps: usize_of(&case["steps"]),
+            noise: NoiseOptions::with_draws(0, &[base["posterior_noise"].clone()]).unwrap(),
+            ..Default::default()
+        };
+        let inversion =
+            p.invert_video(&video_from_u8(&base["frames_u8"]), &inv_opts, &mut progress)?;
+        assert!(progress.cache_report().is_none(), "the inversion is exact");
+        let opts = EditOptions {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+            noise: NoiseOptions::with_draws(0, &[base["recon_noise"].clone()]).unwrap(),
+            cache,
+            ..Default::default()
+        };
+        let out = p.edit_latents(&inversion, &opts, &mut progress)?;
+        return Ok((out, progress.cache_report().cloned()));
+    }
     let s = SamplingOptions {
         cache,
         ..sampling(case, g)
@@ -157,7 +190,7 @@ fn run(
 
 fn golden_latents(case: &Value, g: &HashMap<String, Tensor>, key: &str) -> Tensor {
     let want = &g[key];
-    let pad = usize_of(&case["padding_frames"]);
+    let pad = case["padding_frames"].as_u64().unwrap_or(0) as usize;
     let f = want.dim(1).unwrap();
     want.narrow(1, pad, f - pad).unwrap()
 }
@@ -200,10 +233,14 @@ fn check_case(p: &Pipeline, case: &Value) {
             ),
             (a, b) => panic!("{name} step {i}: residual change {a:?} vs {b:?}"),
         }
-        let rows = if case["guidance_scale"].as_f64().unwrap() > 1.0 {
-            2
-        } else {
-            1
+        // the batch without a cache: prompt editing's is [x, x, ref, ref]
+        let rows = match (
+            case["kind"] == "edit",
+            case["guidance_scale"].as_f64().unwrap() > 1.0,
+        ) {
+            (true, _) => 4,
+            (false, true) => 2,
+            (false, false) => 1,
         };
         skipped += ((rows - got.rows) * blocks + got.blocks_skipped * got.rows) as u64;
     }
@@ -243,6 +280,121 @@ fn caches_match_the_diffusers_hooks() {
     assert_eq!(methods.len(), 4, "{methods:?}");
 }
 
+/// Prompt editing with the reconstruction cached (the inversion exact)
+/// against diffusers' hooks on the CogVideo script's edit
+/// (cache_edit_cases.json): the same decisions, latents within tolerance.
+#[test]
+fn cached_edits_match_the_diffusers_hooks() {
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
+    let cases = load_json("cache_edit_cases.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let methods: Vec<&str> = cases
+        .iter()
+        .map(|c| c["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["first_block", "pab", "taylorseer"]);
+    for case in &cases {
+        check_case(&p, case);
+    }
+}
+
+/// The README's bound on what a cache keeps (section "Fast mode"), from the
+/// tiny checkpoint's config: copies of the token stream (batch x tokens x
+/// width x bytes) per method, and FasterCache's f32 latent of the branch
+/// difference.
+fn readme_bound(case: &Value, cache: &CacheConfig) -> u64 {
+    let cfg = load_transformer_config(case["variant"].as_str().unwrap());
+    let n = |k: &str| cfg[k].as_u64().unwrap();
+    let blocks = n("num_layers");
+    let copies = match cache {
+        CacheConfig::Off => 0,
+        CacheConfig::FirstBlock(_) => 3,
+        CacheConfig::PyramidAttentionBroadcast(_) | CacheConfig::FasterCache(_) => blocks,
+        CacheConfig::TaylorSeer(c) => (c.max_order as u64 + 1) * blocks,
+    };
+    let frames = case["num_frames"].as_u64().unwrap_or(9);
+    let f = (frames - 1) / 4 + 1;
+    let pt = cfg["patch_size_t"].as_u64().unwrap_or(1);
+    let f = f.div_ceil(pt) * pt; // 1.5's padding frame
+    let (h, w) = (
+        usize_of(&case["height"]) as u64 / 8,
+        usize_of(&case["width"]) as u64 / 8,
+    );
+    let p = n("patch_size");
+    let tokens = f / pt * (h / p) * (w / p) + n("max_text_seq_length");
+    let width = n("num_attention_heads") * n("attention_head_dim");
+    let batch = match (
+        case["kind"] == "edit",
+        case["guidance_scale"].as_f64().unwrap() > 1.0,
+    ) {
+        (true, _) => 4,
+        (false, true) => 2,
+        (false, false) => 1,
+    };
+    let latent = match cache {
+        CacheConfig::FasterCache(_) => f * n("out_channels") * h * w * 4,
+        _ => 0,
+    };
+    copies * batch * tokens * width * 4 + latent
+}
+
+fn load_transformer_config(variant: &str) -> Value {
+    let path = tiny(variant).join("transformer").join("config.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// What each cache holds between steps (the allocations behind its kept
+/// tensors) stays within the memory estimate's share for it, and that share
+/// is the README's bound; the bound is not loose by more than a factor 2.
+#[test]
+fn cache_memory_stays_under_the_estimate() {
+    let edits = load_json("cache_edit_cases.json")["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
+    for c in [
+        case("cache_fbc_5b_dpm"),
+        case("cache_fbc_15_dpm"),
+        case("cache_pab_5b_dpm"),
+        case("cache_faster_5b_dpm"),
+        case("cache_faster_i2v_5b"),
+        case("cache_taylor_5b_dpm"),
+        case("cache_taylor_2b_ddim"),
+        edits[1].clone(),
+        edits[2].clone(),
+    ] {
+        let name = c["name"].as_str().unwrap();
+        let variant = c["variant"].as_str().unwrap().to_string();
+        let p = pipelines
+            .entry(variant.clone())
+            .or_insert_with(|| Pipeline::load(tiny(&variant), &cpu_f32()).unwrap());
+        let g = load_tensors(c["file"].as_str().unwrap());
+        let cache = config(&c);
+        let (_, report) = run(p, &c, &g, cache.clone(), None).unwrap();
+        let held = report.unwrap().peak_held_bytes;
+        let estimate = p.cache_estimate_bytes(
+            usize_of(&c["height"]),
+            usize_of(&c["width"]),
+            c["num_frames"].as_u64().unwrap_or(9) as usize,
+            c["guidance_scale"].as_f64().unwrap() > 1.0,
+            c["kind"] == "edit",
+            &cache,
+        );
+        assert_eq!(
+            estimate,
+            readme_bound(&c, &cache),
+            "{name}: the README's bound"
+        );
+        assert!(
+            held <= estimate && held * 2 >= estimate,
+            "{name}: held {held} bytes, estimate {estimate}"
+        );
+    }
+}
+
 fn case(name: &str) -> Value {
     cases()
         .into_iter()
@@ -279,6 +431,37 @@ fn off_and_zero_threshold_are_exact() {
     assert_eq!(report.block_evaluations, 6 * 2 * 2);
 }
 
+/// One step: every method computes every block on its first step (as the
+/// hooks do, cache_fbc_5b_1step for diffusers), so the result is the exact
+/// one bit for bit, and the report counts one step with nothing skipped.
+#[test]
+fn one_step_is_exact_for_every_method() {
+    let c = case("cache_fbc_5b_1step");
+    let g = load_tensors(c["file"].as_str().unwrap());
+    let p = Pipeline::load(tiny("cogvideox-5b"), &cpu_f32()).unwrap();
+    let (exact, _) = run(&p, &c, &g, CacheConfig::Off, None).unwrap();
+    for cache in [
+        CacheConfig::FirstBlock(FirstBlockCacheConfig { threshold: 1e9 }),
+        CacheConfig::PyramidAttentionBroadcast(Default::default()),
+        CacheConfig::FasterCache(Default::default()),
+        CacheConfig::TaylorSeer(TaylorSeerCacheConfig {
+            disable_cache_before_step: 1,
+            cache_interval: 1,
+            ..Default::default()
+        }),
+    ] {
+        let (latents, report) = run(&p, &c, &g, cache.clone(), None).unwrap();
+        assert_eq!(bits(&latents), bits(&exact), "{cache:?}");
+        let report = report.unwrap();
+        assert_eq!(report.steps.len(), 1, "{cache:?}");
+        assert_eq!(
+            (report.blocks_skipped, report.attention_skipped),
+            (0, 0),
+            "{cache:?}"
+        );
+    }
+}
+
 /// A cancel while a step is being served from the cache ends the call with
 /// `Cancelled`, and the next call starts from a fresh cache.
 #[test]
@@ -287,6 +470,7 @@ fn cancel_during_a_cached_step() {
         "cache_pab_5b_dpm",
         "cache_fbc_5b_huge",
         "cache_faster_5b_dpm",
+        "cache_taylor_5b_dpm",
     ] {
         let c = case(name);
         let g = load_tensors(c["file"].as_str().unwrap());

@@ -667,10 +667,10 @@ fn latent_shape(p: &Handle) -> [i64; 5] {
 }
 
 #[test]
-fn abi_version_is_1_4() {
+fn abi_version_is_1_5() {
     assert_eq!(cogvideo_abi_version(), COGVIDEO_ABI_VERSION);
     assert_eq!(cogvideo_abi_version() >> 16, 1);
-    assert_eq!(cogvideo_abi_version() & 0xffff, 4);
+    assert_eq!(cogvideo_abi_version() & 0xffff, 5);
 }
 
 fn lora_path(file: &str) -> CString {
@@ -732,6 +732,62 @@ fn lora_through_the_c_api() {
     assert_ne!(hash_fused, hash_mix);
     let mut fused_frames = Frames::rgb8(9);
     expect(generate(&p, &o, &mut fused_frames), COGVIDEO_OK, "");
+
+    // the call's report names the setting it ran with (1.5): the weights
+    // and as many whole names as fit the caller's buffers
+    let (mut got_weights, mut got_names) = ([0f64; 3], [0xaau8; 8]);
+    for (names_size, want_names, capacity) in [(8, &b"a\0b\0"[..], 3), (3, &b"a\0"[..], 1)] {
+        got_weights.fill(-1.0);
+        got_names.fill(0xaa);
+        let mut report_box: Box<cogvideo_cache_report> = Box::new(unsafe { std::mem::zeroed() });
+        let report: *mut cogvideo_cache_report = &mut *report_box;
+        let size = std::mem::size_of::<cogvideo_cache_report>();
+        expect(
+            unsafe { cogvideo_cache_report_init_sized(report, size) },
+            COGVIDEO_OK,
+            "",
+        );
+        unsafe {
+            (*report).lora_weights = got_weights.as_mut_ptr();
+            (*report).lora_capacity = capacity;
+            (*report).lora_names = got_names.as_mut_ptr() as *mut c_char;
+            (*report).lora_names_size = names_size;
+        }
+        let mut ro = o;
+        ro.cache_report = report;
+        let mut frames = Frames::rgb8(9);
+        expect(generate(&p, &ro, &mut frames), COGVIDEO_OK, "");
+        assert_eq!(frames.buffers, fused_frames.buffers);
+        let r = unsafe { *report };
+        assert_eq!(
+            (r.lora_hash, r.lora_fused, r.lora_count),
+            (hash_fused, 1, 2)
+        );
+        assert_eq!(r.lora_names_needed, 4);
+        assert_eq!(&got_names[..want_names.len()], want_names);
+        assert!(got_names[want_names.len()..].iter().all(|&b| b == 0xaa));
+        assert_eq!(&got_weights[..capacity], &[0.7, 0.4, -1.0][..capacity]);
+        assert!(got_weights[capacity..].iter().all(|&w| w == -1.0));
+        assert_eq!(r.block_evaluations, 0, "no cache");
+    }
+    // a report in the 1.4 layout gets the 1.4 fields only
+    let mut old: [u64; 12] = [0x5555_5555_5555_5555; 12];
+    let old_report = old.as_mut_ptr() as *mut cogvideo_cache_report;
+    let old_size = std::mem::offset_of!(cogvideo_cache_report, lora_hash);
+    expect(
+        unsafe { cogvideo_cache_report_init_sized(old_report, old_size) },
+        COGVIDEO_OK,
+        "",
+    );
+    let mut ro = o;
+    ro.cache_report = old_report;
+    let mut frames = Frames::rgb8(9);
+    expect(generate(&p, &ro, &mut frames), COGVIDEO_OK, "");
+    assert!(
+        old[old_size / 8..]
+            .iter()
+            .all(|&w| w == 0x5555_5555_5555_5555)
+    );
     expect(
         unsafe { cogvideo_pipeline_fuse_lora(p.0, 0) },
         COGVIDEO_OK,

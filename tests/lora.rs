@@ -1,7 +1,9 @@
 //! LoRA: parity with diffusers 0.42.1 + PEFT on the tiny cogvideox-5b
-//! (tests/data/golden/lora_cases.json, adapters in tests/data/lora), the
+//! (tests/data/golden/lora_cases.json and lora_edit_cases.json, adapters in
+//! tests/data/lora), the
 //! key spellings diffusers accepts, weight 0 and unfuse as exact no-ops,
-//! every residency mode, the per-call snapshot, and hostile files.
+//! every residency mode, the per-call snapshot and its report, and hostile
+//! files (through Rust and C).
 //!
 //! Tolerances are those of the LoRA-free parity tests: 1e-4 x max(1, scale)
 //! for a forward pass and for pipeline latents.
@@ -19,8 +21,8 @@ use cogvideo::frames::{
 use cogvideo::loaders::lora_pipeline::{LoraAdapter, transformer_lora};
 use cogvideo::models::transformers::{CogVideoXTransformer3DModel, ForwardOptions};
 use cogvideo::pipelines::{
-    DeviceKind, GenerateOptions, LoadOptions, NoiseOptions, Pipeline, Progress, Residency,
-    SamplingOptions, SchedulerKind, Stage, VideoToVideoOptions,
+    DeviceKind, EditOptions, GenerateOptions, InvertOptions, LoadOptions, NoiseOptions, Pipeline,
+    Progress, Residency, SamplingOptions, SchedulerKind, Stage, VideoToVideoOptions,
 };
 use common::{assert_close, data_dir, load_json, load_tensors, tiny};
 
@@ -342,6 +344,139 @@ fn video_to_video_with_lora_matches_diffusers() {
     }
 }
 
+/// Prompt editing (DDIM inversion, then the reconstruction with reference
+/// attention) with one adapter, unfused and fused, against diffusers +
+/// PEFT running the CogVideo script (lora_edit_cases.json): the adapter
+/// applies to the inversion and to the reconstruction.
+#[test]
+fn edit_with_lora_matches_diffusers() {
+    let cases = load_json("lora_edit_cases.json");
+    let case = &cases["cases"][0];
+    assert_eq!(case["kind"], "edit");
+    let golden = load_tensors(case["file"].as_str().unwrap());
+    let base = load_tensors("pipeline_edit_5b.safetensors");
+    let steps = case["steps"].as_u64().unwrap() as usize;
+    let video = video_from_u8(&base["frames_u8"]);
+    let p = Pipeline::load(tiny(VARIANT), &cpu_f32(Residency::Resident)).unwrap();
+    p.load_lora(lora_file("a_rank2.safetensors"), "a").unwrap();
+    let mut names = Vec::new();
+    for s in cases["settings"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        names.push(name.to_string());
+        let adapters: Vec<(String, f64)> = s["adapters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_f64().unwrap()))
+            .collect();
+        set(&p, &adapters, s["fused"].as_bool().unwrap());
+        let inv_opts = InvertOptions {
+            steps,
+            noise: NoiseOptions::with_draws(0, &[base["posterior_noise"].clone()]).unwrap(),
+            ..Default::default()
+        };
+        let inversion = p
+            .invert_video(&video, &inv_opts, &mut Progress::none())
+            .unwrap();
+        let want = &golden[&format!("{name}.inverse_trajectory")];
+        for (i, got) in inversion.trajectory().iter().enumerate() {
+            let w = want.get(i).unwrap();
+            assert_close(&format!("edit {name} inversion step {i}"), got, &w, 1e-4);
+        }
+        let opts = EditOptions {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+            noise: NoiseOptions::with_draws(0, &[base["recon_noise"].clone()]).unwrap(),
+            ..Default::default()
+        };
+        let mut progress = Progress::none();
+        let out = p
+            .edit_with_prompt(&inversion, &opts, &mut progress)
+            .unwrap();
+        let report = progress.lora_report().unwrap();
+        assert_eq!(report.setting.adapters, adapters, "edit {name}: reported");
+        assert_eq!(report.setting.fused, s["fused"].as_bool().unwrap());
+        assert_eq!(report.hash, p.lora_hash());
+        assert_close(
+            &format!("edit {name}"),
+            &out.latents,
+            &golden[&format!("{name}.latents_final")],
+            1e-4,
+        );
+    }
+    assert_eq!(names, ["one", "one_fused"]);
+}
+
+/// The README's bound on LoRA memory (section "LoRA"), from the adapters'
+/// ranks and modules (lora_cases.json) and the tiny model's sizes: each
+/// loaded adapter in f32, `r x (in + out)` per adapted layer, the active
+/// ones again in the compute dtype (f32 here), and fused into the kept
+/// transformer a copy of every adapted layer's weight.
+fn readme_lora_bound(fused: bool) -> u64 {
+    let (dim, temb, blocks) = (32u64, 16u64, 2u64);
+    let features = |module: &str| match module {
+        "to_q" | "to_k" | "to_v" | "to_out.0" => (dim, dim),
+        "ff.net.0.proj" => (dim, 4 * dim),
+        "ff.net.2" => (4 * dim, dim),
+        "norm1.linear" | "norm2.linear" => (temb, 6 * dim),
+        other => panic!("{other}"),
+    };
+    let cases = load_json("lora_cases.json");
+    let mut adapters = 0;
+    let mut layers = std::collections::BTreeSet::new();
+    for a in cases["adapters"].as_array().unwrap() {
+        let r = a["rank"].as_u64().unwrap();
+        for m in a["target_modules"].as_array().unwrap() {
+            let (i, o) = features(m.as_str().unwrap());
+            adapters += blocks * r * (i + o) * 4;
+            layers.insert(m.as_str().unwrap().to_string());
+        }
+    }
+    let copies: u64 = layers
+        .iter()
+        .map(|m| {
+            let (i, o) = features(m);
+            blocks * i * o * 4
+        })
+        .sum();
+    2 * adapters + if fused { copies } else { 0 }
+}
+
+/// What the adapters hold during a call (the allocations behind the loaded
+/// adapters, their compute copies and the fused layers) stays within the
+/// memory estimate's share for LoRA, which is the README's bound, unfused
+/// and fused, for generation and an edit.
+#[test]
+fn lora_memory_stays_under_the_estimate() {
+    let mut opts = t2v_options();
+    opts.sampling.steps = 1;
+    opts.sampling.noise = NoiseOptions::default();
+    let p = Pipeline::load(tiny(VARIANT), &cpu_f32(Residency::Resident)).unwrap();
+    assert_eq!(p.lora_estimate_bytes(), 0);
+    load_adapters(&p);
+    for fused in [false, true] {
+        set(&p, &[("a".into(), 0.7), ("b".into(), 0.4)], fused);
+        let estimate = p.lora_estimate_bytes();
+        assert_eq!(estimate, readme_lora_bound(fused), "the README's bound");
+        let mut progress = Progress::none();
+        p.generate_latents(&opts, &mut progress).unwrap();
+        let held = progress.lora_report().unwrap().held_bytes;
+        assert!(
+            held <= estimate && held * 2 >= estimate,
+            "fused {fused}: held {held} bytes, estimate {estimate}"
+        );
+        // an edit holds the same
+        let video = Tensor::zeros((1, 3, 9, 64, 96), DType::F32, &Device::Cpu).unwrap();
+        let inv = InvertOptions {
+            steps: 1,
+            ..Default::default()
+        };
+        let mut progress = Progress::none();
+        p.invert_video(&video, &inv, &mut progress).unwrap();
+        assert_eq!(progress.lora_report().unwrap().held_bytes, held);
+    }
+}
+
 #[test]
 fn unfuse_and_removal_restore_the_base_model_bit_for_bit() {
     let mut opts = t2v_options();
@@ -407,10 +542,16 @@ fn a_call_keeps_the_setting_it_started_with() {
         }
         true
     };
-    let out = p
-        .generate_video(&opts, &mut Progress::new(&mut cb))
-        .unwrap();
+    let mut progress = Progress::new(&mut cb);
+    let out = p.generate_video(&opts, &mut progress).unwrap();
+    let report = progress.lora_report().unwrap().clone();
+    drop(progress);
     assert!(changed, "the setting was changed during the call");
+    // the call reports the setting it ran with, not the one changed meanwhile
+    assert_eq!(report.setting.adapters, vec![("a".to_string(), 1.0)]);
+    assert!(!report.setting.fused);
+    assert_ne!(report.hash, 0);
+    assert_ne!(report.hash, p.lora_hash());
     assert_close(
         "t2v one, changed mid-call",
         &out.latents,
@@ -501,6 +642,57 @@ fn good_pair(prefix: &str) -> Vec<(String, &'static str, Vec<usize>, Vec<u8>)> {
             f32s(64, 0.1),
         ),
     ]
+}
+
+/// A pipeline loaded through the C API with adapter `a` at weight 0.5.
+struct CPipeline(*mut cogvideo::ffi::cogvideo_pipeline);
+
+impl CPipeline {
+    fn load() -> Self {
+        use cogvideo::ffi::*;
+        let path = std::ffi::CString::new(tiny(VARIANT).to_str().unwrap()).unwrap();
+        let mut p = std::ptr::null_mut();
+        // SAFETY (here and below): valid strings and out-pointers
+        let st = unsafe { cogvideo_load_pipeline(path.as_ptr(), std::ptr::null(), &mut p) };
+        assert_eq!(st, cogvideo_status::COGVIDEO_OK);
+        let c = Self(p);
+        let (st, msg) = c.load_lora(&lora_file("a_rank2.safetensors"));
+        assert_eq!(st, cogvideo_status::COGVIDEO_OK, "{msg}");
+        let (names, weights) = ([c"a".as_ptr()], [0.5]);
+        let st = unsafe { cogvideo_pipeline_set_adapters(p, names.as_ptr(), weights.as_ptr(), 1) };
+        assert_eq!(st, cogvideo_status::COGVIDEO_OK);
+        c
+    }
+
+    /// Loads `path` under the name "hostile" (or "a" for the first file):
+    /// the status and the message.
+    fn load_lora(&self, path: &std::path::Path) -> (cogvideo::ffi::cogvideo_status, String) {
+        use cogvideo::ffi::*;
+        let file = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let name = if path.ends_with("a_rank2.safetensors") {
+            c"a"
+        } else {
+            c"hostile"
+        };
+        let st = unsafe { cogvideo_pipeline_load_lora(self.0, file.as_ptr(), name.as_ptr()) };
+        let msg = unsafe { std::ffi::CStr::from_ptr(cogvideo_last_error()) };
+        (st, msg.to_string_lossy().into_owned())
+    }
+
+    fn lora_state(&self) -> (u64, usize, i32) {
+        let (mut hash, mut active, mut fused) = (0u64, 0usize, 0i32);
+        let st = unsafe {
+            cogvideo::ffi::cogvideo_pipeline_lora_state(self.0, &mut hash, &mut active, &mut fused)
+        };
+        assert_eq!(st, cogvideo::ffi::cogvideo_status::COGVIDEO_OK);
+        (hash, active, fused)
+    }
+}
+
+impl Drop for CPipeline {
+    fn drop(&mut self) {
+        unsafe { cogvideo::ffi::cogvideo_pipeline_free(self.0) };
+    }
 }
 
 #[test]
@@ -604,6 +796,9 @@ fn hostile_lora_files_are_refused_with_the_key_and_change_nothing() {
     p.load_lora(dir.join("good.safetensors"), "good").unwrap();
     p.remove_lora("good").unwrap();
     p.set_adapters(&[("a", 0.5)]).unwrap();
+    // the same files through the C API: a status and the message
+    let c = CPipeline::load();
+    let c_before = c.lora_state();
     for (what, bytes, needle) in cases {
         let path = dir.join(format!("{}.safetensors", what.replace(' ', "_")));
         std::fs::write(&path, &bytes).unwrap();
@@ -620,6 +815,17 @@ fn hostile_lora_files_are_refused_with_the_key_and_change_nothing() {
             before,
             "{what}: the pipeline changed"
         );
+        let (status, msg) = c.load_lora(&path);
+        assert_eq!(
+            status,
+            cogvideo::ffi::cogvideo_status::COGVIDEO_ERR_BAD_CHECKPOINT,
+            "{what} through C: {msg}"
+        );
+        assert!(
+            msg.contains(needle),
+            "{what} through C: `{needle}` not in: {msg}"
+        );
+        assert_eq!(c.lora_state(), c_before, "{what}: the C pipeline changed");
     }
     let err = p
         .load_lora(dir.join("missing.safetensors"), "m")

@@ -45,9 +45,12 @@ from diffusers import (  # noqa: E402
     TaylorSeerCacheConfig,
 )
 from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK  # noqa: E402
+from diffusers.hooks.hooks import CacheContext, _set_cache_context  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 
 from common import check_nontrivial, randn, write_cases_json  # noqa: E402
 from golden_pipelines import (  # noqa: E402
+    EDIT_PROMPT,
     GUIDANCE,
     HEIGHT,
     I2V_PROMPT,
@@ -57,10 +60,12 @@ from golden_pipelines import (  # noqa: E402
     _dpm_queue,
     _latent_layout,
     _load,
+    _load_ddim_inversion_script,
     _Queue,
     _save,
     _shapes,
     _test_image,
+    edit_from_base,
 )
 
 # The methods' settings. "doc" ones are diffusers' documented CogVideoX settings (the PAB example of
@@ -113,6 +118,18 @@ CASES = [
     ("cache_taylor_i2v_15", "i2v", "cogvideox1.5-5b-i2v", "dpm", 8, True, GUIDANCE, "taylorseer", TAYLOR_FAST,
      84000),
     ("cache_taylor_5b_2steps", "t2v", "cogvideox-5b", "dpm", 2, True, GUIDANCE, "taylorseer", TAYLOR_FAST, 85000),
+]
+
+# Prompt editing (the CogVideo DDIM-inversion script, as golden_pipelines.py's edit cases) with the inversion exact
+# and the reconstruction cached: name, method, settings. Inputs are EDIT_BASE's (frames_u8, posterior_noise,
+# recon_noise) at EDIT_STEPS steps. FasterCache has no edit case: it splits the batch into an unconditional and a
+# conditional half, which the reconstruction's [x, x, ref, ref] batch is not, and the library refuses it for edits.
+EDIT_BASE = "pipeline_edit_5b"
+EDIT_STEPS = 8
+EDIT_CASES = [
+    ("cache_edit_fbc_5b", "first_block", "auto"),
+    ("cache_edit_pab_5b", "pab", PAB_DOC),
+    ("cache_edit_taylor_5b", "taylorseer", TAYLOR_DOC),
 ]
 
 NOTES = [
@@ -288,25 +305,7 @@ def _run_case(golden_dir, tiny_root, name, kind, variant, sched, steps, dyn, gui
     else:
         raise AssertionError(f"{name}: no usable First-block cache threshold")
 
-    records = []
-    for i, (rows, attn) in enumerate(cached_steps):
-        assert len(rows) == 1, (name, i, rows)
-        ran = [b in attn for b in range(n_blocks)]
-        assert sorted(attn) == [b for b in range(n_blocks) if ran[b]], (name, i, attn)
-        rec = {"rows": rows[0], "attention": ran, "fbc_diff": None, "blocks_skipped": 0}
-        if method == "first_block":
-            d, decision = fbc_log[i]
-            rec["fbc_diff"] = d
-            if not decision:
-                rec["blocks_skipped"] = n_blocks - 1
-                assert ran == [True] + [False] * (n_blocks - 1), (name, i, ran)
-            if d is not None:
-                margin = abs(d - settings["threshold"]) / max(settings["threshold"], 1e-30)
-                assert settings["threshold"] == 0.0 or settings["threshold"] > 1e8 or margin > 0.05, \
-                    (name, i, d, settings)
-        records.append(rec)
-    assert len(records) == steps, (name, len(records))
-
+    records = _records(name, method, settings, cached_steps, fbc_log, n_blocks, steps)
     differs = not torch.equal(latents_final, latents_exact)
     if method == "first_block" and settings["threshold"] == 0.0:
         assert not differs, f"{name}: a zero threshold changed the result"
@@ -330,12 +329,148 @@ def _run_case(golden_dir, tiny_root, name, kind, variant, sched, steps, dyn, gui
     }
 
 
+def _records(name, method, settings, cached_steps, fbc_log, n_blocks, steps):
+    """One record per step from the spies' logs (and First-block cache's decisions), checked for consistency."""
+    records = []
+    for i, (rows, attn) in enumerate(cached_steps):
+        assert len(rows) == 1, (name, i, rows)
+        ran = [b in attn for b in range(n_blocks)]
+        assert sorted(attn) == [b for b in range(n_blocks) if ran[b]], (name, i, attn)
+        rec = {"rows": rows[0], "attention": ran, "fbc_diff": None, "blocks_skipped": 0}
+        if method == "first_block":
+            d, decision = fbc_log[i]
+            rec["fbc_diff"] = d
+            if not decision:
+                rec["blocks_skipped"] = n_blocks - 1
+                assert ran == [True] + [False] * (n_blocks - 1), (name, i, ran)
+            if d is not None:
+                margin = abs(d - settings["threshold"]) / max(settings["threshold"], 1e-30)
+                assert settings["threshold"] == 0.0 or settings["threshold"] > 1e8 or margin > 0.05, \
+                    (name, i, d, settings)
+        records.append(rec)
+    assert len(records) == steps, (name, len(records))
+    return records
+
+
+def _run_edit_case(golden_dir, tiny_root, script, name, method, settings):
+    base = load_file(os.path.join(golden_dir, f"{EDIT_BASE}.safetensors"))
+    pipe = _load(tiny_root, "cogvideox-5b", CogVideoXPipeline)
+    tr = pipe.transformer
+    blocks = tr.transformer_blocks
+    n_blocks = len(blocks)
+    attn_log, rows_log, per_step = [], [], []
+    tr.patch_embed.register_forward_pre_hook(lambda m, args: rows_log.append(int(args[1].shape[0])))
+
+    def pre(m, args, kwargs):
+        # what the pipelines do around each transformer call and the script does not: the hooks' timestep and
+        # cache context
+        pipe._current_timestep = kwargs["timestep"][0]
+        _set_cache_context(m, CacheContext("cond_uncond"))
+
+    def post(m, args, kwargs, out):
+        _set_cache_context(m, None)
+        per_step.append((list(rows_log), list(attn_log)))
+        rows_log.clear()
+        attn_log.clear()
+
+    def edit(cache_settings):
+        """The edit with the reconstruction cached by `cache_settings` (None: exact): latents, steps, FBC log."""
+        fbc = []
+
+        def reconstruction(run):
+            # inside OverrideAttnProcessors: spy on the reference-attention processors
+            for i, b in enumerate(blocks):
+                b.attn1.processor = _AttnSpy(b.attn1.processor, attn_log, i)
+            per_step.clear()
+            rows_log.clear()
+            hooks = [tr.register_forward_pre_hook(pre, with_kwargs=True),
+                     tr.register_forward_hook(post, with_kwargs=True)]
+            try:
+                if cache_settings is None:
+                    return run()
+                rec, _, log = _cached_run(pipe, method, cache_settings, lambda: (run(), None))
+                fbc.extend(log)
+                return rec
+            finally:
+                for h in hooks:
+                    h.remove()
+                pipe._current_timestep = None
+
+        _, latents = edit_from_base(pipe, script, base, EDIT_STEPS, reconstruction)
+        return latents, list(per_step), fbc
+
+    residuals = []
+    handle = blocks[0].register_forward_hook(
+        lambda m, args, kwargs, out: residuals.append((out[0] - kwargs["hidden_states"]).detach().clone()),
+        with_kwargs=True)
+    latents_exact, exact_steps, _ = edit(None)
+    handle.remove()
+    residuals = residuals[-EDIT_STEPS:]  # the reconstruction's (the inversion ran first)
+    for rows, attn in exact_steps:
+        assert rows == [4] and attn == list(range(n_blocks)), (name, rows, attn)
+
+    candidates = [settings]
+    if settings == "auto":
+        diffs = [None] + [((residuals[i] - residuals[i - 1]).abs().mean() / residuals[i - 1].abs().mean()).item()
+                          for i in range(1, EDIT_STEPS)]
+        candidates = [{"threshold": t} for t in _auto_thresholds(diffs)]
+    for settings in candidates:
+        latents_final, cached_steps, fbc_log = edit(settings)
+        if method != "first_block" or len(candidates) == 1:
+            break
+        t = settings["threshold"]
+        decided = [(d, c) for d, c in fbc_log if d is not None]
+        if any(not c for _, c in decided) and any(c for _, c in decided) \
+                and all(abs(d - t) > 0.05 * t for d, _ in decided):
+            break
+    else:
+        raise AssertionError(f"{name}: no usable First-block cache threshold")
+    records = _records(name, method, settings, cached_steps, fbc_log, n_blocks, EDIT_STEPS)
+    differs = not torch.equal(latents_final, latents_exact)
+    skipped_any = any(not all(r["attention"]) for r in records)
+    assert differs == skipped_any and skipped_any, (name, differs, skipped_any)
+    check_nontrivial(latents_final, name)
+    _save(os.path.join(golden_dir, f"{name}.safetensors"),
+          {"latents_final": latents_final, "latents_exact": latents_exact})
+    pipe.scheduler.set_timesteps(EDIT_STEPS)
+    return {
+        "name": name, "file": f"{name}.safetensors", "kind": "edit", "variant": "cogvideox-5b",
+        "inputs": f"{EDIT_BASE}.safetensors (frames_u8, posterior_noise, recon_noise; see pipeline_cases.json)",
+        "scheduler": type(pipe.scheduler).__name__, "steps": EDIT_STEPS,
+        "timesteps": [int(t) for t in pipe.scheduler.timesteps], "guidance_scale": GUIDANCE,
+        "height": HEIGHT, "width": WIDTH, "num_frames": int(base["frames_u8"].shape[0]), "prompt": EDIT_PROMPT, "negative_prompt": "", "method": method, "settings": settings, "blocks": n_blocks,
+        "cached": "the reconstruction only (the inversion exact)", "differs_from_exact": differs,
+        "steps_record": records,
+    }
+
+
+@torch.no_grad()
+def gen_cache_edit(golden_dir, tiny_root):
+    """The edit cases alone (cache_edit_*.safetensors, cache_edit_cases.json). Needs the DDIM-inversion script
+    (golden_pipelines.py); without it nothing is written and 0 is returned."""
+    script, path = _load_ddim_inversion_script()
+    if script is None:
+        import warnings
+
+        warnings.warn(f"DDIM-inversion script not found at {path}: skipping the cache_edit_* cases")
+        return 0
+    cases = [_run_edit_case(golden_dir, tiny_root, script, *c) for c in EDIT_CASES]
+    write_cases_json(os.path.join(golden_dir, "cache_edit_cases.json"),
+                     {"generator": "scripts/golden/golden_cache.py (gen_cache_edit)", "notes": NOTES + [
+                         "Edit cases: the CogVideo script's inversion runs without hooks; the reconstruction runs "
+                         "with pipe.transformer.enable_cache(config), with the cache context 'cond_uncond' and "
+                         "pipe._current_timestep set around each transformer call as the pipelines set them (the "
+                         "script does not). rows is the reconstruction's batch [x, x, ref, ref] (4). "
+                         "latents_exact is the same edit uncached."]}, cases)
+    return len(cases)
+
+
 @torch.no_grad()
 def gen_cache(golden_dir, tiny_root):
     cases = [_run_case(golden_dir, tiny_root, *c) for c in CASES]
     write_cases_json(os.path.join(golden_dir, "cache_cases.json"),
                      {"generator": "scripts/golden/golden_cache.py", "notes": NOTES}, cases)
-    return len(cases)
+    return len(cases) + gen_cache_edit(golden_dir, tiny_root)
 
 
 if __name__ == "__main__":
@@ -346,5 +481,7 @@ if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.join(here, "..", "..", "tests", "data")
     t0 = time.time()
-    n = gen_cache(os.path.join(data, "golden"), os.path.join(data, "tiny"))
+    args = (os.path.join(data, "golden"), os.path.join(data, "tiny"))
+    # --edit: the edit cases alone
+    n = gen_cache_edit(*args) if "--edit" in sys.argv else gen_cache(*args)
     print(f"cache: {n} cases in {time.time() - t0:.1f}s")

@@ -43,17 +43,21 @@ from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline, CogVideoXVideoTo
 
 from common import assert_close, check_nontrivial, randn, write_cases_json  # noqa: E402
 from golden_pipelines import (  # noqa: E402
+    EDIT_PROMPT,
+    EDIT_STEPS,
     GUIDANCE,
     HEIGHT,
     T2V_PROMPT,
     WIDTH,
     _decode,
+    _load_ddim_inversion_script,
     _dpm_plan,
     _dpm_queue,
     _load,
     _Queue,
     _save,
     _test_clip,
+    edit_from_base,
 )
 
 VARIANT = "cogvideox-5b"
@@ -73,6 +77,8 @@ SETTINGS = [
 T2V = ("pipeline_t2v_5b_dpm", 4, True, 9, 31000)  # base case, steps, dynamic cfg, frames, seed
 V2V = ("pipeline_v2v_5b_dpm", 4, 0.8, True, 9, 41000)  # base case, steps, strength, dynamic cfg, frames, seed
 V2V_PROMPT = "a red fox running through snow, painted in watercolor"
+EDIT_BASE = "pipeline_edit_5b"  # the edit case whose inputs the LoRA edit reuses
+EDIT_SETTINGS = ["none", "one", "one_fused"]  # SETTINGS entries the edit runs: one adapter, unfused and fused
 # the spellings of adapter `a` besides the saved one, as (file, note)
 SPELLINGS = {
     "a_rank2.safetensors": "CogVideoXPipeline.save_lora_weights: transformer.<module>.lora_A/lora_B.weight and "
@@ -305,6 +311,58 @@ def _v2v_case(golden_dir, tiny_root, lora_dir, files):
                       "pipeline_v2v_cases.json)", "steps": steps, "strength": strength, "prompt": V2V_PROMPT}
 
 
+def _edit_case(golden_dir, tiny_root, lora_dir, files, script):
+    """The DDIM-inversion edit (the CogVideo script's functions, as golden_pipelines.py's edit cases) with adapter
+    ``a`` active for both the inversion and the reconstruction, unfused and fused."""
+    base = load_file(os.path.join(golden_dir, f"{EDIT_BASE}.safetensors"))
+    pipe = _load(tiny_root, VARIANT, CogVideoXPipeline)
+    _load_adapters(pipe, lora_dir, {"a": files["a"]})
+    tensors, latents, trajectories = {}, {}, {}
+    for s in SETTINGS:
+        if s[0] not in EDIT_SETTINGS:
+            continue
+        undo = _apply(pipe, s)
+        trajectories[s[0]], latents[s[0]] = edit_from_base(pipe, script, base, EDIT_STEPS)
+        undo()
+        if s[0] != "none":
+            tensors[f"{s[0]}.latents_final"] = latents[s[0]]
+            tensors[f"{s[0]}.inverse_trajectory"] = trajectories[s[0]]
+    assert_close(latents["none"], base["latents_final"], "edit without LoRA vs the base golden", atol=1e-4)
+    assert_close(trajectories["none"], base["inverse_trajectory"], "inversion without LoRA vs the base golden",
+                 atol=1e-4)
+    _check_changes(latents, "edit")
+    _check_changes({k: v[-1] for k, v in trajectories.items()}, "inversion")
+    _save(os.path.join(golden_dir, "lora_edit_5b.safetensors"), tensors)
+    return {"name": "lora_edit_5b", "file": "lora_edit_5b.safetensors", "kind": "edit", "variant": VARIANT,
+            "inputs": f"{EDIT_BASE}.safetensors (frames_u8, posterior_noise, recon_noise; see pipeline_cases.json)",
+            "steps": EDIT_STEPS, "guidance_scale": GUIDANCE, "prompt": EDIT_PROMPT,
+            "settings": [s for s in EDIT_SETTINGS if s != "none"],
+            "lora": "adapter a active for the inversion and the reconstruction (reference attention included)"}
+
+
+@torch.no_grad()
+def gen_lora_edit(golden_dir, tiny_root, lora_dir):
+    """The edit case alone (lora_edit_5b.safetensors, lora_edit_cases.json), against tests/data/lora's adapters.
+    Needs the DDIM-inversion script (golden_pipelines.py); without it, nothing is written and 0 is returned."""
+    script, path = _load_ddim_inversion_script()
+    if script is None:
+        import warnings
+
+        warnings.warn(f"DDIM-inversion script not found at {path}: skipping lora_edit_5b")
+        return 0
+    files = {name: f"{name}_rank{rank}.safetensors" for name, rank, *_ in ADAPTERS}
+    case = _edit_case(golden_dir, tiny_root, lora_dir, files, script)
+    settings = [{"name": n, "adapters": [[a, w] for a, w in p], "fused": f} for n, p, f in SETTINGS
+                if n in case["settings"]]
+    write_cases_json(os.path.join(golden_dir, "lora_edit_cases.json"),
+                     {"generator": "scripts/golden/golden_lora.py (gen_lora_edit)", "notes": NOTES + [
+                         "Edit: each setting's <setting>.inverse_trajectory (the inversion with the adapter active) "
+                         "and <setting>.latents_final (the reconstruction from recon_noise); without LoRA both "
+                         "are within 1e-4 of the base edit case's."],
+                      "settings": settings}, [case])
+    return 1
+
+
 NOTES = [
     "Scaling as PEFT applies it: each adapter adds weight * lora_alpha / r * lora_B(lora_A(x)) to its base linear "
     "layer's output, adapters in the order given to set_adapters; r is the tensor's rank. lora_alpha (and "
@@ -330,7 +388,7 @@ def gen_lora(golden_dir, tiny_root, lora_dir):
     write_cases_json(os.path.join(golden_dir, "lora_cases.json"),
                      {"generator": "scripts/golden/golden_lora.py", "notes": NOTES, "adapters": adapters,
                       "spellings": SPELLINGS, "settings": settings}, cases)
-    return len(cases)
+    return len(cases) + gen_lora_edit(golden_dir, tiny_root, lora_dir)
 
 
 def main():
@@ -347,7 +405,11 @@ def main():
         warnings.warn(f"peft {peft.__version__} installed, golden files were made with 0.22.0")
     repo = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
     data = os.path.join(repo, "tests", "data")
-    n = gen_lora(os.path.join(data, "golden"), os.path.join(data, "tiny"), os.path.join(data, "lora"))
+    args = (os.path.join(data, "golden"), os.path.join(data, "tiny"), os.path.join(data, "lora"))
+    if "--edit" in sys.argv:  # the edit case alone, against the adapters already in tests/data/lora
+        print(f"lora edit: {gen_lora_edit(*args)} cases")
+        return
+    n = gen_lora(*args)
     print(f"lora: {n} cases")
 
 

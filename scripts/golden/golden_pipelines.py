@@ -579,6 +579,34 @@ def _run_edit(golden_dir, tiny_root, script, name, variant, num_frames, start, s
     }
 
 
+def edit_from_base(pipe, script, base, steps, reconstruction=None):
+    """_run_edit's edit (noise start) again on a base edit case's inputs (frames_u8, posterior_noise, recon_noise)
+    with `steps` steps, for the LoRA and cache goldens: returns (inverse trajectory, final latents).
+    `reconstruction(run)`, where given, runs the reconstruction (`run()`, the script's sample call, already inside
+    OverrideAttnProcessors) and returns its result, so that a caller can hook the reconstruction only."""
+    frames = torch.stack([x / 255.0 * 2.0 - 1.0 for x in base["frames_u8"].float()], dim=0)
+    frames = frames.permute(0, 3, 1, 2).contiguous()
+    with _Queue(vae_mod, [base["posterior_noise"]]):
+        video_latents = script.encode_video_frames(pipe.vae, frames)
+    # (goldens made on another CPU differ in the last bits, tests/data/README.md)
+    assert_close(video_latents, base["video_latents"], "edit inputs vs the base case", atol=1e-4)
+    inverse = DDIMInverseScheduler(**pipe.scheduler.config)
+    with torch.no_grad(), _Queue(dpm_mod):
+        inverse_latents = script.sample(pipeline=pipe, latents=video_latents, scheduler=inverse, prompt="",
+                                        num_inference_steps=steps, guidance_scale=GUIDANCE,
+                                        generator=torch.Generator().manual_seed(42))
+
+    def run():
+        return script.sample(pipeline=pipe, latents=base["recon_noise"].clone(), scheduler=pipe.scheduler,
+                             prompt=EDIT_PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE,
+                             generator=torch.Generator().manual_seed(42),
+                             reference_latents=reversed(inverse_latents))
+
+    with torch.no_grad(), script.OverrideAttnProcessors(transformer=pipe.transformer):
+        recon = reconstruction(run) if reconstruction else run()
+    return inverse_latents, recon[-1]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,8 @@
 //! Step caching in the C API (since 1.4): the `cogvideo_cache_options` a
-//! sampling call points to and the `cogvideo_cache_report` it fills.
+//! sampling call points to and the `cogvideo_cache_report` it fills (since
+//! 1.5 with the LoRA setting the call ran with).
+
+use std::ffi::c_char;
 
 use super::options::{self, Layout};
 use super::status::{cogvideo_status, guard};
@@ -8,6 +11,7 @@ use crate::hooks::{
     CacheConfig, CacheReport, FasterCacheConfig, FirstBlockCacheConfig,
     PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig,
 };
+use crate::pipelines::LoraReport;
 
 /// No cache: every block of every step runs (exact; the default).
 pub const COGVIDEO_CACHE_OFF: u32 = 0;
@@ -76,11 +80,13 @@ pub struct cogvideo_cache_options {
     pub taylorseer_max_order: i32,
 }
 
-/// What a call's step cache saved (since 1.4), filled when the call's
-/// options point `cache_report` at it; all zero for a call without a
-/// cache. Initialise with `cogvideo_cache_report_init(&r)`. A block
-/// evaluation is one transformer block over one sample (guidance runs two
-/// samples per step).
+/// What a call ran with and what its step cache saved (since 1.4), filled
+/// when the call's options point `cache_report` at it; the cache's counts
+/// are all zero for a call without a cache. Initialise with
+/// `cogvideo_cache_report_init(&r)`. A block evaluation is one transformer
+/// block over one sample (guidance runs two samples per step). Since 1.5
+/// it also names the LoRA setting the call ran with: the one in effect
+/// when it started, whatever changed meanwhile.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct cogvideo_cache_report {
@@ -94,6 +100,27 @@ pub struct cogvideo_cache_report {
     pub blocks_skipped: u64,
     /// Attention evaluations reused or forecast in blocks that ran.
     pub attention_skipped: u64,
+    /// Since 1.5: the hash of the LoRA setting the call ran with, as
+    /// `cogvideo_pipeline_lora_state` gives it (0: no adapter changed the
+    /// output).
+    pub lora_hash: u64,
+    /// Since 1.5: 1 when the adapters were fused, else 0.
+    pub lora_fused: u32,
+    /// Since 1.5: the adapters of the setting, weight 0 included.
+    pub lora_count: u32,
+    /// Since 1.5, set by the caller: room for `lora_capacity` weights, or
+    /// NULL. The call writes the first `min(lora_count, lora_capacity)`
+    /// adapters' weights, in the setting's order.
+    pub lora_weights: *mut f64,
+    pub lora_capacity: usize,
+    /// Since 1.5, set by the caller: a buffer of `lora_names_size` bytes,
+    /// or NULL. The call writes the adapters' names in the setting's
+    /// order, each ending with a NUL, one after another, as many whole
+    /// names as fit.
+    pub lora_names: *mut c_char,
+    pub lora_names_size: usize,
+    /// Since 1.5: the bytes all the names take, their NULs included.
+    pub lora_names_needed: usize,
 }
 
 impl Layout for cogvideo_cache_options {
@@ -134,7 +161,10 @@ impl Layout for cogvideo_cache_options {
 
 impl Layout for cogvideo_cache_report {
     const NAME: &'static str = "cogvideo_cache_report";
-    const SIZES: &'static [usize] = &[std::mem::size_of::<Self>()];
+    const SIZES: &'static [usize] = &[
+        std::mem::offset_of!(Self, lora_hash),
+        std::mem::size_of::<Self>(),
+    ];
     fn defaults() -> Self {
         Self {
             struct_size: std::mem::size_of::<Self>() as u32,
@@ -142,6 +172,14 @@ impl Layout for cogvideo_cache_report {
             block_evaluations: 0,
             blocks_skipped: 0,
             attention_skipped: 0,
+            lora_hash: 0,
+            lora_fused: 0,
+            lora_count: 0,
+            lora_weights: std::ptr::null_mut(),
+            lora_capacity: 0,
+            lora_names: std::ptr::null_mut(),
+            lora_names_size: 0,
+            lora_names_needed: 0,
         }
     }
 }
@@ -303,20 +341,62 @@ impl CallCache {
         Ok(())
     }
 
-    /// Fills the report, if asked for.
+    /// Fills the report, if asked for: the cache's counts and the LoRA
+    /// setting, with its weights and names in the caller's buffers.
     ///
     /// # Safety
-    /// As [`Self::check`].
-    pub(super) unsafe fn deliver(self, report: Option<&CacheReport>) -> Result<()> {
+    /// As [`Self::check`], and the report's buffers valid for the sizes it
+    /// gives.
+    pub(super) unsafe fn deliver(
+        self,
+        report: Option<&CacheReport>,
+        lora: Option<&LoraReport>,
+    ) -> Result<()> {
         if self.report.is_null() {
             return Ok(());
         }
-        let mut out = cogvideo_cache_report::defaults();
+        // the caller's buffers (NULL in a 1.4 layout)
+        let given = unsafe { options::read(self.report as *const cogvideo_cache_report) }?;
+        let mut out = cogvideo_cache_report {
+            lora_weights: given.lora_weights,
+            lora_capacity: given.lora_capacity,
+            lora_names: given.lora_names,
+            lora_names_size: given.lora_names_size,
+            ..cogvideo_cache_report::defaults()
+        };
         if let Some(r) = report {
             out.steps = r.steps.len() as u32;
             out.block_evaluations = r.block_evaluations;
             out.blocks_skipped = r.blocks_skipped;
             out.attention_skipped = r.attention_skipped;
+        }
+        if let Some(l) = lora {
+            let adapters = &l.setting.adapters;
+            out.lora_hash = l.hash;
+            out.lora_fused = l.setting.fused as u32;
+            out.lora_count = adapters.len() as u32;
+            out.lora_names_needed = adapters.iter().map(|(n, _)| n.len() + 1).sum();
+            if !out.lora_weights.is_null() {
+                for (i, (_, w)) in adapters.iter().take(out.lora_capacity).enumerate() {
+                    // SAFETY: the caller's array holds lora_capacity weights
+                    unsafe { out.lora_weights.add(i).write(*w) };
+                }
+            }
+            if !out.lora_names.is_null() {
+                let mut at = 0;
+                for (name, _) in adapters {
+                    if at + name.len() + 1 > out.lora_names_size {
+                        break;
+                    }
+                    // SAFETY: within the caller's lora_names_size bytes
+                    unsafe {
+                        let dst = out.lora_names.add(at) as *mut u8;
+                        std::ptr::copy_nonoverlapping(name.as_ptr(), dst, name.len());
+                        dst.add(name.len()).write(0);
+                    }
+                    at += name.len() + 1;
+                }
+            }
         }
         unsafe { options::write_out(self.report, &out) }
     }

@@ -48,7 +48,7 @@ pub extern "C" fn cogvideo_version() -> *const c_char {
 /// Minor versions only add functions and append fields to options structs
 /// (a caller built against an older header keeps working: its smaller
 /// `struct_size` is honoured); a new major version breaks compatibility.
-pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 4;
+pub const COGVIDEO_ABI_VERSION: u32 = 1 << 16 | 5;
 
 /// The C ABI version, `COGVIDEO_ABI_VERSION` of the header the library was
 /// built from: compare `>> 16` with the header's to check compatibility.

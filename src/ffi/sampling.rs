@@ -32,7 +32,7 @@ pub(super) fn sample_and_deliver(
     let mut progress = Progress::new(&mut cb);
     let _busy = handle.busy.lock();
     let latents = sample(&handle.pipeline, &mut progress)?;
-    unsafe { cache.deliver(progress.cache_report()) }?;
+    unsafe { cache.deliver(progress.cache_report(), progress.lora_report()) }?;
     outputs.deliver(&handle.pipeline, &latents, &mut progress)
 }
 

@@ -128,6 +128,17 @@ impl State {
         }
     }
 
+    /// The tensors kept between steps.
+    pub(super) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        let delta = self.delta.iter().map(|(d, _, _)| d);
+        let blocks = self
+            .blocks
+            .iter()
+            .filter_map(|b| b.cache.as_ref())
+            .flat_map(|(older, last)| [older, last]);
+        delta.chain(blocks)
+    }
+
     pub(super) fn cond_only(&mut self, info: StepInfo, rows: usize) -> bool {
         rows == 2
             && self.calls > 0
@@ -198,7 +209,9 @@ impl State {
             _ => compute()?,
         };
         let kept = if rows == full {
+            // a copy: the view would keep the whole batch's output alive
             out.narrow(0, full / 2, full - full / 2)?
+                .force_contiguous()?
         } else {
             out.clone()
         };

@@ -60,6 +60,13 @@ impl State {
         }
     }
 
+    /// The tensors kept between steps.
+    pub(super) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.head_output, &self.head_residual, &self.tail_residual]
+            .into_iter()
+            .flatten()
+    }
+
     pub(super) fn last_change(&self) -> Option<f64> {
         self.change
     }

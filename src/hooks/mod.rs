@@ -91,6 +91,10 @@ pub struct CacheReport {
     /// Attention evaluations reused or forecast inside blocks that ran
     /// (Pyramid Attention Broadcast, FasterCache, TaylorSeer).
     pub attention_skipped: u64,
+    /// The most bytes the cache held between two steps: the allocations
+    /// behind its kept tensors, each counted once (what
+    /// [`CacheConfig::stream_copies`] bounds).
+    pub peak_held_bytes: u64,
     /// One record per step, in order.
     pub steps: Vec<CacheStep>,
 }
@@ -199,6 +203,13 @@ impl StepCache {
         self.report.attention_skipped += (ran - computed.min(ran)) as u64 * s.rows as u64;
         self.report.steps.push(s);
         self.step = None;
+        let held = match &self.state {
+            State::FirstBlock(s) => crate::memory::held_bytes(s.tensors()),
+            State::Pab(s) => crate::memory::held_bytes(s.tensors()),
+            State::Faster(s) => crate::memory::held_bytes(s.tensors()),
+            State::Taylor(s) => crate::memory::held_bytes(s.tensors()),
+        };
+        self.report.peak_held_bytes = self.report.peak_held_bytes.max(held);
     }
 
     pub fn report(&self) -> &CacheReport {

@@ -64,6 +64,11 @@ impl State {
         }
     }
 
+    /// The tensors kept between steps.
+    pub(super) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.blocks.iter().filter_map(|(_, t)| t.as_ref())
+    }
+
     pub(super) fn attention(
         &mut self,
         info: StepInfo,

@@ -74,6 +74,11 @@ impl State {
         }
     }
 
+    /// The tensors kept between steps.
+    pub(super) fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.blocks.iter().flat_map(|b| &b.factors)
+    }
+
     pub(super) fn attention(
         &mut self,
         block: usize,

@@ -251,6 +251,16 @@ impl Attention {
     }
 
     /// This layer with `lora`'s adapters fused into its projections.
+    /// The weights of the layers that take adapters.
+    pub fn lora_weights(&self) -> [(LoraSite, &Tensor); 4] {
+        [
+            (LoraSite::ToQ, self.to_q.weight()),
+            (LoraSite::ToK, self.to_k.weight()),
+            (LoraSite::ToV, self.to_v.weight()),
+            (LoraSite::ToOut, self.to_out.weight()),
+        ]
+    }
+
     pub fn fused(&self, lora: &BlockLora) -> Result<Self> {
         let fuse = |lin: &Linear, site: LoraSite| -> Result<Linear> {
             match lora.terms(site) {
@@ -326,6 +336,14 @@ impl FeedForward {
     }
 
     /// This layer with `lora`'s adapters fused into its two products.
+    /// The weights of the layers that take adapters.
+    pub fn lora_weights(&self) -> [(LoraSite, &Tensor); 2] {
+        [
+            (LoraSite::FfIn, self.proj_in.weight()),
+            (LoraSite::FfOut, self.proj_out.weight()),
+        ]
+    }
+
     pub fn fused(&self, lora: &BlockLora) -> Result<Self> {
         let fuse = |lin: &Linear, site: LoraSite| -> Result<Linear> {
             match lora.terms(site) {

@@ -92,6 +92,14 @@ impl BlockLora {
     pub fn is_empty(&self) -> bool {
         self.terms.iter().all(Vec::is_empty)
     }
+
+    /// The layers with terms, and their terms.
+    pub fn sites(&self) -> impl Iterator<Item = (LoraSite, &[LoraTerm])> {
+        LoraSite::ALL
+            .into_iter()
+            .map(|s| (s, self.terms(s)))
+            .filter(|(_, t)| !t.is_empty())
+    }
 }
 
 /// `y + scale * B(A(x))` for each term, in order (PEFT's unfused forward:

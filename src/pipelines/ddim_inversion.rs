@@ -201,7 +201,7 @@ impl Pipeline {
         inverse.set_timesteps(opts.steps)?;
         let empty = self.text_encoder.get()?.empty_prompt_embedding()?;
         let transformer = self.transformer.get()?;
-        let (lora, _) = self.lora_for_call(&transformer)?;
+        let lora = self.lora_for_call(&transformer, progress)?;
         let out = Denoise {
             transformer: &transformer,
             lora: lora.as_deref(),
@@ -326,7 +326,7 @@ impl Pipeline {
         // step n-1-i.
         let reference: Vec<Tensor> = inversion.trajectory.iter().rev().cloned().collect();
         let transformer = self.transformer.get()?;
-        let (lora, _) = self.lora_for_call(&transformer)?;
+        let lora = self.lora_for_call(&transformer, progress)?;
         let out = Denoise {
             transformer: &transformer,
             lora: lora.as_deref(),

@@ -3,14 +3,17 @@
 //! them. Each call takes a snapshot of the setting when it starts, so a
 //! change made meanwhile (from another thread) applies from the next call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::Pipeline;
+use candle_core::DType;
+
+use super::{Pipeline, Progress};
 use crate::checkpoint::Fnv;
 use crate::error::{Error, Result};
 use crate::loaders::lora_pipeline::{LoraAdapter, transformer_lora};
+use crate::models::lora::LoraSite;
 use crate::models::transformers::{CogVideoXTransformer3DModel, TransformerLora};
 
 /// The adapters in effect and how they are applied.
@@ -21,6 +24,22 @@ pub struct LoraSetting {
     /// Merged into the weights ([`Pipeline::fuse_lora`]) rather than added
     /// beside the linear layers.
     pub fused: bool,
+}
+
+/// The LoRA setting a call ran with ([`Progress::lora_report`]): the
+/// snapshot taken when it started, whatever changed meanwhile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoraReport {
+    /// [`Pipeline::lora_hash`] of the setting: 0 when no adapter changed
+    /// the output.
+    pub hash: u64,
+    pub setting: LoraSetting,
+    /// Bytes the adapters held while the call ran: the allocations behind
+    /// the loaded adapters, their copies in the compute dtype and the fused
+    /// layers kept for the call, each allocation once (blocks fused as they
+    /// are read, with streamed or per-component residency, are not held).
+    /// [`Pipeline::lora_estimate_bytes`] bounds it.
+    pub held_bytes: u64,
 }
 
 #[derive(Default)]
@@ -158,20 +177,77 @@ impl Pipeline {
         (lora_hash(&state), state.setting.clone())
     }
 
+    /// The memory estimate's share for LoRA (bytes): the loaded adapters as
+    /// read (f32), the active ones' matrices in the compute dtype and, fused,
+    /// a copy of every adapted layer's weight (with streamed or
+    /// per-component residency, those of the largest block: blocks are fused
+    /// as they are read). [`LoraReport::held_bytes`] is what a call held.
+    pub fn lora_estimate_bytes(&self) -> u64 {
+        let (kept, call) = self.lora_bytes();
+        kept + call
+    }
+
+    /// [`Self::lora_estimate_bytes`] in two: what is held between calls
+    /// (the loaded adapters and, once a kept transformer's setting is
+    /// prepared, what calls apply), and what the next call allocates.
+    pub(crate) fn lora_bytes(&self) -> (u64, u64) {
+        let state = self.lora.lock();
+        let loaded: u64 = state.loaded.values().map(|a| a.bytes(DType::F32)).sum();
+        let effective = state.effective();
+        let active: u64 = effective.iter().map(|(a, _)| a.bytes(self.dtype)).sum();
+        let fused = if state.setting.fused {
+            let cfg = &self.transformer_cfg;
+            let (dim, temb) = (cfg.inner_dim(), cfg.time_embed_dim);
+            let layers: BTreeSet<(usize, LoraSite)> = effective
+                .iter()
+                .flat_map(|(a, _)| a.modules().iter().map(|m| (m.block, m.site)))
+                .collect();
+            let mut per_block: BTreeMap<usize, u64> = BTreeMap::new();
+            for (block, site) in layers {
+                let (i, o) = site.features(dim, temb);
+                *per_block.entry(block).or_default() += (i * o * self.dtype.size_in_bytes()) as u64;
+            }
+            match self.transformer {
+                super::residency::Component::Kept(_) => per_block.values().sum(),
+                _ => per_block.values().copied().max().unwrap_or(0),
+            }
+        } else {
+            0
+        };
+        match state.prepared {
+            Some(_) => (loaded + active + fused, 0),
+            None => (loaded, active + fused),
+        }
+    }
+
     /// The adapters a call applies: a snapshot of the setting, `None` when
-    /// nothing is applied, and its [`Self::lora_hash`].
+    /// nothing is applied; the snapshot goes into the call's report.
     pub(crate) fn lora_for_call(
         &self,
         transformer: &CogVideoXTransformer3DModel,
-    ) -> Result<(Option<Arc<TransformerLora>>, u64)> {
+        progress: &mut Progress,
+    ) -> Result<Option<Arc<TransformerLora>>> {
         let mut state = self.lora.lock();
-        let hash = lora_hash(&state);
+        let mut report = LoraReport {
+            hash: lora_hash(&state),
+            setting: state.setting.clone(),
+            held_bytes: 0,
+        };
+        let loaded: Vec<&candle_core::Tensor> = state
+            .loaded
+            .values()
+            .flat_map(|a| a.modules().iter().flat_map(|m| [&m.a, &m.b]))
+            .collect();
+        report.held_bytes = crate::memory::held_bytes(loaded.iter().copied());
         let effective = state.effective();
         if effective.is_empty() {
-            return Ok((None, hash));
+            progress.set_lora_report(report);
+            return Ok(None);
         }
         if let Some(p) = &state.prepared {
-            return Ok((Some(p.clone()), hash));
+            report.held_bytes = crate::memory::held_bytes(loaded.into_iter().chain(p.tensors()));
+            progress.set_lora_report(report);
+            return Ok(Some(p.clone()));
         }
         let mut lora = transformer_lora(
             &effective,
@@ -186,11 +262,13 @@ impl Pipeline {
         if kept {
             lora.fuse_kept(transformer)?;
         }
+        report.held_bytes = crate::memory::held_bytes(loaded.into_iter().chain(lora.tensors()));
+        progress.set_lora_report(report);
         let lora = Arc::new(lora);
         if kept {
             state.prepared = Some(lora.clone());
         }
-        Ok((Some(lora), hash))
+        Ok(Some(lora))
     }
 }
 

@@ -87,7 +87,8 @@ fn stream_tokens(cfg: &TransformerConfig, [height, width, frames]: [usize; 3]) -
 }
 
 /// Bytes a step cache keeps while sampling: its copies of the token stream
-/// ([`CacheConfig::stream_copies`]) for every sample of the batch.
+/// ([`CacheConfig::stream_copies`]) for every sample of the batch, and
+/// FasterCache's difference of the two guidance branches (one f32 latent).
 pub(super) fn cache_bytes(
     cfg: &TransformerConfig,
     dtype: DType,
@@ -96,9 +97,19 @@ pub(super) fn cache_bytes(
     cache: &CacheConfig,
 ) -> u64 {
     let elem = dtype.size_in_bytes() as u64;
-    cache
+    let streams = cache
         .stream_copies(cfg.num_layers)
-        .saturating_mul(batch * stream_tokens(cfg, size) * cfg.inner_dim() as u64 * elem)
+        .saturating_mul(batch * stream_tokens(cfg, size) * cfg.inner_dim() as u64 * elem);
+    let [height, width, frames] = size;
+    let latent = match cache {
+        CacheConfig::FasterCache(_) => {
+            let (f, _) = latent_frames(cfg, frames);
+            let channels = cfg.out_channels.unwrap_or(cfg.in_channels) as u64;
+            f as u64 * channels * (height / 8) as u64 * (width / 8) as u64 * 4
+        }
+        _ => 0,
+    };
+    streams + latent
 }
 
 /// The models' weight bytes in their compute dtypes, from the headers, with
@@ -148,6 +159,24 @@ pub(super) fn count_weights(
 }
 
 impl Pipeline {
+    /// The memory estimate's share for `cache` in a `height x width x
+    /// frames` call (bytes): the most its kept tensors take, for the call's
+    /// batch (`guidance`: both branches; `reference`: prompt editing's
+    /// reference rows too). [`crate::hooks::CacheReport::peak_held_bytes`]
+    /// is what a call held.
+    pub fn cache_estimate_bytes(
+        &self,
+        height: usize,
+        width: usize,
+        frames: usize,
+        guidance: bool,
+        reference: bool,
+        cache: &CacheConfig,
+    ) -> u64 {
+        let batch = (1 + guidance as u64) * (1 + reference as u64);
+        self.cache_bytes(height, width, frames, batch, cache)
+    }
+
     /// What `cache` keeps while sampling (see [`cache_bytes`]).
     pub(crate) fn cache_bytes(
         &self,
@@ -315,9 +344,13 @@ impl Pipeline {
     ) -> Result<()> {
         let batch = (1 + guidance as u64) * (1 + reference as u64);
         let decode = self.decode_tiling(height, width, frames, VaeTiling::Model)?;
+        // LoRA: what is already held is part of the peak, what the call
+        // prepares also of what must fit
+        let (lora_held, lora_call) = self.lora_bytes();
         // The clip itself, in and out, as f32 pixels.
         let pixels = 3 * (frames * height * width) as u64 * 4;
         let need = pixels
+            + lora_call
             + self
                 .sampling_peak_bytes(height, width, frames, batch)
                 .saturating_add(self.cache_bytes(height, width, frames, batch, cache))
@@ -331,7 +364,7 @@ impl Pipeline {
                 .max(self.vae_peak_bytes(VaeOp::Decode, height, width, frames, &decode)?);
         self.reserve(
             need,
-            self.weight_bytes.peak(self.residency),
+            self.weight_bytes.peak(self.residency) + lora_held,
             &format!("a {width}x{height} clip of {frames} frames"),
             true,
         )

@@ -36,7 +36,7 @@ use crate::text_encoder::{MAX_SEQUENCE_LENGTH, TextEncoder};
 use crate::variant::Variant;
 
 pub use ddim_inversion::{EditOptions, Inversion, InvertOptions};
-pub use lora::LoraSetting;
+pub use lora::{LoraReport, LoraSetting};
 use memory_plan::{choose_residency, count_weights, sampling_peak_bytes};
 pub use pipeline_cogvideox::{GenerateOptions, SamplingOptions};
 pub use pipeline_cogvideox_image2video::AnimateOptions;

@@ -154,7 +154,7 @@ impl Pipeline {
             .to_dtype(self.dtype)?;
         let ofs = image.and(self.transformer_cfg.ofs_embed_dim).map(|_| 2.0);
         let transformer = self.transformer.get()?;
-        let (lora, _) = self.lora_for_call(&transformer)?;
+        let lora = self.lora_for_call(&transformer, progress)?;
         let out = Denoise {
             transformer: &transformer,
             lora: lora.as_deref(),

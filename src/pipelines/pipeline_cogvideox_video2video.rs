@@ -80,7 +80,7 @@ impl Pipeline {
         let t = stepper.timesteps()[first];
         let latents = stepper.add_noise(&clip, &added, t)?.to_dtype(self.dtype)?;
         let transformer = self.transformer.get()?;
-        let (lora, _) = self.lora_for_call(&transformer)?;
+        let lora = self.lora_for_call(&transformer, progress)?;
         let out = Denoise {
             transformer: &transformer,
             lora: lora.as_deref(),

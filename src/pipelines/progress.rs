@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::hooks::CacheReport;
+use crate::pipelines::LoraReport;
 
 /// The stages of a pipeline call, reported in this order where they apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,8 @@ pub enum Stage {
 }
 
 /// The caller's callback, and what the call reports back: what its step
-/// cache saved ([`Self::cache_report`]).
+/// cache saved ([`Self::cache_report`]) and the LoRA setting it ran with
+/// ([`Self::lora_report`]).
 ///
 /// The callback is called with `(stage, done, total)` before a stage starts
 /// and after each unit of work, and with the counts unchanged while a unit
@@ -32,6 +34,7 @@ pub enum Stage {
 pub struct Progress<'a> {
     callback: Option<&'a mut dyn FnMut(Stage, usize, usize) -> bool>,
     cache: Option<CacheReport>,
+    lora: Option<LoraReport>,
 }
 
 impl<'a> Progress<'a> {
@@ -39,6 +42,7 @@ impl<'a> Progress<'a> {
         Self {
             callback: Some(callback),
             cache: None,
+            lora: None,
         }
     }
 
@@ -47,6 +51,7 @@ impl<'a> Progress<'a> {
         Self {
             callback: None,
             cache: None,
+            lora: None,
         }
     }
 
@@ -70,5 +75,16 @@ impl<'a> Progress<'a> {
 
     pub(crate) fn set_cache_report(&mut self, report: Option<CacheReport>) {
         self.cache = report;
+    }
+
+    /// The LoRA adapters, weights and fusing the call's last transformer
+    /// pass ran with (the setting when it started; an empty setting when
+    /// none applied); `None` before a call ran the transformer.
+    pub fn lora_report(&self) -> Option<&LoraReport> {
+        self.lora.as_ref()
+    }
+
+    pub(crate) fn set_lora_report(&mut self, report: LoraReport) {
+        self.lora = Some(report);
     }
 }

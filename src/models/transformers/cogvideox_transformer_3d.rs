@@ -418,6 +418,17 @@ impl CogVideoXBlock {
 
     /// This block with `lora`'s adapters fused into its linear layers (the
     /// other weights shared).
+    /// The weights of the layers that take adapters.
+    pub fn lora_weights(&self) -> Vec<(LoraSite, &Tensor)> {
+        let mut w = vec![
+            (LoraSite::Norm1, self.norm1.linear.weight()),
+            (LoraSite::Norm2, self.norm2.linear.weight()),
+        ];
+        w.extend(self.attn1.lora_weights());
+        w.extend(self.ff.lora_weights());
+        w
+    }
+
     pub fn fused(&self, lora: &BlockLora) -> Result<Self> {
         let norm = |n: &LayerNormZero, site| -> Result<LayerNormZero> {
             Ok(LayerNormZero {
@@ -500,6 +511,27 @@ impl TransformerLora {
 
     pub fn is_fused(&self) -> bool {
         self.fused
+    }
+
+    /// The tensors this holds: the adapters' matrices and, fused into kept
+    /// blocks, the fused layers' weights (the blocks' other layers are the
+    /// model's own).
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut out = Vec::new();
+        for (i, l) in self.blocks.iter().enumerate() {
+            for (site, terms) in l.sites() {
+                out.extend(terms.iter().flat_map(|t| [&t.a, &t.b]));
+                if let Some(Some(b)) = self.fused_blocks.get(i) {
+                    out.extend(
+                        b.lora_weights()
+                            .into_iter()
+                            .filter(|(s, _)| *s == site)
+                            .map(|(_, w)| w),
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Fuses the adapters into `model`'s blocks now when they are kept in
