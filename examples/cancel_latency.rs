@@ -190,7 +190,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     match (result, stop_at) {
-        (Err(_), Some(at)) => println!("cancel_return_s={:.3}", (end - at).as_secs_f64()),
+        // From the request (the first poll after it says stop) to the end,
+        // and from the poll that said stop: the rest is freeing the pass's
+        // memory and the workers finishing their tasks.
+        (Err(_), Some(at)) => println!(
+            "cancel_latency_s={:.3} cancel_return_s={:.3}",
+            (end - start).as_secs_f64() - cancel_after.unwrap_or(0.0),
+            (end - at).as_secs_f64()
+        ),
         (Ok(_), None) => {}
         (r, _) => return Err(format!("unexpected end: {:?}", r.err()).into()),
     }

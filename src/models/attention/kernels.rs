@@ -60,12 +60,12 @@ pub(super) fn cpu_linear(lin: Linear) -> Result<Linear> {
 const SPLIT_ROWS: usize = 64;
 
 /// Most work between two polls of [`linear`], in floating-point
-/// operations: about a fifth of a second on two cores.
-const POLL_PIECE_FLOPS: usize = 16_000_000_000;
+/// operations: about a tenth of a second on two cores.
+const POLL_PIECE_FLOPS: usize = 8_000_000_000;
 
 /// The fewest rows of a polled piece: smaller products run slower (the
 /// weight is packed again for every piece).
-const MIN_POLL_ROWS: usize = 256;
+const MIN_POLL_ROWS: usize = 128;
 
 /// Rows `r0..r0 + rows` of `out` `[m, n]` (row-major, holding the bias
 /// when `read_dst`) plus `xs` `[m, k]` times W^T, W's `n * k` values read
