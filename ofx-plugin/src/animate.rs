@@ -342,21 +342,12 @@ fn animate(
     job: &Job,
 ) -> Result<(Latents, Vec<Frame>), (String, bool)> {
     let api = pipe.api;
-    let (mut n, mut shape) = (0, [0i64; 5]);
-    // SAFETY: live pipeline, writable outputs.
-    let st = unsafe { (api.output_frame_count)(pipe.ptr, length as i32, &mut n) };
-    api.check(st).map_err(|e| (e, false))?;
-    // SAFETY: as above.
-    let st = unsafe {
-        (api.latent_shape)(
-            pipe.ptr,
-            s.width,
-            s.height,
-            length as i32,
-            shape.as_mut_ptr(),
-        )
-    };
-    api.check(st).map_err(|e| (e, false))?;
+    let n = pipe
+        .output_frame_count(length as i32)
+        .map_err(|e| (e, false))?;
+    let shape = pipe
+        .latent_shape(s.width, s.height, length as i32)
+        .map_err(|e| (e, false))?;
     let mut latents = Latents {
         shape,
         values: vec![0.0; shape.iter().product::<i64>().max(0) as usize],
@@ -370,9 +361,7 @@ fn animate(
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
     model_settings::apply(pipe, &s.model.adapters).map_err(|e| (e, false))?;
     let mut cache = StepCache::new(api, s.model.method);
-    let mut o = capi::AnimateOptions::default();
-    // SAFETY: writable options.
-    unsafe { api.animate_options_init.run(&mut o) };
+    let mut o = api.animate_options_init.defaults();
     if let Some(c) = cache.as_deref_mut() {
         o.cache = &c.options;
         o.cache_report = &mut c.report;
@@ -391,11 +380,7 @@ fn animate(
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
     let img = image.as_capi_input();
-    // SAFETY: valid image, options and outputs for the call.
-    let st = unsafe { (api.animate_image)(pipe.ptr, &img, &o, descs.as_ptr(), descs.len()) };
-    if st != capi::OK {
-        return Err((api.error(st), st == capi::ERR_CANCELLED));
-    }
+    pipe.animate_image(&img, &o, &descs)?;
     model_settings::record(job.id, cache.as_deref());
     Ok((latents, out))
 }

@@ -477,6 +477,18 @@ impl<T: Released> Init<T> {
             None => unsafe { (self.legacy)(opts) },
         }
     }
+
+    /// The library's defaults for the plugin's layout of `T`.
+    pub fn defaults(&self) -> T
+    where
+        T: Default,
+    {
+        let mut opts = T::default();
+        // SAFETY: an `Init<T>` is made only by `Api::open`, from the
+        // header's init function of `T`; `opts` is writable.
+        unsafe { self.run(&mut opts) };
+        opts
+    }
 }
 
 /// The library's file name; the bundle puts it beside the plugin binary.
@@ -593,6 +605,56 @@ impl Api {
             Err(self.error(status))
         }
     }
+
+    /// As `check`, telling a cancelled call apart.
+    fn check_call(&self, status: Status) -> Result<(), CallError> {
+        self.check(status).map_err(|message| CallError {
+            message,
+            cancelled: status == ERR_CANCELLED,
+        })
+    }
+
+    /// The library's C ABI version (`major << 16 | minor`).
+    pub fn abi(&self) -> u32 {
+        // SAFETY: a plain query without arguments.
+        unsafe { (self.abi_version)() }
+    }
+
+    /// How many frames latents of `latent_frames` frames decode to.
+    pub fn decoded_frame_count(&self, latent_frames: i32) -> Result<i32, String> {
+        let mut n = 0;
+        // SAFETY: a plain query with a writable output.
+        self.check(unsafe { (self.decoded_frame_count)(latent_frames, &mut n) })?;
+        Ok(n)
+    }
+
+    /// The library's defaults for a step cache and its report, or `None`
+    /// from a library older than 1.4.
+    pub fn cache_defaults(&self) -> Option<(CacheOptions, CacheReport)> {
+        let (init, report_init) = (self.cache_options_init?, self.cache_report_init?);
+        let (mut options, mut report) = (CacheOptions::default(), CacheReport::default());
+        // SAFETY: writable structs of the 1.4 layouts, given their sizes.
+        unsafe {
+            init(&mut options, std::mem::size_of::<CacheOptions>());
+            report_init(&mut report, std::mem::size_of::<CacheReport>());
+        }
+        Some((options, report))
+    }
+}
+
+/// A failed long call: the library's message, and whether it stopped
+/// because its progress callback cancelled it.
+#[derive(Debug)]
+pub struct CallError {
+    pub message: String,
+    pub cancelled: bool,
+}
+
+// The effect files' failures: the message, and whether it was cancelled.
+impl From<CallError> for (String, bool) {
+    fn from(e: CallError) -> Self {
+        (e.message, e.cancelled)
+    }
 }
 
 /// A loaded pipeline; the library allows calls from several threads.
@@ -660,6 +722,162 @@ impl PipelineHandle {
             .check(unsafe { (self.api.pipeline_fps)(self.ptr, &mut fps) })?;
         Ok(fps)
     }
+
+    /// How many frames a sampling call of `num_frames` frames makes.
+    pub fn output_frame_count(&self, num_frames: i32) -> Result<i32, String> {
+        let mut n = 0;
+        // SAFETY: live pipeline, writable output.
+        self.api
+            .check(unsafe { (self.api.output_frame_count)(self.ptr, num_frames, &mut n) })?;
+        Ok(n)
+    }
+
+    /// The latents' shape of a sampling call at this size (`num_frames` 0:
+    /// the default); an error for a size the pipeline does not take.
+    pub fn latent_shape(
+        &self,
+        width: i32,
+        height: i32,
+        num_frames: i32,
+    ) -> Result<[i64; 5], String> {
+        let mut shape = [0i64; 5];
+        // SAFETY: live pipeline, room for the five values it writes.
+        self.api.check(unsafe {
+            (self.api.latent_shape)(self.ptr, width, height, num_frames, shape.as_mut_ptr())
+        })?;
+        Ok(shape)
+    }
+
+    /// Text to video into `out`. The pointers `opts` holds (prompts,
+    /// latents buffer, step cache, progress user data) and `out`'s must be
+    /// live and sized as the header says for the whole call.
+    pub fn generate_video(&self, opts: &GenerateOptions, out: &[Frame]) -> Result<(), CallError> {
+        // SAFETY: live pipeline; options and output descriptions valid for
+        // the call, as this method's contract asks of its caller.
+        self.api.check_call(unsafe {
+            (self.api.generate_video)(self.ptr, opts, out.as_ptr(), out.len())
+        })
+    }
+
+    /// Image to video into `out`; the pointers `opts`, `image` and `out`
+    /// hold must be valid for the call, as for `generate_video`.
+    pub fn animate_image(
+        &self,
+        image: &Frame,
+        opts: &AnimateOptions,
+        out: &[Frame],
+    ) -> Result<(), CallError> {
+        // SAFETY: live pipeline; image, options and output descriptions
+        // valid for the call, as this method's contract asks of its caller.
+        self.api.check_call(unsafe {
+            (self.api.animate_image)(self.ptr, image, opts, out.as_ptr(), out.len())
+        })
+    }
+
+    /// Inverts `frames`; the pointers `opts` and `frames` hold must be
+    /// valid for the call, as for `generate_video`.
+    pub fn invert_video(
+        &self,
+        frames: &[Frame],
+        opts: &InvertOptions,
+    ) -> Result<InversionHandle, CallError> {
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: live pipeline; frames and options valid for the call, as
+        // this method's contract asks of its caller; writable out pointer.
+        self.api.check_call(unsafe {
+            (self.api.invert_video)(self.ptr, frames.as_ptr(), frames.len(), opts, &mut ptr)
+        })?;
+        Ok(InversionHandle { api: self.api, ptr })
+    }
+
+    /// Edits `inv` (made by this pipeline) into `out`; the pointers `opts`
+    /// and `out` hold must be valid for the call, as for `generate_video`.
+    pub fn edit_with_prompt(
+        &self,
+        inv: &InversionHandle,
+        opts: &EditOptions,
+        out: &[Frame],
+    ) -> Result<(), CallError> {
+        // SAFETY: live pipeline and inversion; options and output
+        // descriptions valid for the call, as this method's contract asks.
+        self.api.check_call(unsafe {
+            (self.api.edit_with_prompt)(self.ptr, inv.ptr, opts, out.as_ptr(), out.len())
+        })
+    }
+
+    /// Decodes `values` of `shape` into `out`; the pointers `opts` and
+    /// `out` hold must be valid for the call, as for `generate_video`.
+    pub fn decode_latents(
+        &self,
+        values: &[f32],
+        shape: &[i64; 5],
+        opts: &DecodeOptions,
+        out: &[Frame],
+    ) -> Result<(), CallError> {
+        // The library reads the product of the shape's values.
+        let count = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+        if count != Some(values.len()) {
+            return Err(CallError {
+                message: format!("{} latent values for the shape {shape:?}", values.len()),
+                cancelled: false,
+            });
+        }
+        // SAFETY: live pipeline; `values` holds the product of `shape`
+        // (checked above); options and outputs valid as the contract asks.
+        self.api.check_call(unsafe {
+            (self.api.decode_latents)(
+                self.ptr,
+                values.as_ptr(),
+                shape.as_ptr(),
+                opts,
+                out.as_ptr(),
+                out.len(),
+            )
+        })
+    }
+
+    /// Loads the LoRA at `path` as adapter `name` (since C API 1.4).
+    pub fn load_lora(&self, path: &CStr, name: &CStr) -> Result<(), String> {
+        let f = self
+            .api
+            .pipeline_load_lora
+            .ok_or("the library lacks cogvideo_pipeline_load_lora")?;
+        // SAFETY: live pipeline, NUL-terminated path and name.
+        self.api
+            .check(unsafe { f(self.ptr, path.as_ptr(), name.as_ptr()) })
+    }
+
+    /// Unloads adapter `name` (since C API 1.4).
+    pub fn remove_lora(&self, name: &CStr) -> Result<(), String> {
+        let f = self
+            .api
+            .pipeline_remove_lora
+            .ok_or("the library lacks cogvideo_pipeline_remove_lora")?;
+        // SAFETY: live pipeline, NUL-terminated name.
+        self.api.check(unsafe { f(self.ptr, name.as_ptr()) })
+    }
+
+    /// Makes `names` the active adapters with `weights` (since C API 1.4).
+    pub fn set_adapters(&self, names: &[CString], weights: &[f64]) -> Result<(), String> {
+        let f = self
+            .api
+            .pipeline_set_adapters
+            .ok_or("the library lacks cogvideo_pipeline_set_adapters")?;
+        if names.len() != weights.len() {
+            return Err(format!(
+                "{} adapters, {} weights",
+                names.len(),
+                weights.len()
+            ));
+        }
+        let ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        // SAFETY: live pipeline; `ptrs` (NUL-terminated names, alive in
+        // `names`) and `weights` hold the same number of entries.
+        self.api
+            .check(unsafe { f(self.ptr, ptrs.as_ptr(), weights.as_ptr(), ptrs.len()) })
+    }
 }
 
 impl Drop for PipelineHandle {
@@ -687,6 +905,15 @@ impl InversionHandle {
         self.api
             .check(unsafe { (self.api.inversion_frame_count)(self.ptr, &mut n) })?;
         Ok(n as usize)
+    }
+
+    /// The shape of the inversion's latents.
+    pub fn latent_shape(&self) -> Result<[i64; 5], String> {
+        let mut shape = [0i64; 5];
+        // SAFETY: live inversion, room for the five values it writes.
+        self.api
+            .check(unsafe { (self.api.inversion_latent_shape)(self.ptr, shape.as_mut_ptr()) })?;
+        Ok(shape)
     }
 }
 

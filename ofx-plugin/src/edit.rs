@@ -533,7 +533,6 @@ fn process(
     job: &Job,
 ) -> Result<(Arc<InversionHandle>, Latents, Vec<Frame>), Failure> {
     let api = pipe.api;
-    let fail = |st: capi::Status| (api.error(st), st == capi::ERR_CANCELLED);
     let user = job as *const Job as *mut c_void;
     // Inversion and edit run with the adapters (one job: no other job
     // changes them in between).
@@ -543,9 +542,7 @@ fn process(
         None => {
             crate::log::line("inverting the segment");
             let descs: Vec<capi::Frame> = frames.iter().map(|f| f.as_capi_input()).collect();
-            let mut o: capi::InvertOptions = Default::default();
-            // SAFETY: writable options.
-            unsafe { api.invert_options_init.run(&mut o) };
+            let mut o = api.invert_options_init.defaults();
             o.width = s.width;
             o.height = s.height;
             o.steps = s.steps;
@@ -553,21 +550,11 @@ fn process(
             o.resize_mode = s.resize_mode;
             o.progress = Some(on_progress);
             o.progress_user = user;
-            let mut ptr = std::ptr::null_mut();
-            // SAFETY: frames, options and out pointer are valid for the call.
-            let st =
-                unsafe { (api.invert_video)(pipe.ptr, descs.as_ptr(), descs.len(), &o, &mut ptr) };
-            if st != capi::OK {
-                return Err(fail(st));
-            }
-            Arc::new(InversionHandle { api, ptr })
+            Arc::new(pipe.invert_video(&descs, &o)?)
         }
     };
     let n = inv.frame_count().map_err(|e| (e, false))?;
-    let mut shape = [0i64; 5];
-    // SAFETY: live inversion, room for five values.
-    let st = unsafe { (api.inversion_latent_shape)(inv.ptr, shape.as_mut_ptr()) };
-    api.check(st).map_err(|e| (e, false))?;
+    let shape = inv.latent_shape().map_err(|e| (e, false))?;
     let mut latents = Latents {
         shape,
         values: vec![0.0; shape.iter().product::<i64>().max(0) as usize],
@@ -579,9 +566,7 @@ fn process(
     let negative = CString::new(s.negative_prompt.as_str())
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
     let mut cache = StepCache::new(api, s.model.method);
-    let mut o: capi::EditOptions = Default::default();
-    // SAFETY: writable options.
-    unsafe { api.edit_options_init.run(&mut o) };
+    let mut o = api.edit_options_init.defaults();
     if let Some(c) = cache.as_deref_mut() {
         o.cache = &c.options;
         o.cache_report = &mut c.report;
@@ -597,11 +582,8 @@ fn process(
     o.progress_user = user;
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
-    // SAFETY: live pipeline and inversion; outputs sized as the inversion says.
-    let st = unsafe { (api.edit_with_prompt)(pipe.ptr, inv.ptr, &o, descs.as_ptr(), descs.len()) };
-    if st != capi::OK {
-        return Err(fail(st));
-    }
+    // Outputs sized as the inversion says.
+    pipe.edit_with_prompt(&inv, &o, &descs)?;
     model_settings::record(job.id, cache.as_deref());
     Ok((inv, latents, out))
 }
@@ -634,9 +616,7 @@ mod tests {
             assert!(st.success(), "building libcogvideo failed");
             let lib = profile.join(capi::LIBRARY);
             let api = Box::leak(Box::new(capi::Api::open(lib.to_str().unwrap()).unwrap()));
-            let mut opts = capi::LoadOptions::default();
-            // SAFETY: writable options.
-            unsafe { api.load_options_init.run(&mut opts) };
+            let opts = api.load_options_init.defaults();
             let ckpt = repo.join("tests/data/tiny/cogvideox-5b");
             Arc::new(PipelineHandle::load(api, ckpt.to_str().unwrap(), &opts).unwrap())
         })

@@ -291,13 +291,10 @@ fn generate(
 ) -> Result<(Latents, Vec<Frame>), Failure> {
     let api = pipe.api;
     let length = key.latents.length as i32;
-    let (mut n, mut shape) = (0, [0i64; 5]);
-    // SAFETY: live pipeline, writable outputs.
-    let st = unsafe { (api.output_frame_count)(pipe.ptr, length, &mut n) };
-    api.check(st).map_err(|e| (e, false))?;
-    // SAFETY: as above.
-    let st = unsafe { (api.latent_shape)(pipe.ptr, s.width, s.height, length, shape.as_mut_ptr()) };
-    api.check(st).map_err(|e| (e, false))?;
+    let n = pipe.output_frame_count(length).map_err(|e| (e, false))?;
+    let shape = pipe
+        .latent_shape(s.width, s.height, length)
+        .map_err(|e| (e, false))?;
     let count = shape.iter().product::<i64>().max(0) as usize;
     let mut latents = Latents {
         shape,
@@ -310,9 +307,7 @@ fn generate(
         .map_err(|_| ("negative prompt has a NUL".into(), false))?;
     model_settings::apply(pipe, &s.model.adapters).map_err(|e| (e, false))?;
     let mut cache = StepCache::new(api, s.model.method);
-    let mut o = capi::GenerateOptions::default();
-    // SAFETY: writable options.
-    unsafe { api.generate_options_init.run(&mut o) };
+    let mut o = api.generate_options_init.defaults();
     if let Some(c) = cache.as_deref_mut() {
         o.cache = &c.options;
         o.cache_report = &mut c.report;
@@ -330,11 +325,7 @@ fn generate(
     o.progress_user = job as *const Job as *mut c_void;
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
-    // SAFETY: valid options, latents buffer and outputs for the call.
-    let st = unsafe { (api.generate_video)(pipe.ptr, &o, descs.as_ptr(), descs.len()) };
-    if st != capi::OK {
-        return Err((api.error(st), st == capi::ERR_CANCELLED));
-    }
+    pipe.generate_video(&o, &descs)?;
     model_settings::record(job.id, cache.as_deref());
     Ok((latents, out))
 }
@@ -349,31 +340,15 @@ pub(crate) fn decode(
     job: &Job,
 ) -> Result<Vec<Frame>, Failure> {
     let api = pipe.api;
-    let mut n = 0;
-    // SAFETY: writable output.
-    let st = unsafe { (api.decoded_frame_count)(l.shape[1] as i32, &mut n) };
-    api.check(st).map_err(|e| (e, false))?;
+    let n = api
+        .decoded_frame_count(l.shape[1] as i32)
+        .map_err(|e| (e, false))?;
     let mut out: Vec<Frame> = (0..n).map(|_| Frame::new(size.0, size.1, size.2)).collect();
     let descs: Vec<capi::Frame> = out.iter_mut().map(Frame::as_capi).collect();
-    let mut o = capi::DecodeOptions::default();
-    // SAFETY: writable options.
-    unsafe { api.decode_options_init.run(&mut o) };
+    let mut o = api.decode_options_init.defaults();
     o.resize_mode = resize_mode;
     o.progress = Some(on_progress);
     o.progress_user = job as *const Job as *mut c_void;
-    // SAFETY: the latents hold the product of their shape; valid outputs.
-    let st = unsafe {
-        (api.decode_latents)(
-            pipe.ptr,
-            l.values.as_ptr(),
-            l.shape.as_ptr(),
-            &o,
-            descs.as_ptr(),
-            descs.len(),
-        )
-    };
-    if st != capi::OK {
-        return Err((api.error(st), st == capi::ERR_CANCELLED));
-    }
+    pipe.decode_latents(&l.values, &l.shape, &o, &descs)?;
     Ok(out)
 }

@@ -243,8 +243,7 @@ pub fn resolve(
 }
 
 fn abi(api: &Api) -> String {
-    // SAFETY: a plain query.
-    let v = unsafe { (api.abi_version)() };
+    let v = api.abi();
     format!("{}.{}", v >> 16, v & 0xffff)
 }
 
@@ -267,10 +266,7 @@ fn smallest_size(pipe: &PipelineHandle, width: i32, height: i32) -> (i32, i32) {
         if (pw, ph) == (w, h) {
             break;
         }
-        let mut shape = [0i64; 5];
-        // SAFETY: live pipeline, room for five values.
-        let st = unsafe { (pipe.api.latent_shape)(pipe.ptr, pw, ph, 0, shape.as_mut_ptr()) };
-        if st == capi::OK {
+        if pipe.latent_shape(pw, ph, 0).is_ok() {
             return (pw, ph);
         }
     }
@@ -334,18 +330,18 @@ pub fn retry() {
 /// calls.
 pub fn apply(pipe: &PipelineHandle, adapters: &[Adapter]) -> Result<(), String> {
     let api = pipe.api;
-    let Some(set) = api.pipeline_set_adapters else {
+    if api.pipeline_set_adapters.is_none() {
         // An older library: `resolve` let no adapter through.
         return Ok(());
-    };
+    }
     let mut loaded = pipe.adapters.lock().unwrap_or_else(|e| e.into_inner());
     for a in adapters {
         if loaded.contains(&a.identity) {
             continue;
         }
-        let (Some(load), Some(remove)) = (api.pipeline_load_lora, api.pipeline_remove_lora) else {
+        if api.pipeline_load_lora.is_none() || api.pipeline_remove_lora.is_none() {
             return Err("the library lacks cogvideo_pipeline_load_lora".into());
-        };
+        }
         // Unused adapters go first, bounding what stays loaded.
         while loaded.len() >= MAX_LOADED {
             let Some(i) = loaded
@@ -359,19 +355,14 @@ pub fn apply(pipe: &PipelineHandle, adapters: &[Adapter]) -> Result<(), String> 
                 identity: loaded.remove(i),
                 weight: 0.0,
             };
-            // SAFETY: live pipeline, NUL-terminated name.
-            let st = unsafe { remove(pipe.ptr, gone.name().as_ptr()) };
-            if st != capi::OK {
-                crate::log::line(&format!("removing a LoRA: {}", api.error(st)));
+            if let Err(e) = pipe.remove_lora(&gone.name()) {
+                crate::log::line(&format!("removing a LoRA: {e}"));
             }
         }
         let path = CString::new(a.path.as_str())
             .map_err(|_| format!("LoRA {}: the path has a NUL", a.path))?;
         crate::log::line(&format!("loading LoRA {} as {:?}", a.path, a.name()));
-        // SAFETY: live pipeline, NUL-terminated path and name.
-        let st = unsafe { load(pipe.ptr, path.as_ptr(), a.name().as_ptr()) };
-        if st != capi::OK {
-            let e = api.error(st);
+        if let Err(e) = pipe.load_lora(&path, &a.name()) {
             REFUSED.lock().unwrap_or_else(|e| e.into_inner()).push((
                 pipe.ptr as usize,
                 a.identity,
@@ -382,11 +373,8 @@ pub fn apply(pipe: &PipelineHandle, adapters: &[Adapter]) -> Result<(), String> 
         loaded.push(a.identity);
     }
     let names: Vec<CString> = adapters.iter().map(Adapter::name).collect();
-    let ptrs: Vec<*const std::ffi::c_char> = names.iter().map(|n| n.as_ptr()).collect();
     let weights: Vec<f64> = adapters.iter().map(|a| a.weight).collect();
-    // SAFETY: live pipeline; `ptrs` and `weights` hold `n` entries.
-    let st = unsafe { set(pipe.ptr, ptrs.as_ptr(), weights.as_ptr(), ptrs.len()) };
-    api.check(st)
+    pipe.set_adapters(&names, &weights)
         .map_err(|e| format!("setting the LoRA adapters: {e}"))
 }
 
@@ -401,16 +389,8 @@ impl StepCache {
     /// The cache for `method` (`None`: exact, no cache).
     pub fn new(api: &Api, method: Option<u32>) -> Option<Box<StepCache>> {
         let method = method?;
-        let (init, report_init) = (api.cache_options_init?, api.cache_report_init?);
-        let mut c = Box::new(StepCache {
-            options: Default::default(),
-            report: Default::default(),
-        });
-        // SAFETY: writable structs of the 1.4 layouts.
-        unsafe {
-            init(&mut c.options, std::mem::size_of::<capi::CacheOptions>());
-            report_init(&mut c.report, std::mem::size_of::<capi::CacheReport>());
-        }
+        let (options, report) = api.cache_defaults()?;
+        let mut c = Box::new(StepCache { options, report });
         c.options.method = method;
         Some(c)
     }

@@ -230,9 +230,7 @@ fn load(key: &LoadKey, job: &Job) -> Result<PipelineHandle, String> {
         return Err("no checkpoint folder is set".into());
     }
     let api = capi::api()?;
-    let mut opts = capi::LoadOptions::default();
-    // SAFETY: writable options struct.
-    unsafe { api.load_options_init.run(&mut opts) };
+    let mut opts = api.load_options_init.defaults();
     opts.device = key.device;
     opts.device_index = key.device_index;
     opts.dtype = key.dtype;
