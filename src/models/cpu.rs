@@ -364,4 +364,33 @@ mod tests {
         }
         assert!(exp2_nonpositive(f32::NAN).is_nan());
     }
+
+    /// The token join gives `Tensor::cat`'s values, polled in waves when a
+    /// poll is installed, and stops on the poll's error.
+    #[test]
+    fn cat_tokens_is_cat_and_polls_in_waves() {
+        use crate::models::poll::with_poll;
+        use std::time::Duration;
+        let dev = Device::Cpu;
+        let a = Tensor::randn(0f32, 1.0, (2, 700, 3072), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (2, 900, 3072), &dev).unwrap();
+        let want = Tensor::cat(&[&a, &b], 1).unwrap();
+        let same = |t: &Tensor| {
+            let d = (t - &want).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        };
+        same(&cat_tokens(&[&a, &b]).unwrap());
+        let mut calls = 0;
+        let mut count = || -> Result<()> {
+            calls += 1;
+            Ok(())
+        };
+        let polled = with_poll(Some(&mut count), Duration::ZERO, || cat_tokens(&[&a, &b])).unwrap();
+        same(&polled);
+        // 9.8 Mi values in waves of 4 Mi (rounded to whole rows): three.
+        assert_eq!(calls, 3);
+        let mut stop = || -> Result<()> { candle_core::bail!("stop") };
+        let r = with_poll(Some(&mut stop), Duration::ZERO, || cat_tokens(&[&a, &b]));
+        assert!(r.unwrap_err().to_string().contains("stop"));
+    }
 }
