@@ -380,7 +380,9 @@ fn animate(
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
     let img = image.as_capi_input();
-    pipe.animate_image(&img, &o, &descs)?;
+    // SAFETY: the image, prompts, latents, cache and job `o` points at and
+    // the frames `descs` describes live until the call returns.
+    unsafe { pipe.animate_image(&img, &o, &descs) }?;
     model_settings::record(job.id, cache.as_deref());
     Ok((latents, out))
 }

@@ -748,10 +748,17 @@ impl PipelineHandle {
         Ok(shape)
     }
 
-    /// Text to video into `out`. The pointers `opts` holds (prompts,
-    /// latents buffer, step cache, progress user data) and `out`'s must be
-    /// live and sized as the header says for the whole call.
-    pub fn generate_video(&self, opts: &GenerateOptions, out: &[Frame]) -> Result<(), CallError> {
+    /// Text to video into `out`.
+    ///
+    /// # Safety
+    /// The pointers `opts` holds (prompts, latents buffer, step cache,
+    /// progress user data) and `out`'s must be live and sized as the header
+    /// says for the whole call: the descriptors cannot say so to Rust.
+    pub unsafe fn generate_video(
+        &self,
+        opts: &GenerateOptions,
+        out: &[Frame],
+    ) -> Result<(), CallError> {
         // SAFETY: live pipeline; options and output descriptions valid for
         // the call, as this method's contract asks of its caller.
         self.api.check_call(unsafe {
@@ -759,24 +766,30 @@ impl PipelineHandle {
         })
     }
 
-    /// Image to video into `out`; the pointers `opts`, `image` and `out`
-    /// hold must be valid for the call, as for `generate_video`.
-    pub fn animate_image(
+    /// Image to video into `out`.
+    ///
+    /// # Safety
+    /// The pointers `opts`, `image` and `out` hold must be valid for the
+    /// call, as for [`Self::generate_video`].
+    pub unsafe fn animate_image(
         &self,
         image: &Frame,
         opts: &AnimateOptions,
         out: &[Frame],
     ) -> Result<(), CallError> {
         // SAFETY: live pipeline; image, options and output descriptions
-        // valid for the call, as this method's contract asks of its caller.
+        // valid for the call, as this method's safety contract asks.
         self.api.check_call(unsafe {
             (self.api.animate_image)(self.ptr, image, opts, out.as_ptr(), out.len())
         })
     }
 
-    /// Inverts `frames`; the pointers `opts` and `frames` hold must be
-    /// valid for the call, as for `generate_video`.
-    pub fn invert_video(
+    /// Inverts `frames`.
+    ///
+    /// # Safety
+    /// The pointers `opts` and `frames` hold must be valid for the call, as
+    /// for [`Self::generate_video`].
+    pub unsafe fn invert_video(
         &self,
         frames: &[Frame],
         opts: &InvertOptions,
@@ -790,24 +803,30 @@ impl PipelineHandle {
         Ok(InversionHandle { api: self.api, ptr })
     }
 
-    /// Edits `inv` (made by this pipeline) into `out`; the pointers `opts`
-    /// and `out` hold must be valid for the call, as for `generate_video`.
-    pub fn edit_with_prompt(
+    /// Edits `inv` (made by this pipeline) into `out`.
+    ///
+    /// # Safety
+    /// The pointers `opts` and `out` hold must be valid for the call, as
+    /// for [`Self::generate_video`].
+    pub unsafe fn edit_with_prompt(
         &self,
         inv: &InversionHandle,
         opts: &EditOptions,
         out: &[Frame],
     ) -> Result<(), CallError> {
         // SAFETY: live pipeline and inversion; options and output
-        // descriptions valid for the call, as this method's contract asks.
+        // descriptions valid for the call, as this method's safety contract asks.
         self.api.check_call(unsafe {
             (self.api.edit_with_prompt)(self.ptr, inv.ptr, opts, out.as_ptr(), out.len())
         })
     }
 
-    /// Decodes `values` of `shape` into `out`; the pointers `opts` and
-    /// `out` hold must be valid for the call, as for `generate_video`.
-    pub fn decode_latents(
+    /// Decodes `values` of `shape` into `out`.
+    ///
+    /// # Safety
+    /// The pointers `opts` and `out` hold must be valid for the call, as
+    /// for [`Self::generate_video`].
+    pub unsafe fn decode_latents(
         &self,
         values: &[f32],
         shape: &[i64; 5],

@@ -550,7 +550,9 @@ fn process(
             o.resize_mode = s.resize_mode;
             o.progress = Some(on_progress);
             o.progress_user = user;
-            Arc::new(pipe.invert_video(&descs, &o)?)
+            // SAFETY: the job `o` points at and the frames `descs` describes
+            // live until the call returns.
+            Arc::new(unsafe { pipe.invert_video(&descs, &o) }?)
         }
     };
     let n = inv.frame_count().map_err(|e| (e, false))?;
@@ -583,7 +585,9 @@ fn process(
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
     // Outputs sized as the inversion says.
-    pipe.edit_with_prompt(&inv, &o, &descs)?;
+    // SAFETY: the prompts, latents, cache and job `o` points at and the
+    // frames `descs` describes live until the call returns.
+    unsafe { pipe.edit_with_prompt(&inv, &o, &descs) }?;
     model_settings::record(job.id, cache.as_deref());
     Ok((inv, latents, out))
 }

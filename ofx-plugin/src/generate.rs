@@ -325,7 +325,9 @@ fn generate(
     o.progress_user = job as *const Job as *mut c_void;
     o.latents_out = latents.values.as_mut_ptr();
     o.latents_out_len = latents.values.len();
-    pipe.generate_video(&o, &descs)?;
+    // SAFETY: the prompts, latents, cache and job `o` points at and the
+    // frames `descs` describes live until the call returns.
+    unsafe { pipe.generate_video(&o, &descs) }?;
     model_settings::record(job.id, cache.as_deref());
     Ok((latents, out))
 }
@@ -349,6 +351,8 @@ pub(crate) fn decode(
     o.resize_mode = resize_mode;
     o.progress = Some(on_progress);
     o.progress_user = job as *const Job as *mut c_void;
-    pipe.decode_latents(&l.values, &l.shape, &o, &descs)?;
+    // SAFETY: the job `o` points at and the frames `descs` describes live
+    // until the call returns.
+    unsafe { pipe.decode_latents(&l.values, &l.shape, &o, &descs) }?;
     Ok(out)
 }
